@@ -1,0 +1,77 @@
+//! The command line: one file per subcommand. Errors print as `Error: <reason>` on stderr with
+//! exit status 1; usage errors exit 2 (clap's convention).
+
+mod ca;
+mod keygen;
+mod print;
+mod sign;
+mod verify;
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ipnet::Ipv4Net;
+
+#[derive(Parser)]
+#[command(name = "cos-mesh", version, about = "Overlay mesh for Nomad clusters across environments (Nebula-compatible PKI, WireGuard tunnels)", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a certificate authority (Ed25519 key + self-signed Nebula v1 certificate).
+    Ca(ca::Args),
+    /// Create an X25519 host key pair, for signing with `sign --in-pub` elsewhere.
+    Keygen(keygen::Args),
+    /// Sign a node certificate with the CA.
+    Sign(sign::Args),
+    /// Print every certificate in a PEM file.
+    Print(print::Args),
+    /// Verify a certificate against a CA bundle (silent, exit 0, when valid).
+    Verify(verify::Args),
+}
+
+/// Runs the CLI and returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ca(a) => ca::run(a),
+        Command::Keygen(a) => keygen::run(a),
+        Command::Sign(a) => sign::run(a),
+        Command::Print(a) => print::run(a),
+        Command::Verify(a) => verify::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// clap value parser: a Go duration (`8760h`, `90m`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// clap value parser: an IPv4 address with prefix (`100.64.0.1/10`). v1 certificates are IPv4 only.
+fn parse_ipv4_net(s: &str) -> Result<Ipv4Net, String> {
+    if s.contains(':') {
+        return Err(format!("{s}: Nebula v1 certificates carry IPv4 networks only"));
+    }
+    s.parse::<Ipv4Net>().map_err(|_| format!("{s}: expected an IPv4 address with prefix length, e.g. 100.64.0.1/10"))
+}
+
+/// Splits comma-separated groups as nebula-cert does: trimmed, empty entries dropped.
+fn clean_groups(groups: &[String]) -> Vec<String> {
+    groups.iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect()
+}
+
+fn ipv4(net: &Ipv4Net) -> Ipv4Addr {
+    net.addr()
+}

@@ -1,0 +1,10 @@
+//! cos-mesh: an overlay mesh in the style of Nebula for Nomad clusters that span environments.
+//!
+//! The pure modules (`cert`, `duration`, `unixtime`) do no IO and read no clock; the CLI and the
+//! daemon's IO shell pass time and bytes in.
+
+pub mod cert;
+pub mod cli;
+pub mod duration;
+pub mod files;
+pub mod unixtime;

@@ -53,14 +53,19 @@ pub fn run(a: Args) -> Result<ExitCode> {
         subnets: a.subnets.iter().map(Ipv4Net::trunc).collect(),
         groups: super::clean_groups(&a.groups),
         not_before: now,
-        not_after: now.add(a.duration),
+        not_after: now.plus(a.duration),
         public_key: key.public(),
         is_ca: true,
         issuer: None,
     };
     let cert = Certificate::sign(&details, key.signing_key())?;
     files::write_new(&a.out_key, key.to_pem().as_bytes(), SECRET_MODE, "CA key")?;
-    files::write_new(&a.out_crt, cert.to_pem().as_bytes(), SECRET_MODE, "CA certificate")?;
+    files::write_new(
+        &a.out_crt,
+        cert.to_pem().as_bytes(),
+        SECRET_MODE,
+        "CA certificate",
+    )?;
     eprintln!(
         "wrote CA certificate {} (fingerprint {}, valid until {}) and CA key {}; keep the key offline",
         a.out_crt.display(),

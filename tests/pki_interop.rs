@@ -1,0 +1,547 @@
+//! The PKI against the real `nebula-cert` (Debian package `nebula`, 1.6.1): certificates and keys
+//! must cross in both directions, and every refusal a user can hit says why.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cos_mesh::cert::keys::{CaSecret, HostSecret};
+use cos_mesh::cert::{Certificate, Details, armor};
+use cos_mesh::unixtime::UnixTime;
+use serde_json::Value;
+
+const COS: &str = env!("CARGO_BIN_EXE_cos-mesh");
+
+fn run(dir: &Path, prog: &str, args: &[&str]) -> Output {
+    Command::new(prog).args(args).current_dir(dir).output().unwrap_or_else(|e| {
+        panic!("cannot run {prog}: {e} (nebula-cert comes from the Debian package `nebula`; bash .ci/run installs it)")
+    })
+}
+
+fn ok(dir: &Path, prog: &str, args: &[&str]) -> String {
+    let out = run(dir, prog, args);
+    assert!(
+        out.status.success(),
+        "{prog} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail with exit 1 and returns its stderr.
+fn fails(dir: &Path, prog: &str, args: &[&str]) -> String {
+    let out = run(dir, prog, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{prog} {args:?} should fail: {out:?}"
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn our_certificates_pass_nebula_cert() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    ok(
+        p,
+        COS,
+        &[
+            "ca",
+            "--name",
+            "cos CA",
+            "--ips",
+            "100.64.0.0/10",
+            "--groups",
+            "nomad-server,nomad-client,ops",
+            "--subnets",
+            "10.0.0.0/8",
+        ],
+    );
+    ok(
+        p,
+        COS,
+        &[
+            "sign",
+            "--name",
+            "server-1",
+            "--ip",
+            "100.64.0.11/10",
+            "--groups",
+            "nomad-server, ops",
+            "--subnets",
+            "10.1.2.3/24",
+        ],
+    );
+    ok(
+        p,
+        "nebula-cert",
+        &["verify", "-ca", "ca.crt", "-crt", "server-1.crt"],
+    );
+    for f in ["ca.crt", "server-1.crt"] {
+        let theirs = json_lines(&ok(p, "nebula-cert", &["print", "-json", "-path", f]));
+        let ours = json_lines(&ok(p, COS, &["print", "--json", f]));
+        assert_eq!(ours, theirs, "print --json of {f}");
+    }
+    let j = &json_lines(&ok(p, COS, &["print", "--json", "server-1.crt"]))[0]["details"];
+    assert_eq!(j["groups"], serde_json::json!(["nomad-server", "ops"]));
+    assert_eq!(j["subnets"], serde_json::json!(["10.1.2.0/24"]));
+    for f in ["ca.key", "ca.crt", "server-1.key", "server-1.crt"] {
+        assert_eq!(
+            fs::metadata(p.join(f)).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{f}"
+        );
+    }
+    // Default lifetime: one second before the CA ends.
+    let ca = Certificate::from_pem(&fs::read(p.join("ca.crt")).unwrap()).unwrap();
+    let node = Certificate::from_pem(&fs::read(p.join("server-1.crt")).unwrap()).unwrap();
+    assert_eq!(
+        node.details().not_after.seconds(),
+        ca.details().not_after.seconds() - 1
+    );
+    // The CA's default lifetime is ten years, not one.
+    let life = ca.details().not_after.seconds() - ca.details().not_before.seconds();
+    assert_eq!(life, 87_600 * 3600);
+}
+
+#[test]
+fn nebula_cert_certificates_pass_ours() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    ok(
+        p,
+        "nebula-cert",
+        &[
+            "ca",
+            "-name",
+            "neb CA",
+            "-groups",
+            "a,b",
+            "-ips",
+            "100.64.0.0/16",
+        ],
+    );
+    ok(
+        p,
+        "nebula-cert",
+        &[
+            "sign",
+            "-name",
+            "n1",
+            "-ip",
+            "100.64.3.4/16",
+            "-groups",
+            "a",
+        ],
+    );
+    let out = run(p, COS, &["verify", "--ca", "ca.crt", "--crt", "n1.crt"]);
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "{out:?}"
+    );
+    let theirs = json_lines(&ok(
+        p,
+        "nebula-cert",
+        &["print", "-json", "-path", "n1.crt"],
+    ));
+    assert_eq!(
+        json_lines(&ok(p, COS, &["print", "--json", "n1.crt"])),
+        theirs
+    );
+    // Their text output and ours carry the same lines.
+    assert_eq!(
+        ok(p, COS, &["print", "n1.crt"]).replace(" +0000 UTC", " UTC"),
+        ok(p, "nebula-cert", &["print", "-path", "n1.crt"]).replace(" +0000 UTC", " UTC")
+    );
+}
+
+#[test]
+fn keys_cross_both_ways() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // Their CA key signs with our tool, our CA key signs with theirs.
+    ok(
+        p,
+        "nebula-cert",
+        &[
+            "ca", "-name", "neb", "-out-crt", "nca.crt", "-out-key", "nca.key",
+        ],
+    );
+    ok(
+        p,
+        COS,
+        &[
+            "ca",
+            "--name",
+            "cos",
+            "--out-crt",
+            "cca.crt",
+            "--out-key",
+            "cca.key",
+        ],
+    );
+    // A nebula-cert host key signed by cos-mesh under nebula's CA.
+    ok(
+        p,
+        "nebula-cert",
+        &["keygen", "-out-key", "h1.key", "-out-pub", "h1.pub"],
+    );
+    ok(
+        p,
+        COS,
+        &[
+            "sign",
+            "--ca-crt",
+            "nca.crt",
+            "--ca-key",
+            "nca.key",
+            "--name",
+            "h1",
+            "--ip",
+            "100.64.0.1/10",
+            "--in-pub",
+            "h1.pub",
+        ],
+    );
+    ok(
+        p,
+        "nebula-cert",
+        &["verify", "-ca", "nca.crt", "-crt", "h1.crt"],
+    );
+    assert!(!p.join("h1.key.tmp").exists());
+    // A cos-mesh host key signed by nebula-cert under our CA.
+    ok(
+        p,
+        COS,
+        &["keygen", "--out-key", "h2.key", "--out-pub", "h2.pub"],
+    );
+    ok(
+        p,
+        "nebula-cert",
+        &[
+            "sign",
+            "-ca-crt",
+            "cca.crt",
+            "-ca-key",
+            "cca.key",
+            "-name",
+            "h2",
+            "-ip",
+            "100.64.0.2/10",
+            "-in-pub",
+            "h2.pub",
+        ],
+    );
+    ok(p, COS, &["verify", "--ca", "cca.crt", "--crt", "h2.crt"]);
+    // The certificates carry exactly the public halves of the private keys.
+    for (key, crt) in [("h1.key", "h1.crt"), ("h2.key", "h2.crt")] {
+        let secret = HostSecret::from_pem(&fs::read(p.join(key)).unwrap()).unwrap();
+        let cert = Certificate::from_pem(&fs::read(p.join(crt)).unwrap()).unwrap();
+        assert_eq!(secret.public().0, cert.details().public_key, "{crt}");
+    }
+    // A two-CA bundle verifies both.
+    let bundle = format!(
+        "{}{}",
+        fs::read_to_string(p.join("nca.crt")).unwrap(),
+        fs::read_to_string(p.join("cca.crt")).unwrap()
+    );
+    fs::write(p.join("bundle.crt"), bundle).unwrap();
+    for crt in ["h1.crt", "h2.crt"] {
+        ok(p, COS, &["verify", "--ca", "bundle.crt", "--crt", crt]);
+        ok(
+            p,
+            "nebula-cert",
+            &["verify", "-ca", "bundle.crt", "-crt", crt],
+        );
+    }
+}
+
+/// Writes a node certificate with chosen validity under the CA in `p` (ca.crt/ca.key).
+fn craft(p: &Path, name: &str, not_before: i64, not_after: i64) {
+    let ca = Certificate::from_pem(&fs::read(p.join("ca.crt")).unwrap()).unwrap();
+    let key = CaSecret::from_pem(&fs::read(p.join("ca.key")).unwrap()).unwrap();
+    let d = Details {
+        name: name.into(),
+        ips: vec!["100.64.0.50/10".parse().unwrap()],
+        subnets: vec![],
+        groups: vec![],
+        not_before: UnixTime(not_before),
+        not_after: UnixTime(not_after),
+        public_key: HostSecret::generate().public().0,
+        is_ca: false,
+        issuer: Some(ca.fingerprint()),
+    };
+    let cert = Certificate::sign(&d, key.signing_key()).unwrap();
+    fs::write(p.join(format!("{name}.crt")), cert.to_pem()).unwrap();
+}
+
+#[test]
+fn verify_refusals_name_the_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    ok(
+        p,
+        COS,
+        &[
+            "ca",
+            "--name",
+            "main",
+            "--groups",
+            "nomad-server,nomad-client",
+            "--ips",
+            "100.64.0.0/10",
+        ],
+    );
+    ok(
+        p,
+        COS,
+        &[
+            "ca",
+            "--name",
+            "rogue",
+            "--out-crt",
+            "rogue.crt",
+            "--out-key",
+            "rogue.key",
+        ],
+    );
+    ok(p, COS, &["sign", "--name", "good", "--ip", "100.64.0.2/10"]);
+    ok(
+        p,
+        COS,
+        &[
+            "sign",
+            "--name",
+            "stranger",
+            "--ip",
+            "100.64.0.3/10",
+            "--ca-crt",
+            "rogue.crt",
+            "--ca-key",
+            "rogue.key",
+        ],
+    );
+    let now = UnixTime::now().seconds();
+    let ca = Certificate::from_pem(&fs::read(p.join("ca.crt")).unwrap()).unwrap();
+    let ca_start = ca.details().not_before.seconds();
+    craft(p, "expired", ca_start, ca_start); // valid for its first second only
+    craft(p, "future", now + 3600, now + 7200);
+    let good = Certificate::from_pem(&fs::read(p.join("good.crt")).unwrap()).unwrap();
+    let mut tampered = good.to_bytes().to_vec();
+    let n = tampered.len();
+    tampered[n - 5] ^= 0x40;
+    fs::write(
+        p.join("tampered.crt"),
+        armor::encode(armor::CERTIFICATE, &tampered),
+    )
+    .unwrap();
+    let mut noncanon = good.to_bytes().to_vec();
+    noncanon.extend_from_slice(&[0x18, 0x01]);
+    fs::write(
+        p.join("noncanon.crt"),
+        armor::encode(armor::CERTIFICATE, &noncanon),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // let "expired" pass its only second
+    let fp = good.fingerprint().to_string();
+
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["--crt", "stranger.crt"], "Error: could not find ca for the certificate: stranger is signed by".into()),
+        (vec!["--crt", "expired.crt"], "Error: certificate is expired: expired expired at".into()),
+        (vec!["--crt", "future.crt"], "Error: certificate is not yet valid: future is valid from".into()),
+        (vec!["--crt", "good.crt", "--blocklist", &fp], format!("Error: certificate has been blocked: good ({fp})")),
+        (vec!["--crt", "tampered.crt"], "Error: certificate signature did not match: good was not signed by CA main".into()),
+        (vec!["--crt", "noncanon.crt"], "Error: parsing certificate noncanon.crt: certificate is not canonically encoded".into()),
+        (vec!["--crt", "ca.key"], "Error: parsing certificate ca.key: expected a NEBULA CERTIFICATE PEM block, found \"NEBULA ED25519 PRIVATE KEY\"".into()),
+        (vec!["--crt", "missing.crt"], "Error: reading certificate missing.crt: No such file".into()),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["verify", "--ca", "ca.crt"];
+        all.extend(args.iter().copied());
+        let err = fails(p, COS, &all);
+        assert!(
+            err.starts_with(&want),
+            "{args:?}: got {err:?}, want prefix {want:?}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
+    }
+    // nebula-cert agrees on the ones it can read.
+    for crt in ["stranger.crt", "expired.crt", "future.crt", "tampered.crt"] {
+        fails(p, "nebula-cert", &["verify", "-ca", "ca.crt", "-crt", crt]);
+    }
+}
+
+#[test]
+fn sign_refusals_name_the_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    ok(
+        p,
+        COS,
+        &[
+            "ca",
+            "--name",
+            "main",
+            "--groups",
+            "nomad-server,nomad-client",
+            "--ips",
+            "100.64.0.0/16",
+            "--duration",
+            "1000h",
+        ],
+    );
+    ok(
+        p,
+        COS,
+        &[
+            "ca",
+            "--name",
+            "other",
+            "--out-crt",
+            "other.crt",
+            "--out-key",
+            "other.key",
+        ],
+    );
+    ok(
+        p,
+        COS,
+        &["sign", "--name", "taken", "--ip", "100.64.0.9/16"],
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--ip", "100.65.0.1/16"],
+            "Error: certificate contained an ip assignment outside the limitations of the signing ca: 100.65.0.1/16 (CA main allows 100.64.0.0/16)",
+        ),
+        (
+            vec!["--ip", "100.64.0.3/8"],
+            "Error: certificate contained an ip assignment outside the limitations of the signing ca: 100.64.0.3/8",
+        ),
+        (
+            vec!["--ip", "100.64.0.3/16", "--groups", "nomad-client,foo"],
+            "Error: certificate contained a group not present on the signing ca: \"foo\" (CA main allows nomad-server,nomad-client)",
+        ),
+        (
+            vec!["--ip", "100.64.0.3/16", "--duration", "2000h"],
+            "Error: certificate expires after signing certificate: n ends",
+        ),
+        (
+            vec!["--ip", "100.64.0.3/16", "--ca-key", "other.key"],
+            "Error: CA key other.key does not match CA certificate ca.crt",
+        ),
+        (
+            vec!["--ip", "100.64.0.3/16", "--out-crt", "taken.crt"],
+            "Error: refusing to overwrite existing certificate: taken.crt",
+        ),
+        (
+            vec!["--ip", "100.64.0.3/16", "--out-key", "taken.key"],
+            "Error: refusing to overwrite existing private key: taken.key",
+        ),
+        (
+            vec!["--ip", "100.64.0.3/16", "--ca-crt", "taken.crt"],
+            "Error: taken.crt is not a CA certificate",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["sign", "--name", "n"];
+        all.extend(args.iter().copied());
+        let err = fails(p, COS, &all);
+        assert!(
+            err.starts_with(want),
+            "{args:?}: got {err:?}, want prefix {want:?}"
+        );
+        // A refused signing writes nothing.
+        assert!(
+            !p.join("n.crt").exists() && !p.join("n.key").exists(),
+            "{args:?} left files behind"
+        );
+    }
+    // Usage errors exit 2 and name the flag.
+    let out = run(p, COS, &["sign", "--name", "n", "--ip", "fd00::1/64"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IPv4 networks only"));
+    let out = run(p, COS, &["ca", "--name", "x", "--duration", "10 years"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid duration \"10 years\""));
+    // ca refuses to overwrite, leaving the existing CA untouched.
+    let before = fs::read(p.join("ca.key")).unwrap();
+    assert!(
+        fails(p, COS, &["ca", "--name", "again"])
+            .starts_with("Error: refusing to overwrite existing CA key: ca.key")
+    );
+    assert_eq!(fs::read(p.join("ca.key")).unwrap(), before);
+}
+
+#[test]
+fn secrets_are_never_printed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let ca = run(p, COS, &["ca", "--name", "x"]);
+    let sign = run(p, COS, &["sign", "--name", "h", "--ip", "100.64.0.1/10"]);
+    let key_b64 = |f: &str| {
+        fs::read_to_string(p.join(f))
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    for out in [&ca, &sign] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for k in ["ca.key", "h.key"] {
+            assert!(!all.contains(&key_b64(k)[..20]), "output leaks {k}");
+        }
+    }
+    let err = fails(p, COS, &["print", "h.key"]);
+    assert!(
+        err.contains("is a private key; print shows certificates only"),
+        "{err}"
+    );
+    assert!(!err.contains(&key_b64("h.key")[..20]));
+}
+
+#[test]
+fn reference_vector_reads_the_same_in_both_tools() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let reference = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/nebula.md"
+    ))
+    .expect("../shared/reference/nebula.md beside the repository");
+    let start = reference
+        .find("-----BEGIN NEBULA CERTIFICATE-----")
+        .unwrap();
+    let end = reference.rfind("-----END NEBULA CERTIFICATE-----").unwrap()
+        + "-----END NEBULA CERTIFICATE-----".len();
+    fs::write(
+        p.join("vector.pem"),
+        format!("{}\n", &reference[start..end]),
+    )
+    .unwrap();
+    let theirs = json_lines(&ok(
+        p,
+        "nebula-cert",
+        &["print", "-json", "-path", "vector.pem"],
+    ));
+    let ours = json_lines(&ok(p, COS, &["print", "--json", "vector.pem"]));
+    assert_eq!(ours.len(), 2);
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        ours[1]["fingerprint"],
+        "d6ef0cda8a695039af87f9e69f07c56e3f3a7939e0fa06b26a5e78c97b2e16d8"
+    );
+}

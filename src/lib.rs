@@ -7,4 +7,5 @@ pub mod cert;
 pub mod cli;
 pub mod duration;
 pub mod files;
+pub mod mesh;
 pub mod unixtime;

@@ -206,6 +206,48 @@ impl CaPool {
         self.verify_arc(Arc::new(cert.clone()), now, blocklist)
     }
 
+    /// Re-validates a certificate that verified earlier: blocklist, CA still trusted and
+    /// unexpired, certificate still within its validity. No signature check (it cannot change).
+    pub fn recheck(
+        &self,
+        v: &VerifiedCert,
+        now: UnixTime,
+        blocklist: &Blocklist,
+    ) -> Result<(), VerifyError> {
+        let d = v.cert.details();
+        if blocklist.contains(&v.cert.fingerprint()) {
+            return Err(VerifyError::Blocklisted {
+                name: d.name.clone(),
+                fingerprint: v.cert.fingerprint(),
+            });
+        }
+        if !self.cas.contains_key(&v.ca.fingerprint()) {
+            return Err(VerifyError::UnknownCa {
+                name: d.name.clone(),
+                issuer: v.ca.fingerprint().to_string(),
+            });
+        }
+        if v.ca.is_expired(now) {
+            return Err(VerifyError::CaExpired {
+                ca: v.ca.name().into(),
+                not_after: v.ca.details().not_after,
+            });
+        }
+        if v.cert.is_expired(now) {
+            return Err(VerifyError::Expired {
+                name: d.name.clone(),
+                not_after: d.not_after,
+            });
+        }
+        if v.cert.is_not_yet_valid(now) {
+            return Err(VerifyError::NotYetValid {
+                name: d.name.clone(),
+                not_before: d.not_before,
+            });
+        }
+        Ok(())
+    }
+
     /// As [`CaPool::verify`], without copying a certificate already shared.
     pub fn verify_arc(
         &self,

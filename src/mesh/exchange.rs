@@ -1,0 +1,275 @@
+//! The certificate exchange that precedes WireGuard handshakes, and the peer lifecycle: a
+//! certificate is verified (rate-limited per source, cached by fingerprint), a peer is created
+//! only when its key is bound to a verified certificate, and removed when that stops holding.
+
+use super::*;
+
+impl<P: Policy> Node<P> {
+    pub(super) fn take_verify_budget(&mut self, from: SocketAddr) -> bool {
+        let left = self
+            .verify_budget
+            .entry(from.ip())
+            .or_insert(VERIFY_PER_SOURCE_PER_SEC);
+        if *left == 0 {
+            self.counters.rx_rate_limited += 1;
+            return false;
+        }
+        *left -= 1;
+        true
+    }
+
+    /// Parses and verifies a peer certificate from the wire, with rate limiting per source.
+    pub(super) fn verify_wire_cert(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        from: SocketAddr,
+        cert: &[u8],
+    ) -> Option<VerifiedCert> {
+        let fp = Fingerprint::of(cert);
+        // A certificate we already verified (same fingerprint) costs no signature check.
+        let cached = self
+            .known_certs
+            .values()
+            .find(|(v, _)| v.cert().fingerprint() == fp)
+            .map(|(v, _)| v.clone());
+        if let Some(v) = cached
+            && self.pool.recheck(&v, wall, &self.blocklist).is_ok()
+        {
+            return Some(v);
+        }
+        if !self.take_verify_budget(from) {
+            return None;
+        }
+        let result = Certificate::from_bytes(cert)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                self.pool
+                    .verify_arc(Arc::new(c), wall, &self.blocklist)
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|v| {
+                if v.cert().vpn_ip() == Some(self.vpn_ip)
+                    || v.cert().details().public_key == self.public.to_bytes()
+                {
+                    Err(format!(
+                        "certificate {} claims our own overlay IP or key",
+                        v.cert().name()
+                    ))
+                } else if v.cert().vpn_ip().is_none() {
+                    Err(format!("certificate {} has no overlay IP", v.cert().name()))
+                } else {
+                    Ok(v)
+                }
+            });
+        match result {
+            Ok(v) => {
+                if self.known_certs.len() >= KNOWN_CERTS {
+                    let oldest = self
+                        .known_certs
+                        .iter()
+                        .min_by_key(|(_, (_, t))| *t)
+                        .map(|(k, _)| *k);
+                    if let Some(k) = oldest {
+                        self.known_certs.remove(&k);
+                    }
+                }
+                self.known_certs
+                    .insert(v.cert().details().public_key, (v.clone(), now));
+                Some(v)
+            }
+            Err(reason) => {
+                self.counters.rx_cert_rejected += 1;
+                self.events.push_back(Event::CertRejected {
+                    source: from,
+                    reason,
+                });
+                None
+            }
+        }
+    }
+
+    pub(super) fn on_hello(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        from: SocketAddr,
+        id: u64,
+        cert: &[u8],
+        request_len: usize,
+    ) {
+        let Some(v) = self.verify_wire_cert(now, wall, from, cert) else {
+            return;
+        };
+        let key = v.cert().details().public_key;
+        if let Some(&idx) = self.by_key.get(&key) {
+            self.refresh_cert(idx, v, Some(from));
+        }
+        if let Some(reply) = wire::hello_reply(id, &self.hello_cert, request_len) {
+            self.transmits.push_back(Transmit {
+                dst: from,
+                data: reply,
+            });
+        } else {
+            self.counters.tx_reply_suppressed += 1;
+        }
+        // An initiation that raced ahead of this Hello can be processed now.
+        if let Some((init, _)) = self.held_inits.remove(&from) {
+            let mut out = std::mem::take(&mut self.scratch);
+            if let Some(packet) = self.on_handshake_init(now, from, &init, &mut out) {
+                self.tun_writes.push_back(packet.to_vec());
+            }
+            self.scratch = out;
+        }
+    }
+
+    pub(super) fn on_hello_reply(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        from: SocketAddr,
+        id: u64,
+        cert: &[u8],
+    ) {
+        let Some(target) = self
+            .pending
+            .iter()
+            .find(|(_, p)| p.hello_id == id)
+            .map(|(ip, _)| *ip)
+        else {
+            // Replies to the Hellos sent with handshake retries (id 0) refresh certificates.
+            if id == 0 {
+                if let Some(v) = self.verify_wire_cert(now, wall, from, cert)
+                    && let Some(&idx) = self.by_key.get(&v.cert().details().public_key)
+                {
+                    self.refresh_cert(idx, v, None);
+                }
+            } else {
+                self.counters.rx_unsolicited += 1;
+            }
+            return;
+        };
+        let Some(v) = self.verify_wire_cert(now, wall, from, cert) else {
+            return;
+        };
+        if v.cert().vpn_ip() != Some(target) {
+            self.counters.rx_cert_rejected += 1;
+            self.events.push_back(Event::CertRejected {
+                source: from,
+                reason: format!(
+                    "expected the certificate of {target}, got {} for {:?}",
+                    v.cert().name(),
+                    v.cert().vpn_ip()
+                ),
+            });
+            return;
+        }
+        let Some(pending) = self.pending.remove(&target) else {
+            return;
+        };
+        let idx = self.install_peer(now, v, Some(from));
+        let mut out = std::mem::take(&mut self.scratch);
+        for packet in pending.queue {
+            if let Some((dst, d)) = self.encapsulate(now, idx, &packet, &mut out) {
+                self.transmits.push_back(Transmit {
+                    dst,
+                    data: d.to_vec(),
+                });
+            }
+        }
+        self.scratch = out;
+    }
+
+    /// Creates the peer for a verified certificate, replacing one with the same overlay IP
+    /// (a re-provisioned host with a new key). Returns its index.
+    pub(super) fn install_peer(
+        &mut self,
+        now: Instant,
+        v: VerifiedCert,
+        from: Option<SocketAddr>,
+    ) -> u32 {
+        let key = v.cert().details().public_key;
+        if let Some(&idx) = self.by_key.get(&key) {
+            self.refresh_cert(idx, v, from);
+            return idx;
+        }
+        let vpn_ip = v.cert().vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        if let Some(old) = self.by_vpn_ip.get(&vpn_ip).copied() {
+            self.remove_peer(
+                old,
+                "replaced by a new certificate and key for the same overlay IP",
+            );
+        }
+        let idx = self.allocate_index();
+        let tunn = Tunn::new(
+            self.secret.clone(),
+            PublicKey::from(key),
+            None,
+            None,
+            idx,
+            None,
+        );
+        let mut peer = Peer::new(v.clone(), self.policy.peer(&v), tunn);
+        peer.add_candidates(
+            self.static_hosts
+                .get(&vpn_ip)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        );
+        peer.add_candidates(from.as_slice());
+        self.by_vpn_ip.insert(vpn_ip, idx);
+        self.by_key.insert(key, idx);
+        self.peers.insert(idx, peer);
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now + TIMER_TICK);
+        }
+        idx
+    }
+
+    /// A newer certificate for a peer's key (renewal, group change): adopt it if it names the
+    /// same overlay IP, and rebuild what the firewall knows about the peer.
+    pub(super) fn refresh_cert(&mut self, idx: u32, v: VerifiedCert, from: Option<SocketAddr>) {
+        let policy_peer = self.policy.peer(&v);
+        let Some(p) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        p.add_candidates(from.as_slice());
+        if v.cert().fingerprint() == p.cert.cert().fingerprint()
+            || v.cert().vpn_ip() != Some(p.vpn_ip)
+        {
+            return;
+        }
+        p.subnets = v
+            .cert()
+            .details()
+            .subnets
+            .iter()
+            .map(Ipv4Net::trunc)
+            .collect();
+        p.name = v.cert().name().to_string();
+        p.cert = v;
+        p.policy_peer = policy_peer;
+    }
+
+    pub(super) fn allocate_index(&mut self) -> u32 {
+        loop {
+            self.next_index = (self.next_index + 1) & 0x00ff_ffff;
+            if self.next_index != 0 && !self.peers.contains_key(&self.next_index) {
+                return self.next_index;
+            }
+        }
+    }
+
+    pub(super) fn remove_peer(&mut self, idx: u32, reason: &str) {
+        if let Some(p) = self.peers.remove(&idx) {
+            self.by_vpn_ip.remove(&p.vpn_ip);
+            self.by_key.remove(&p.public_key);
+            self.counters.peers_removed += 1;
+            self.events.push_back(Event::PeerRemoved {
+                name: p.name,
+                vpn_ip: p.vpn_ip,
+                reason: reason.to_string(),
+            });
+        }
+    }
+}

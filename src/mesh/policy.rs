@@ -1,0 +1,42 @@
+//! The packet filter the core consults for every overlay packet: the stateful firewall in the
+//! daemon, or a permissive one in simulations that test the tunnel machinery alone.
+
+use std::time::Instant;
+
+use crate::cert::pool::VerifiedCert;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From a peer to this host.
+    Inbound,
+    /// From this host to a peer.
+    Outbound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Drop,
+    /// Drop and answer with this packet (a TCP RST or ICMP unreachable addressed to the sender).
+    Reject(Vec<u8>),
+}
+
+pub trait Policy {
+    /// What the policy needs to know about a peer, built once per peer from its certificate.
+    type Peer;
+    fn peer(&self, cert: &VerifiedCert) -> Self::Peer;
+    /// Decides on one IP packet exchanged with `peer`.
+    fn check(&mut self, now: Instant, dir: Direction, peer: &Self::Peer, packet: &[u8]) -> Verdict;
+}
+
+/// Allows everything: for tests of the tunnel machinery alone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllowAll;
+
+impl Policy for AllowAll {
+    type Peer = ();
+    fn peer(&self, _: &VerifiedCert) {}
+    fn check(&mut self, _: Instant, _: Direction, _: &(), _: &[u8]) -> Verdict {
+        Verdict::Allow
+    }
+}

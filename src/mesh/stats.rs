@@ -1,0 +1,34 @@
+//! Plain counters of what the core did and dropped, read by `status` and the metrics endpoint.
+
+/// Every drop has a counter: a malformed or unauthenticated datagram is counted, never logged
+/// per packet.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub rx_datagrams: u64,
+    /// Not a WireGuard or cos-mesh message, or a wrong length.
+    pub rx_malformed: u64,
+    /// A session index we do not have (peer restarted, or forged).
+    pub rx_unknown_index: u64,
+    /// A handshake initiation that boringtun could not open.
+    pub rx_handshake_invalid: u64,
+    /// A valid initiation from a key whose certificate we have not seen.
+    pub rx_unknown_key: u64,
+    /// Decryption, replay or other WireGuard errors on an existing session.
+    pub rx_wireguard_errors: u64,
+    /// A tunneled packet whose source is not the peer's certificate IP or subnets.
+    pub rx_spoofed: u64,
+    pub rx_cert_rejected: u64,
+    pub rx_rate_limited: u64,
+    pub rx_unsolicited: u64,
+    pub tx_reply_suppressed: u64,
+    pub tun_dropped_not_ipv4: u64,
+    pub tun_dropped_no_route: u64,
+    pub tun_dropped_pending_full: u64,
+    pub firewall_dropped_inbound: u64,
+    pub firewall_dropped_outbound: u64,
+    pub handshakes_initiated: u64,
+    pub handshakes_completed: u64,
+    pub handshakes_timed_out: u64,
+    pub sessions_expired: u64,
+    pub peers_removed: u64,
+}

@@ -12,7 +12,7 @@ use cos_mesh::cert::keys::{CaSecret, HostSecret};
 use cos_mesh::cert::pool::{Blocklist, CaPool};
 use cos_mesh::cert::{Certificate, Details};
 use cos_mesh::mesh::policy::AllowAll;
-use cos_mesh::mesh::{Event, MIN_BUFFER, Node, NodeConfig};
+use cos_mesh::mesh::{Discovery, Event, MIN_BUFFER, Node, NodeConfig, Path};
 use cos_mesh::unixtime::UnixTime;
 use mock_instant::MockClock;
 
@@ -172,6 +172,7 @@ impl Sim {
             try_interval: Duration::from_millis(100),
             retries: 10,
             disconnect_invalid: true,
+            discovery: Discovery::default(),
         }
     }
 
@@ -298,7 +299,7 @@ fn handshake_then_data_both_ways() {
     sim.run(Duration::from_millis(20));
     assert!(sim.received(a, b"pong"));
     for (i, other) in [(a, "b"), (b, "a")] {
-        let peers = sim.nodes[i].node.peers();
+        let peers = sim.nodes[i].node.peers(sim.now);
         assert_eq!(peers.len(), 1);
         assert!(peers[0].up && peers[0].name == other, "{peers:?}");
     }
@@ -391,8 +392,8 @@ fn simultaneous_open_converges() {
             "message {i}"
         );
     }
-    assert_eq!(sim.nodes[a].node.peers().len(), 1);
-    assert_eq!(sim.nodes[b].node.peers().len(), 1);
+    assert_eq!(sim.nodes[a].node.peers(sim.now).len(), 1);
+    assert_eq!(sim.nodes[b].node.peers(sim.now).len(), 1);
 }
 
 #[test]
@@ -441,12 +442,15 @@ fn roaming_peer_is_followed() {
     sim.send(b, vpn(1), b"reply");
     sim.run(Duration::from_millis(50));
     assert!(sim.received(a, b"reply"), "b answers at the new address");
-    assert_eq!(sim.nodes[b].node.peers()[0].endpoint, Some(new_addr));
+    assert_eq!(
+        sim.nodes[b].node.peers(sim.now)[0].endpoint,
+        Some(new_addr.to_string())
+    );
     assert!(
         sim.nodes[b]
             .events
             .iter()
-            .any(|e| matches!(e, Event::Roamed { to, .. } if *to == new_addr))
+            .any(|e| matches!(e, Event::Roamed { to, .. } if *to == Path::Direct(new_addr)))
     );
 }
 
@@ -471,7 +475,7 @@ fn blocklist_on_reload_disconnects_and_refuses() {
     }
     assert!((0..30).all(|i| !sim.received(b, format!("blocked{i}").as_bytes())));
     assert!(sim.nodes[b].node.counters().rx_cert_rejected > 0);
-    assert!(sim.nodes[b].node.peers().is_empty());
+    assert!(sim.nodes[b].node.peers(sim.now).is_empty());
 }
 
 #[test]
@@ -508,7 +512,7 @@ fn certificate_from_another_ca_is_refused() {
     assert!(sim.nodes[b].events.iter().any(
         |e| matches!(e, Event::CertRejected { reason, .. } if reason.contains("could not find ca"))
     ));
-    assert!(sim.nodes[b].node.peers().is_empty());
+    assert!(sim.nodes[b].node.peers(sim.now).is_empty());
 }
 
 #[test]
@@ -526,7 +530,7 @@ fn stolen_certificate_without_its_key_is_useless() {
     sim.transmit(addr_m, addr_b, hello);
     sim.run(Duration::from_millis(50));
     assert!(
-        sim.nodes[b].node.peers().is_empty(),
+        sim.nodes[b].node.peers(sim.now).is_empty(),
         "a Hello alone creates no session"
     );
     // 2. With her own certificate she gets a session, but packets claiming a's address drop.
@@ -546,7 +550,7 @@ fn stolen_certificate_without_its_key_is_useless() {
     assert_eq!(
         sim.nodes[b]
             .node
-            .peers()
+            .peers(sim.now)
             .iter()
             .filter(|p| p.name == "a")
             .count(),

@@ -5,10 +5,10 @@
 use super::*;
 
 impl<P: Policy> Node<P> {
-    pub(super) fn take_verify_budget(&mut self, from: SocketAddr) -> bool {
+    fn take_verify_budget(&mut self, from: Path) -> bool {
         let left = self
             .verify_budget
-            .entry(from.ip())
+            .entry(from.source_ip())
             .or_insert(VERIFY_PER_SOURCE_PER_SEC);
         if *left == 0 {
             self.counters.rx_rate_limited += 1;
@@ -18,12 +18,13 @@ impl<P: Policy> Node<P> {
         true
     }
 
-    /// Parses and verifies a peer certificate from the wire, with rate limiting per source.
+    /// Parses and verifies a peer certificate from the wire or a lighthouse, with rate
+    /// limiting per source. Refusals are counted and reported as events.
     pub(super) fn verify_wire_cert(
         &mut self,
         now: Instant,
         wall: UnixTime,
-        from: SocketAddr,
+        from: Path,
         cert: &[u8],
     ) -> Option<VerifiedCert> {
         let fp = Fingerprint::of(cert);
@@ -93,7 +94,7 @@ impl<P: Policy> Node<P> {
         &mut self,
         now: Instant,
         wall: UnixTime,
-        from: SocketAddr,
+        from: Path,
         id: u64,
         cert: &[u8],
         request_len: usize,
@@ -103,23 +104,20 @@ impl<P: Policy> Node<P> {
         };
         let key = v.cert().details().public_key;
         if let Some(&idx) = self.by_key.get(&key) {
-            self.refresh_cert(idx, v, Some(from));
+            self.refresh_cert(idx, v, from);
         }
         if let Some(reply) = wire::hello_reply(id, &self.hello_cert, request_len) {
-            self.transmits.push_back(Transmit {
-                dst: from,
-                data: reply,
-            });
+            self.send_path(now, from, reply);
         } else {
             self.counters.tx_reply_suppressed += 1;
         }
         // An initiation that raced ahead of this Hello can be processed now.
         if let Some((init, _)) = self.held_inits.remove(&from) {
-            let mut out = std::mem::take(&mut self.scratch);
-            if let Some(packet) = self.on_handshake_init(now, from, &init, &mut out) {
+            let mut out = self.take_buffer();
+            if let Some(packet) = self.on_handshake_init(now, wall, from, &init, &mut out, 0) {
                 self.tun_writes.push_back(packet.to_vec());
             }
-            self.scratch = out;
+            self.put_buffer(out);
         }
     }
 
@@ -127,7 +125,7 @@ impl<P: Policy> Node<P> {
         &mut self,
         now: Instant,
         wall: UnixTime,
-        from: SocketAddr,
+        from: Path,
         id: u64,
         cert: &[u8],
     ) {
@@ -137,12 +135,12 @@ impl<P: Policy> Node<P> {
             .find(|(_, p)| p.hello_id == id)
             .map(|(ip, _)| *ip)
         else {
-            // Replies to the Hellos sent with handshake retries (id 0) refresh certificates.
+            // Replies to the Hellos sent with handshakes (id 0) refresh certificates.
             if id == 0 {
                 if let Some(v) = self.verify_wire_cert(now, wall, from, cert)
                     && let Some(&idx) = self.by_key.get(&v.cert().details().public_key)
                 {
-                    self.refresh_cert(idx, v, None);
+                    self.refresh_cert(idx, v, from);
                 }
             } else {
                 self.counters.rx_unsolicited += 1;
@@ -164,30 +162,36 @@ impl<P: Policy> Node<P> {
             });
             return;
         }
+        self.adopt_pending(now, target, v, from);
+    }
+
+    /// A pending peer's certificate arrived: create the peer and send what waited for it.
+    pub(super) fn adopt_pending(
+        &mut self,
+        now: Instant,
+        target: Ipv4Addr,
+        v: VerifiedCert,
+        from: Path,
+    ) {
         let Some(pending) = self.pending.remove(&target) else {
             return;
         };
-        let idx = self.install_peer(now, v, Some(from));
-        let mut out = std::mem::take(&mut self.scratch);
-        for packet in pending.queue {
-            if let Some((dst, d)) = self.encapsulate(now, idx, &packet, &mut out) {
+        let idx = self.install_peer(now, v, from);
+        let mut out = self.take_buffer();
+        for (packet, control) in pending.queue {
+            if let Some((dst, d)) = self.encapsulate(now, idx, &packet, &mut out, control) {
                 self.transmits.push_back(Transmit {
                     dst,
                     data: d.to_vec(),
                 });
             }
         }
-        self.scratch = out;
+        self.put_buffer(out);
     }
 
     /// Creates the peer for a verified certificate, replacing one with the same overlay IP
     /// (a re-provisioned host with a new key). Returns its index.
-    pub(super) fn install_peer(
-        &mut self,
-        now: Instant,
-        v: VerifiedCert,
-        from: Option<SocketAddr>,
-    ) -> u32 {
+    pub(super) fn install_peer(&mut self, now: Instant, v: VerifiedCert, from: Path) -> u32 {
         let key = v.cert().details().public_key;
         if let Some(&idx) = self.by_key.get(&key) {
             self.refresh_cert(idx, v, from);
@@ -216,7 +220,13 @@ impl<P: Policy> Node<P> {
                 .map(Vec::as_slice)
                 .unwrap_or_default(),
         );
-        peer.add_candidates(from.as_slice());
+        if let Some(d) = self.discovered.get(&vpn_ip) {
+            peer.add_candidates(&d.addrs);
+            peer.relays = d.relays.clone();
+        }
+        if let Path::Direct(a) = from {
+            peer.add_candidates(&[a]);
+        }
         self.by_vpn_ip.insert(vpn_ip, idx);
         self.by_key.insert(key, idx);
         self.peers.insert(idx, peer);
@@ -228,12 +238,14 @@ impl<P: Policy> Node<P> {
 
     /// A newer certificate for a peer's key (renewal, group change): adopt it if it names the
     /// same overlay IP, and rebuild what the firewall knows about the peer.
-    pub(super) fn refresh_cert(&mut self, idx: u32, v: VerifiedCert, from: Option<SocketAddr>) {
+    pub(super) fn refresh_cert(&mut self, idx: u32, v: VerifiedCert, from: Path) {
         let policy_peer = self.policy.peer(&v);
         let Some(p) = self.peers.get_mut(&idx) else {
             return;
         };
-        p.add_candidates(from.as_slice());
+        if let Path::Direct(a) = from {
+            p.add_candidates(&[a]);
+        }
         if v.cert().fingerprint() == p.cert.cert().fingerprint()
             || v.cert().vpn_ip() != Some(p.vpn_ip)
         {
@@ -251,7 +263,7 @@ impl<P: Policy> Node<P> {
         p.policy_peer = policy_peer;
     }
 
-    pub(super) fn allocate_index(&mut self) -> u32 {
+    fn allocate_index(&mut self) -> u32 {
         loop {
             self.next_index = (self.next_index + 1) & 0x00ff_ffff;
             if self.next_index != 0 && !self.peers.contains_key(&self.next_index) {
@@ -264,6 +276,7 @@ impl<P: Policy> Node<P> {
         if let Some(p) = self.peers.remove(&idx) {
             self.by_vpn_ip.remove(&p.vpn_ip);
             self.by_key.remove(&p.public_key);
+            self.registrations.remove(&p.vpn_ip);
             self.counters.peers_removed += 1;
             self.events.push_back(Event::PeerRemoved {
                 name: p.name,

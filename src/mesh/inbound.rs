@@ -1,7 +1,10 @@
 //! Network → TUN: demultiplexing datagrams, WireGuard handshakes and data, roaming,
-//! anti-spoofing and the inbound firewall.
+//! anti-spoofing, in-tunnel control messages and the inbound firewall.
 
 use super::*;
+
+/// A relayed datagram carries no further relay message (no relay chains).
+const MAX_RELAY_DEPTH: u8 = 1;
 
 impl<P: Policy> Node<P> {
     /// A datagram from the underlay. Returns an IP packet for the TUN (written into `out`) or
@@ -15,6 +18,18 @@ impl<P: Policy> Node<P> {
         out: &'b mut [u8],
     ) -> Option<&'b [u8]> {
         self.counters.rx_datagrams += 1;
+        self.receive(now, wall, Path::Direct(from), data, out, 0)
+    }
+
+    fn receive<'b>(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        from: Path,
+        data: &[u8],
+        out: &'b mut [u8],
+        depth: u8,
+    ) -> Option<&'b [u8]> {
         let kind = match wire::classify(data) {
             Ok(k) => k,
             Err(_) => {
@@ -35,8 +50,12 @@ impl<P: Policy> Node<P> {
                 self.on_unknown_index(now, from);
                 None
             }
+            wire::Kind::Punch => {
+                self.counters.rx_punches += 1;
+                None
+            }
             wire::Kind::WireGuard { msg_type: 1, .. } => {
-                self.on_handshake_init(now, from, data, out)
+                self.on_handshake_init(now, wall, from, data, out, depth)
             }
             wire::Kind::WireGuard {
                 receiver: Some(r), ..
@@ -46,14 +65,11 @@ impl<P: Policy> Node<P> {
                     self.counters.rx_unknown_index += 1;
                     if data[0] == 4 && self.unknown_index_budget > 0 {
                         self.unknown_index_budget -= 1;
-                        self.transmits.push_back(Transmit {
-                            dst: from,
-                            data: wire::unknown_index(r).to_vec(),
-                        });
+                        self.send_path(now, from, wire::unknown_index(r).to_vec());
                     }
                     return None;
                 }
-                self.decapsulate(now, idx, from, data, out)
+                self.decapsulate(now, wall, idx, from, data, out, depth)
             }
             wire::Kind::WireGuard { .. } => {
                 self.counters.rx_malformed += 1;
@@ -65,9 +81,11 @@ impl<P: Policy> Node<P> {
     pub(super) fn on_handshake_init<'b>(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        wall: UnixTime,
+        from: Path,
         data: &[u8],
         out: &'b mut [u8],
+        depth: u8,
     ) -> Option<&'b [u8]> {
         let half = match Tunn::parse_incoming_packet(data) {
             Ok(boringtun::noise::Packet::HandshakeInit(init)) => {
@@ -87,7 +105,7 @@ impl<P: Policy> Node<P> {
             None => match self.known_certs.get(&half.peer_static_public) {
                 Some((v, _)) => {
                     let v = v.clone();
-                    self.install_peer(now, v, Some(from))
+                    self.install_peer(now, v, from)
                 }
                 None => {
                     // The Hello carrying its certificate may still be on its way.
@@ -99,19 +117,29 @@ impl<P: Policy> Node<P> {
                 }
             },
         };
-        self.decapsulate(now, idx, from, data, out)
+        self.decapsulate(now, wall, idx, from, data, out, depth)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn decapsulate<'b>(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         idx: u32,
-        from: SocketAddr,
+        from: Path,
         data: &[u8],
         out: &'b mut [u8],
+        depth: u8,
     ) -> Option<&'b [u8]> {
         let peer = self.peers.get_mut(&idx)?;
-        let (packet_len, reply) = match peer.tunn.decapsulate(Some(from.ip()), data, out) {
+        if let Path::Relay { peer: claimed, .. } = from
+            && claimed != peer.vpn_ip
+        {
+            // A relay may only deliver a peer's datagrams under that peer's name.
+            self.counters.rx_spoofed += 1;
+            return None;
+        }
+        let (packet_len, reply) = match peer.tunn.decapsulate(Some(from.source_ip()), data, out) {
             TunnResult::Done => (None, None),
             TunnResult::Err(_) => {
                 // Attacker-controlled input: counted, never logged per packet.
@@ -131,54 +159,58 @@ impl<P: Policy> Node<P> {
                 return None;
             }
         };
-        // The datagram authenticated: the last source address wins (roaming).
-        peer.last_rx = Some(now);
-        if peer.endpoint != Some(from) {
-            if let Some(old) = peer.endpoint {
-                self.events.push_back(Event::Roamed {
-                    name: peer.name.clone(),
-                    from: old,
-                    to: from,
-                });
-            }
-            peer.endpoint = Some(from);
-        }
-        if matches!(data[0], 1 | 2) {
-            peer.last_handshake = Some(now);
-            self.counters.handshakes_completed += u64::from(data[0] == 2);
-        }
-        // A response (we initiated) or any data (the initiator confirmed) means a usable session.
-        if data[0] != 1 && !peer.up {
-            peer.up = true;
-            self.events.push_back(Event::PeerUp {
-                name: peer.name.clone(),
-                vpn_ip: peer.vpn_ip,
-                endpoint: from,
-            });
-        }
+        self.authenticated(now, idx, from, data[0]);
+        let peer = self.peers.get_mut(&idx)?;
         if let Some(reply) = reply {
-            self.transmits.push_back(Transmit {
-                dst: from,
-                data: reply,
-            });
+            let path = peer.endpoint.unwrap_or(from);
+            self.send_path(now, path, reply);
             // Flush packets boringtun queued while the handshake ran.
-            let mut buf = std::mem::take(&mut self.scratch);
-            while let TunnResult::WriteToNetwork(b) =
-                self.peers
-                    .get_mut(&idx)?
-                    .tunn
-                    .decapsulate(None, &[], &mut buf)
+            let mut buf = self.take_buffer();
+            while let Some(peer) = self.peers.get_mut(&idx)
+                && let TunnResult::WriteToNetwork(b) = peer.tunn.decapsulate(None, &[], &mut buf)
             {
-                self.transmits.push_back(Transmit {
-                    dst: from,
-                    data: b.to_vec(),
-                });
+                let b = b.to_vec();
+                self.send_path(now, path, b);
             }
-            self.scratch = buf;
+            self.put_buffer(buf);
             return None;
         }
         let len = packet_len?;
-        let peer = self.peers.get_mut(&idx)?;
+        // Control messages addressed to us from the peer itself are ours, not the host's.
+        if let Some(payload) = control::payload_for(&out[..len], self.vpn_ip) {
+            if out[12..16] != peer.vpn_ip.octets() {
+                self.counters.rx_spoofed += 1;
+                return None;
+            }
+            let Ok(msg) = Control::decode(payload) else {
+                self.counters.rx_malformed += 1;
+                return None;
+            };
+            if let Control::RelayFrom {
+                peer: origin,
+                datagram,
+            } = msg
+            {
+                if depth >= MAX_RELAY_DEPTH || !from.is_direct() {
+                    self.counters.rx_malformed += 1;
+                    return None;
+                }
+                let relay = peer.vpn_ip;
+                return self.receive(
+                    now,
+                    wall,
+                    Path::Relay {
+                        relay,
+                        peer: origin,
+                    },
+                    &datagram,
+                    out,
+                    depth + 1,
+                );
+            }
+            self.handle_control(now, wall, idx, msg);
+            return None;
+        }
         match self
             .policy
             .check(now, Direction::Inbound, &peer.policy_peer, &out[..len])
@@ -195,23 +227,69 @@ impl<P: Policy> Node<P> {
             Verdict::Reject(reply) => {
                 self.counters.firewall_dropped_inbound += 1;
                 // The reject travels back through the tunnel to the sender.
-                let mut buf = std::mem::take(&mut self.scratch);
+                let path = peer.endpoint.unwrap_or(from);
+                let mut buf = vec![0; reply.len() + 148];
                 if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&reply, &mut buf) {
-                    self.transmits.push_back(Transmit {
-                        dst: from,
-                        data: d.to_vec(),
-                    });
+                    let d = d.to_vec();
+                    self.send_path(now, path, d);
                 }
-                self.scratch = buf;
                 None
             }
         }
     }
 
+    /// Bookkeeping after a datagram from peer `idx` authenticated: roaming (the last path
+    /// wins, but a relay does not displace a direct path heard from recently) and session state.
+    fn authenticated(&mut self, now: Instant, idx: u32, from: Path, msg_type: u8) {
+        let allowed = match from {
+            Path::Direct(a) => self.remote_allowed(a.ip()),
+            Path::Relay { .. } => true,
+        };
+        let Some(peer) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        peer.last_rx = Some(now);
+        if from.is_direct() {
+            peer.last_direct_rx = Some(now);
+        }
+        let direct_fresh = peer
+            .last_direct_rx
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
+        let keep_direct =
+            !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;
+        if allowed && peer.endpoint != Some(from) && !keep_direct {
+            if let Some(old) = peer.endpoint {
+                self.events.push_back(Event::Roamed {
+                    name: peer.name.clone(),
+                    from: old,
+                    to: from,
+                });
+            }
+            peer.endpoint = Some(from);
+        }
+        if matches!(msg_type, 1 | 2) {
+            peer.last_handshake = Some(now);
+            self.counters.handshakes_completed += u64::from(msg_type == 2);
+        }
+        // A response (we initiated) or any data (the initiator confirmed) means a usable session.
+        if msg_type != 1 {
+            peer.init = None;
+            if !peer.up {
+                peer.up = true;
+                let path = peer.endpoint.unwrap_or(from);
+                self.events.push_back(Event::PeerUp {
+                    name: peer.name.clone(),
+                    vpn_ip: peer.vpn_ip,
+                    path,
+                });
+            }
+        }
+    }
+
     /// The peer at `from` lost our session (it restarted). The index it echoes is its own, so
-    /// the peer is found by address; only a peer's current endpoint can trigger this, at most
-    /// once a second, and all it can cause is a new handshake.
-    pub(super) fn on_unknown_index(&mut self, now: Instant, from: SocketAddr) {
+    /// the peer is found by path; only a peer's current path can trigger this, at most once a
+    /// second, and all it can cause is a new handshake.
+    fn on_unknown_index(&mut self, now: Instant, from: Path) {
         let Some((&idx, peer)) = self
             .peers
             .iter_mut()
@@ -228,13 +306,14 @@ impl<P: Policy> Node<P> {
         }
         peer.last_forced_handshake = Some(now);
         peer.up = false;
-        let mut buf = std::mem::take(&mut self.scratch);
-        if let TunnResult::WriteToNetwork(init) =
-            peer.tunn.format_handshake_initiation(&mut buf, true)
+        let mut buf = self.take_buffer();
+        if let Some(peer) = self.peers.get_mut(&idx)
+            && let TunnResult::WriteToNetwork(init) =
+                peer.tunn.format_handshake_initiation(&mut buf, true)
         {
             let init = init.to_vec();
-            self.send_initiation(idx, &init);
+            self.send_initiation(now, idx, init);
         }
-        self.scratch = buf;
+        self.put_buffer(buf);
     }
 }

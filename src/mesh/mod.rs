@@ -8,10 +8,18 @@
 //! `handle_timeout` next. The IO shell owns sockets, the TUN and the clock.
 //!
 //! Peer authentication: WireGuard's handshake carries no payload, so certificates travel first
-//! in cos-mesh `Hello` messages ([`wire`]). A peer is accepted only when its WireGuard static key
-//! equals the public key of a certificate that verifies against the CA pool (unexpired, not
-//! blocklisted), and every packet it tunnels must come from its certificate's IP or subnets.
+//! in cos-mesh `Hello` messages ([`wire`]) or in a lighthouse's answer. A peer is accepted only
+//! when its WireGuard static key equals the public key of a certificate that verifies against
+//! the CA pool (unexpired, not blocklisted), and every packet it tunnels must come from its
+//! certificate's IP or subnets.
+//!
+//! Discovery ([`control`] messages inside tunnels): nodes report their addresses to every
+//! lighthouse; a node that lacks a peer's address asks them, gets addresses, relays and the
+//! certificate, and the lighthouse asks the peer to punch toward the querier. When no direct
+//! path answers, the handshake (and then the traffic) goes through a relay.
 
+pub mod control;
+mod discovery;
 mod exchange;
 mod inbound;
 mod outbound;
@@ -21,23 +29,23 @@ mod stats;
 mod timers;
 pub mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::{Tunn, TunnResult, handshake::parse_handshake_anon};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use ipnet::Ipv4Net;
-use rand_core::{OsRng, RngCore};
+use ipnet::{IpNet, Ipv4Net};
 use thiserror::Error;
 
 use crate::cert::keys::HostSecret;
 use crate::cert::pool::{Blocklist, CaPool, VerifiedCert, VerifyError};
 use crate::cert::{Certificate, Fingerprint};
 use crate::unixtime::UnixTime;
-pub use peer::PeerInfo;
-use peer::{Peer, Pending};
+use control::Control;
+use peer::{InitInFlight, Peer, Pending};
+pub use peer::{Path, PeerInfo};
 pub use policy::{Direction, Policy, Verdict};
 pub use stats::Counters;
 
@@ -51,6 +59,8 @@ const KNOWN_CERTS: usize = 4096;
 const VERIFY_PER_SOURCE_PER_SEC: u32 = 20;
 /// Smallest buffer the data-path calls accept (boringtun's limits plus the largest packet).
 pub const MIN_BUFFER: usize = 65_535 + 32;
+/// How long our own fast initiation retries run before boringtun's (5 s) take over.
+const FAST_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// Static settings of a node.
 pub struct NodeConfig {
@@ -67,6 +77,50 @@ pub struct NodeConfig {
     pub retries: u32,
     /// Disconnect peers whose certificate stops verifying (expiry, blocklist) (`pki.disconnect_invalid`).
     pub disconnect_invalid: bool,
+    pub discovery: Discovery,
+}
+
+/// Lighthouse, punching and relay settings (Nebula's `lighthouse`, `punchy`, `relay`).
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub am_lighthouse: bool,
+    /// Overlay IPs of the lighthouses (their underlay addresses come from the static host map).
+    pub lighthouses: Vec<Ipv4Addr>,
+    /// How often to report our addresses to the lighthouses.
+    pub interval: Duration,
+    /// Extra addresses to report (a public address behind a port forward, say).
+    pub advertise_addrs: Vec<SocketAddr>,
+    /// Send a punch to idle peers' addresses every 10 s to keep NAT mappings open.
+    pub punch: bool,
+    /// After a punch request, also start a handshake toward the querier (double NAT).
+    pub respond: bool,
+    pub punch_delay: Duration,
+    pub respond_delay: Duration,
+    pub am_relay: bool,
+    /// Relays that serve this node (announced to the lighthouses).
+    pub relays: Vec<Ipv4Addr>,
+    pub use_relays: bool,
+    /// `lighthouse.remote_allow_list`: which underlay addresses may be used for peers.
+    pub remote_allow_list: Vec<(IpNet, bool)>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            am_lighthouse: false,
+            lighthouses: vec![],
+            interval: Duration::from_secs(10),
+            advertise_addrs: vec![],
+            punch: true,
+            respond: true,
+            punch_delay: Duration::from_millis(100),
+            respond_delay: Duration::from_millis(500),
+            am_relay: false,
+            relays: vec![],
+            use_relays: true,
+            remote_allow_list: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -93,7 +147,7 @@ pub enum Event {
     PeerUp {
         name: String,
         vpn_ip: Ipv4Addr,
-        endpoint: SocketAddr,
+        path: Path,
     },
     /// The peer was removed; `reason` is in the operator's words.
     PeerRemoved {
@@ -101,16 +155,35 @@ pub enum Event {
         vpn_ip: Ipv4Addr,
         reason: String,
     },
-    /// The peer's address changed (roaming).
-    Roamed {
-        name: String,
-        from: SocketAddr,
-        to: SocketAddr,
-    },
-    /// A certificate was refused; `source` is the underlay address it came from.
-    CertRejected { source: SocketAddr, reason: String },
+    /// The peer's path changed (roaming, relay to direct).
+    Roamed { name: String, from: Path, to: Path },
+    /// A certificate was refused; `source` is where it came from.
+    CertRejected { source: Path, reason: String },
     /// No answer from a peer's addresses after all retries.
     HandshakeTimedOut { vpn_ip: Ipv4Addr },
+    /// A lighthouse acknowledged our address report.
+    Registered { lighthouse: Ipv4Addr },
+}
+
+/// A node the lighthouse knows: its certificate and what it reported.
+struct Registration {
+    cert: VerifiedCert,
+    reported: Vec<SocketAddr>,
+    relays: Vec<Ipv4Addr>,
+    seen: Instant,
+}
+
+/// What a lighthouse told us about a peer.
+#[derive(Default, Clone)]
+struct Discovered {
+    addrs: Vec<SocketAddr>,
+    relays: Vec<Ipv4Addr>,
+}
+
+/// Work scheduled for later (punches wait `punchy.delay`).
+enum Scheduled {
+    Punch(Vec<SocketAddr>),
+    Respond(Ipv4Addr),
 }
 
 /// The protocol core of one node.
@@ -128,6 +201,7 @@ pub struct Node<P: Policy> {
     try_interval: Duration,
     retries: u32,
     disconnect_invalid: bool,
+    disc: Discovery,
     policy: P,
 
     peers: HashMap<u32, Peer<P::Peer>>,
@@ -135,10 +209,19 @@ pub struct Node<P: Policy> {
     by_key: HashMap<[u8; 32], u32>,
     pending: HashMap<Ipv4Addr, Pending>,
     known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
-    held_inits: HashMap<SocketAddr, (Vec<u8>, Instant)>,
+    held_inits: HashMap<Path, (Vec<u8>, Instant)>,
     verify_budget: HashMap<IpAddr, u32>,
     unknown_index_budget: u32,
     next_index: u32,
+
+    local_addrs: Vec<SocketAddr>,
+    discovered: HashMap<Ipv4Addr, Discovered>,
+    registrations: HashMap<Ipv4Addr, Registration>,
+    members: BTreeMap<Ipv4Addr, Arc<Certificate>>,
+    members_incoming: BTreeMap<Ipv4Addr, Arc<Certificate>>,
+    scheduled: Vec<(Instant, Scheduled)>,
+    next_update: Instant,
+    next_punch: Instant,
 
     transmits: VecDeque<Transmit>,
     tun_writes: VecDeque<Vec<u8>>,
@@ -163,6 +246,8 @@ impl<P: Policy> Node<P> {
         }
         let secret = StaticSecret::from(*cfg.key.bytes());
         let public = PublicKey::from(&secret);
+        let mut index_seed = [0u8; 4];
+        getrandom_fill(&mut index_seed);
         Ok(Node {
             hello_cert: cfg.cert.to_bytes().to_vec(),
             cert: Arc::new(cfg.cert),
@@ -177,6 +262,7 @@ impl<P: Policy> Node<P> {
             try_interval: cfg.try_interval,
             retries: cfg.retries,
             disconnect_invalid: cfg.disconnect_invalid,
+            disc: cfg.discovery,
             policy,
             peers: HashMap::new(),
             by_vpn_ip: HashMap::new(),
@@ -186,7 +272,15 @@ impl<P: Policy> Node<P> {
             held_inits: HashMap::new(),
             verify_budget: HashMap::new(),
             unknown_index_budget: 10,
-            next_index: (OsRng.next_u32() & 0x00ff_ffff).max(1),
+            next_index: (u32::from_le_bytes(index_seed) & 0x00ff_ffff).max(1),
+            local_addrs: vec![],
+            discovered: HashMap::new(),
+            registrations: HashMap::new(),
+            members: BTreeMap::new(),
+            members_incoming: BTreeMap::new(),
+            scheduled: vec![],
+            next_update: now,
+            next_punch: now + Duration::from_secs(10),
             transmits: VecDeque::new(),
             tun_writes: VecDeque::new(),
             events: VecDeque::new(),
@@ -201,6 +295,10 @@ impl<P: Policy> Node<P> {
         self.vpn_ip
     }
 
+    pub fn vpn_net(&self) -> Ipv4Net {
+        self.vpn_net
+    }
+
     pub fn cert(&self) -> &Arc<Certificate> {
         &self.cert
     }
@@ -213,11 +311,29 @@ impl<P: Policy> Node<P> {
         &mut self.policy
     }
 
+    pub fn is_lighthouse(&self) -> bool {
+        self.disc.am_lighthouse
+    }
+
     /// A snapshot of every peer with a certificate, for `status`.
-    pub fn peers(&self) -> Vec<PeerInfo> {
-        let mut v: Vec<_> = self.peers.values().map(|p| p.info()).collect();
+    pub fn peers(&self, now: Instant) -> Vec<PeerInfo> {
+        let mut v: Vec<_> = self.peers.values().map(|p| p.info(now)).collect();
         v.sort_by_key(|p| p.vpn_ip);
         v
+    }
+
+    /// Every member of the mesh we know of, this node included: on a lighthouse the
+    /// registered nodes, elsewhere what the lighthouses last listed, plus our peers.
+    pub fn members(&self) -> Vec<Arc<Certificate>> {
+        let mut all: BTreeMap<Ipv4Addr, Arc<Certificate>> = self.members.clone();
+        for (ip, r) in &self.registrations {
+            all.insert(*ip, r.cert.cert().clone());
+        }
+        for p in self.peers.values() {
+            all.insert(p.vpn_ip, p.cert.cert().clone());
+        }
+        all.insert(self.vpn_ip, self.cert.clone());
+        all.into_values().collect()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -234,12 +350,15 @@ impl<P: Policy> Node<P> {
 
     /// When [`Node::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Instant {
-        let mut t = self.next_second;
+        let mut t = self.next_second.min(self.next_update);
         if let Some(tick) = self.next_tick {
             t = t.min(tick);
         }
         for p in self.pending.values() {
             t = t.min(p.next_try);
+        }
+        for (at, _) in &self.scheduled {
+            t = t.min(*at);
         }
         t
     }
@@ -269,6 +388,108 @@ impl<P: Policy> Node<P> {
         }
         self.static_hosts = hosts;
     }
+
+    /// The underlay addresses this node listens on (the IO shell knows its interfaces); they
+    /// are reported to the lighthouses.
+    pub fn set_local_addrs(&mut self, addrs: Vec<SocketAddr>) {
+        self.local_addrs = addrs;
+    }
+
+    /// Reloadable discovery settings (`lighthouse`, `punchy`, `relay`).
+    pub fn set_discovery(&mut self, now: Instant, disc: Discovery) {
+        self.disc = disc;
+        self.next_update = now;
+    }
+
+    // ----- sending helpers shared by the submodules ---------------------------------------
+
+    /// A working buffer; the scratch one unless a caller up the stack holds it.
+    fn take_buffer(&mut self) -> Vec<u8> {
+        let b = std::mem::take(&mut self.scratch);
+        if b.len() >= MIN_BUFFER {
+            b
+        } else {
+            vec![0; MIN_BUFFER]
+        }
+    }
+
+    fn put_buffer(&mut self, b: Vec<u8>) {
+        if self.scratch.len() < MIN_BUFFER {
+            self.scratch = b;
+        }
+    }
+
+    /// Sends a datagram along a path: straight out, or wrapped for a relay.
+    fn send_path(&mut self, now: Instant, path: Path, data: Vec<u8>) {
+        match path {
+            Path::Direct(dst) => self.transmits.push_back(Transmit { dst, data }),
+            Path::Relay { relay, peer } => {
+                let relay_is_direct = self
+                    .by_vpn_ip
+                    .get(&relay)
+                    .and_then(|i| self.peers.get(i))
+                    .is_none_or(|p| p.endpoint.is_none_or(|e| e.is_direct()));
+                if relay_is_direct {
+                    self.send_control(
+                        now,
+                        relay,
+                        Control::RelayTo {
+                            peer,
+                            datagram: data,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends a control message to a peer through its tunnel (establishing it if needed).
+    /// Control messages bypass the firewall: they are consumed by the peer's daemon.
+    fn send_control(&mut self, now: Instant, dst: Ipv4Addr, msg: Control) {
+        let packet = msg.to_packet(self.vpn_ip, dst);
+        match self.by_vpn_ip.get(&dst).copied() {
+            Some(idx) => {
+                let mut buf = vec![0; packet.len() + 148];
+                if let Some((to, d)) = self.encapsulate(now, idx, &packet, &mut buf, true) {
+                    let data = d.to_vec();
+                    self.transmits.push_back(Transmit { dst: to, data });
+                }
+            }
+            None => self.queue_pending(now, dst, packet, true),
+        }
+    }
+
+    /// Whether `lighthouse.remote_allow_list` lets us use this underlay address. The most
+    /// specific rule wins; with no match, an address family whose rules all say the same
+    /// thing defaults to the opposite, otherwise to allowed (Nebula's semantics).
+    fn remote_allowed(&self, ip: IpAddr) -> bool {
+        let rules: Vec<&(IpNet, bool)> = self
+            .disc
+            .remote_allow_list
+            .iter()
+            .filter(|(n, _)| n.addr().is_ipv4() == ip.is_ipv4())
+            .collect();
+        if let Some((_, allow)) = rules
+            .iter()
+            .filter(|(n, _)| n.contains(&ip))
+            .max_by_key(|(n, _)| n.prefix_len())
+        {
+            return *allow;
+        }
+        match rules.first() {
+            Some((_, first)) if rules.iter().all(|(_, a)| a == first) => !first,
+            _ => true,
+        }
+    }
+}
+
+/// Appends the items not already present, keeping order.
+fn push_unique<T: PartialEq + Copy>(v: &mut Vec<T>, items: impl IntoIterator<Item = T>) {
+    for i in items {
+        if !v.contains(&i) {
+            v.push(i);
+        }
+    }
 }
 
 fn is_handshake_init(d: &[u8]) -> bool {
@@ -282,4 +503,9 @@ fn ipv4_dst(packet: &[u8]) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::new(
         packet[16], packet[17], packet[18], packet[19],
     ))
+}
+
+fn getrandom_fill(b: &mut [u8]) {
+    use rand_core::RngCore;
+    rand_core::OsRng.fill_bytes(b);
 }

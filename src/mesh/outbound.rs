@@ -1,5 +1,5 @@
 //! TUN → network: routing an overlay packet to its peer, the outbound firewall, encryption,
-//! and starting the certificate exchange for a peer we have not met.
+//! and starting the certificate exchange (or lighthouse query) for a peer we have not met.
 
 use super::*;
 
@@ -21,13 +21,13 @@ impl<P: Policy> Node<P> {
             return None;
         };
         let Some(&idx) = self.by_vpn_ip.get(&peer_ip) else {
-            self.queue_pending(now, peer_ip, packet);
+            self.queue_pending(now, peer_ip, packet.to_vec(), false);
             return None;
         };
-        self.encapsulate(now, idx, packet, out)
+        self.encapsulate(now, idx, packet, out, false)
     }
 
-    pub(super) fn route(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    fn route(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
         if dst == self.vpn_ip {
             return None;
         }
@@ -41,67 +41,103 @@ impl<P: Policy> Node<P> {
             .map(|(_, via)| *via)
     }
 
+    /// Firewall (unless `control`), then encryption for peer `idx`. A datagram for a direct
+    /// endpoint is returned; one for a relayed peer is wrapped and queued.
     pub(super) fn encapsulate<'b>(
         &mut self,
         now: Instant,
         idx: u32,
         packet: &[u8],
         out: &'b mut [u8],
+        control: bool,
     ) -> Option<(SocketAddr, &'b [u8])> {
         let peer = self.peers.get_mut(&idx)?;
-        match self
-            .policy
-            .check(now, Direction::Outbound, &peer.policy_peer, packet)
-        {
-            Verdict::Allow => {}
-            Verdict::Drop => {
-                self.counters.firewall_dropped_outbound += 1;
-                return None;
-            }
-            Verdict::Reject(reply) => {
-                self.counters.firewall_dropped_outbound += 1;
-                self.tun_writes.push_back(reply);
-                return None;
-            }
-        }
-        peer.tx_packets += 1;
-        peer.tx_bytes += packet.len() as u64;
-        match peer.tunn.encapsulate(packet, out) {
-            TunnResult::WriteToNetwork(d) => {
-                let len = d.len();
-                if is_handshake_init(&out[..len]) {
-                    // No session yet: the packet waits inside boringtun; the initiation goes to
-                    // every candidate address, each preceded by our certificate.
-                    let init = out[..len].to_vec();
-                    self.send_initiation(idx, &init);
+        if !control {
+            match self
+                .policy
+                .check(now, Direction::Outbound, &peer.policy_peer, packet)
+            {
+                Verdict::Allow => {}
+                Verdict::Drop => {
+                    self.counters.firewall_dropped_outbound += 1;
                     return None;
                 }
-                let dst = peer.endpoint.or_else(|| peer.candidates.first().copied())?;
-                Some((dst, &out[..len]))
+                Verdict::Reject(reply) => {
+                    self.counters.firewall_dropped_outbound += 1;
+                    self.tun_writes.push_back(reply);
+                    return None;
+                }
             }
-            _ => None,
+            peer.tx_packets += 1;
+            peer.tx_bytes += packet.len() as u64;
+        }
+        let len = match peer.tunn.encapsulate(packet, out) {
+            TunnResult::WriteToNetwork(d) => d.len(),
+            _ => return None, // queued inside boringtun while a handshake runs
+        };
+        if is_handshake_init(&out[..len]) {
+            // No session yet: the packet waits inside boringtun; the initiation goes to every
+            // path, each preceded by our certificate.
+            let init = out[..len].to_vec();
+            self.send_initiation(now, idx, init);
+            return None;
+        }
+        match peer
+            .endpoint
+            .or_else(|| peer.candidates.first().map(|c| Path::Direct(*c)))
+        {
+            Some(Path::Direct(dst)) => Some((dst, &out[..len])),
+            Some(path) => {
+                let data = out[..len].to_vec();
+                self.send_path(now, path, data);
+                None
+            }
+            None => None,
         }
     }
 
-    pub(super) fn send_initiation(&mut self, idx: u32, init: &[u8]) {
+    /// Sends a handshake initiation (after a Hello with our certificate) along every path to
+    /// the peer, and remembers it for fast retries while NAT mappings open.
+    pub(super) fn send_initiation(&mut self, now: Instant, idx: u32, init: Vec<u8>) {
         let Some(peer) = self.peers.get_mut(&idx) else {
             return;
         };
         self.counters.handshakes_initiated += 1;
+        peer.init = Some(InitInFlight {
+            bytes: init,
+            sent: now,
+            retries: 0,
+            next: now + self.try_interval,
+        });
+        self.resend_initiation(now, idx);
+    }
+
+    pub(super) fn resend_initiation(&mut self, now: Instant, idx: u32) {
+        let us = self.vpn_ip;
+        let use_relays = self.disc.use_relays;
+        let Some(peer) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        let Some(init) = &peer.init else { return };
+        // Relays join once the direct paths had a fair chance, or at once if there are none.
+        let direct_known = peer.endpoint.is_some() || !peer.candidates.is_empty();
+        let with_relays = use_relays && (init.retries >= 2 || !direct_known);
+        let paths = peer.paths(with_relays, us);
+        let init = init.bytes.clone();
         let hello = wire::hello(0, &self.hello_cert);
-        for dst in peer.all_addresses() {
-            self.transmits.push_back(Transmit {
-                dst,
-                data: hello.clone(),
-            });
-            self.transmits.push_back(Transmit {
-                dst,
-                data: init.to_vec(),
-            });
+        for path in paths {
+            self.send_path(now, path, hello.clone());
+            self.send_path(now, path, init.clone());
         }
     }
 
-    pub(super) fn queue_pending(&mut self, now: Instant, vpn_ip: Ipv4Addr, packet: &[u8]) {
+    pub(super) fn queue_pending(
+        &mut self,
+        now: Instant,
+        vpn_ip: Ipv4Addr,
+        packet: Vec<u8>,
+        control: bool,
+    ) {
         let p = self
             .pending
             .entry(vpn_ip)
@@ -110,15 +146,18 @@ impl<P: Policy> Node<P> {
             p.queue.pop_front();
             self.counters.tun_dropped_pending_full += 1;
         }
-        p.queue.push_back(packet.to_vec());
+        p.queue.push_back((packet, control));
         if p.attempts == 0 {
             self.try_pending(now, vpn_ip);
         }
     }
 
-    /// Sends a Hello to every known address of a peer we have no certificate for yet.
+    /// One attempt to reach a peer we have no certificate for: a Hello to each known address
+    /// (static host map, lighthouse answers), and a query to the lighthouses.
     pub(super) fn try_pending(&mut self, now: Instant, vpn_ip: Ipv4Addr) {
-        let addrs = self.static_hosts.get(&vpn_ip).cloned().unwrap_or_default();
+        let mut addrs = self.static_hosts.get(&vpn_ip).cloned().unwrap_or_default();
+        let found = self.discovered.get(&vpn_ip).cloned().unwrap_or_default();
+        push_unique(&mut addrs, found.addrs.iter().copied());
         let Some(p) = self.pending.get_mut(&vpn_ip) else {
             return;
         };
@@ -131,17 +170,40 @@ impl<P: Policy> Node<P> {
             return;
         }
         p.attempts += 1;
-        p.next_try = now + self.try_interval * p.attempts;
-        if addrs.is_empty() {
-            // Nothing to try (lighthouse lookups belong to discovery); keep retrying quietly.
-            return;
-        }
+        let attempt = p.attempts;
+        p.next_try = now + self.try_interval * attempt;
         let hello = wire::hello(p.hello_id, &self.hello_cert);
         for dst in addrs {
             self.transmits.push_back(Transmit {
                 dst,
                 data: hello.clone(),
             });
+        }
+        if self.disc.use_relays
+            && (attempt >= 3 || self.static_hosts.get(&vpn_ip).is_none_or(Vec::is_empty))
+        {
+            let us = self.vpn_ip;
+            for relay in found
+                .relays
+                .into_iter()
+                .filter(|r| *r != us && *r != vpn_ip)
+            {
+                self.send_path(
+                    now,
+                    Path::Relay {
+                        relay,
+                        peer: vpn_ip,
+                    },
+                    hello.clone(),
+                );
+            }
+        }
+        // Ask the lighthouses (not about themselves), on the first attempt and then sparingly.
+        let ask = !self.disc.lighthouses.contains(&vpn_ip) && (attempt == 1 || attempt % 3 == 0);
+        if ask {
+            for lh in self.disc.lighthouses.clone() {
+                self.send_control(now, lh, Control::HostQuery { vpn_ip });
+            }
         }
     }
 }

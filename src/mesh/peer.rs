@@ -1,8 +1,9 @@
-//! Per-peer state: its verified certificate, its WireGuard session and where it is.
+//! Per-peer state: its verified certificate, its WireGuard session and how to reach it.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
 
 use boringtun::noise::Tunn;
 use ipnet::Ipv4Net;
@@ -10,8 +11,39 @@ use rand_core::{OsRng, RngCore};
 
 use crate::cert::pool::VerifiedCert;
 
-/// Candidate addresses kept per peer.
+/// Candidate underlay addresses kept per peer.
 const MAX_CANDIDATES: usize = 8;
+
+/// How datagrams reach a peer: straight to an underlay address, or through a relay node's
+/// tunnel (still end-to-end encrypted between the two peers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    Direct(SocketAddr),
+    Relay { relay: Ipv4Addr, peer: Ipv4Addr },
+}
+
+impl Path {
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Path::Direct(_))
+    }
+
+    /// The address to key per-source limits and cookies on.
+    pub fn source_ip(&self) -> IpAddr {
+        match self {
+            Path::Direct(a) => a.ip(),
+            Path::Relay { relay, .. } => IpAddr::V4(*relay),
+        }
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Direct(a) => write!(f, "{a}"),
+            Path::Relay { relay, .. } => write!(f, "via relay {relay}"),
+        }
+    }
+}
 
 pub(super) struct Peer<I> {
     pub vpn_ip: Ipv4Addr,
@@ -21,19 +53,32 @@ pub(super) struct Peer<I> {
     pub cert: VerifiedCert,
     pub policy_peer: I,
     pub tunn: Tunn,
-    /// The last address an authenticated packet came from.
-    pub endpoint: Option<SocketAddr>,
-    /// Addresses to try when there is no working endpoint (static host map, Hello sources).
+    /// The path the last authenticated datagram came over.
+    pub endpoint: Option<Path>,
+    /// Underlay addresses to try (static host map, lighthouse answers, Hello sources).
     pub candidates: Vec<SocketAddr>,
+    /// Relays that serve this peer (from the lighthouse).
+    pub relays: Vec<Ipv4Addr>,
     /// A session is established and the peer has confirmed it.
     pub up: bool,
     pub last_rx: Option<Instant>,
+    pub last_direct_rx: Option<Instant>,
     pub last_handshake: Option<Instant>,
     pub last_forced_handshake: Option<Instant>,
+    /// The initiation in flight, resent on our own (faster than boringtun's 5 s) schedule while
+    /// NAT mappings open; `None` once the session is up.
+    pub init: Option<InitInFlight>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub tx_packets: u64,
+}
+
+pub(super) struct InitInFlight {
+    pub bytes: Vec<u8>,
+    pub sent: Instant,
+    pub retries: u32,
+    pub next: Instant,
 }
 
 /// What `status` shows about a peer.
@@ -42,11 +87,18 @@ pub struct PeerInfo {
     pub name: String,
     pub vpn_ip: Ipv4Addr,
     pub groups: Vec<String>,
-    pub endpoint: Option<SocketAddr>,
+    /// `198.18.0.1:4242`, or `via relay 100.64.0.9`.
+    pub endpoint: Option<String>,
+    pub relayed: bool,
     pub up: bool,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     pub cert_fingerprint: String,
+    pub cert_not_after: String,
+    /// Seconds since the last handshake, if any.
+    pub since_handshake_secs: Option<u64>,
 }
 
 impl<I> Peer<I> {
@@ -62,10 +114,13 @@ impl<I> Peer<I> {
             tunn,
             endpoint: None,
             candidates: Vec::new(),
+            relays: Vec::new(),
             up: false,
             last_rx: None,
+            last_direct_rx: None,
             last_handshake: None,
             last_forced_handshake: None,
+            init: None,
             rx_bytes: 0,
             tx_bytes: 0,
             rx_packets: 0,
@@ -89,37 +144,57 @@ impl<I> Peer<I> {
         }
     }
 
-    /// The endpoint first, then every other candidate.
-    pub fn all_addresses(&self) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = self.endpoint.into_iter().collect();
-        v.extend(
-            self.candidates
-                .iter()
-                .filter(|c| Some(**c) != self.endpoint),
-        );
+    /// Every path worth trying for a handshake: the current one, the direct candidates, and
+    /// (when `with_relays`) each relay that serves the peer.
+    pub fn paths(&self, with_relays: bool, us: Ipv4Addr) -> Vec<Path> {
+        let mut v: Vec<Path> = self.endpoint.into_iter().collect();
+        for c in &self.candidates {
+            if !v.contains(&Path::Direct(*c)) {
+                v.push(Path::Direct(*c));
+            }
+        }
+        if with_relays {
+            for r in &self.relays {
+                let p = Path::Relay {
+                    relay: *r,
+                    peer: self.vpn_ip,
+                };
+                if *r != us && *r != self.vpn_ip && !v.contains(&p) {
+                    v.push(p);
+                }
+            }
+        }
         v
     }
 
-    pub fn info(&self) -> PeerInfo {
+    pub fn info(&self, now: Instant) -> PeerInfo {
         PeerInfo {
             name: self.name.clone(),
             vpn_ip: self.vpn_ip,
             groups: self.cert.cert().details().groups.clone(),
-            endpoint: self.endpoint,
+            endpoint: self.endpoint.map(|e| e.to_string()),
+            relayed: self.endpoint.is_some_and(|e| !e.is_direct()),
             up: self.up,
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
+            rx_packets: self.rx_packets,
+            tx_packets: self.tx_packets,
             cert_fingerprint: self.cert.cert().fingerprint().to_string(),
+            cert_not_after: self.cert.cert().details().not_after.rfc3339(),
+            since_handshake_secs: self
+                .last_handshake
+                .map(|t| now.saturating_duration_since(t).as_secs()),
         }
     }
 }
 
-/// A peer we want to reach but have no certificate for yet: Hellos are out, packets wait.
+/// A peer we want to reach but have no certificate for yet: Hellos or lighthouse queries are
+/// out, packets wait (`bool`: a control message, which bypasses the firewall).
 pub(super) struct Pending {
     pub hello_id: u64,
     pub attempts: u32,
     pub next_try: Instant,
-    pub queue: VecDeque<Vec<u8>>,
+    pub queue: VecDeque<(Vec<u8>, bool)>,
 }
 
 impl Pending {
@@ -127,7 +202,7 @@ impl Pending {
         Pending {
             hello_id: OsRng.next_u64() | 1,
             attempts: 0,
-            next_try: now + Duration::ZERO,
+            next_try: now,
             queue: VecDeque::new(),
         }
     }

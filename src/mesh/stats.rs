@@ -31,4 +31,14 @@ pub struct Counters {
     pub handshakes_timed_out: u64,
     pub sessions_expired: u64,
     pub peers_removed: u64,
+    /// Control messages received through tunnels.
+    pub rx_control: u64,
+    pub rx_punches: u64,
+    pub tx_punches: u64,
+    /// Lighthouse: queries answered, and queries for nodes it does not know.
+    pub lighthouse_queries: u64,
+    pub lighthouse_unknown_queries: u64,
+    /// Relay: datagrams forwarded, and refused (not a relay, target unknown or down).
+    pub relay_forwarded: u64,
+    pub relay_dropped: u64,
 }

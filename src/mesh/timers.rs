@@ -1,5 +1,5 @@
-//! Periodic work: boringtun timers (retries, keepalives, rekeys), Hello retries, per-second
-//! budgets, and re-checking peer certificates for expiry.
+//! Periodic work: boringtun timers (keepalives, rekeys, expiry), our fast initiation retries,
+//! Hello retries, per-second budgets, discovery, and re-checking peer certificates.
 
 use super::*;
 
@@ -22,41 +22,62 @@ impl<P: Policy> Node<P> {
         for ip in due {
             self.try_pending(now, ip);
         }
+        self.discovery_timers(now);
         if self.next_tick.is_some_and(|t| t <= now) {
             self.next_tick = if self.peers.is_empty() {
                 None
             } else {
                 Some(now + TIMER_TICK)
             };
-            let mut buf = std::mem::take(&mut self.scratch);
-            let ids: Vec<u32> = self.peers.keys().copied().collect();
-            for idx in ids {
-                let Some(peer) = self.peers.get_mut(&idx) else {
-                    continue;
-                };
-                match peer.tunn.update_timers(&mut buf) {
-                    TunnResult::WriteToNetwork(d) => {
-                        if is_handshake_init(d) {
-                            let init = d.to_vec();
-                            self.send_initiation(idx, &init);
-                        } else if let Some(dst) = peer.endpoint {
-                            self.transmits.push_back(Transmit {
-                                dst,
-                                data: d.to_vec(),
-                            });
-                        }
-                    }
-                    TunnResult::Err(
-                        boringtun::noise::errors::WireGuardError::ConnectionExpired,
-                    ) if peer.up => {
-                        peer.up = false;
-                        self.counters.sessions_expired += 1;
-                    }
-                    _ => {}
-                }
-            }
-            self.scratch = buf;
+            self.peer_timers(now);
         }
+    }
+
+    fn peer_timers(&mut self, now: Instant) {
+        let mut buf = self.take_buffer();
+        let ids: Vec<u32> = self.peers.keys().copied().collect();
+        for idx in ids {
+            let Some(peer) = self.peers.get_mut(&idx) else {
+                continue;
+            };
+            match peer.tunn.update_timers(&mut buf) {
+                TunnResult::WriteToNetwork(d) => {
+                    let d = d.to_vec();
+                    if is_handshake_init(&d) {
+                        self.send_initiation(now, idx, d);
+                    } else if let Some(path) = peer.endpoint {
+                        self.send_path(now, path, d);
+                    }
+                }
+                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired)
+                    if peer.up =>
+                {
+                    peer.up = false;
+                    self.counters.sessions_expired += 1;
+                }
+                _ => {}
+            }
+            // Our own faster retries of the initiation in flight (boringtun waits 5 s).
+            let Some(peer) = self.peers.get_mut(&idx) else {
+                continue;
+            };
+            let retry = match &mut peer.init {
+                Some(init) if now.duration_since(init.sent) >= FAST_RETRY_FOR => {
+                    peer.init = None;
+                    false
+                }
+                Some(init) if now >= init.next => {
+                    init.retries += 1;
+                    init.next = now + self.try_interval * (init.retries + 1);
+                    true
+                }
+                _ => false,
+            };
+            if retry {
+                self.resend_initiation(now, idx);
+            }
+        }
+        self.put_buffer(buf);
     }
 
     /// Disconnects peers whose certificates stopped verifying (expiry; blocklist or CA change

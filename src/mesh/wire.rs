@@ -19,6 +19,8 @@ const HEADER_LEN: usize = 14;
 const TYPE_HELLO: u8 = 0x80;
 const TYPE_HELLO_REPLY: u8 = 0x81;
 const TYPE_UNKNOWN_INDEX: u8 = 0x82;
+/// A one-byte datagram sent only to open NAT mappings (Nebula sends one byte too).
+pub const PUNCH: [u8; 1] = [0x83];
 
 /// What a datagram is, decided from its first bytes without any cryptography.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub enum Kind<'a> {
     UnknownIndex {
         index: u32,
     },
+    /// A NAT-opening punch: nothing to do.
+    Punch,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -125,6 +129,7 @@ pub fn classify(d: &[u8]) -> Result<Kind<'_>, WireError> {
                 index: u32::from_le_bytes(d[4..8].try_into().unwrap_or_default()),
             })
         }
+        0x83 if d.len() == 1 => Ok(Kind::Punch),
         other => Err(WireError::UnknownType(other)),
     }
 }

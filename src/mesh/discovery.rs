@@ -1,0 +1,304 @@
+//! Discovery across environments (Nebula's model): nodes report their addresses to every
+//! lighthouse; lighthouses answer queries with addresses, relays and the certificate, and
+//! ask the target to punch toward the querier; relays forward end-to-end encrypted datagrams.
+//! Several lighthouses share nothing: a node talks to all of them and any one can answer.
+
+use super::*;
+
+/// Certificates per members reply (keeps each message well under the MTU).
+const MEMBERS_PER_REPLY: usize = 3;
+/// How often keepalive punches go to idle peers (`punchy.punch`).
+const PUNCH_EVERY: Duration = Duration::from_secs(10);
+
+impl<P: Policy> Node<P> {
+    /// A control message from peer `idx`, already authenticated by its tunnel.
+    pub(super) fn handle_control(&mut self, now: Instant, wall: UnixTime, idx: u32, msg: Control) {
+        let Some(peer) = self.peers.get(&idx) else {
+            return;
+        };
+        let from_ip = peer.vpn_ip;
+        let from_lighthouse = self.disc.lighthouses.contains(&from_ip);
+        self.counters.rx_control += 1;
+        match msg {
+            Control::HostUpdate { addrs, relays } if self.disc.am_lighthouse => {
+                let cert = peer.cert.clone();
+                let reported = addrs
+                    .into_iter()
+                    .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
+                    .collect();
+                self.registrations.insert(
+                    from_ip,
+                    Registration {
+                        cert,
+                        reported,
+                        relays,
+                        seen: now,
+                    },
+                );
+                self.send_control(now, from_ip, Control::HostUpdateAck);
+            }
+            Control::HostUpdateAck if from_lighthouse => {
+                self.events.push_back(Event::Registered {
+                    lighthouse: from_ip,
+                });
+            }
+            Control::HostQuery { vpn_ip } if self.disc.am_lighthouse => {
+                self.answer_query(now, from_ip, vpn_ip)
+            }
+            Control::HostQueryReply {
+                vpn_ip,
+                addrs,
+                relays,
+                cert,
+            } if from_lighthouse => {
+                self.on_query_reply(now, wall, from_ip, vpn_ip, addrs, relays, &cert);
+            }
+            Control::HostPunch { vpn_ip, addrs } if from_lighthouse => {
+                let addrs: Vec<SocketAddr> = addrs
+                    .into_iter()
+                    .filter(|a| self.remote_allowed(a.ip()))
+                    .collect();
+                self.discovered.entry(vpn_ip).or_default().addrs = addrs.clone();
+                self.scheduled
+                    .push((now + self.disc.punch_delay, Scheduled::Punch(addrs)));
+                if self.disc.respond {
+                    self.scheduled
+                        .push((now + self.disc.respond_delay, Scheduled::Respond(vpn_ip)));
+                }
+            }
+            Control::RelayTo {
+                peer: target,
+                datagram,
+            } => self.relay(now, from_ip, target, datagram),
+            Control::MembersQuery if self.disc.am_lighthouse => self.answer_members(now, from_ip),
+            Control::MembersReply { certs, last } if from_lighthouse => {
+                for c in certs {
+                    if let Ok(c) = Certificate::from_bytes(&c)
+                        && let Ok(v) = self.pool.verify(&c, wall, &self.blocklist)
+                        && let Some(ip) = c.vpn_ip()
+                    {
+                        self.members_incoming.insert(ip, v.cert().clone());
+                    }
+                }
+                if last {
+                    self.members = std::mem::take(&mut self.members_incoming);
+                }
+            }
+            Control::Ping => {}
+            _ => self.counters.rx_unsolicited += 1,
+        }
+    }
+
+    /// Lighthouse: where is `target`? Answer the querier and ask the target to punch.
+    fn answer_query(&mut self, now: Instant, querier: Ipv4Addr, target: Ipv4Addr) {
+        let Some(reg) = self.registrations.get(&target) else {
+            self.counters.lighthouse_unknown_queries += 1;
+            return;
+        };
+        self.counters.lighthouse_queries += 1;
+        let reply = Control::HostQueryReply {
+            vpn_ip: target,
+            addrs: self.addresses_of(target),
+            relays: reg.relays.clone(),
+            cert: reg.cert.cert().to_bytes().to_vec(),
+        };
+        self.send_control(now, querier, reply);
+        let punch = Control::HostPunch {
+            vpn_ip: querier,
+            addrs: self.addresses_of(querier),
+        };
+        self.send_control(now, target, punch);
+    }
+
+    /// What a lighthouse knows of a node's addresses: observed (learned) first, then reported.
+    fn addresses_of(&self, ip: Ipv4Addr) -> Vec<SocketAddr> {
+        let mut v = vec![];
+        if let Some(Path::Direct(a)) = self
+            .by_vpn_ip
+            .get(&ip)
+            .and_then(|i| self.peers.get(i))
+            .and_then(|p| p.endpoint)
+        {
+            v.push(a);
+        }
+        if let Some(r) = self.registrations.get(&ip) {
+            push_unique(&mut v, r.reported.iter().copied());
+        }
+        v.truncate(control::MAX_ADDRS);
+        v
+    }
+
+    fn answer_members(&mut self, now: Instant, querier: Ipv4Addr) {
+        let mut certs: Vec<Vec<u8>> = self
+            .registrations
+            .values()
+            .map(|r| r.cert.cert().to_bytes().to_vec())
+            .collect();
+        certs.push(self.cert.to_bytes().to_vec());
+        let chunks: Vec<Vec<Vec<u8>>> = certs
+            .chunks(MEMBERS_PER_REPLY)
+            .map(<[Vec<u8>]>::to_vec)
+            .collect();
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.send_control(
+                now,
+                querier,
+                Control::MembersReply {
+                    certs: chunk,
+                    last: i + 1 == n,
+                },
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_query_reply(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        lighthouse: Ipv4Addr,
+        vpn_ip: Ipv4Addr,
+        addrs: Vec<SocketAddr>,
+        relays: Vec<Ipv4Addr>,
+        cert: &[u8],
+    ) {
+        let addrs: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| self.remote_allowed(a.ip()))
+            .collect();
+        self.discovered.insert(
+            vpn_ip,
+            Discovered {
+                addrs: addrs.clone(),
+                relays: relays.clone(),
+            },
+        );
+        if let Some(&idx) = self.by_vpn_ip.get(&vpn_ip)
+            && let Some(p) = self.peers.get_mut(&idx)
+        {
+            p.add_candidates(&addrs);
+            p.relays = relays;
+            return;
+        }
+        let via = Path::Relay {
+            relay: lighthouse,
+            peer: vpn_ip,
+        };
+        let Some(v) = self.verify_wire_cert(now, wall, via, cert) else {
+            return;
+        };
+        if v.cert().vpn_ip() != Some(vpn_ip) {
+            self.counters.rx_cert_rejected += 1;
+            return;
+        }
+        // The certificate came with the answer: no Hello round trip, the handshake starts now.
+        let from = addrs.first().map(|a| Path::Direct(*a)).unwrap_or(via);
+        self.adopt_pending(now, vpn_ip, v, from);
+    }
+
+    /// Relay: forward an end-to-end encrypted datagram from `origin` to `target`.
+    fn relay(&mut self, now: Instant, origin: Ipv4Addr, target: Ipv4Addr, datagram: Vec<u8>) {
+        let target_ok = self
+            .by_vpn_ip
+            .get(&target)
+            .and_then(|i| self.peers.get(i))
+            .is_some_and(|p| p.up && p.endpoint.is_some_and(|e| e.is_direct()));
+        if !self.disc.am_relay || !target_ok || target == origin {
+            self.counters.relay_dropped += 1;
+            return;
+        }
+        self.counters.relay_forwarded += 1;
+        self.send_control(
+            now,
+            target,
+            Control::RelayFrom {
+                peer: origin,
+                datagram,
+            },
+        );
+    }
+
+    /// Periodic discovery work: address reports to the lighthouses, keepalives to our relays,
+    /// member lists, keepalive punches, and scheduled punches.
+    pub(super) fn discovery_timers(&mut self, now: Instant) {
+        if now >= self.next_update {
+            self.next_update = now + self.disc.interval;
+            if !self.disc.am_lighthouse {
+                let mut addrs: Vec<SocketAddr> = self.local_addrs.clone();
+                push_unique(&mut addrs, self.disc.advertise_addrs.iter().copied());
+                let relays = self.disc.relays.clone();
+                for lh in self.disc.lighthouses.clone() {
+                    if lh == self.vpn_ip {
+                        continue;
+                    }
+                    self.send_control(
+                        now,
+                        lh,
+                        Control::HostUpdate {
+                            addrs: addrs.clone(),
+                            relays: relays.clone(),
+                        },
+                    );
+                    self.send_control(now, lh, Control::MembersQuery);
+                }
+            }
+            for r in self.disc.relays.clone() {
+                if r != self.vpn_ip {
+                    self.send_control(now, r, Control::Ping);
+                }
+            }
+            let stale = self.disc.interval * 6;
+            self.registrations
+                .retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
+        }
+        if self.disc.punch && now >= self.next_punch {
+            self.next_punch = now + PUNCH_EVERY;
+            let idle: Vec<SocketAddr> = self
+                .peers
+                .values()
+                .filter(|p| {
+                    p.last_rx
+                        .is_none_or(|t| now.duration_since(t) >= PUNCH_EVERY)
+                })
+                .filter_map(|p| match p.endpoint {
+                    Some(Path::Direct(a)) => Some(a),
+                    _ => None,
+                })
+                .collect();
+            for dst in idle {
+                self.transmits.push_back(Transmit {
+                    dst,
+                    data: wire::PUNCH.to_vec(),
+                });
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scheduled)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.scheduled = later;
+        for (_, job) in due {
+            match job {
+                Scheduled::Punch(addrs) => {
+                    for dst in addrs {
+                        self.counters.tx_punches += 1;
+                        self.transmits.push_back(Transmit {
+                            dst,
+                            data: wire::PUNCH.to_vec(),
+                        });
+                    }
+                }
+                Scheduled::Respond(vpn_ip) => {
+                    let up = self
+                        .by_vpn_ip
+                        .get(&vpn_ip)
+                        .and_then(|i| self.peers.get(i))
+                        .is_some_and(|p| p.up);
+                    if !up {
+                        self.send_control(now, vpn_ip, Control::Ping);
+                    }
+                }
+            }
+        }
+    }
+}

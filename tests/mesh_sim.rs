@@ -4,273 +4,15 @@
 //! clock becomes the thread-local mock that this harness advances).
 #![cfg(feature = "sim")]
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+mod simnet;
 
-use cos_mesh::cert::keys::{CaSecret, HostSecret};
-use cos_mesh::cert::pool::{Blocklist, CaPool};
-use cos_mesh::cert::{Certificate, Details};
-use cos_mesh::mesh::policy::AllowAll;
-use cos_mesh::mesh::{Discovery, Event, MIN_BUFFER, Node, NodeConfig, Path};
-use cos_mesh::unixtime::UnixTime;
-use mock_instant::MockClock;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-const WALL0: i64 = 1_800_000_000;
-
-struct Ca {
-    key: CaSecret,
-    cert: Certificate,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = CaSecret::generate();
-        let d = Details {
-            name: name.into(),
-            ips: vec!["100.64.0.0/10".parse().unwrap()],
-            subnets: vec![],
-            groups: vec![],
-            not_before: UnixTime(WALL0 - 10),
-            not_after: UnixTime(WALL0 + 365 * 86_400),
-            public_key: key.public(),
-            is_ca: true,
-            issuer: None,
-        };
-        let cert = Certificate::sign(&d, key.signing_key()).unwrap();
-        Ca { key, cert }
-    }
-
-    fn pool(&self) -> CaPool {
-        CaPool::from_pem(self.cert.to_pem().as_bytes()).unwrap()
-    }
-
-    /// A node certificate for `100.64.0.<n>`, valid for `life` seconds of simulated time.
-    fn node(&self, name: &str, n: u8, life: i64) -> (Certificate, HostSecret) {
-        let key = HostSecret::generate();
-        let d = Details {
-            name: name.into(),
-            ips: vec![format!("100.64.0.{n}/10").parse().unwrap()],
-            subnets: vec![],
-            groups: vec![],
-            not_before: UnixTime(WALL0 - 5),
-            not_after: UnixTime(WALL0 + life),
-            public_key: key.public().0,
-            is_ca: false,
-            issuer: Some(self.cert.fingerprint()),
-        };
-        (Certificate::sign(&d, self.key.signing_key()).unwrap(), key)
-    }
-}
-
-fn vpn(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(100, 64, 0, n)
-}
-
-fn underlay(n: u8) -> SocketAddr {
-    SocketAddr::from(([198, 18, 0, n], 4242))
-}
-
-/// A minimal IPv4/UDP packet; the payload identifies it in assertions.
-fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    let total = 28 + payload.len();
-    let mut p = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ];
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&[
-        0x30,
-        0x39,
-        0x30,
-        0x39,
-        ((8 + payload.len()) >> 8) as u8,
-        (8 + payload.len()) as u8,
-        0,
-        0,
-    ]);
-    p.extend_from_slice(payload);
-    p
-}
-
-fn payload(p: &[u8]) -> &[u8] {
-    &p[28..]
-}
-
-struct SimNode {
-    node: Node<AllowAll>,
-    addr: SocketAddr,
-    /// Packets the node wrote to its TUN.
-    tun: Vec<Vec<u8>>,
-    events: Vec<Event>,
-    up: bool,
-}
-
-type Filter = Box<dyn FnMut(Instant, SocketAddr, SocketAddr, &[u8]) -> bool>;
-
-/// The simulated world: nodes, a network with a fixed latency, and the virtual clock.
-struct Sim {
-    nodes: Vec<SimNode>,
-    now: Instant,
-    start: Instant,
-    latency: Duration,
-    in_flight: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
-    /// Returns false to drop a datagram (loss, partitions).
-    filter: Filter,
-    buf: Vec<u8>,
-    dropped: usize,
-}
-
-impl Sim {
-    fn new() -> Sim {
-        // boringtun treats a zero instant as "never"; start the mock clock well past zero.
-        MockClock::set_time(Duration::from_secs(10_000));
-        let start = Instant::now();
-        Sim {
-            nodes: vec![],
-            now: start,
-            start,
-            latency: Duration::from_millis(5),
-            in_flight: vec![],
-            filter: Box::new(|_, _, _, _| true),
-            buf: vec![0; MIN_BUFFER],
-            dropped: 0,
-        }
-    }
-
-    fn wall(&self) -> UnixTime {
-        UnixTime(WALL0 + self.now.duration_since(self.start).as_secs() as i64)
-    }
-
-    fn config(
-        ca: &Ca,
-        cert: Certificate,
-        key: HostSecret,
-        statics: &[(u8, SocketAddr)],
-    ) -> NodeConfig {
-        NodeConfig {
-            cert,
-            key,
-            pool: ca.pool(),
-            blocklist: Blocklist::default(),
-            static_hosts: statics
-                .iter()
-                .map(|(n, a)| (vpn(*n), vec![*a]))
-                .collect::<HashMap<_, _>>(),
-            unsafe_routes: vec![],
-            try_interval: Duration::from_millis(100),
-            retries: 10,
-            disconnect_invalid: true,
-            discovery: Discovery::default(),
-        }
-    }
-
-    /// Adds a node at `underlay(n)` with overlay IP `vpn(n)`; returns its index.
-    fn add(&mut self, cfg: NodeConfig, n: u8) -> usize {
-        let node = Node::new(cfg, AllowAll, self.now, self.wall()).expect("node starts");
-        self.nodes.push(SimNode {
-            node,
-            addr: underlay(n),
-            tun: vec![],
-            events: vec![],
-            up: true,
-        });
-        self.nodes.len() - 1
-    }
-
-    /// Replaces node `i` by a fresh one (a restart: all state lost).
-    fn restart(&mut self, i: usize, cfg: NodeConfig) {
-        self.nodes[i].node = Node::new(cfg, AllowAll, self.now, self.wall()).unwrap();
-        self.nodes[i].tun.clear();
-    }
-
-    /// The host behind node `from` sends an IP packet to `dst`.
-    fn send(&mut self, from: usize, dst: Ipv4Addr, data: &[u8]) {
-        let src = self.nodes[from].node.vpn_ip();
-        let packet = ip_packet(src, dst, data);
-        let now = self.now;
-        let n = &mut self.nodes[from];
-        if let Some((to, d)) = n.node.handle_tun_packet(now, &packet, &mut self.buf) {
-            let d = d.to_vec();
-            let from_addr = n.addr;
-            self.transmit(from_addr, to, d);
-        }
-        self.drain(from);
-    }
-
-    fn transmit(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
-        if (self.filter)(self.now, from, to, &data) {
-            self.in_flight
-                .push((self.now + self.latency, from, to, data));
-        } else {
-            self.dropped += 1;
-        }
-    }
-
-    fn drain(&mut self, i: usize) {
-        while let Some(t) = self.nodes[i].node.poll_transmit() {
-            let from = self.nodes[i].addr;
-            self.transmit(from, t.dst, t.data);
-        }
-        while let Some(p) = self.nodes[i].node.poll_tun_write() {
-            self.nodes[i].tun.push(p);
-        }
-        while let Some(e) = self.nodes[i].node.poll_event() {
-            self.nodes[i].events.push(e);
-        }
-    }
-
-    /// Runs the world for `d` of virtual time, in 1 ms steps.
-    fn run(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            let step = Duration::from_millis(1);
-            self.now += step;
-            MockClock::advance(step);
-            let now = self.now;
-            let wall = self.wall();
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
-                .into_iter()
-                .partition(|(t, ..)| *t <= now);
-            self.in_flight = later;
-            for (_, from, to, data) in due {
-                let Some(i) = self.nodes.iter().position(|n| n.addr == to && n.up) else {
-                    continue;
-                };
-                if let Some(p) =
-                    self.nodes[i]
-                        .node
-                        .handle_datagram(now, wall, from, &data, &mut self.buf)
-                {
-                    let p = p.to_vec();
-                    self.nodes[i].tun.push(p);
-                }
-                self.drain(i);
-            }
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].up && self.nodes[i].node.poll_timeout() <= now {
-                    self.nodes[i].node.handle_timeout(now, wall);
-                    self.drain(i);
-                }
-            }
-        }
-    }
-
-    fn received(&self, i: usize, data: &[u8]) -> bool {
-        self.nodes[i].tun.iter().any(|p| payload(p) == data)
-    }
-}
+use cos_mesh::cert::keys::HostSecret;
+use cos_mesh::cert::pool::Blocklist;
+use cos_mesh::mesh::{Event, MIN_BUFFER, Path};
+use simnet::{Ca, Sim, ip_packet, underlay, vpn};
 
 /// Two nodes that know each other's underlay address.
 fn pair(sim: &mut Sim, ca: &Ca) -> (usize, usize) {
@@ -527,7 +269,7 @@ fn stolen_certificate_without_its_key_is_useless() {
     // 1. She presents a's certificate, then runs a handshake with her own key: refused.
     let hello = cos_mesh::mesh::wire::hello(9, &stolen);
     let (addr_m, addr_b) = (sim.nodes[m].addr, sim.nodes[b].addr);
-    sim.transmit(addr_m, addr_b, hello);
+    sim.transmit(addr_m, addr_b, None, hello);
     sim.run(Duration::from_millis(50));
     assert!(
         sim.nodes[b].node.peers(sim.now).is_empty(),
@@ -543,7 +285,7 @@ fn stolen_certificate_without_its_key_is_useless() {
     // Encrypt the spoofed packet on mallory's session by bypassing her own routing check.
     if let Some((to, d)) = sim.nodes[m].node.handle_tun_packet(now, &spoofed, &mut buf) {
         let d = d.to_vec();
-        sim.transmit(addr_m, to, d);
+        sim.transmit(addr_m, to, None, d);
     }
     sim.run(Duration::from_millis(50));
     assert!(!sim.received(b, b"spoofed"));
@@ -604,7 +346,7 @@ fn malformed_datagrams_are_counted_and_harmless() {
     }
     let n = garbage.len() as u64;
     for d in garbage {
-        sim.transmit(attacker, addr_b, d);
+        sim.transmit(attacker, addr_b, None, d);
     }
     sim.run(Duration::from_millis(20));
     let c = sim.nodes[b].node.counters().clone();

@@ -173,15 +173,15 @@ impl<P: Policy> Node<P> {
         let attempt = p.attempts;
         p.next_try = now + self.try_interval * attempt;
         let hello = wire::hello(p.hello_id, &self.hello_cert);
+        let no_direct = addrs.is_empty();
         for dst in addrs {
             self.transmits.push_back(Transmit {
                 dst,
                 data: hello.clone(),
             });
         }
-        if self.disc.use_relays
-            && (attempt >= 3 || self.static_hosts.get(&vpn_ip).is_none_or(Vec::is_empty))
-        {
+        // Relays join when no direct address is known, or after a few unanswered attempts.
+        if self.disc.use_relays && (attempt >= 3 || no_direct) {
             let us = self.vpn_ip;
             for relay in found
                 .relays

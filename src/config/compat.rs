@@ -12,7 +12,7 @@ use super::Warning;
 /// [`super::schema`] (a unit test keeps the two in step).
 pub const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("cipher", "WireGuard's cipher is fixed (ChaCha20-Poly1305); cipher is ignored"),
-    ("sshd", "the debug SSH server is not implemented; use `cos-mesh status` / `members` on the control socket"),
+    ("sshd", "the debug SSH server is not implemented; sshd is ignored"),
     ("routines", "multiple routines are not implemented yet; one reader per direction is used"),
     ("preferred_ranges", "not implemented yet; all candidate addresses are tried"),
     ("timers", "not implemented; cos-mesh's timers follow WireGuard's"),

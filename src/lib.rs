@@ -8,4 +8,5 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod files;
+pub mod io;
 pub mod unixtime;

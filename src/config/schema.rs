@@ -19,6 +19,12 @@ use serde::{Deserialize, Deserializer, de};
 // replaced at merge by crate::firewall::FirewallConfig
 pub type FirewallSection = serde::de::IgnoredAny;
 
+/// `key:` with nothing after it is YAML null; Nebula (and its example config, e.g.
+/// `unsafe_routes:`) treats it as empty, so lists, maps and sections do too.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A Nebula key cos-mesh accepts but does not act on yet; its value is not interpreted.
 pub type Unimplemented = Option<serde::de::IgnoredAny>;
 
@@ -26,17 +32,28 @@ pub type Unimplemented = Option<serde::de::IgnoredAny>;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    #[serde(deserialize_with = "nullable")]
     pub pki: Pki,
     /// Overlay IPv4 → underlay addresses (`host:port`, DNS names allowed) of a few hosts.
+    #[serde(deserialize_with = "nullable")]
     pub static_host_map: BTreeMap<OverlayIp, Vec<Underlay>>,
+    #[serde(deserialize_with = "nullable")]
     pub lighthouse: Lighthouse,
+    #[serde(deserialize_with = "nullable")]
     pub listen: Listen,
+    #[serde(deserialize_with = "nullable")]
     pub punchy: Punchy,
+    #[serde(deserialize_with = "nullable")]
     pub relay: Relay,
+    #[serde(deserialize_with = "nullable")]
     pub tun: Tun,
+    #[serde(deserialize_with = "nullable")]
     pub logging: Logging,
+    #[serde(deserialize_with = "nullable")]
     pub handshakes: Handshakes,
+    #[serde(deserialize_with = "nullable")]
     pub control: Control,
+    #[serde(deserialize_with = "nullable")]
     pub stats: Stats,
     pub firewall: FirewallSection,
     // Nebula top-level keys accepted with a warning (see `compat`).
@@ -62,6 +79,7 @@ pub struct Pki {
     /// This node's X25519 private key: a path (mode 0600) or inline PEM.
     pub key: Option<PemSource>,
     /// Hex fingerprints of certificates never to trust.
+    #[serde(deserialize_with = "nullable")]
     pub blocklist: Vec<String>,
     /// Close tunnels whose peer certificate stops verifying (expired, blocklisted). Default true,
     /// as in Nebula 1.8+.
@@ -228,16 +246,21 @@ impl<'de> Deserialize<'de> for GoDuration {
 pub struct Lighthouse {
     pub am_lighthouse: bool,
     /// Overlay IPs of the lighthouses (each must be in `static_host_map`).
+    #[serde(deserialize_with = "nullable")]
     pub hosts: Vec<Ipv4Addr>,
     /// Seconds between address reports to the lighthouses (Nebula's default 10).
     pub interval: u64,
     pub serve_dns: bool,
+    #[serde(deserialize_with = "nullable")]
     pub dns: Dns,
     /// CIDR → allow, most specific wins.
+    #[serde(deserialize_with = "nullable")]
     pub remote_allow_list: BTreeMap<IpNet, bool>,
     /// CIDR → allow, plus `interfaces: {regex: bool}`.
+    #[serde(deserialize_with = "nullable")]
     pub local_allow_list: BTreeMap<String, AllowEntry>,
     /// Extra underlay addresses to report (`host:port`).
+    #[serde(deserialize_with = "nullable")]
     pub advertise_addrs: Vec<Underlay>,
     pub remote_allow_ranges: Unimplemented,
     pub calculated_remotes: Unimplemented,
@@ -373,6 +396,7 @@ impl Default for Punchy {
 #[serde(deny_unknown_fields, default)]
 pub struct Relay {
     /// Overlay IPs of relays that may relay for this node.
+    #[serde(deserialize_with = "nullable")]
     pub relays: Vec<Ipv4Addr>,
     pub am_relay: bool,
     pub use_relays: bool,
@@ -395,7 +419,9 @@ pub struct Tun {
     /// which must not fragment. 1420 + 32 (WireGuard) + 28 (UDP/IPv4) = 1480 < 1500.
     pub mtu: u32,
     pub tx_queue: u32,
+    #[serde(deserialize_with = "nullable")]
     pub routes: Vec<TunRoute>,
+    #[serde(deserialize_with = "nullable")]
     pub unsafe_routes: Vec<UnsafeRoute>,
     pub drop_local_broadcast: Unimplemented,
     pub drop_multicast: Unimplemented,

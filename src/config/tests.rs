@@ -253,3 +253,13 @@ fn overlay_membership_is_checked_against_the_certificate_network() {
     let err = loaded.check_overlay("10.42.0.11/16".parse().unwrap()).unwrap_err().to_string();
     assert!(err.ends_with("config.yml: static_host_map.100.64.0.1: 100.64.0.1 is outside the overlay network 10.42.0.0/16 (from this node's certificate)"), "{err}");
 }
+
+#[test]
+fn empty_keys_mean_empty_as_in_nebula() {
+    let text = format!(
+        "{PKI}  blocklist:\ntun:\n  routes:\n  unsafe_routes:\nlighthouse:\nstatic_host_map:\nrelay:\n  relays:\n"
+    );
+    let c = load_str(&text).unwrap().config;
+    assert!(c.tun.routes.is_empty() && c.tun.unsafe_routes.is_empty() && c.static_host_map.is_empty());
+    assert_eq!((c.tun.mtu, c.lighthouse.interval), (1420, 10), "a null section keeps its defaults");
+}

@@ -202,17 +202,13 @@ impl RecvBatch {
 
     fn prepare(&mut self) {
         self.filled = 0;
+        // One base pointer for all slots: re-borrowing the Vec per slot would invalidate the
+        // pointers already stored in earlier headers.
+        let base = self.buf.as_mut_ptr();
+        let name_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         for (i, ((hdr, iov), addr)) in self.hdrs.iter_mut().zip(&mut self.iovs).zip(&mut self.addrs).enumerate() {
-            iov.iov_base = self.buf[i * self.slot..].as_mut_ptr().cast();
-            iov.iov_len = self.slot;
-            hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+            // SAFETY: slot i lies within `buf` (capacity * slot bytes).
+            point(hdr, iov, unsafe { base.add(i * self.slot) }, self.slot, addr, name_len);
         }
     }
 }
@@ -309,21 +305,34 @@ impl SendBatch {
     }
 
     fn prepare(&mut self) {
-        for i in 0..self.len {
-            let iov = &mut self.iovs[i];
-            iov.iov_base = self.buf[i * self.slot..].as_mut_ptr().cast();
-            iov.iov_len = self.lens[i];
-            let hdr = &mut self.hdrs[i];
-            hdr.msg_hdr.msg_name = (&raw mut self.addrs[i].0).cast();
-            hdr.msg_hdr.msg_namelen = self.addrs[i].1;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
-            hdr.msg_hdr.msg_flags = 0;
-            hdr.msg_len = 0;
+        let base = self.buf.as_mut_ptr();
+        let slots = self.hdrs.iter_mut().zip(&mut self.iovs).zip(&mut self.addrs).zip(&self.lens).take(self.len);
+        for (i, (((hdr, iov), (addr, name_len)), &len)) in slots.enumerate() {
+            // SAFETY: slot i lies within `buf`, and `len` <= slot.
+            point(hdr, iov, unsafe { base.add(i * self.slot) }, len, addr, *name_len);
         }
     }
+}
+
+/// Points one `mmsghdr` at one buffer (through its iovec) and one address slot.
+fn point(
+    hdr: &mut libc::mmsghdr,
+    iov: &mut libc::iovec,
+    data: *mut u8,
+    len: usize,
+    addr: &mut libc::sockaddr_storage,
+    name_len: libc::socklen_t,
+) {
+    iov.iov_base = data.cast();
+    iov.iov_len = len;
+    hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+    hdr.msg_hdr.msg_namelen = name_len;
+    hdr.msg_hdr.msg_iov = iov;
+    hdr.msg_hdr.msg_iovlen = 1;
+    hdr.msg_hdr.msg_control = std::ptr::null_mut();
+    hdr.msg_hdr.msg_controllen = 0;
+    hdr.msg_hdr.msg_flags = 0;
+    hdr.msg_len = 0;
 }
 
 fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: u32) -> io::Result<()> {

@@ -72,8 +72,8 @@ impl fmt::Display for Warning {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("reading config {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("reading config {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config {} is larger than {MAX_FILE} bytes", path.display())]
     TooLarge { path: PathBuf },
     #[error("config directory {} holds no *.yml or *.yaml file", path.display())]
@@ -118,7 +118,7 @@ impl Config {
 
 /// The files `path` stands for, in merge order.
 fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let read_err = |error| ConfigError::Read { path: path.to_path_buf(), error };
     if !path.metadata().map_err(read_err)?.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -139,7 +139,7 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 fn read_text(file: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
-    let read_err = |source| ConfigError::Read { path: file.to_path_buf(), source };
+    let read_err = |error| ConfigError::Read { path: file.to_path_buf(), error };
     let f = std::fs::File::open(file).map_err(read_err)?;
     let mut text = String::new();
     f.take(MAX_FILE + 1).read_to_string(&mut text).map_err(read_err)?;
@@ -153,8 +153,20 @@ fn parse_error(file: &Path, e: &serde_saphyr::Error) -> ConfigError {
     let (line, column) = e.location().map(|l| (l.line() as usize, l.column() as usize)).unwrap_or((0, 0));
     let full = e.without_snippet().to_string();
     let suffix = format!(" at line {line}, column {column}");
-    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+    let message = operator_words(full.strip_suffix(&suffix).unwrap_or(&full));
     ConfigError::Parse { file: file.to_path_buf(), line, column, message }
+}
+
+/// The parser's advice is for programmers (`set DuplicateKeyPolicy in Options`); say what is
+/// wrong with the file instead.
+fn operator_words(msg: &str) -> String {
+    if msg.starts_with("multiple YAML documents") {
+        return "a config file holds one YAML document, this one has several (---); split them into files of a config directory".into();
+    }
+    match msg.split_once(", set DuplicateKeyPolicy") {
+        Some((head, _)) => format!("{head} (a key may appear only once per map)"),
+        None => msg.to_string(),
+    }
 }
 
 #[cfg(test)]

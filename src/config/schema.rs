@@ -100,7 +100,9 @@ impl Default for Pki {
     }
 }
 
-/// Where a PEM item comes from: Nebula accepts a file path or the PEM text itself.
+/// Where a PEM item comes from: Nebula accepts a file path or the PEM text itself. A relative
+/// path is taken from the working directory, as Nebula does (`/` under systemd), so configs
+/// should use absolute paths.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PemSource {
     Path(PathBuf),

@@ -152,6 +152,8 @@ fn parse_errors_name_line_and_key() {
         ("logging:\n  format: xml\n", 2, "xml"),
         ("punchy:\n  delay: 5 seconds\n", 2, "invalid duration"),
         ("tun: [1, 2\n", 1, "expected mapping"),
+        ("tun:\n  mtu: 1\ntun:\n  mtu: 2\n", 3, "duplicate mapping key: tun (a key may appear only once per map)"),
+        ("tun: {}\n---\ntun: {}\n", 3, "a config file holds one YAML document"),
     ];
     for (body, line, needle) in cases {
         let err = load_str(&format!("{PKI}{body}")).unwrap_err();
@@ -262,4 +264,13 @@ fn empty_keys_mean_empty_as_in_nebula() {
     let c = load_str(&text).unwrap().config;
     assert!(c.tun.routes.is_empty() && c.tun.unsafe_routes.is_empty() && c.static_host_map.is_empty());
     assert_eq!((c.tun.mtu, c.lighthouse.interval), (1420, 10), "a null section keeps its defaults");
+}
+
+#[test]
+fn shipped_example_config_loads_without_warnings() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.yaml"));
+    let loaded = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.config.tun.mtu, 1420);
+    loaded.check_overlay("100.64.0.11/10".parse().unwrap()).unwrap();
 }

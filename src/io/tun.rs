@@ -191,3 +191,23 @@ fn open_queue(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
 fn ctx(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_config_comes_from_the_tun_section() {
+        let yaml = "dev: mesh0\nmtu: 1400\nroutes:\n  - {route: 100.100.0.0/16, mtu: 1300}\nunsafe_routes:\n  - {route: 10.1.0.0/16, via: 100.64.0.1, metric: 5}\n  - {route: 10.2.0.0/16, via: 100.64.0.1, install: false}\n";
+        let tun: crate::config::Tun = serde_saphyr::from_str(yaml).unwrap();
+        let cfg = TunConfig::from_config(&tun, "100.64.0.11/10".parse().unwrap());
+        assert_eq!((cfg.name.as_str(), cfg.mtu, cfg.tx_queue, cfg.queues), ("mesh0", 1400, 500, 1));
+        assert_eq!(
+            cfg.routes,
+            vec![
+                Route { dst: "100.100.0.0/16".parse().unwrap(), mtu: Some(1300), metric: None },
+                Route { dst: "10.1.0.0/16".parse().unwrap(), mtu: None, metric: Some(5) },
+            ]
+        );
+    }
+}

@@ -79,7 +79,24 @@ fn check_accepts_a_valid_node_and_refuses_bad_pki() {
     // (what, ca, cert, key, extra config, exit code, stderr must contain)
     let cases: Vec<(&str, &str, &str, &str, String, i32, String)> = vec![
         ("valid", "ca.crt", "node1.crt", "node1.key", LIGHTHOUSE.into(), 0, "OK: node node1 (100.64.0.11/10)".into()),
-        ("nebula keys warn", "ca.crt", "node1.crt", "node1.key", "cipher: aes\n".into(), 0, "warning: ".to_string()),
+        (
+            "nebula keys warn",
+            "ca.crt",
+            "node1.crt",
+            "node1.key",
+            "cipher: aes\n".into(),
+            0,
+            "cipher: WireGuard's".into(),
+        ),
+        (
+            "short-lived certificate and CA",
+            "ca.crt",
+            "node1.crt",
+            "node1.key",
+            String::new(),
+            0,
+            "pki.cert: certificate node1 expires in 59 minutes".into(),
+        ),
         (
             "key of another node",
             "ca.crt",

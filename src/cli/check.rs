@@ -103,8 +103,36 @@ impl Pki {
         }
 
         let blocklist = Blocklist::from_hex(&pki.blocklist).map_err(|e| field_err(loaded, "pki.blocklist", e))?;
-        pool.verify(&cert, now, &blocklist).map_err(|e| field_err(loaded, "pki.cert", e))?;
+        let verified = pool.verify(&cert, now, &blocklist).map_err(|e| field_err(loaded, "pki.cert", e))?;
+        // An expired certificate stops the node; an expired CA stops the whole mesh. Say so early.
+        for (field, what, c, notice) in
+            [("pki.cert", "certificate", &cert, CERT_NOTICE), ("pki.ca", "CA", verified.ca().as_ref(), CA_NOTICE)]
+        {
+            let left = c.details().not_after.seconds() - now.seconds();
+            if left < notice {
+                warnings.push(format!(
+                    "{}: {field}: {what} {} expires in {} (at {}); renew it and reload",
+                    loaded.origin(field).display(),
+                    c.name(),
+                    human_span(left),
+                    c.details().not_after
+                ));
+            }
+        }
         Ok(Pki { pool, cert, warnings })
+    }
+}
+
+/// Warn when the node certificate has less than 30 days left, the CA less than 90.
+const CERT_NOTICE: i64 = 30 * 86_400;
+const CA_NOTICE: i64 = 90 * 86_400;
+
+/// `3 days`, `5 hours`, `12 minutes`.
+fn human_span(secs: i64) -> String {
+    match secs {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 2 * 3600 => format!("{} hours", s / 3600),
+        s => format!("{} minutes", s.max(0) / 60),
     }
 }
 

@@ -190,6 +190,7 @@ fn validation_errors_name_the_field() {
         ("control:\n  socket: relative.sock\n", "control.socket", "not an absolute path"),
         ("stats:\n  type: prometheus\n", "stats.listen", "is required"),
         ("stats:\n  type: prometheus\n  listen: nope\n", "stats.listen", "not an IP:port"),
+        ("stats:\n  type: prometheus\n  listen: \":8080\"\n  path: metrics\n", "stats.path", "must start with '/'"),
         ("pki:\n  ca: a\n  cert: b\n  key: c\n  blocklist: [\"abc\"]\n", "pki.blocklist", "entry 0"),
     ];
     for (body, field, needle) in cases {

@@ -137,7 +137,10 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
                 .listen
                 .as_deref()
                 .ok_or_else(|| fail("stats.listen", "is required with type: prometheus".into()))?;
-            listen.parse::<SocketAddr>().map_err(|_| fail("stats.listen", format!("{listen:?} is not an IP:port")))?;
+            // Go's `:8080` (every address) is accepted, as Nebula's listener takes it.
+            let full = if listen.starts_with(':') { format!("0.0.0.0{listen}") } else { listen.to_string() };
+            full.parse::<SocketAddr>()
+                .map_err(|_| fail("stats.listen", format!("{listen:?} is not an IP:port (or :port)")))?;
             if !c.stats.path.starts_with('/') {
                 return Err(fail("stats.path", format!("{:?} must start with '/'", c.stats.path)));
             }

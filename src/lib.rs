@@ -5,7 +5,9 @@
 
 pub mod cert;
 pub mod cli;
+pub mod config;
 pub mod duration;
 pub mod files;
+pub mod io;
 pub mod mesh;
 pub mod unixtime;

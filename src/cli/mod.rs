@@ -2,6 +2,7 @@
 //! exit status 1; usage errors exit 2 (clap's convention).
 
 mod ca;
+mod check;
 mod keygen;
 mod print;
 mod sign;
@@ -38,6 +39,8 @@ enum Command {
     Print(print::Args),
     /// Verify a certificate against a CA bundle (silent, exit 0, when valid).
     Verify(verify::Args),
+    /// Validate a node config and its PKI as a start would, without touching the network.
+    Check(check::Args),
 }
 
 /// Runs the CLI and returns the process exit status.
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
         Command::Sign(a) => sign::run(a),
         Command::Print(a) => print::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Check(a) => check::run(a),
     };
     match result {
         Ok(code) => code,

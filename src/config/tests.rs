@@ -1,0 +1,277 @@
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const PKI: &str = "pki:\n  ca: /etc/nebula/ca.crt\n  cert: /etc/nebula/host.crt\n  key: /etc/nebula/host.key\n";
+
+/// A config as a Nebula 1.6 operator writes it: anchors, `cipher`, `sshd`, Go durations.
+const NEBULA_STYLE: &str = r#"
+pki:
+  ca: /etc/nebula/ca.crt
+  cert: /etc/nebula/host.crt
+  key: /etc/nebula/host.key
+  blocklist:
+    - c99d4e650533b92061b09918e838a5a0a6aaee21eed1d12fd937682865936c72
+static_host_map:
+  "100.64.0.1": ["198.18.0.1:4242", "lighthouse.example.net:4242"]
+lighthouse:
+  am_lighthouse: false
+  interval: 60
+  hosts: &lighthouses
+    - "100.64.0.1"
+  remote_allow_list:
+    "10.0.0.0/8": false
+  local_allow_list:
+    interfaces:
+      "tun0": false
+    "198.18.0.0/15": true
+listen:
+  host: "[::]"
+  port: 4242
+  batch: 128
+  read_buffer: 10485760
+  write_buffer: 10485760
+punchy:
+  punch: true
+  respond: true
+  delay: 1s
+relay:
+  relays: *lighthouses
+  use_relays: true
+cipher: chachapoly
+sshd:
+  enabled: false
+  listen: 127.0.0.1:2222
+tun:
+  disabled: false
+  dev: nebula1
+  drop_local_broadcast: false
+  tx_queue: 500
+  mtu: 1300
+  unsafe_routes:
+    - route: 172.16.1.0/24
+      via: 100.64.0.1
+      mtu: 1300
+      metric: 100
+logging:
+  level: info
+  format: text
+handshakes:
+  try_interval: 100ms
+  retries: 20
+firewall:
+  conntrack:
+    tcp_timeout: 12m
+  outbound:
+    - &any_rule
+      port: any
+      proto: any
+      host: any
+  inbound:
+    - *any_rule
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn load_str(text: &str) -> Result<LoadedConfig, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "config.yml", text);
+    Config::load(&p)
+}
+
+#[test]
+fn nebula_style_config_loads_with_warnings_naming_unimplemented_keys() {
+    let loaded = load_str(NEBULA_STYLE).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.tun.mtu, 1300);
+    assert_eq!(c.listen.host, "::".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(c.listen.batch, 128);
+    assert_eq!(c.lighthouse.hosts, vec![Ipv4Addr::new(100, 64, 0, 1)]);
+    assert_eq!(c.relay.relays, c.lighthouse.hosts, "the anchor *lighthouses resolves");
+    assert_eq!(c.handshakes.try_interval.0, Duration::from_millis(100));
+    assert_eq!(c.lighthouse.interval, 60);
+    let lh = &c.static_host_map[&OverlayIp(Ipv4Addr::new(100, 64, 0, 1))];
+    assert_eq!(lh[1].host, UnderlayHost::Dns("lighthouse.example.net".into()));
+    assert_eq!(c.tun.unsafe_routes[0].metric, Some(100));
+    assert!(c.tun.unsafe_routes[0].install);
+
+    let keys: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["cipher", "sshd", "tun.drop_local_broadcast"]);
+    let cipher = loaded.warnings[0].to_string();
+    assert!(cipher.contains("config.yml: cipher: WireGuard's cipher is fixed (ChaCha20-Poly1305)"), "{cipher}");
+}
+
+#[test]
+fn defaults() {
+    let c = load_str(PKI).unwrap().config;
+    assert_eq!((c.listen.host.to_string().as_str(), c.listen.port, c.listen.batch), ("0.0.0.0", 4242, 64));
+    assert_eq!((c.tun.dev.as_str(), c.tun.mtu, c.tun.tx_queue, c.tun.disabled), ("nebula1", 1420, 500, false));
+    assert_eq!(c.control.socket, Path::new("/run/cos-mesh/control.sock"));
+    assert!(c.pki.disconnect_invalid);
+    assert_eq!(c.lighthouse.interval, 10);
+    assert_eq!((c.punchy.delay.0, c.punchy.respond_delay.0), (Duration::from_secs(1), Duration::from_secs(5)));
+    assert_eq!((c.handshakes.try_interval.0, c.handshakes.retries), (Duration::from_millis(100), 10));
+    assert!(c.relay.use_relays);
+    assert_eq!((c.logging.level, c.logging.format), (LogLevel::Info, LogFormat::Text));
+    assert_eq!(c.stats.path, "/metrics");
+}
+
+#[test]
+fn inline_pem_is_accepted() {
+    let text = "pki:\n  ca: |\n    -----BEGIN NEBULA CERTIFICATE-----\n    AAAA\n    -----END NEBULA CERTIFICATE-----\n  cert: host.crt\n  key: host.key\n";
+    let c = load_str(text).unwrap().config;
+    assert!(matches!(c.pki.ca, Some(PemSource::Inline(ref s)) if s.starts_with("-----BEGIN NEBULA CERTIFICATE")));
+    assert_eq!(c.pki.cert, Some(PemSource::Path("host.crt".into())));
+}
+
+/// Unknown keys and bad values fail with file:line:column and the key.
+#[test]
+fn parse_errors_name_line_and_key() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("tunn:\n  mtu: 1300\n", 1, "unknown field `tunn`"),
+        ("listen:\n  host: 0.0.0.0\n  portt: 4242\n", 3, "unknown field `portt`"),
+        (
+            "tun:\n  unsafe_routes:\n    - route: 10.0.0.0/8\n      via: 100.64.0.1\n      metrc: 5\n",
+            5,
+            "unknown field `metrc`",
+        ),
+        ("listen:\n  port: 99999\n", 2, "listen.port 99999 is out of range: a UDP port is 0-65535"),
+        (
+            "static_host_map:\n  \"fd00::1\": [\"198.18.0.1:4242\"]\n",
+            2,
+            "static_host_map key \"fd00::1\" is not an overlay IPv4",
+        ),
+        ("static_host_map:\n  \"100.64.0.1\": [\"198.18.0.1\"]\n", 2, "is not an underlay address: no port"),
+        ("logging:\n  format: xml\n", 2, "xml"),
+        ("punchy:\n  delay: 5 seconds\n", 2, "invalid duration"),
+        ("tun: [1, 2\n", 1, "expected mapping"),
+        ("tun:\n  mtu: 1\ntun:\n  mtu: 2\n", 3, "duplicate mapping key: tun (a key may appear only once per map)"),
+        ("tun: {}\n---\ntun: {}\n", 3, "a config file holds one YAML document"),
+    ];
+    for (body, line, needle) in cases {
+        let err = load_str(&format!("{PKI}{body}")).unwrap_err();
+        let msg = err.to_string();
+        let want_line = line + 4; // after the PKI lines
+        assert!(
+            matches!(&err, ConfigError::Parse { line: l, .. } if *l == want_line),
+            "{body:?}: expected line {want_line}: {msg}"
+        );
+        assert!(msg.contains(&format!("config.yml:{want_line}:")), "{msg}");
+        assert!(msg.contains(needle), "{body:?}: {msg} lacks {needle:?}");
+    }
+}
+
+/// Values that parse but are wrong: the error names the field.
+#[test]
+fn validation_errors_name_the_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("tun:\n  mtu: 100\n", "tun.mtu", "100 is out of range 576-65475"),
+        ("tun:\n  mtu: 70000\n", "tun.mtu", "out of range"),
+        ("tun:\n  routes:\n    - {route: 100.64.1.0/24, mtu: 9}\n", "tun.routes[0].mtu", "out of range"),
+        ("tun:\n  dev: this-name-is-too-long\n", "tun.dev", "not a Linux interface name"),
+        ("tun:\n  dev: \"a/b\"\n", "tun.dev", "not a Linux interface name"),
+        ("listen:\n  batch: 0\n", "listen.batch", "out of range 1-1024"),
+        ("lighthouse:\n  hosts: [\"100.64.0.9\"]\n", "lighthouse.hosts[0]", "100.64.0.9 is not in static_host_map"),
+        ("lighthouse:\n  interval: 0\n", "lighthouse.interval", "at least 1"),
+        (
+            "lighthouse:\n  local_allow_list:\n    \"not-a-cidr\": true\n",
+            "lighthouse.local_allow_list.not-a-cidr",
+            "not a CIDR",
+        ),
+        ("static_host_map:\n  \"100.64.0.1\": []\n", "static_host_map.100.64.0.1", "no underlay address"),
+        ("handshakes:\n  retries: 0\n", "handshakes.retries", "at least 1"),
+        ("control:\n  socket: relative.sock\n", "control.socket", "not an absolute path"),
+        ("stats:\n  type: prometheus\n", "stats.listen", "is required"),
+        ("stats:\n  type: prometheus\n  listen: nope\n", "stats.listen", "not an IP:port"),
+        ("stats:\n  type: prometheus\n  listen: \":8080\"\n  path: metrics\n", "stats.path", "must start with '/'"),
+        ("pki:\n  ca: a\n  cert: b\n  key: c\n  blocklist: [\"abc\"]\n", "pki.blocklist", "entry 0"),
+    ];
+    for (body, field, needle) in cases {
+        // A case about `pki` carries its own whole section (YAML forbids a duplicate key).
+        let text = if body.starts_with("pki:") { body.to_string() } else { format!("{PKI}{body}") };
+        let err = load_str(&text).unwrap_err();
+        let msg = err.to_string();
+        match &err {
+            ConfigError::Invalid { field: f, file, .. } => {
+                assert_eq!(f, field, "{body:?}: {msg}");
+                assert!(file.ends_with("config.yml"));
+            }
+            other => panic!("{body:?}: expected a validation error, got {other}"),
+        }
+        assert!(msg.contains(needle), "{body:?}: {msg} lacks {needle:?}");
+    }
+    let err = load_str("tun:\n  mtu: 1300\n").unwrap_err();
+    assert!(err.to_string().ends_with("config.yml: pki.ca: is required (a file path or inline PEM)"), "{err}");
+}
+
+#[test]
+fn lighthouse_may_omit_hosts_and_warns_when_listing_them() {
+    let loaded = load_str(&format!("{PKI}lighthouse:\n  am_lighthouse: true\n  hosts: [\"100.64.0.9\"]\n")).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert_eq!(loaded.warnings[0].key, "lighthouse.hosts");
+}
+
+#[test]
+fn directory_merges_in_name_order_and_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "20-tun.yaml", "tun:\n  mtu: 1300\ncipher: aes\n");
+    write(dir.path(), "10-base.yml", &format!("{PKI}tun:\n  mtu: 1400\n  dev: mesh0\n"));
+    write(dir.path(), "README.md", "not yaml: [");
+    let loaded = Config::load(dir.path()).unwrap();
+    let names: Vec<_> = loaded.files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
+    assert_eq!(names, ["10-base.yml", "20-tun.yaml"]);
+    assert_eq!((loaded.config.tun.mtu, loaded.config.tun.dev.as_str()), (1300, "mesh0"));
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].file.ends_with("20-tun.yaml"));
+    assert!(loaded.origin("pki.key").ends_with("10-base.yml"));
+
+    // A bad value in the second file is blamed on it.
+    write(dir.path(), "30-bad.yaml", "tun:\n  mtu: 10\n");
+    let err = Config::load(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { file, field, .. } if file.ends_with("30-bad.yaml") && field == "tun.mtu"),
+        "{err}"
+    );
+    // An unknown key carries that file's line.
+    write(dir.path(), "30-bad.yaml", "# comment\nlisten:\n  prot: 1\n");
+    let err = Config::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("30-bad.yaml:3:3: unknown field `prot`"), "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(Config::load(empty.path()), Err(ConfigError::EmptyDir { .. })));
+    assert!(Config::load(&empty.path().join("missing.yml")).unwrap_err().to_string().starts_with("reading config "));
+}
+
+#[test]
+fn overlay_membership_is_checked_against_the_certificate_network() {
+    let loaded = load_str(NEBULA_STYLE).unwrap();
+    loaded.check_overlay("100.64.0.11/10".parse().unwrap()).unwrap();
+    let err = loaded.check_overlay("10.42.0.11/16".parse().unwrap()).unwrap_err().to_string();
+    assert!(err.ends_with("config.yml: static_host_map.100.64.0.1: 100.64.0.1 is outside the overlay network 10.42.0.0/16 (from this node's certificate)"), "{err}");
+}
+
+#[test]
+fn empty_keys_mean_empty_as_in_nebula() {
+    let text = format!(
+        "{PKI}  blocklist:\ntun:\n  routes:\n  unsafe_routes:\nlighthouse:\nstatic_host_map:\nrelay:\n  relays:\n"
+    );
+    let c = load_str(&text).unwrap().config;
+    assert!(c.tun.routes.is_empty() && c.tun.unsafe_routes.is_empty() && c.static_host_map.is_empty());
+    assert_eq!((c.tun.mtu, c.lighthouse.interval), (1420, 10), "a null section keeps its defaults");
+}
+
+#[test]
+fn shipped_example_config_loads_without_warnings() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.yaml"));
+    let loaded = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.config.tun.mtu, 1420);
+    loaded.check_overlay("100.64.0.11/10".parse().unwrap()).unwrap();
+}

@@ -7,4 +7,6 @@ pub mod cert;
 pub mod cli;
 pub mod duration;
 pub mod files;
+pub mod firewall;
+pub mod packet;
 pub mod unixtime;

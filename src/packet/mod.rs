@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use thiserror::Error;
 
-pub use reject::{RejectError, build_reject};
+pub use reject::{MAX_REJECT_LEN, RejectError, build_reject};
 
 /// IP protocol numbers the firewall distinguishes.
 pub const PROTO_ICMP: u8 = 1;

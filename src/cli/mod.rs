@@ -2,6 +2,7 @@
 //! exit status 1; usage errors exit 2 (clap's convention).
 
 mod ca;
+mod firewall;
 mod keygen;
 mod print;
 mod sign;
@@ -33,6 +34,8 @@ enum Command {
     Print(print::Args),
     /// Verify a certificate against a CA bundle (silent, exit 0, when valid).
     Verify(verify::Args),
+    /// Lint firewall rule files and explain verdicts.
+    Firewall(firewall::Args),
 }
 
 /// Runs the CLI and returns the process exit status.
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
         Command::Sign(a) => sign::run(a),
         Command::Print(a) => print::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Firewall(a) => firewall::run(a),
     };
     match result {
         Ok(code) => code,

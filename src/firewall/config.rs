@@ -196,6 +196,10 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T,
         if let Some(rest) = message.strip_prefix(&prefix) {
             message = rest.to_string();
         }
+        let suffix = format!(" at line {line}, column {column}");
+        if let Some(rest) = message.strip_suffix(&suffix) {
+            message = rest.to_string();
+        }
         ConfigError::Syntax {
             file: file.to_string(),
             line,

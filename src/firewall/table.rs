@@ -3,8 +3,9 @@
 //!
 //! Port ranges are cut into disjoint segments at every range boundary; each segment holds the
 //! ids of the rules covering it, found by binary search. `20000-32000` is one segment, not
-//! 12001 entries. Within a list, rule ids ascend, so the first peer match is the earliest rule
-//! in file order; `explain` reports that rule.
+//! 12001 entries. Within a cell, group-only rules are indexed by group, so a thousand rules on
+//! one port for a thousand groups cost a lookup per peer group, not a scan. Rule ids ascend in
+//! every list, so the first peer match is the earliest rule in file order; `explain` reports it.
 
 use super::peer::PeerIdentity;
 use super::rules::{Direction, LocalScope, PortSel, ProtoSel, Rule, packet_port};
@@ -21,14 +22,25 @@ pub struct RuleTable {
 #[derive(Debug, Clone, Default)]
 struct PortIndex {
     /// `port: any`: match every port and fragments.
-    any_port: Vec<u32>,
+    any_port: Bucket,
     /// `port: fragment`: non-first fragments only.
-    fragment: Vec<u32>,
+    fragment: Bucket,
     /// Segment starts, ascending, `starts[0] == 0`; segment `i` ends where `i + 1` starts.
     starts: Vec<u32>,
-    /// Per segment, the range of `ids` holding its rules.
-    spans: Vec<(u32, u32)>,
-    ids: Vec<u32>,
+    /// Per segment, its index in `buckets` (adjacent segments with the same rules share one).
+    segment_bucket: Vec<u32>,
+    buckets: Vec<Bucket>,
+}
+
+/// The rules that apply to one (protocol, port) cell, split so that the common case, rules
+/// that select peers by group only, is found by the peer's groups instead of by scanning.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Bucket {
+    /// Rules selecting by host, cidr, `any`, CA or local_cidr alone: checked in order.
+    scan: Vec<u32>,
+    /// Group-only rules, keyed by one of their required groups (a peer must have all of them,
+    /// so it must have that one), sorted by group.
+    by_group: Vec<(Box<str>, Vec<u32>)>,
 }
 
 impl RuleTable {
@@ -41,21 +53,21 @@ impl RuleTable {
                     .enumerate()
                     .filter(move |(_, r)| r.proto as usize == p)
             };
-            index.any_port = mine()
-                .filter(|(_, r)| r.port == PortSel::Any)
-                .map(|(i, _)| i as u32)
-                .collect();
-            index.fragment = mine()
-                .filter(|(_, r)| r.port == PortSel::Fragment)
-                .map(|(i, _)| i as u32)
-                .collect();
+            let ids = |port: PortSel| {
+                mine()
+                    .filter(|(_, r)| r.port == port)
+                    .map(|(i, _)| i as u32)
+                    .collect::<Vec<_>>()
+            };
+            index.any_port = Bucket::new(&rules, &ids(PortSel::Any));
+            index.fragment = Bucket::new(&rules, &ids(PortSel::Fragment));
             let ranges: Vec<(u32, u32, u32)> = mine()
                 .filter_map(|(i, r)| match r.port {
                     PortSel::Range(a, b) => Some((u32::from(a), u32::from(b) + 1, i as u32)),
                     _ => None,
                 })
                 .collect();
-            index.build_segments(&ranges);
+            index.build_segments(&rules, &ranges);
         }
         RuleTable { rules, protos }
     }
@@ -76,21 +88,11 @@ impl RuleTable {
         let port = packet_port(flow, direction);
         let mut best = u32::MAX;
         let mut scan = |index: &PortIndex| {
-            let by_port: &[u32] = if flow.fragment {
-                &index.fragment
-            } else {
-                port.map_or(&[][..], |p| index.segment(p))
-            };
-            for list in [&index.any_port[..], by_port] {
-                for &id in list {
-                    if id >= best {
-                        break;
-                    }
-                    if self.rules[id as usize].matches_peer(flow, peer, scope) {
-                        best = id;
-                        break;
-                    }
-                }
+            self.bucket_match(&index.any_port, flow, peer, scope, &mut best);
+            if flow.fragment {
+                self.bucket_match(&index.fragment, flow, peer, scope, &mut best);
+            } else if let Some(b) = port.and_then(|p| index.segment(p)) {
+                self.bucket_match(b, flow, peer, scope, &mut best);
             }
         };
         scan(&self.protos[ProtoSel::Any as usize]);
@@ -99,44 +101,98 @@ impl RuleTable {
         }
         self.rules.get(best as usize)
     }
+
+    /// Lowers `best` to the first rule of `bucket` below it that matches.
+    #[inline]
+    fn bucket_match(
+        &self,
+        bucket: &Bucket,
+        flow: &Flow,
+        peer: &PeerIdentity,
+        scope: &LocalScope,
+        best: &mut u32,
+    ) {
+        let mut first_in = |list: &[u32]| {
+            for &id in list {
+                if id >= *best {
+                    break;
+                }
+                if self.rules[id as usize].matches_peer(flow, peer, scope) {
+                    *best = id;
+                    break;
+                }
+            }
+        };
+        first_in(&bucket.scan);
+        if bucket.by_group.is_empty() {
+            return;
+        }
+        for g in peer.groups() {
+            if let Ok(i) = bucket
+                .by_group
+                .binary_search_by(|(k, _)| k.as_ref().cmp(g.as_str()))
+            {
+                first_in(&bucket.by_group[i].1);
+            }
+        }
+    }
+}
+
+impl Bucket {
+    /// `ids` ascending.
+    fn new(rules: &[Rule], ids: &[u32]) -> Bucket {
+        let mut b = Bucket::default();
+        for &id in ids {
+            let r = &rules[id as usize];
+            match r.groups.first() {
+                Some(g) if !r.any_peer && r.host.is_none() && r.cidr.is_none() => {
+                    match b
+                        .by_group
+                        .binary_search_by(|(k, _)| k.as_ref().cmp(g.as_str()))
+                    {
+                        Ok(i) => b.by_group[i].1.push(id),
+                        Err(i) => b.by_group.insert(i, (g.as_str().into(), vec![id])),
+                    }
+                }
+                _ => b.scan.push(id),
+            }
+        }
+        b
+    }
 }
 
 impl PortIndex {
     /// `ranges` are half-open `(start, end, rule id)` in ascending id order.
-    fn build_segments(&mut self, ranges: &[(u32, u32, u32)]) {
+    fn build_segments(&mut self, rules: &[Rule], ranges: &[(u32, u32, u32)]) {
         let mut cuts: Vec<u32> = ranges.iter().flat_map(|&(a, b, _)| [a, b]).collect();
         cuts.push(0);
         cuts.sort_unstable();
         cuts.dedup();
+        let mut previous: Option<Vec<u32>> = None;
         for (n, &start) in cuts.iter().enumerate() {
             let end = cuts.get(n + 1).copied().unwrap_or(u32::MAX);
-            let from = self.ids.len() as u32;
             // Rules covering this segment; ranges are in id order, so the ids come out sorted.
-            self.ids.extend(
-                ranges
-                    .iter()
-                    .filter(|&&(a, b, _)| a <= start && end <= b)
-                    .map(|&(_, _, id)| id),
-            );
-            let to = self.ids.len() as u32;
-            // Merge with the previous segment when it holds the same rules.
-            if let Some(&(pf, pt)) = self.spans.last()
-                && self.ids[pf as usize..pt as usize] == self.ids[from as usize..to as usize]
-            {
-                self.ids.truncate(from as usize);
-                continue;
+            let ids: Vec<u32> = ranges
+                .iter()
+                .filter(|&&(a, b, _)| a <= start && end <= b)
+                .map(|&(_, _, id)| id)
+                .collect();
+            if previous.as_ref() == Some(&ids) {
+                continue; // same rules as the segment before: extend it
             }
             self.starts.push(start);
-            self.spans.push((from, to));
+            self.segment_bucket.push(self.buckets.len() as u32);
+            self.buckets.push(Bucket::new(rules, &ids));
+            previous = Some(ids);
         }
     }
 
     #[inline]
-    fn segment(&self, port: u16) -> &[u32] {
-        let i = self.starts.partition_point(|&s| s <= u32::from(port));
-        match i.checked_sub(1).and_then(|i| self.spans.get(i)) {
-            Some(&(from, to)) => &self.ids[from as usize..to as usize],
-            None => &[],
-        }
+    fn segment(&self, port: u16) -> Option<&Bucket> {
+        let i = self
+            .starts
+            .partition_point(|&s| s <= u32::from(port))
+            .checked_sub(1)?;
+        self.buckets.get(*self.segment_bucket.get(i)? as usize)
     }
 }

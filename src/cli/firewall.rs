@@ -223,7 +223,12 @@ fn run_explain(a: ExplainArgs) -> Result<ExitCode> {
                 direction.as_str()
             ),
         }
-        println!("  packet: {packet} from {who}");
+        let from_to = if direction == Direction::Inbound {
+            "from"
+        } else {
+            "to"
+        };
+        println!("  packet: {packet} {from_to} {who}");
     }
     Ok(if rule.is_some() {
         ExitCode::SUCCESS

@@ -242,14 +242,10 @@ struct NodeConfigView {
 pub fn load_config_or_rules(path: &Path) -> Result<FirewallConfig, ConfigError> {
     let text = read(path)?;
     let label = path.display().to_string();
-    #[derive(Deserialize)]
-    struct Probe {
-        firewall: Option<serde::de::IgnoredAny>,
-    }
-    let is_node = matches!(
-        parse_yaml::<Option<Probe>>(&text, &label)?,
-        Some(Probe { firewall: Some(_) })
-    );
+    // A `firewall:` key, even empty, marks a node config; anything else must be a rules file.
+    let keys: Option<std::collections::HashMap<String, serde::de::IgnoredAny>> =
+        parse_yaml(&text, &label)?;
+    let is_node = keys.is_some_and(|k| k.contains_key("firewall"));
     if is_node {
         let view: NodeConfigView = parse_yaml(&text, &label)?;
         Ok(view.firewall.unwrap_or_default().with_source(path))
@@ -412,6 +408,11 @@ mod tests {
             "outbound:\n  - {port: any, proto: any, host: any}\n",
         );
         assert_eq!(load_config_or_rules(&p).unwrap().outbound.len(), 1);
+        let p = write(d.path(), "empty.yaml", "pki: {}\nfirewall:\n");
+        assert!(
+            load_config_or_rules(&p).unwrap().inbound.is_empty(),
+            "an empty firewall section"
+        );
         let p = write(d.path(), "typo.yaml", "firewal:\n  inbound: []\n");
         assert!(
             load_config_or_rules(&p)

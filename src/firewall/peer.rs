@@ -81,3 +81,55 @@ impl From<&VerifiedCert> for PeerIdentity {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use rand_core::OsRng;
+
+    use super::*;
+    use crate::cert::pool::{Blocklist, CaPool};
+    use crate::cert::{Certificate, Details};
+    use crate::unixtime::UnixTime;
+
+    #[test]
+    fn built_from_a_verified_certificate() {
+        let now = UnixTime::now();
+        let ca_key = SigningKey::generate(&mut OsRng);
+        let mut d = Details {
+            name: "mesh-ca".into(),
+            ips: vec![],
+            subnets: vec![],
+            groups: vec![],
+            not_before: now.add_secs(-60),
+            not_after: now.add_secs(3600),
+            public_key: ca_key.verifying_key().to_bytes(),
+            is_ca: true,
+            issuer: None,
+        };
+        let ca = Certificate::sign(&d, &ca_key).unwrap();
+        d.name = "client-3".into();
+        d.is_ca = false;
+        d.ips = vec!["100.64.0.3/10".parse().unwrap()];
+        d.subnets = vec!["10.9.0.0/16".parse().unwrap()];
+        d.groups = vec!["ops".into(), "nomad-client".into(), "ops".into()];
+        d.public_key = [7; 32];
+        d.issuer = Some(ca.fingerprint());
+        let host = Certificate::sign(&d, &ca_key).unwrap();
+        let mut pool = CaPool::default();
+        pool.add(ca.clone()).unwrap();
+        let verified = pool.verify(&host, now, &Blocklist::default()).unwrap();
+
+        let p = PeerIdentity::from(&verified);
+        assert_eq!(p.name, "client-3");
+        assert_eq!(p.groups(), ["nomad-client".to_string(), "ops".to_string()]);
+        assert!(p.has_group("ops") && !p.has_group("nomad-server"));
+        assert_eq!(p.vpn_ip(), Some("100.64.0.3".parse().unwrap()));
+        assert!(p.owns_address("10.9.1.1".parse().unwrap()));
+        assert!(!p.owns_address("100.64.0.4".parse().unwrap()));
+        assert_eq!(
+            (p.ca_name.as_str(), p.ca_fingerprint),
+            ("mesh-ca", ca.fingerprint())
+        );
+    }
+}

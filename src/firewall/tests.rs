@@ -509,3 +509,32 @@ fn compile_errors_name_file_line_and_field() {
         "YAML itself parses"
     );
 }
+
+#[test]
+fn rules_version_wrap_resets_conntrack() {
+    let rules = "inbound:\n  - {port: 22, proto: tcp, group: ops}\n";
+    let mut f = fw(rules);
+    let p = peer("x", &["ops"], [100, 64, 0, 2]);
+    let t = Instant::now();
+    assert!(
+        f.inbound(
+            &ipv4_tcp(Ipv4Addr::new(100, 64, 0, 2), ME, 1, 22, 0x02, &[]),
+            &p,
+            t
+        )
+        .is_allow()
+    );
+    f.rules_version = u16::MAX - 1;
+    f.reload(fw(rules));
+    assert_eq!(
+        (f.rules_version(), f.conntrack().len()),
+        (u16::MAX, 1),
+        "an ordinary reload keeps flows"
+    );
+    f.reload(fw(rules));
+    assert_eq!(
+        (f.rules_version(), f.conntrack().len()),
+        (0, 0),
+        "on wrap an old entry could look current"
+    );
+}

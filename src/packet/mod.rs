@@ -90,6 +90,10 @@ impl<'a> Ipv4Packet<'a> {
     pub fn more_fragments(&self) -> bool {
         self.bytes[6] & 0x20 != 0
     }
+    /// The first (or only) fragment: the one that carries the transport header.
+    pub fn is_first_fragment(&self) -> bool {
+        self.fragment_offset() == 0
+    }
     /// The transport payload (bytes after the header, up to the total length).
     pub fn payload(&self) -> &'a [u8] {
         &self.bytes[self.header_len()..]
@@ -179,6 +183,49 @@ impl<'a> Ipv6Packet<'a> {
     }
 }
 
+/// The start of a TCP, UDP or ICMP header, as far as the firewall reads it. Every accessor
+/// returns `None` when the header is too short or belongs to another protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport<'a> {
+    proto: u8,
+    bytes: &'a [u8],
+}
+
+impl<'a> Transport<'a> {
+    /// `payload` is the IP payload of a first (or only) fragment.
+    pub fn new(proto: u8, payload: &'a [u8]) -> Self {
+        Transport {
+            proto,
+            bytes: payload,
+        }
+    }
+    /// `(source, destination)` ports of TCP or UDP.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        if self.proto != PROTO_TCP && self.proto != PROTO_UDP {
+            return None;
+        }
+        let p = self.bytes.get(..4)?;
+        Some((
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ))
+    }
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
+    pub fn tcp_flags(&self) -> Option<u8> {
+        if self.proto != PROTO_TCP {
+            return None;
+        }
+        self.bytes.get(13).copied()
+    }
+    /// ICMP or ICMPv6 `(type, code)`.
+    pub fn icmp_type_code(&self) -> Option<(u8, u8)> {
+        if self.proto != PROTO_ICMP && self.proto != PROTO_ICMPV6 {
+            return None;
+        }
+        Some((*self.bytes.first()?, *self.bytes.get(1)?))
+    }
+}
+
 /// What the firewall matches on, oriented from this node's point of view: for an inbound packet
 /// the local side is the destination, for an outbound one the source. Replies therefore produce
 /// the same `Flow` as the packets that opened the connection, which is what conntrack keys on.
@@ -224,9 +271,9 @@ impl Flow {
         let fragment = fragment_offset != 0;
         let (mut src_port, mut dst_port) = (0, 0);
         if !fragment && (proto == PROTO_TCP || proto == PROTO_UDP) {
-            let ports = payload.get(..4).ok_or(PacketError::TruncatedTransport)?;
-            src_port = u16::from_be_bytes([ports[0], ports[1]]);
-            dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+            (src_port, dst_port) = Transport::new(proto, payload)
+                .ports()
+                .ok_or(PacketError::TruncatedTransport)?;
         }
         Ok(if inbound {
             Flow {
@@ -298,6 +345,31 @@ mod tests {
         let ping = ipv4_icmp_echo(a, b);
         let f = Flow::parse(&ping, true).unwrap();
         assert_eq!((f.proto, f.local_port, f.remote_port), (PROTO_ICMP, 0, 0));
+    }
+
+    #[test]
+    fn transport_views() {
+        let t = Transport::new(
+            PROTO_TCP,
+            &[0x9c, 0x40, 0x12, 0x36, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x12],
+        );
+        assert_eq!(
+            (t.ports(), t.tcp_flags(), t.icmp_type_code()),
+            (Some((40000, 4662)), Some(0x12), None)
+        );
+        assert_eq!(
+            Transport::new(PROTO_TCP, &[0, 1, 0, 2]).tcp_flags(),
+            None,
+            "truncated"
+        );
+        assert_eq!(
+            Transport::new(PROTO_UDP, &[0, 1, 0]).ports(),
+            None,
+            "truncated"
+        );
+        let i = Transport::new(PROTO_ICMP, &[3, 13]);
+        assert_eq!((i.ports(), i.icmp_type_code()), (None, Some((3, 13))));
+        assert_eq!(Transport::new(PROTO_ICMPV6, &[128]).icmp_type_code(), None);
     }
 
     #[test]

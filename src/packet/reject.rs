@@ -4,7 +4,9 @@
 
 use thiserror::Error;
 
-use super::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PacketError, checksum_add, checksum_finish};
+use super::{
+    Ipv4Packet, PROTO_ICMP, PROTO_TCP, PacketError, Transport, checksum_add, checksum_finish,
+};
 
 /// Why no reject packet was built; the caller then simply drops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -43,7 +45,8 @@ pub fn build_reject(original: &[u8], out: &mut [u8]) -> Result<usize, RejectErro
         return tcp_rst(&ip, payload, out);
     }
     // ICMP error types: destination unreachable, source quench, redirect, time exceeded, parameter problem.
-    if ip.protocol() == PROTO_ICMP && matches!(payload.first(), None | Some(3 | 4 | 5 | 11 | 12)) {
+    let icmp = Transport::new(ip.protocol(), payload).icmp_type_code();
+    if ip.protocol() == PROTO_ICMP && matches!(icmp, None | Some((3 | 4 | 5 | 11 | 12, _))) {
         return Err(RejectError::WouldAnswerError);
     }
     icmp_prohibited(&ip, out)

@@ -6,6 +6,25 @@
 //! [`Firewall`] from the config, and asks [`Firewall::inbound`] / [`Firewall::outbound`] for a
 //! verdict per packet with `now`. A [`Verdict::Reject`] is answered with
 //! [`crate::packet::build_reject`]. [`Firewall::reload`] swaps in new rules.
+//!
+//! ```
+//! use std::time::Instant;
+//! use cos_mesh::cert::Fingerprint;
+//! use cos_mesh::firewall::{config::parse_rules_str, Direction, Firewall, PeerIdentity};
+//! use cos_mesh::packet::{Flow, PROTO_TCP};
+//!
+//! let yaml = "inbound:\n  - {port: 4647, proto: tcp, group: nomad-client}\n";
+//! let cfg = parse_rules_str(yaml, "rules.yaml".as_ref()).unwrap();
+//! let mut fw = Firewall::compile(&cfg, &[]).unwrap();
+//! // Once per peer, from its verified certificate: `PeerIdentity::from(&verified_cert)`.
+//! let ip = "100.64.0.2".parse().unwrap();
+//! let peer = PeerIdentity::new("client-1", ["nomad-client"], vec![ip], vec![], "ca", Fingerprint([0; 32]));
+//! let flow = Flow { proto: PROTO_TCP, local_ip: "100.64.0.1".parse().unwrap(), remote_ip: ip,
+//!                   local_port: 4647, remote_port: 40000, fragment: false };
+//! assert!(fw.flow(Direction::Inbound, &flow, &peer, Instant::now()).is_allow());
+//! assert_eq!(fw.evaluate(Direction::Inbound, &flow, &peer).unwrap().origin.to_string(), "rules.yaml:2");
+//! // Per packet the daemon calls `fw.inbound(&packet, &peer, now)` / `fw.outbound(..)`.
+//! ```
 
 pub mod config;
 pub mod conntrack;

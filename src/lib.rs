@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod files;
+pub mod firewall;
 pub mod io;
 pub mod mesh;
+pub mod packet;
 pub mod unixtime;

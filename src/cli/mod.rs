@@ -3,6 +3,7 @@
 
 mod ca;
 mod check;
+mod firewall;
 mod keygen;
 mod print;
 mod sign;
@@ -41,6 +42,8 @@ enum Command {
     Verify(verify::Args),
     /// Validate a node config and its PKI as a start would, without touching the network.
     Check(check::Args),
+    /// Lint firewall rule files and explain verdicts.
+    Firewall(firewall::Args),
 }
 
 /// Runs the CLI and returns the process exit status.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Print(a) => print::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Check(a) => check::run(a),
+        Command::Firewall(a) => firewall::run(a),
     };
     match result {
         Ok(code) => code,

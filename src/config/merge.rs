@@ -52,10 +52,20 @@ impl Merged {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
-fn merge_into(dst: &mut Value, src: Value, path: &str, file: &Path, origins: &mut BTreeMap<String, PathBuf>) {
+fn merge_into(
+    dst: &mut Value,
+    src: Value,
+    path: &str,
+    file: &Path,
+    origins: &mut BTreeMap<String, PathBuf>,
+) {
     match (dst, src) {
         (Value::Object(d), Value::Object(s)) => {
             for (k, v) in s {
@@ -78,7 +88,9 @@ fn merge_into(dst: &mut Value, src: Value, path: &str, file: &Path, origins: &mu
         }
         (d, s) => {
             origins.retain(|k, _| {
-                !(k == path || k.starts_with(&format!("{path}.")) || k.starts_with(&format!("{path}[")))
+                !(k == path
+                    || k.starts_with(&format!("{path}."))
+                    || k.starts_with(&format!("{path}[")))
             });
             record(&s, path, file, origins);
             *d = s;
@@ -90,8 +102,13 @@ fn merge_into(dst: &mut Value, src: Value, path: &str, file: &Path, origins: &mu
 fn record(v: &Value, path: &str, file: &Path, origins: &mut BTreeMap<String, PathBuf>) {
     origins.insert(path.to_string(), file.to_path_buf());
     match v {
-        Value::Object(m) => m.iter().for_each(|(k, v)| record(v, &join(path, k), file, origins)),
-        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| record(v, &format!("{path}[{i}]"), file, origins)),
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| record(v, &join(path, k), file, origins)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| record(v, &format!("{path}[{i}]"), file, origins)),
         _ => {}
     }
 }

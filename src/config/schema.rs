@@ -143,7 +143,9 @@ impl<'de> Deserialize<'de> for PemSource {
         if s.contains("-----BEGIN") {
             Ok(PemSource::Inline(s))
         } else if s.trim().is_empty() {
-            Err(de::Error::custom("expected a file path or inline PEM, found an empty string"))
+            Err(de::Error::custom(
+                "expected a file path or inline PEM, found an empty string",
+            ))
         } else {
             Ok(PemSource::Path(PathBuf::from(s)))
         }
@@ -158,7 +160,9 @@ impl<'de> Deserialize<'de> for OverlayIp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.trim().parse::<Ipv4Addr>().map(OverlayIp).map_err(|_| {
-            de::Error::custom(format!("static_host_map key {s:?} is not an overlay IPv4 address (e.g. \"100.64.0.1\")"))
+            de::Error::custom(format!(
+                "static_host_map key {s:?} is not an overlay IPv4 address (e.g. \"100.64.0.1\")"
+            ))
         })
     }
 }
@@ -181,10 +185,15 @@ pub struct Underlay {
 impl FromStr for Underlay {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            |why: &str| format!("{s:?} is not an underlay address: {why} (expected host:port, e.g. 198.18.0.1:4242)");
+        let bad = |why: &str| {
+            format!(
+                "{s:?} is not an underlay address: {why} (expected host:port, e.g. 198.18.0.1:4242)"
+            )
+        };
         let (host, port) = s.trim().rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        let port: u16 = port.parse().map_err(|_| bad("the port is not a number 1-65535"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("the port is not a number 1-65535"))?;
         if port == 0 {
             return Err(bad("port 0"));
         }
@@ -238,7 +247,9 @@ pub struct GoDuration(pub Duration);
 impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        crate::duration::parse(&s).map(GoDuration).map_err(de::Error::custom)
+        crate::duration::parse(&s)
+            .map(GoDuration)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -304,7 +315,10 @@ pub struct Dns {
 
 impl Default for Dns {
     fn default() -> Self {
-        Dns { host: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 53 }
+        Dns {
+            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 53,
+        }
     }
 }
 
@@ -359,13 +373,19 @@ fn dns_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 /// A port, with an error naming the field (serde's own says only "invalid u16").
 fn port<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<u16, D::Error> {
     let n = i64::deserialize(d)?;
-    u16::try_from(n).map_err(|_| de::Error::custom(format!("{field} {n} is out of range: a UDP port is 0-65535")))
+    u16::try_from(n).map_err(|_| {
+        de::Error::custom(format!(
+            "{field} {n} is out of range: a UDP port is 0-65535"
+        ))
+    })
 }
 
 fn listen_host<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
     let s = String::deserialize(d)?;
     let bare = s.trim().trim_start_matches('[').trim_end_matches(']');
-    bare.parse().map_err(|_| de::Error::custom(format!("{s:?} is not an IP address (e.g. 0.0.0.0 or [::])")))
+    bare.parse().map_err(|_| {
+        de::Error::custom(format!("{s:?} is not an IP address (e.g. 0.0.0.0 or [::])"))
+    })
 }
 
 /// `punchy`: NAT hole punching.
@@ -406,7 +426,11 @@ pub struct Relay {
 
 impl Default for Relay {
     fn default() -> Self {
-        Relay { relays: Vec::new(), am_relay: false, use_relays: true }
+        Relay {
+            relays: Vec::new(),
+            am_relay: false,
+            use_relays: true,
+        }
     }
 }
 
@@ -541,7 +565,9 @@ pub struct Control {
 
 impl Default for Control {
     fn default() -> Self {
-        Control { socket: PathBuf::from("/run/cos-mesh/control.sock") }
+        Control {
+            socket: PathBuf::from("/run/cos-mesh/control.sock"),
+        }
     }
 }
 
@@ -603,11 +629,21 @@ mod tests {
             (" lh1:1 ", "lh1:1"),
         ];
         for (input, shown) in ok {
-            assert_eq!(input.parse::<Underlay>().map(|u| u.to_string()), Ok(shown.to_string()), "{input}");
+            assert_eq!(
+                input.parse::<Underlay>().map(|u| u.to_string()),
+                Ok(shown.to_string()),
+                "{input}"
+            );
         }
-        for bad in
-            ["198.18.0.1", "198.18.0.1:0", "198.18.0.1:70000", "300.1.1.1:4242", "bad host:1", ":4242", "[::1:4242"]
-        {
+        for bad in [
+            "198.18.0.1",
+            "198.18.0.1:0",
+            "198.18.0.1:70000",
+            "300.1.1.1:4242",
+            "bad host:1",
+            ":4242",
+            "[::1:4242",
+        ] {
             let err = bad.parse::<Underlay>().unwrap_err();
             assert!(err.contains("is not an underlay address"), "{bad}: {err}");
         }

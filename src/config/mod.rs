@@ -15,6 +15,7 @@ mod compat;
 mod merge;
 pub mod schema;
 mod validate;
+mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

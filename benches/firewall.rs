@@ -29,22 +29,11 @@ fn measure(name: &str, n: u64, mut f: impl FnMut(u64) -> bool) {
     }
     let el = start.elapsed();
     let per = el.as_nanos() as f64 / n as f64;
-    println!(
-        "{name:<58} {:>8.1} ns/verdict {:>7.2} M verdicts/s  ({allowed}/{n} allowed)",
-        per,
-        1e3 / per
-    );
+    println!("{name:<58} {:>8.1} ns/verdict {:>7.2} M verdicts/s  ({allowed}/{n} allowed)", per, 1e3 / per);
 }
 
 fn peer(groups: &[&str]) -> PeerIdentity {
-    PeerIdentity::new(
-        "bench-peer",
-        groups.iter().copied(),
-        vec![IpAddr::V4(PEER)],
-        vec![],
-        "ca",
-        Fingerprint([1; 32]),
-    )
+    PeerIdentity::new("bench-peer", groups.iter().copied(), vec![IpAddr::V4(PEER)], vec![], "ca", Fingerprint([1; 32]))
 }
 
 /// 1,000 rules: 600 single ports, 300 ranges, 100 any-port, over 50 groups.
@@ -54,10 +43,7 @@ fn thousand_rules() -> String {
         let group = format!("g{}", i % 50);
         let (port, proto) = match i % 10 {
             0..=5 => ((1000 + i).to_string(), ["tcp", "udp"][(i % 2) as usize]),
-            6..=8 => (
-                format!("{}-{}", 20000 + i * 10, 20000 + i * 10 + 500),
-                "any",
-            ),
+            6..=8 => (format!("{}-{}", 20000 + i * 10, 20000 + i * 10 + 500), "any"),
             _ => ("any".to_string(), "icmp"),
         };
         writeln!(y, "  - {{port: {port}, proto: {proto}, group: {group}}}").unwrap();
@@ -76,14 +62,7 @@ fn thousand_on_one_port() -> String {
 }
 
 fn flow(proto: u8, port: u16) -> Flow {
-    Flow {
-        proto,
-        local_ip: ME.into(),
-        remote_ip: PEER.into(),
-        local_port: port,
-        remote_port: 40000,
-        fragment: false,
-    }
+    Flow { proto, local_ip: ME.into(), remote_ip: PEER.into(), local_port: port, remote_port: 40000, fragment: false }
 }
 
 fn tcp_packet(src_port: u16, dst_port: u16) -> [u8; 40] {
@@ -110,92 +89,48 @@ fn main() {
     const N: u64 = 2_000_000;
     let fw = compile("1000 rules", &thousand_rules());
     let p = peer(&["g7", "g13", "g21"]);
-    let ports: Vec<u16> = (0..1024)
-        .map(|i| [1007, 1013, 25000, 20077 + i, 1500, 22][(i % 6) as usize])
-        .collect();
-    measure(
-        "1000 rules: evaluate, mixed ports (hits and misses)",
-        N,
-        |i| {
-            let port = ports[(i % 1024) as usize];
-            fw.evaluate(
-                Direction::Inbound,
-                &flow([6, 17][(i % 2) as usize], port),
-                &p,
-            )
-            .is_some()
-        },
-    );
+    let ports: Vec<u16> = (0..1024).map(|i| [1007, 1013, 25000, 20077 + i, 1500, 22][(i % 6) as usize]).collect();
+    measure("1000 rules: evaluate, mixed ports (hits and misses)", N, |i| {
+        let port = ports[(i % 1024) as usize];
+        fw.evaluate(Direction::Inbound, &flow([6, 17][(i % 2) as usize], port), &p).is_some()
+    });
     measure("1000 rules: evaluate, default deny (22/tcp)", N, |_| {
         fw.evaluate(Direction::Inbound, &flow(6, 22), &p).is_some()
     });
 
     let one_port = compile("1001 rules on 443/tcp", &thousand_on_one_port());
     let web = peer(&["web"]);
-    measure(
-        "1001 rules on 443/tcp: evaluate, only the last matches",
-        N / 20,
-        |_| {
-            one_port
-                .evaluate(Direction::Inbound, &flow(6, 443), &web)
-                .is_some()
-        },
-    );
+    measure("1001 rules on 443/tcp: evaluate, only the last matches", N / 20, |_| {
+        one_port.evaluate(Direction::Inbound, &flow(6, 443), &web).is_some()
+    });
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("firewall");
     let dir = std::env::temp_dir().join(format!("cos-mesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg_path = dir.join("server.yaml");
     let inc = |f: &str| root.join(f).display().to_string();
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "firewall:\n  include: [{}, {}]\n",
-            inc("base.yaml"),
-            inc("nomad-server.yaml")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg_path, format!("firewall:\n  include: [{}, {}]\n", inc("base.yaml"), inc("nomad-server.yaml")))
+        .unwrap();
     let mut server = Firewall::compile(&load_config_or_rules(&cfg_path).unwrap(), &[]).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     let client = peer(&["nomad-client"]);
-    measure(
-        "role files (base + nomad-server): evaluate 4647/tcp",
-        N,
-        |_| {
-            server
-                .evaluate(Direction::Inbound, &flow(6, 4647), &client)
-                .is_some()
-        },
-    );
+    measure("role files (base + nomad-server): evaluate 4647/tcp", N, |_| {
+        server.evaluate(Direction::Inbound, &flow(6, 4647), &client).is_some()
+    });
 
     // Whole packet path. New flows: a fresh source port each time, so conntrack misses and
     // inserts (the table grows to N entries: this includes HashMap growth).
     let t0 = Instant::now();
-    measure(
-        "role files: packet path, new flow each packet (miss+insert)",
-        N / 4,
-        |i| {
-            let pkt = tcp_packet(1024 + (i % 60000) as u16, 4647);
-            server
-                .inbound(&pkt, &client, t0 + Duration::from_nanos(i))
-                .is_allow()
-        },
-    );
+    measure("role files: packet path, new flow each packet (miss+insert)", N / 4, |i| {
+        let pkt = tcp_packet(1024 + (i % 60000) as u16, 4647);
+        server.inbound(&pkt, &client, t0 + Duration::from_nanos(i)).is_allow()
+    });
     let pkt = tcp_packet(40000, 4647);
-    measure(
-        "role files: packet path, established flow (conntrack hit)",
-        N,
-        |i| {
-            server
-                .inbound(&pkt, &client, t0 + Duration::from_nanos(i))
-                .is_allow()
-        },
-    );
+    measure("role files: packet path, established flow (conntrack hit)", N, |i| {
+        server.inbound(&pkt, &client, t0 + Duration::from_nanos(i)).is_allow()
+    });
     let denied = tcp_packet(40000, 22);
     measure("role files: packet path, denied (22/tcp)", N, |i| {
-        server
-            .inbound(&denied, &client, t0 + Duration::from_nanos(i))
-            .is_allow()
+        server.inbound(&denied, &client, t0 + Duration::from_nanos(i)).is_allow()
     });
 }

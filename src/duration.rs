@@ -6,9 +6,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DurationError {
-    #[error(
-        "invalid duration {0:?}: expected a number followed by a unit (ns, us, ms, s, m, h), e.g. 8760h or 1h30m"
-    )]
+    #[error("invalid duration {0:?}: expected a number followed by a unit (ns, us, ms, s, m, h), e.g. 8760h or 1h30m")]
     Invalid(String),
     #[error("invalid duration {0:?}: negative durations are not allowed")]
     Negative(String),
@@ -21,11 +19,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let invalid = || DurationError::Invalid(input.to_string());
     let mut s = input.trim();
     if let Some(rest) = s.strip_prefix('-') {
-        if rest
-            .trim_start_matches(['0', '.'])
-            .chars()
-            .any(|c| c.is_ascii_digit())
-        {
+        if rest.trim_start_matches(['0', '.']).chars().any(|c| c.is_ascii_digit()) {
             return Err(DurationError::Negative(input.to_string()));
         }
         s = rest;
@@ -40,13 +34,9 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     }
     let mut total: u128 = 0; // nanoseconds
     while !s.is_empty() {
-        let num_len = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
+        let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
         let (num, rest) = s.split_at(num_len);
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let (unit, rest) = rest.split_at(unit_len);
         let scale: u128 = match unit {
             "ns" => 1,
@@ -62,11 +52,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             return Err(invalid());
         }
         let overflow = || DurationError::Overflow(input.to_string());
-        let int: u128 = if int.is_empty() {
-            0
-        } else {
-            int.parse().map_err(|_| overflow())?
-        };
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| overflow())? };
         let mut value = int.checked_mul(scale).ok_or_else(overflow)?;
         let mut place = scale;
         for digit in frac.bytes().take(18) {
@@ -76,8 +62,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         total = total.checked_add(value).ok_or_else(overflow)?;
         s = rest;
     }
-    let secs = u64::try_from(total / 1_000_000_000)
-        .map_err(|_| DurationError::Overflow(input.to_string()))?;
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| DurationError::Overflow(input.to_string()))?;
     Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
@@ -114,16 +99,10 @@ mod tests {
     #[test]
     fn rejects_bad_durations() {
         for bad in ["", "h", "10", "10x", "1..5h", "abc", "5 h", "."] {
-            assert!(
-                matches!(parse(bad), Err(DurationError::Invalid(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(parse(bad), Err(DurationError::Invalid(_))), "{bad:?}");
         }
         assert!(matches!(parse("-1h"), Err(DurationError::Negative(_))));
-        assert!(matches!(
-            parse("99999999999999999999999999999h"),
-            Err(DurationError::Overflow(_))
-        ));
+        assert!(matches!(parse("99999999999999999999999999999h"), Err(DurationError::Overflow(_))));
     }
 
     #[test]

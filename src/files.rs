@@ -38,14 +38,8 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32, what: &str) -> Result<
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{what} path {} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{:016x}",
-        name.to_string_lossy(),
-        OsRng.next_u64()
-    ));
+    let name = path.file_name().with_context(|| format!("{what} path {} has no file name", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp-{:016x}", name.to_string_lossy(), OsRng.next_u64()));
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -82,15 +76,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("host.key");
         write_new(&p, b"secret", SECRET_MODE, "host key").unwrap();
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         let err = write_new(&p, b"other", SECRET_MODE, "host key").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("refusing to overwrite existing host key: {}", p.display())
-        );
+        assert_eq!(err.to_string(), format!("refusing to overwrite existing host key: {}", p.display()));
         assert_eq!(fs::read(&p).unwrap(), b"secret");
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -27,10 +27,7 @@ impl UnixTime {
 
     /// `self + d`, saturating at the representable range.
     pub fn plus(self, d: Duration) -> Self {
-        UnixTime(
-            self.0
-                .saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-        )
+        UnixTime(self.0.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
     }
 
     pub fn add_secs(self, s: i64) -> Self {
@@ -63,14 +60,7 @@ impl UnixTime {
         let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
         let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
         let y = yoe + era * 400 + i64::from(m <= 2);
-        (
-            y,
-            m,
-            d,
-            (rem / 3600) as u32,
-            ((rem / 60) % 60) as u32,
-            (rem % 60) as u32,
-        )
+        (y, m, d, (rem / 3600) as u32, ((rem / 60) % 60) as u32, (rem % 60) as u32)
     }
 }
 

@@ -8,20 +8,12 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_cos-mesh");
 
 fn cos_mesh(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("running cos-mesh")
+    Command::new(BIN).current_dir(dir).args(args).output().expect("running cos-mesh")
 }
 
 fn ok(dir: &Path, args: &[&str]) {
     let out = cos_mesh(dir, args);
-    assert!(
-        out.status.success(),
-        "cos-mesh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cos-mesh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A PKI workspace: CA `ca`, a second CA `other`, nodes `node1`/`node2` signed by `ca` and
@@ -34,48 +26,14 @@ impl Pki {
     fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        ok(
-            d,
-            &[
-                "ca",
-                "--name",
-                "Test CA",
-                "--ips",
-                "100.64.0.0/10",
-                "--duration",
-                "1h",
-            ],
-        );
-        ok(
-            d,
-            &[
-                "ca",
-                "--name",
-                "Other CA",
-                "--out-crt",
-                "other.crt",
-                "--out-key",
-                "other.key",
-                "--duration",
-                "1h",
-            ],
-        );
+        ok(d, &["ca", "--name", "Test CA", "--ips", "100.64.0.0/10", "--duration", "1h"]);
+        ok(d, &["ca", "--name", "Other CA", "--out-crt", "other.crt", "--out-key", "other.key", "--duration", "1h"]);
         for (name, ip) in [("node1", "100.64.0.11/10"), ("node2", "100.64.0.12/10")] {
             ok(d, &["sign", "--name", name, "--ip", ip]);
         }
         ok(
             d,
-            &[
-                "sign",
-                "--name",
-                "stranger",
-                "--ip",
-                "100.64.0.13/10",
-                "--ca-crt",
-                "other.crt",
-                "--ca-key",
-                "other.key",
-            ],
+            &["sign", "--name", "stranger", "--ip", "100.64.0.13/10", "--ca-crt", "other.crt", "--ca-key", "other.key"],
         );
         Pki { dir }
     }
@@ -99,10 +57,7 @@ impl Pki {
 
     fn check(&self, config: &Path) -> (i32, String) {
         let out = cos_mesh(self.dir.path(), &["check", "-c", config.to_str().unwrap()]);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     fn fingerprint(&self, cert: &str) -> String {
@@ -112,7 +67,8 @@ impl Pki {
     }
 }
 
-const LIGHTHOUSE: &str = "static_host_map:\n  \"100.64.0.1\": [\"198.18.0.1:4242\"]\nlighthouse:\n  hosts: [\"100.64.0.1\"]\n";
+const LIGHTHOUSE: &str =
+    "static_host_map:\n  \"100.64.0.1\": [\"198.18.0.1:4242\"]\nlighthouse:\n  hosts: [\"100.64.0.1\"]\n";
 
 #[test]
 fn check_accepts_a_valid_node_and_refuses_bad_pki() {
@@ -122,15 +78,7 @@ fn check_accepts_a_valid_node_and_refuses_bad_pki() {
 
     // (what, ca, cert, key, extra config, exit code, stderr must contain)
     let cases: Vec<(&str, &str, &str, &str, String, i32, String)> = vec![
-        (
-            "valid",
-            "ca.crt",
-            "node1.crt",
-            "node1.key",
-            LIGHTHOUSE.into(),
-            0,
-            "OK: node node1 (100.64.0.11/10)".into(),
-        ),
+        ("valid", "ca.crt", "node1.crt", "node1.key", LIGHTHOUSE.into(), 0, "OK: node node1 (100.64.0.11/10)".into()),
         (
             "nebula keys warn",
             "ca.crt",
@@ -183,42 +131,19 @@ fn check_accepts_a_valid_node_and_refuses_bad_pki() {
             "node1.key",
             "static_host_map:\n  \"10.1.0.1\": [\"198.18.0.1:4242\"]\n".into(),
             1,
-            "static_host_map.10.1.0.1: 10.1.0.1 is outside the overlay network 100.64.0.0/10"
-                .into(),
+            "static_host_map.10.1.0.1: 10.1.0.1 is outside the overlay network 100.64.0.0/10".into(),
         ),
-        (
-            "missing cert file",
-            "ca.crt",
-            "nope.crt",
-            "node1.key",
-            String::new(),
-            1,
-            "pki.cert: reading ".into(),
-        ),
-        (
-            "a key where the CA goes",
-            "node1.key",
-            "node1.crt",
-            "node1.key",
-            String::new(),
-            1,
-            "pki.ca: ".into(),
-        ),
+        ("missing cert file", "ca.crt", "nope.crt", "node1.key", String::new(), 1, "pki.cert: reading ".into()),
+        ("a key where the CA goes", "node1.key", "node1.crt", "node1.key", String::new(), 1, "pki.ca: ".into()),
     ];
     for (what, ca, cert, key, extra, code, needle) in cases {
         let config = pki.config(ca, cert, key, &extra);
         let (got, stderr) = pki.check(&config);
         assert_eq!(got, code, "{what}: {stderr}");
-        assert!(
-            stderr.contains(&needle),
-            "{what}: {stderr:?} lacks {needle:?}"
-        );
+        assert!(stderr.contains(&needle), "{what}: {stderr:?} lacks {needle:?}");
         if code == 1 {
             let line = stderr.lines().last().unwrap_or_default();
-            assert!(
-                line.starts_with(&format!("Error: {}: ", config.display())),
-                "{what}: {line}"
-            );
+            assert!(line.starts_with(&format!("Error: {}: ", config.display())), "{what}: {line}");
         }
     }
 }
@@ -230,25 +155,15 @@ fn check_warns_about_a_readable_key_and_an_unimplemented_cipher() {
     let config = pki.config("ca.crt", "node1.crt", "node1.key", "cipher: aes\n");
     let (code, stderr) = pki.check(&config);
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stderr.contains("pki.key: ")
-            && stderr.contains("has mode 0644; a private key should be 0600"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("cipher: WireGuard's cipher is fixed (ChaCha20-Poly1305)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("pki.key: ") && stderr.contains("has mode 0644; a private key should be 0600"), "{stderr}");
+    assert!(stderr.contains("cipher: WireGuard's cipher is fixed (ChaCha20-Poly1305)"), "{stderr}");
 }
 
 #[test]
 fn check_reads_a_ca_bundle_and_a_config_directory() {
     let pki = Pki::new();
-    let bundle = [
-        fs::read_to_string(pki.path("other.crt")).unwrap(),
-        fs::read_to_string(pki.path("ca.crt")).unwrap(),
-    ]
-    .concat();
+    let bundle =
+        [fs::read_to_string(pki.path("other.crt")).unwrap(), fs::read_to_string(pki.path("ca.crt")).unwrap()].concat();
     fs::write(pki.path("bundle.crt"), bundle).unwrap();
     let conf = pki.path("conf.d");
     fs::create_dir(&conf).unwrap();
@@ -262,33 +177,19 @@ fn check_reads_a_ca_bundle_and_a_config_directory() {
     fs::write(conf.join("10-mesh.yml"), LIGHTHOUSE).unwrap();
     let (code, stderr) = pki.check(&conf);
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stderr.contains("OK: node stranger") && stderr.contains("2 file(s), 2 CA(s)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("OK: node stranger") && stderr.contains("2 file(s), 2 CA(s)"), "{stderr}");
 
     fs::write(conf.join("20-bad.yml"), "tun:\n  mtu: 99\n").unwrap();
     let (code, stderr) = pki.check(&conf);
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains("20-bad.yml: tun.mtu: 99 is out of range"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("20-bad.yml: tun.mtu: 99 is out of range"), "{stderr}");
 }
 
 #[test]
 fn check_names_the_line_of_an_unknown_key() {
     let pki = Pki::new();
-    let config = pki.config(
-        "ca.crt",
-        "node1.crt",
-        "node1.key",
-        "listen:\n  port: 4242\n  bacth: 64\n",
-    );
+    let config = pki.config("ca.crt", "node1.crt", "node1.key", "listen:\n  port: 4242\n  bacth: 64\n");
     let (code, stderr) = pki.check(&config);
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains("config.yml:7:3: unknown field `bacth`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("config.yml:7:3: unknown field `bacth`"), "{stderr}");
 }

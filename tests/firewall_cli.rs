@@ -5,18 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cos-mesh"))
-        .args(args)
-        .output()
-        .expect("run cos-mesh")
+    Command::new(env!("CARGO_BIN_EXE_cos-mesh")).args(args).output().expect("run cos-mesh")
 }
 
 fn role(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("firewall")
-        .join(name)
-        .display()
-        .to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("firewall").join(name).display().to_string()
 }
 
 fn stdout(o: &Output) -> String {
@@ -56,16 +49,7 @@ fn rule_line(file: &str, port: &str, proto: &str, group: &str) -> usize {
 }
 
 fn explain(config: &Path, peer_groups: &str, port: &str) -> Output {
-    bin(&[
-        "firewall",
-        "explain",
-        "-c",
-        config.to_str().unwrap(),
-        "--peer-groups",
-        peer_groups,
-        "--port",
-        port,
-    ])
+    bin(&["firewall", "explain", "-c", config.to_str().unwrap(), "--peer-groups", peer_groups, "--port", port])
 }
 
 #[test]
@@ -92,10 +76,7 @@ fn client_reaches_server_rpc() {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.starts_with("allow\n"), "{out}");
-    let at = format!(
-        "nomad-server.yaml:{}",
-        rule_line("nomad-server.yaml", "4647", "tcp", "nomad-client")
-    );
+    let at = format!("nomad-server.yaml:{}", rule_line("nomad-server.yaml", "4647", "tcp", "nomad-client"));
     assert!(out.contains(&at), "names the deciding rule {at}:\n{out}");
 }
 
@@ -105,30 +86,13 @@ fn server_reaches_server_serf_udp_and_fragments() {
     let server = node_config(d.path(), "nomad-server.yaml");
     let o = explain(&server, "nomad-server", "4648/udp");
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    let at = format!(
-        "nomad-server.yaml:{}",
-        rule_line("nomad-server.yaml", "4648", "udp", "nomad-server")
-    );
+    let at = format!("nomad-server.yaml:{}", rule_line("nomad-server.yaml", "4648", "udp", "nomad-server"));
     assert!(stdout(&o).contains(&at), "{}", stdout(&o));
     let o = explain(&server, "nomad-server", "fragment/udp");
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "large gossip fragments pass: {}",
-        stdout(&o)
-    );
-    for (groups, port) in [
-        ("nomad-client", "4648/udp"),
-        ("nomad-client", "fragment/udp"),
-        ("ops", "4648/tcp"),
-    ] {
+    assert_eq!(o.status.code(), Some(0), "large gossip fragments pass: {}", stdout(&o));
+    for (groups, port) in [("nomad-client", "4648/udp"), ("nomad-client", "fragment/udp"), ("ops", "4648/tcp")] {
         let o = explain(&server, groups, port);
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "{groups} must not reach Serf {port}: {}",
-            stdout(&o)
-        );
+        assert_eq!(o.status.code(), Some(1), "{groups} must not reach Serf {port}: {}", stdout(&o));
         assert!(stdout(&o).starts_with("drop\n"));
     }
 }
@@ -137,14 +101,9 @@ fn server_reaches_server_serf_udp_and_fragments() {
 fn nothing_reaches_client_ssh() {
     let d = tempfile::tempdir().unwrap();
     let client = node_config(d.path(), "nomad-client.yaml");
-    for groups in [
-        "nomad-server",
-        "nomad-client",
-        "ops",
-        "lighthouse",
-        "relay",
-        "nomad-server,nomad-client,ops,lighthouse,relay",
-    ] {
+    for groups in
+        ["nomad-server", "nomad-client", "ops", "lighthouse", "relay", "nomad-server,nomad-client,ops,lighthouse,relay"]
+    {
         let o = explain(&client, groups, "22/tcp");
         assert_eq!(o.status.code(), Some(1), "{groups}: {}", stdout(&o));
         assert!(stdout(&o).starts_with("drop\n"), "{}", stdout(&o));
@@ -157,10 +116,7 @@ fn client_allocation_port_is_reachable() {
     let client = node_config(d.path(), "nomad-client.yaml");
     let o = explain(&client, "nomad-client", "25417/tcp");
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    let at = format!(
-        "nomad-client.yaml:{}",
-        rule_line("nomad-client.yaml", "20000-32000", "any", "nomad-client")
-    );
+    let at = format!("nomad-client.yaml:{}", rule_line("nomad-client.yaml", "20000-32000", "any", "nomad-client"));
     assert!(stdout(&o).contains(&at), "{}", stdout(&o));
     let o = bin(&[
         "firewall",
@@ -176,18 +132,9 @@ fn client_allocation_port_is_reachable() {
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["verdict"], "allow");
-    assert!(
-        v["rule"]["file"]
-            .as_str()
-            .unwrap()
-            .ends_with("nomad-client.yaml")
-    );
+    assert!(v["rule"]["file"].as_str().unwrap().ends_with("nomad-client.yaml"));
     let o = explain(&client, "lighthouse", "25417/tcp");
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "a lighthouse is not a workload consumer"
-    );
+    assert_eq!(o.status.code(), Some(1), "a lighthouse is not a workload consumer");
 }
 
 #[test]
@@ -195,57 +142,23 @@ fn explain_with_peer_certificate_and_reject() {
     let d = tempfile::tempdir().unwrap();
     let p = |n: &str| d.path().join(n).to_str().unwrap().to_string();
     let ok = |o: Output| assert!(o.status.success(), "{}", stderr(&o));
-    ok(bin(&[
-        "ca",
-        "--name",
-        "test-ca",
-        "--out-crt",
-        &p("ca.crt"),
-        "--out-key",
-        &p("ca.key"),
-    ]));
-    let sign = [
-        "sign",
-        "--name",
-        "client-7",
-        "--ip",
-        "100.64.0.7/10",
-        "--groups",
-        "nomad-client",
-    ];
+    ok(bin(&["ca", "--name", "test-ca", "--out-crt", &p("ca.crt"), "--out-key", &p("ca.key")]));
+    let sign = ["sign", "--name", "client-7", "--ip", "100.64.0.7/10", "--groups", "nomad-client"];
     ok(bin(&[
         &sign[..],
-        &[
-            "--ca-crt",
-            &p("ca.crt"),
-            "--ca-key",
-            &p("ca.key"),
-            "--out-crt",
-            &p("c.crt"),
-            "--out-key",
-            &p("c.key"),
-        ],
+        &["--ca-crt", &p("ca.crt"), "--ca-key", &p("ca.key"), "--out-crt", &p("c.crt"), "--out-key", &p("c.key")],
     ]
     .concat()));
     let rules = d.path().join("r.yaml");
-    std::fs::write(&rules, "inbound_action: reject\ninbound:\n  - {port: 4647, proto: tcp, host: client-7, ca_name: test-ca}\n").unwrap();
-    let args = [
-        "firewall",
-        "explain",
-        "-c",
-        rules.to_str().unwrap(),
-        "--peer-cert",
-        &p("c.crt"),
-        "--ca",
-        &p("ca.crt"),
-    ];
+    std::fs::write(
+        &rules,
+        "inbound_action: reject\ninbound:\n  - {port: 4647, proto: tcp, host: client-7, ca_name: test-ca}\n",
+    )
+    .unwrap();
+    let args = ["firewall", "explain", "-c", rules.to_str().unwrap(), "--peer-cert", &p("c.crt"), "--ca", &p("ca.crt")];
     let o = bin(&[&args[..], &["--port", "4647/tcp"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    assert!(
-        stdout(&o).contains("r.yaml:3") && stdout(&o).contains("client-7"),
-        "{}",
-        stdout(&o)
-    );
+    assert!(stdout(&o).contains("r.yaml:3") && stdout(&o).contains("client-7"), "{}", stdout(&o));
     let o = bin(&[&args[..], &["--port", "4646/tcp"]].concat());
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).starts_with("reject\n"), "{}", stdout(&o));
@@ -255,79 +168,36 @@ fn explain_with_peer_certificate_and_reject() {
 fn bad_input_names_file_line_and_field() {
     let d = tempfile::tempdir().unwrap();
     let typo = d.path().join("typo.yaml");
-    std::fs::write(
-        &typo,
-        "inbound:\n  - port: 4646\n    proto: tcp\n    gruop: ops\n",
-    )
-    .unwrap();
+    std::fs::write(&typo, "inbound:\n  - port: 4646\n    proto: tcp\n    gruop: ops\n").unwrap();
     let o = bin(&["firewall", "lint", typo.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(
-        out.contains("typo.yaml:4:") && out.contains("gruop"),
-        "{out}"
-    );
+    assert!(out.contains("typo.yaml:4:") && out.contains("gruop"), "{out}");
     let o = explain(&typo, "ops", "4646/tcp");
     assert_eq!(o.status.code(), Some(2), "a broken config is not a verdict");
-    assert!(
-        stderr(&o).contains("typo.yaml:4:5") && stderr(&o).contains("gruop"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("typo.yaml:4:5") && stderr(&o).contains("gruop"), "{}", stderr(&o));
 
     let reversed = d.path().join("reversed.yaml");
-    std::fs::write(
-        &reversed,
-        "inbound:\n  - {port: 32000-20000, proto: any, group: nomad-client}\n",
-    )
-    .unwrap();
-    let o = bin(&[
-        "firewall",
-        "lint",
-        "--format",
-        "json",
-        reversed.to_str().unwrap(),
-    ]);
+    std::fs::write(&reversed, "inbound:\n  - {port: 32000-20000, proto: any, group: nomad-client}\n").unwrap();
+    let o = bin(&["firewall", "lint", "--format", "json", reversed.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["errors"], 1);
     assert_eq!(v["findings"][0]["line"], 2);
-    assert!(
-        v["findings"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("greater than its end"),
-        "{v}"
-    );
+    assert!(v["findings"][0]["message"].as_str().unwrap().contains("greater than its end"), "{v}");
 
     let warn_only = d.path().join("warn.yaml");
-    std::fs::write(
-        &warn_only,
-        "inbound:\n  - {port: 22, proto: tcp, host: any, group: ops}\n",
-    )
-    .unwrap();
+    std::fs::write(&warn_only, "inbound:\n  - {port: 22, proto: tcp, host: any, group: ops}\n").unwrap();
+    assert_eq!(bin(&["firewall", "lint", warn_only.to_str().unwrap()]).status.code(), Some(0), "warnings pass");
     assert_eq!(
-        bin(&["firewall", "lint", warn_only.to_str().unwrap()])
-            .status
-            .code(),
-        Some(0),
-        "warnings pass"
-    );
-    assert_eq!(
-        bin(&["firewall", "lint", "--strict", warn_only.to_str().unwrap()])
-            .status
-            .code(),
+        bin(&["firewall", "lint", "--strict", warn_only.to_str().unwrap()]).status.code(),
         Some(1),
         "--strict fails"
     );
 
     let server = node_config(d.path(), "nomad-server.yaml");
     for port in ["4647", "4647/sctp", "99999/tcp"] {
-        assert_eq!(
-            explain(&server, "nomad-client", port).status.code(),
-            Some(2),
-            "--port {port}"
-        );
+        assert_eq!(explain(&server, "nomad-client", port).status.code(), Some(2), "--port {port}");
     }
 }
 
@@ -347,17 +217,8 @@ fn lint_reports_groups_the_ca_cannot_sign() {
         &p("ca.key"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = bin(&[
-        "firewall",
-        "lint",
-        "--ca",
-        &p("ca.crt"),
-        &role("nomad-server.yaml"),
-    ]);
+    let o = bin(&["firewall", "lint", "--ca", &p("ca.crt"), &role("nomad-server.yaml")]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "warnings only: {out}");
-    assert!(
-        out.contains("warning[ca-groups]") && out.contains("\"nomad-server\""),
-        "{out}"
-    );
+    assert!(out.contains("warning[ca-groups]") && out.contains("\"nomad-server\""), "{out}");
 }

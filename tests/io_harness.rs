@@ -45,19 +45,12 @@ fn processes_run_inside_and_threads_enter_namespaces() {
     let b = Netns::new("x");
     veth(&a, "198.18.3.1/24", &b, "198.18.3.2/24");
     let ping = a.exec("ping", &["-c", "1", "-W", "2", "198.18.3.2"]);
-    assert!(
-        ping.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
 
     // A thread inside `b` binds to b's underlay address, which exists only there.
     let addr = b.run(|| std::net::UdpSocket::bind("198.18.3.2:0").map(|s| s.local_addr().unwrap()));
     assert!(addr.is_ok(), "{addr:?}");
-    assert!(
-        std::net::UdpSocket::bind("198.18.3.2:0").is_err(),
-        "the address leaked into the root namespace"
-    );
+    assert!(std::net::UdpSocket::bind("198.18.3.2:0").is_err(), "the address leaked into the root namespace");
 
     // A panic inside the namespace thread surfaces in the test.
     let r = catch_unwind(AssertUnwindSafe(|| b.run(|| panic!("inside"))));
@@ -86,12 +79,7 @@ fn router_masquerades() {
         &["-c", "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('198.18.5.2', 5000))"],
     );
     let out = listener.wait();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "198.18.5.1",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "198.18.5.1", "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -101,19 +89,11 @@ fn names_are_unique_short_and_cleaned_up() {
     dedup.sort();
     dedup.dedup();
     assert_eq!(dedup.len(), names.len());
-    assert!(
-        names
-            .iter()
-            .all(|n| n.len() <= 15 && n.starts_with(&support::prefix()))
-    );
+    assert!(names.iter().all(|n| n.len() <= 15 && n.starts_with(&support::prefix())));
     {
         let _ns = Netns::new("c");
         assert!(!leftovers().is_empty());
     }
     // Other tests of this binary may hold namespaces right now; wait for them to finish theirs.
-    assert!(
-        wait_until(Duration::from_secs(60), || leftovers().is_empty()),
-        "left behind: {:?}",
-        leftovers()
-    );
+    assert!(wait_until(Duration::from_secs(60), || leftovers().is_empty()), "left behind: {:?}", leftovers());
 }

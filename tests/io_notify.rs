@@ -11,9 +11,7 @@ fn notifies_the_socket_named_by_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify");
     let systemd = UnixDatagram::bind(&path).unwrap();
-    systemd
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    systemd.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let pid = std::process::id().to_string();
     // SAFETY: no other thread of this test binary reads or writes the environment.
     unsafe {
@@ -29,12 +27,8 @@ fn notifies_the_socket_named_by_the_environment() {
         let len = systemd.recv(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..len]).into_owned()
     };
-    n.ready("up: nebula1 100.64.0.11/10, udp 0.0.0.0:4242")
-        .unwrap();
-    assert_eq!(
-        recv(),
-        "READY=1\nSTATUS=up: nebula1 100.64.0.11/10, udp 0.0.0.0:4242\n"
-    );
+    n.ready("up: nebula1 100.64.0.11/10, udp 0.0.0.0:4242").unwrap();
+    assert_eq!(recv(), "READY=1\nSTATUS=up: nebula1 100.64.0.11/10, udp 0.0.0.0:4242\n");
     n.reloading().unwrap();
     assert!(recv().starts_with("RELOADING=1\nMONOTONIC_USEC="));
     n.watchdog().unwrap();

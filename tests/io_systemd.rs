@@ -5,11 +5,7 @@ use std::process::Command;
 
 #[test]
 fn unit_verifies_and_allows_what_the_daemon_needs() {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/cos-mesh.service"
-    ))
-    .unwrap();
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cos-mesh.service")).unwrap();
     for line in [
         "Type=notify",
         "NotifyAccess=main",
@@ -28,23 +24,9 @@ fn unit_verifies_and_allows_what_the_daemon_needs() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cos-mesh.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/local/bin/cos-mesh", env!("CARGO_BIN_EXE_cos-mesh")),
-    )
-    .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("running systemd-analyze");
+    std::fs::write(&path, unit.replace("/usr/local/bin/cos-mesh", env!("CARGO_BIN_EXE_cos-mesh"))).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("running systemd-analyze");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("cos-mesh.service"),
-        "systemd-analyze complained about the unit:\n{stderr}"
-    );
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
+    assert!(!stderr.contains("cos-mesh.service"), "systemd-analyze complained about the unit:\n{stderr}");
 }

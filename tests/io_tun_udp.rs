@@ -32,42 +32,20 @@ fn tun_device_gets_address_mtu_queue_routes_and_goes_away_on_drop() {
     let ns = Netns::new("t");
     let mut cfg = tun_config("nebula1", "100.64.0.1/10");
     cfg.tx_queue = 1000;
-    cfg.routes = vec![Route {
-        dst: "10.99.0.0/16".parse().unwrap(),
-        mtu: Some(1300),
-        metric: Some(7),
-    }];
+    cfg.routes = vec![Route { dst: "10.99.0.0/16".parse().unwrap(), mtu: Some(1300), metric: Some(7) }];
     let tun = ns.run(move || Tun::create(&cfg).unwrap());
     assert_eq!(tun.name(), "nebula1");
 
     let link = ns.exec_ok("ip", &["-d", "addr", "show", "dev", "nebula1"]);
-    for want in [
-        ",UP,",
-        "mtu 1420",
-        "qlen 1000",
-        "tun type tun pi off",
-        "inet 100.64.0.1/10",
-    ] {
-        assert!(
-            link.contains(want),
-            "`ip -d addr show` lacks {want:?}:\n{link}"
-        );
+    for want in [",UP,", "mtu 1420", "qlen 1000", "tun type tun pi off", "inet 100.64.0.1/10"] {
+        assert!(link.contains(want), "`ip -d addr show` lacks {want:?}:\n{link}");
     }
     let routes = ns.exec_ok("ip", &["route", "show", "dev", "nebula1"]);
-    assert!(
-        routes.contains("10.99.0.0/16 proto static scope link metric 7 mtu 1300"),
-        "{routes}"
-    );
-    assert!(
-        routes.contains("100.64.0.0/10 proto kernel scope link src 100.64.0.1"),
-        "{routes}"
-    );
+    assert!(routes.contains("10.99.0.0/16 proto static scope link metric 7 mtu 1300"), "{routes}");
+    assert!(routes.contains("100.64.0.0/10 proto kernel scope link src 100.64.0.1"), "{routes}");
 
     drop(tun);
-    assert!(wait_until(Duration::from_secs(5), || !ns
-        .exec("ip", &["link", "show", "nebula1"])
-        .status
-        .success()));
+    assert!(wait_until(Duration::from_secs(5), || !ns.exec("ip", &["link", "show", "nebula1"]).status.success()));
 }
 
 #[test]
@@ -83,28 +61,12 @@ fn tun_multi_queue_and_bad_names() {
     let errors = ns.run(|| {
         ["lo", "", "much-too-long-name"]
             .iter()
-            .map(|name| {
-                Tun::create(&tun_config(name, "100.64.1.2/10"))
-                    .unwrap_err()
-                    .to_string()
-            })
+            .map(|name| Tun::create(&tun_config(name, "100.64.1.2/10")).unwrap_err().to_string())
             .collect::<Vec<_>>()
     });
-    assert!(
-        errors[0].starts_with("creating TUN device lo (TUNSETIFF; needs CAP_NET_ADMIN): "),
-        "{}",
-        errors[0]
-    );
-    assert!(
-        errors[1].contains("is not a valid interface name"),
-        "{}",
-        errors[1]
-    );
-    assert!(
-        errors[2].contains("is not a valid interface name"),
-        "{}",
-        errors[2]
-    );
+    assert!(errors[0].starts_with("creating TUN device lo (TUNSETIFF; needs CAP_NET_ADMIN): "), "{}", errors[0]);
+    assert!(errors[1].contains("is not a valid interface name"), "{}", errors[1]);
+    assert!(errors[2].contains("is not a valid interface name"), "{}", errors[2]);
 }
 
 /// Two overlay nodes in two namespaces, each a TUN plus a UDP socket on a veth underlay,
@@ -137,12 +99,7 @@ fn ping_crosses_two_tuns_bridged_over_batched_udp() {
             while !stop.load(Ordering::Relaxed) {
                 let mut fds: Vec<PollFd<'_>> = nodes
                     .iter()
-                    .flat_map(|(tun, udp, _)| {
-                        [
-                            PollFd::new(tun.as_fd(), false),
-                            PollFd::new(udp.as_fd(), false),
-                        ]
-                    })
+                    .flat_map(|(tun, udp, _)| [PollFd::new(tun.as_fd(), false), PollFd::new(udp.as_fd(), false)])
                     .collect();
                 poll::wait(&mut fds, Some(Duration::from_millis(50))).unwrap();
                 for (tun, udp, peer) in &nodes {
@@ -173,32 +130,15 @@ fn ping_crosses_two_tuns_bridged_over_batched_udp() {
 
     let ping = a.exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", "100.64.0.2"]);
     // 1392 bytes of ICMP payload + 28 of headers = 1420, the MTU: must pass unfragmented (DF).
-    let full = a.exec(
-        "ping",
-        &["-c", "1", "-W", "2", "-M", "do", "-s", "1392", "100.64.0.2"],
-    );
-    let too_big = a.exec(
-        "ping",
-        &["-c", "1", "-W", "1", "-M", "do", "-s", "1393", "100.64.0.2"],
-    );
+    let full = a.exec("ping", &["-c", "1", "-W", "2", "-M", "do", "-s", "1392", "100.64.0.2"]);
+    let too_big = a.exec("ping", &["-c", "1", "-W", "1", "-M", "do", "-s", "1393", "100.64.0.2"]);
     stop.store(true, Ordering::Relaxed);
     let carried = bridge.join().unwrap();
 
     let out = String::from_utf8_lossy(&ping.stdout);
-    assert!(
-        ping.status.success() && out.contains("3 received"),
-        "{out}{}",
-        String::from_utf8_lossy(&ping.stderr)
-    );
-    assert!(
-        full.status.success(),
-        "{}",
-        String::from_utf8_lossy(&full.stdout)
-    );
-    assert!(
-        !too_big.status.success(),
-        "a 1421-byte packet should not fit MTU 1420"
-    );
+    assert!(ping.status.success() && out.contains("3 received"), "{out}{}", String::from_utf8_lossy(&ping.stderr));
+    assert!(full.status.success(), "{}", String::from_utf8_lossy(&full.stdout));
+    assert!(!too_big.status.success(), "a 1421-byte packet should not fit MTU 1420");
     assert!(carried >= 8, "the bridge carried {carried} datagrams");
 }
 
@@ -216,10 +156,7 @@ fn udp_batches_over_loopback() {
             assert!(bufs.read >= 1 << 20, "SO_RCVBUFFORCE: {bufs:?}");
 
             let mut rx = RecvBatch::new(64, MAX_DATAGRAM);
-            assert_eq!(
-                b.recv_batch(&mut rx).unwrap_err().kind(),
-                ErrorKind::WouldBlock
-            );
+            assert_eq!(b.recv_batch(&mut rx).unwrap_err().kind(), ErrorKind::WouldBlock);
 
             let mut tx = SendBatch::new(32, 1500);
             let payload = |i: usize| vec![i as u8; 1 + i * 13];
@@ -248,13 +185,7 @@ fn udp_batches_over_loopback() {
 
             // The middle datagram has no route (only loopback exists here): it is dropped, the
             // others still go.
-            let nowhere: SocketAddr = if to.is_ipv4() {
-                "198.19.255.1:9"
-            } else {
-                "[2001:db8::1]:9"
-            }
-            .parse()
-            .unwrap();
+            let nowhere: SocketAddr = if to.is_ipv4() { "198.19.255.1:9" } else { "[2001:db8::1]:9" }.parse().unwrap();
             for dst in [to, nowhere, to] {
                 assert!(tx.push(dst, b"x"));
             }

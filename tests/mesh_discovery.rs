@@ -26,16 +26,7 @@ fn discovery(relays: &[u8]) -> Discovery {
 
 fn node_config(ca: &Ca, name: &str, n: u8, relays: &[u8]) -> NodeConfig {
     let (cert, key) = ca.node_with_groups(name, n, 86_400, &["nomad-client"]);
-    let mut cfg = Sim::config(
-        ca,
-        cert,
-        key,
-        &[
-            (LH1, underlay(LH1)),
-            (LH2, underlay(LH2)),
-            (RELAY, underlay(RELAY)),
-        ],
-    );
+    let mut cfg = Sim::config(ca, cert, key, &[(LH1, underlay(LH1)), (LH2, underlay(LH2)), (RELAY, underlay(RELAY))]);
     cfg.discovery = discovery(relays);
     cfg
 }
@@ -45,35 +36,19 @@ fn backbone(sim: &mut Sim, ca: &Ca) -> [usize; 3] {
     let mut lh = |name: &str, n: u8, am_lighthouse: bool, am_relay: bool| {
         let (cert, key) = ca.node(name, n, 86_400);
         let mut cfg = Sim::config(ca, cert, key, &[]);
-        cfg.discovery = Discovery {
-            am_lighthouse,
-            am_relay,
-            lighthouses: vec![vpn(LH1), vpn(LH2)],
-            ..Discovery::default()
-        };
+        cfg.discovery =
+            Discovery { am_lighthouse, am_relay, lighthouses: vec![vpn(LH1), vpn(LH2)], ..Discovery::default() };
         sim.add(cfg, n)
     };
-    [
-        lh("lighthouse-1", LH1, true, false),
-        lh("lighthouse-2", LH2, true, false),
-        lh("relay", RELAY, false, true),
-    ]
+    [lh("lighthouse-1", LH1, true, false), lh("lighthouse-2", LH2, true, false), lh("relay", RELAY, false, true)]
 }
 
 /// Two environments, each behind its own NAT: a Nomad server in site 1, a client in site 2.
 fn two_sites(sim: &mut Sim, ca: &Ca, nat1: NatKind, nat2: NatKind) -> (usize, usize) {
     sim.add_nat(1, nat1);
     sim.add_nat(2, nat2);
-    let server = sim.add_at(
-        node_config(ca, "server", 11, &[RELAY]),
-        private(1, 10),
-        Some(1),
-    );
-    let client = sim.add_at(
-        node_config(ca, "client", 21, &[RELAY]),
-        private(2, 10),
-        Some(2),
-    );
+    let server = sim.add_at(node_config(ca, "server", 11, &[RELAY]), private(1, 10), Some(1));
+    let client = sim.add_at(node_config(ca, "client", 21, &[RELAY]), private(2, 10), Some(2));
     (server, client)
 }
 
@@ -82,12 +57,7 @@ fn nodes_register_with_every_lighthouse() {
     let mut sim = Sim::new();
     let ca = Ca::new("ca");
     backbone(&mut sim, &ca);
-    let (server, _) = two_sites(
-        &mut sim,
-        &ca,
-        NatKind::PortRestricted,
-        NatKind::PortRestricted,
-    );
+    let (server, _) = two_sites(&mut sim, &ca, NatKind::PortRestricted, NatKind::PortRestricted);
     sim.run(Duration::from_secs(2));
     let acks: Vec<_> = sim.nodes[server]
         .events
@@ -97,10 +67,7 @@ fn nodes_register_with_every_lighthouse() {
             _ => None,
         })
         .collect();
-    assert!(
-        acks.contains(&vpn(LH1)) && acks.contains(&vpn(LH2)),
-        "{acks:?}"
-    );
+    assert!(acks.contains(&vpn(LH1)) && acks.contains(&vpn(LH2)), "{acks:?}");
 }
 
 #[test]
@@ -118,43 +85,18 @@ fn punching_finds_a_direct_path_through_two_nats_in_under_a_second() {
         sim.run(Duration::from_secs(2)); // registration
         // The client talks to the server's overlay IP with no address of it configured.
         sim.send(client, vpn(11), b"hello-server");
-        let took = sim.run_until(Duration::from_secs(5), |s| {
-            s.received(server, b"hello-server")
-        });
-        let took = took.unwrap_or_else(|| {
-            panic!(
-                "{nat1:?}/{nat2:?}: no packet: {:?}",
-                sim.nodes[client].node.counters()
-            )
-        });
-        assert!(
-            took < Duration::from_secs(1),
-            "{nat1:?}/{nat2:?}: first packet after {took:?}"
-        );
+        let took = sim.run_until(Duration::from_secs(5), |s| s.received(server, b"hello-server"));
+        let took =
+            took.unwrap_or_else(|| panic!("{nat1:?}/{nat2:?}: no packet: {:?}", sim.nodes[client].node.counters()));
+        assert!(took < Duration::from_secs(1), "{nat1:?}/{nat2:?}: first packet after {took:?}");
         sim.run(Duration::from_secs(1));
-        let peer = sim.nodes[server]
-            .node
-            .peers(sim.now)
-            .into_iter()
-            .find(|p| p.name == "client")
-            .unwrap();
-        assert!(
-            !peer.relayed,
-            "{nat1:?}/{nat2:?}: expected a direct path, got {:?}",
-            peer.endpoint
-        );
-        assert!(
-            peer.endpoint.unwrap().starts_with("198.19.0.2:"),
-            "via the client's NAT"
-        );
+        let peer = sim.nodes[server].node.peers(sim.now).into_iter().find(|p| p.name == "client").unwrap();
+        assert!(!peer.relayed, "{nat1:?}/{nat2:?}: expected a direct path, got {:?}", peer.endpoint);
+        assert!(peer.endpoint.unwrap().starts_with("198.19.0.2:"), "via the client's NAT");
         // Between cone NATs punching wins outright; with a symmetric NAT the relay may carry
         // the first packets while punching completes, but the path ends up direct (above).
         if nat1 != NatKind::Symmetric && nat2 != NatKind::Symmetric {
-            assert_eq!(
-                sim.nodes[relay].node.counters().relay_forwarded,
-                0,
-                "{nat1:?}/{nat2:?}"
-            );
+            assert_eq!(sim.nodes[relay].node.counters().relay_forwarded, 0, "{nat1:?}/{nat2:?}");
         }
         eprintln!("{nat1:?}/{nat2:?}: first packet after {took:?}");
     }
@@ -164,10 +106,7 @@ fn punching_finds_a_direct_path_through_two_nats_in_under_a_second() {
 /// symmetric or port-restricted NAT on the other side), traffic goes through the relay.
 #[test]
 fn unpunchable_nats_fall_back_to_the_relay() {
-    for (nat1, nat2) in [
-        (NatKind::Symmetric, NatKind::Symmetric),
-        (NatKind::Symmetric, NatKind::PortRestricted),
-    ] {
+    for (nat1, nat2) in [(NatKind::Symmetric, NatKind::Symmetric), (NatKind::Symmetric, NatKind::PortRestricted)] {
         relay_between(nat1, nat2);
     }
 }
@@ -180,11 +119,7 @@ fn relay_between(nat1: NatKind, nat2: NatKind) {
     sim.run(Duration::from_secs(2));
     sim.send(client, vpn(11), b"via-relay");
     let took = sim.run_until(Duration::from_secs(5), |s| s.received(server, b"via-relay"));
-    assert!(
-        took.is_some(),
-        "relayed packet never arrived: {:?}",
-        sim.nodes[client].node.counters()
-    );
+    assert!(took.is_some(), "relayed packet never arrived: {:?}", sim.nodes[client].node.counters());
     for i in 0..20 {
         sim.send(client, vpn(11), format!("c{i}").as_bytes());
         sim.send(server, vpn(21), format!("s{i}").as_bytes());
@@ -192,17 +127,11 @@ fn relay_between(nat1: NatKind, nat2: NatKind) {
     }
     for i in 0..20 {
         assert!(
-            sim.received(server, format!("c{i}").as_bytes())
-                && sim.received(client, format!("s{i}").as_bytes()),
+            sim.received(server, format!("c{i}").as_bytes()) && sim.received(client, format!("s{i}").as_bytes()),
             "message {i}"
         );
     }
-    let peer = sim.nodes[server]
-        .node
-        .peers(sim.now)
-        .into_iter()
-        .find(|p| p.name == "client")
-        .unwrap();
+    let peer = sim.nodes[server].node.peers(sim.now).into_iter().find(|p| p.name == "client").unwrap();
     assert!(peer.relayed, "{peer:?}");
     assert!(sim.nodes[relay].node.counters().relay_forwarded >= 40);
     eprintln!("{nat1:?}/{nat2:?}: first packet via relay after {took:?}");
@@ -222,25 +151,14 @@ fn losing_a_lighthouse_loses_nothing_that_is_up() {
     sim.run(Duration::from_secs(30));
     sim.send(client, vpn(11), b"after");
     sim.run(Duration::from_millis(100));
-    assert!(
-        sim.received(server, b"after"),
-        "the established tunnel does not need lighthouses"
-    );
+    assert!(sim.received(server, b"after"), "the established tunnel does not need lighthouses");
     // A newcomer in a third environment still joins through lighthouse-2.
     sim.add_nat(3, NatKind::PortRestricted);
-    let newcomer = sim.add_at(
-        node_config(&ca, "newcomer", 31, &[RELAY]),
-        private(3, 10),
-        Some(3),
-    );
+    let newcomer = sim.add_at(node_config(&ca, "newcomer", 31, &[RELAY]), private(3, 10), Some(3));
     sim.run(Duration::from_secs(2));
     sim.send(newcomer, vpn(11), b"newcomer");
     let took = sim.run_until(Duration::from_secs(10), |s| s.received(server, b"newcomer"));
-    assert!(
-        took.is_some(),
-        "newcomer could not reach the server: {:?}",
-        sim.nodes[newcomer].node.counters()
-    );
+    assert!(took.is_some(), "newcomer could not reach the server: {:?}", sim.nodes[newcomer].node.counters());
 }
 
 #[test]
@@ -248,24 +166,11 @@ fn members_are_listed_by_the_lighthouses() {
     let mut sim = Sim::new();
     let ca = Ca::new("ca");
     backbone(&mut sim, &ca);
-    let (server, client) = two_sites(
-        &mut sim,
-        &ca,
-        NatKind::PortRestricted,
-        NatKind::PortRestricted,
-    );
+    let (server, client) = two_sites(&mut sim, &ca, NatKind::PortRestricted, NatKind::PortRestricted);
     sim.run(Duration::from_secs(12)); // one report and one members refresh after registration
-    let names: Vec<String> = sim.nodes[client]
-        .node
-        .members()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
+    let names: Vec<String> = sim.nodes[client].node.members().iter().map(|c| c.name().to_string()).collect();
     for want in ["lighthouse-1", "lighthouse-2", "relay", "server", "client"] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "{want} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
     let servers: Vec<_> = sim.nodes[server]
         .node
@@ -296,8 +201,5 @@ fn a_roaming_node_keeps_its_tunnels() {
     assert!(sim.received(server, b"two"));
     sim.send(server, vpn(21), b"back");
     sim.run(Duration::from_millis(100));
-    assert!(
-        sim.received(client, b"back"),
-        "the server follows the client to its new address"
-    );
+    assert!(sim.received(client, b"back"), "the server follows the client to its new address");
 }

@@ -32,11 +32,7 @@ fn handshake_then_data_both_ways() {
     sim.send(a, vpn(2), b"ping-2");
     sim.run(Duration::from_millis(50));
     // Hello, reply, initiation, response: four one-way trips of 5 ms, and both packets arrive.
-    assert!(
-        sim.received(b, b"ping-1") && sim.received(b, b"ping-2"),
-        "{:?}",
-        sim.nodes[b].tun
-    );
+    assert!(sim.received(b, b"ping-1") && sim.received(b, b"ping-2"), "{:?}", sim.nodes[b].tun);
     sim.send(b, vpn(1), b"pong");
     sim.run(Duration::from_millis(20));
     assert!(sim.received(a, b"pong"));
@@ -45,12 +41,7 @@ fn handshake_then_data_both_ways() {
         assert_eq!(peers.len(), 1);
         assert!(peers[0].up && peers[0].name == other, "{peers:?}");
     }
-    assert!(
-        sim.nodes[a]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::PeerUp { name, .. } if name == "b"))
-    );
+    assert!(sim.nodes[a].events.iter().any(|e| matches!(e, Event::PeerUp { name, .. } if name == "b")));
 }
 
 #[test]
@@ -68,13 +59,11 @@ fn rekeys_after_two_minutes_without_losing_packets() {
         sent += 1;
         sim.run(Duration::from_secs(1));
     }
-    let got = (0..sent)
-        .filter(|s| sim.received(b, format!("m{s}").as_bytes()))
-        .count();
+    let got = (0..sent).filter(|s| sim.received(b, format!("m{s}").as_bytes())).count();
     assert_eq!(got, sent, "every packet arrives across rekeys");
     // A new session at least every 120 s of traffic (REKEY_AFTER_TIME).
-    let handshakes = sim.nodes[a].node.counters().handshakes_completed
-        + sim.nodes[b].node.counters().handshakes_completed;
+    let handshakes =
+        sim.nodes[a].node.counters().handshakes_completed + sim.nodes[b].node.counters().handshakes_completed;
     assert!(handshakes >= 3, "handshakes: {handshakes}");
 }
 
@@ -89,10 +78,7 @@ fn lost_handshakes_are_retried() {
     sim.send(a, vpn(2), b"early");
     sim.run(Duration::from_secs(12));
     assert!(sim.dropped > 0);
-    assert!(
-        sim.received(b, b"early"),
-        "the queued packet arrives after retries"
-    );
+    assert!(sim.received(b, b"early"), "the queued packet arrives after retries");
     assert!(sim.nodes[a].node.counters().handshakes_initiated >= 1);
 }
 
@@ -104,11 +90,7 @@ fn unreachable_peer_times_out_and_says_so() {
     sim.filter = Box::new(|_, _, _, _| false);
     sim.send(a, vpn(2), b"void");
     sim.run(Duration::from_secs(10));
-    assert!(
-        sim.nodes[a]
-            .events
-            .contains(&Event::HandshakeTimedOut { vpn_ip: vpn(2) })
-    );
+    assert!(sim.nodes[a].events.contains(&Event::HandshakeTimedOut { vpn_ip: vpn(2) }));
     assert_eq!(sim.nodes[a].node.counters().handshakes_timed_out, 1);
 }
 
@@ -129,8 +111,7 @@ fn simultaneous_open_converges() {
     }
     for i in 0..50 {
         assert!(
-            sim.received(b, format!("a{i}").as_bytes())
-                && sim.received(a, format!("b{i}").as_bytes()),
+            sim.received(b, format!("a{i}").as_bytes()) && sim.received(a, format!("b{i}").as_bytes()),
             "message {i}"
         );
     }
@@ -160,10 +141,7 @@ fn restarted_peer_is_back_within_seconds() {
         sim.run(Duration::from_millis(100));
     }
     let first = (0..20).find(|i| sim.received(b, format!("after{i}").as_bytes()));
-    assert!(
-        matches!(first, Some(i) if i <= 3),
-        "traffic resumes within 0.5 s of the restart: {first:?}"
-    );
+    assert!(matches!(first, Some(i) if i <= 3), "traffic resumes within 0.5 s of the restart: {first:?}");
     assert!(sim.nodes[a].node.counters().handshakes_initiated >= 2);
 }
 
@@ -184,16 +162,8 @@ fn roaming_peer_is_followed() {
     sim.send(b, vpn(1), b"reply");
     sim.run(Duration::from_millis(50));
     assert!(sim.received(a, b"reply"), "b answers at the new address");
-    assert_eq!(
-        sim.nodes[b].node.peers(sim.now)[0].endpoint,
-        Some(new_addr.to_string())
-    );
-    assert!(
-        sim.nodes[b]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::Roamed { to, .. } if *to == Path::Direct(new_addr)))
-    );
+    assert_eq!(sim.nodes[b].node.peers(sim.now)[0].endpoint, Some(new_addr.to_string()));
+    assert!(sim.nodes[b].events.iter().any(|e| matches!(e, Event::Roamed { to, .. } if *to == Path::Direct(new_addr))));
 }
 
 #[test]
@@ -210,7 +180,12 @@ fn blocklist_on_reload_disconnects_and_refuses() {
     let wall = sim.wall();
     sim.nodes[b].node.update_trust(ca.pool(), bl, wall).unwrap();
     sim.drain(b);
-    assert!(sim.nodes[b].events.iter().any(|e| matches!(e, Event::PeerRemoved { name, reason, .. } if name == "a" && reason.contains("blocked"))));
+    assert!(
+        sim.nodes[b]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerRemoved { name, reason, .. } if name == "a" && reason.contains("blocked")))
+    );
     for i in 0..30 {
         sim.send(a, vpn(2), format!("blocked{i}").as_bytes());
         sim.run(Duration::from_millis(500));
@@ -232,7 +207,9 @@ fn expired_peer_is_disconnected() {
     sim.run(Duration::from_secs(1));
     assert!(sim.received(b, b"while-valid"));
     sim.run(Duration::from_secs(40));
-    assert!(sim.nodes[b].events.iter().any(|e| matches!(e, Event::PeerRemoved { name, reason, .. } if name == "short" && reason.contains("expired"))));
+    assert!(sim.nodes[b].events.iter().any(
+        |e| matches!(e, Event::PeerRemoved { name, reason, .. } if name == "short" && reason.contains("expired"))
+    ));
     sim.send(a, vpn(2), b"after-expiry");
     sim.run(Duration::from_secs(10));
     assert!(!sim.received(b, b"after-expiry"));
@@ -251,9 +228,12 @@ fn certificate_from_another_ca_is_refused() {
     sim.run(Duration::from_secs(8));
     assert!(!sim.received(b, b"let-me-in"));
     assert!(sim.nodes[b].node.counters().rx_cert_rejected > 0);
-    assert!(sim.nodes[b].events.iter().any(
-        |e| matches!(e, Event::CertRejected { reason, .. } if reason.contains("could not find ca"))
-    ));
+    assert!(
+        sim.nodes[b]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::CertRejected { reason, .. } if reason.contains("could not find ca")))
+    );
     assert!(sim.nodes[b].node.peers(sim.now).is_empty());
 }
 
@@ -271,10 +251,7 @@ fn stolen_certificate_without_its_key_is_useless() {
     let (addr_m, addr_b) = (sim.nodes[m].addr, sim.nodes[b].addr);
     sim.transmit(addr_m, addr_b, None, hello);
     sim.run(Duration::from_millis(50));
-    assert!(
-        sim.nodes[b].node.peers(sim.now).is_empty(),
-        "a Hello alone creates no session"
-    );
+    assert!(sim.nodes[b].node.peers(sim.now).is_empty(), "a Hello alone creates no session");
     // 2. With her own certificate she gets a session, but packets claiming a's address drop.
     sim.send(m, vpn(2), b"honest");
     sim.run(Duration::from_millis(100));
@@ -289,16 +266,7 @@ fn stolen_certificate_without_its_key_is_useless() {
     }
     sim.run(Duration::from_millis(50));
     assert!(!sim.received(b, b"spoofed"));
-    assert_eq!(
-        sim.nodes[b]
-            .node
-            .peers(sim.now)
-            .iter()
-            .filter(|p| p.name == "a")
-            .count(),
-        0,
-        "a never talked to b"
-    );
+    assert_eq!(sim.nodes[b].node.peers(sim.now).iter().filter(|p| p.name == "a").count(), 0, "a never talked to b");
 }
 
 #[test]
@@ -318,14 +286,8 @@ fn malformed_datagrams_are_counted_and_harmless() {
         state ^= state << 17;
         state
     };
-    let mut garbage: Vec<Vec<u8>> = vec![
-        vec![],
-        vec![4, 0, 0, 0],
-        vec![1; 148],
-        vec![0x80; 1300],
-        vec![0x81; 20],
-        vec![0x82, 1, 0, 0, 0, 0, 0, 0],
-    ];
+    let mut garbage: Vec<Vec<u8>> =
+        vec![vec![], vec![4, 0, 0, 0], vec![1; 148], vec![0x80; 1300], vec![0x81; 20], vec![0x82, 1, 0, 0, 0, 0, 0, 0]];
     for _ in 0..2000 {
         let len = (next() % 1500) as usize;
         let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -359,8 +321,5 @@ fn malformed_datagrams_are_counted_and_harmless() {
     assert!(dropped >= n - 5, "counted drops {dropped} of {n}: {c:?}");
     sim.send(a, vpn(2), b"still-working");
     sim.run(Duration::from_millis(20));
-    assert!(
-        sim.received(b, b"still-working"),
-        "the established tunnel still works"
-    );
+    assert!(sim.received(b, b"still-working"), "the established tunnel still works");
 }

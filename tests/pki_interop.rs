@@ -33,18 +33,12 @@ fn ok(dir: &Path, prog: &str, args: &[&str]) -> String {
 /// Runs a command that must fail with exit 1 and returns its stderr.
 fn fails(dir: &Path, prog: &str, args: &[&str]) -> String {
     let out = run(dir, prog, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{prog} {args:?} should fail: {out:?}"
-    );
+    assert_eq!(out.status.code(), Some(1), "{prog} {args:?} should fail: {out:?}");
     String::from_utf8(out.stderr).unwrap()
 }
 
 fn json_lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -81,11 +75,7 @@ fn our_certificates_pass_nebula_cert() {
             "10.1.2.3/24",
         ],
     );
-    ok(
-        p,
-        "nebula-cert",
-        &["verify", "-ca", "ca.crt", "-crt", "server-1.crt"],
-    );
+    ok(p, "nebula-cert", &["verify", "-ca", "ca.crt", "-crt", "server-1.crt"]);
     for f in ["ca.crt", "server-1.crt"] {
         let theirs = json_lines(&ok(p, "nebula-cert", &["print", "-json", "-path", f]));
         let ours = json_lines(&ok(p, COS, &["print", "--json", f]));
@@ -95,19 +85,12 @@ fn our_certificates_pass_nebula_cert() {
     assert_eq!(j["groups"], serde_json::json!(["nomad-server", "ops"]));
     assert_eq!(j["subnets"], serde_json::json!(["10.1.2.0/24"]));
     for f in ["ca.key", "ca.crt", "server-1.key", "server-1.crt"] {
-        assert_eq!(
-            fs::metadata(p.join(f)).unwrap().permissions().mode() & 0o777,
-            0o600,
-            "{f}"
-        );
+        assert_eq!(fs::metadata(p.join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
     }
     // Default lifetime: one second before the CA ends.
     let ca = Certificate::from_pem(&fs::read(p.join("ca.crt")).unwrap()).unwrap();
     let node = Certificate::from_pem(&fs::read(p.join("server-1.crt")).unwrap()).unwrap();
-    assert_eq!(
-        node.details().not_after.seconds(),
-        ca.details().not_after.seconds() - 1
-    );
+    assert_eq!(node.details().not_after.seconds(), ca.details().not_after.seconds() - 1);
     // The CA's default lifetime is ten years, not one.
     let life = ca.details().not_after.seconds() - ca.details().not_before.seconds();
     assert_eq!(life, 87_600 * 3600);
@@ -117,46 +100,12 @@ fn our_certificates_pass_nebula_cert() {
 fn nebula_cert_certificates_pass_ours() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    ok(
-        p,
-        "nebula-cert",
-        &[
-            "ca",
-            "-name",
-            "neb CA",
-            "-groups",
-            "a,b",
-            "-ips",
-            "100.64.0.0/16",
-        ],
-    );
-    ok(
-        p,
-        "nebula-cert",
-        &[
-            "sign",
-            "-name",
-            "n1",
-            "-ip",
-            "100.64.3.4/16",
-            "-groups",
-            "a",
-        ],
-    );
+    ok(p, "nebula-cert", &["ca", "-name", "neb CA", "-groups", "a,b", "-ips", "100.64.0.0/16"]);
+    ok(p, "nebula-cert", &["sign", "-name", "n1", "-ip", "100.64.3.4/16", "-groups", "a"]);
     let out = run(p, COS, &["verify", "--ca", "ca.crt", "--crt", "n1.crt"]);
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "{out:?}"
-    );
-    let theirs = json_lines(&ok(
-        p,
-        "nebula-cert",
-        &["print", "-json", "-path", "n1.crt"],
-    ));
-    assert_eq!(
-        json_lines(&ok(p, COS, &["print", "--json", "n1.crt"])),
-        theirs
-    );
+    assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let theirs = json_lines(&ok(p, "nebula-cert", &["print", "-json", "-path", "n1.crt"]));
+    assert_eq!(json_lines(&ok(p, COS, &["print", "--json", "n1.crt"])), theirs);
     // Their text output and ours carry the same lines.
     assert_eq!(
         ok(p, COS, &["print", "n1.crt"]).replace(" +0000 UTC", " UTC"),
@@ -169,32 +118,10 @@ fn keys_cross_both_ways() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     // Their CA key signs with our tool, our CA key signs with theirs.
-    ok(
-        p,
-        "nebula-cert",
-        &[
-            "ca", "-name", "neb", "-out-crt", "nca.crt", "-out-key", "nca.key",
-        ],
-    );
-    ok(
-        p,
-        COS,
-        &[
-            "ca",
-            "--name",
-            "cos",
-            "--out-crt",
-            "cca.crt",
-            "--out-key",
-            "cca.key",
-        ],
-    );
+    ok(p, "nebula-cert", &["ca", "-name", "neb", "-out-crt", "nca.crt", "-out-key", "nca.key"]);
+    ok(p, COS, &["ca", "--name", "cos", "--out-crt", "cca.crt", "--out-key", "cca.key"]);
     // A nebula-cert host key signed by cos-mesh under nebula's CA.
-    ok(
-        p,
-        "nebula-cert",
-        &["keygen", "-out-key", "h1.key", "-out-pub", "h1.pub"],
-    );
+    ok(p, "nebula-cert", &["keygen", "-out-key", "h1.key", "-out-pub", "h1.pub"]);
     ok(
         p,
         COS,
@@ -212,18 +139,10 @@ fn keys_cross_both_ways() {
             "h1.pub",
         ],
     );
-    ok(
-        p,
-        "nebula-cert",
-        &["verify", "-ca", "nca.crt", "-crt", "h1.crt"],
-    );
+    ok(p, "nebula-cert", &["verify", "-ca", "nca.crt", "-crt", "h1.crt"]);
     assert!(!p.join("h1.key.tmp").exists());
     // A cos-mesh host key signed by nebula-cert under our CA.
-    ok(
-        p,
-        COS,
-        &["keygen", "--out-key", "h2.key", "--out-pub", "h2.pub"],
-    );
+    ok(p, COS, &["keygen", "--out-key", "h2.key", "--out-pub", "h2.pub"]);
     ok(
         p,
         "nebula-cert",
@@ -249,19 +168,12 @@ fn keys_cross_both_ways() {
         assert_eq!(secret.public().0, cert.details().public_key, "{crt}");
     }
     // A two-CA bundle verifies both.
-    let bundle = format!(
-        "{}{}",
-        fs::read_to_string(p.join("nca.crt")).unwrap(),
-        fs::read_to_string(p.join("cca.crt")).unwrap()
-    );
+    let bundle =
+        format!("{}{}", fs::read_to_string(p.join("nca.crt")).unwrap(), fs::read_to_string(p.join("cca.crt")).unwrap());
     fs::write(p.join("bundle.crt"), bundle).unwrap();
     for crt in ["h1.crt", "h2.crt"] {
         ok(p, COS, &["verify", "--ca", "bundle.crt", "--crt", crt]);
-        ok(
-            p,
-            "nebula-cert",
-            &["verify", "-ca", "bundle.crt", "-crt", crt],
-        );
+        ok(p, "nebula-cert", &["verify", "-ca", "bundle.crt", "-crt", crt]);
     }
 }
 
@@ -288,47 +200,13 @@ fn craft(p: &Path, name: &str, not_before: i64, not_after: i64) {
 fn verify_refusals_name_the_reason() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    ok(
-        p,
-        COS,
-        &[
-            "ca",
-            "--name",
-            "main",
-            "--groups",
-            "nomad-server,nomad-client",
-            "--ips",
-            "100.64.0.0/10",
-        ],
-    );
-    ok(
-        p,
-        COS,
-        &[
-            "ca",
-            "--name",
-            "rogue",
-            "--out-crt",
-            "rogue.crt",
-            "--out-key",
-            "rogue.key",
-        ],
-    );
+    ok(p, COS, &["ca", "--name", "main", "--groups", "nomad-server,nomad-client", "--ips", "100.64.0.0/10"]);
+    ok(p, COS, &["ca", "--name", "rogue", "--out-crt", "rogue.crt", "--out-key", "rogue.key"]);
     ok(p, COS, &["sign", "--name", "good", "--ip", "100.64.0.2/10"]);
     ok(
         p,
         COS,
-        &[
-            "sign",
-            "--name",
-            "stranger",
-            "--ip",
-            "100.64.0.3/10",
-            "--ca-crt",
-            "rogue.crt",
-            "--ca-key",
-            "rogue.key",
-        ],
+        &["sign", "--name", "stranger", "--ip", "100.64.0.3/10", "--ca-crt", "rogue.crt", "--ca-key", "rogue.key"],
     );
     let now = UnixTime::now().seconds();
     let ca = Certificate::from_pem(&fs::read(p.join("ca.crt")).unwrap()).unwrap();
@@ -339,18 +217,10 @@ fn verify_refusals_name_the_reason() {
     let mut tampered = good.to_bytes().to_vec();
     let n = tampered.len();
     tampered[n - 5] ^= 0x40;
-    fs::write(
-        p.join("tampered.crt"),
-        armor::encode(armor::CERTIFICATE, &tampered),
-    )
-    .unwrap();
+    fs::write(p.join("tampered.crt"), armor::encode(armor::CERTIFICATE, &tampered)).unwrap();
     let mut noncanon = good.to_bytes().to_vec();
     noncanon.extend_from_slice(&[0x18, 0x01]);
-    fs::write(
-        p.join("noncanon.crt"),
-        armor::encode(armor::CERTIFICATE, &noncanon),
-    )
-    .unwrap();
+    fs::write(p.join("noncanon.crt"), armor::encode(armor::CERTIFICATE, &noncanon)).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100)); // let "expired" pass its only second
     let fp = good.fingerprint().to_string();
 
@@ -368,10 +238,7 @@ fn verify_refusals_name_the_reason() {
         let mut all = vec!["verify", "--ca", "ca.crt"];
         all.extend(args.iter().copied());
         let err = fails(p, COS, &all);
-        assert!(
-            err.starts_with(&want),
-            "{args:?}: got {err:?}, want prefix {want:?}"
-        );
+        assert!(err.starts_with(&want), "{args:?}: got {err:?}, want prefix {want:?}");
         assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
     }
     // nebula-cert agrees on the ones it can read.
@@ -399,24 +266,8 @@ fn sign_refusals_name_the_reason() {
             "1000h",
         ],
     );
-    ok(
-        p,
-        COS,
-        &[
-            "ca",
-            "--name",
-            "other",
-            "--out-crt",
-            "other.crt",
-            "--out-key",
-            "other.key",
-        ],
-    );
-    ok(
-        p,
-        COS,
-        &["sign", "--name", "taken", "--ip", "100.64.0.9/16"],
-    );
+    ok(p, COS, &["ca", "--name", "other", "--out-crt", "other.crt", "--out-key", "other.key"]);
+    ok(p, COS, &["sign", "--name", "taken", "--ip", "100.64.0.9/16"]);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--ip", "100.65.0.1/16"],
@@ -446,24 +297,15 @@ fn sign_refusals_name_the_reason() {
             vec!["--ip", "100.64.0.3/16", "--out-key", "taken.key"],
             "Error: refusing to overwrite existing private key: taken.key",
         ),
-        (
-            vec!["--ip", "100.64.0.3/16", "--ca-crt", "taken.crt"],
-            "Error: taken.crt is not a CA certificate",
-        ),
+        (vec!["--ip", "100.64.0.3/16", "--ca-crt", "taken.crt"], "Error: taken.crt is not a CA certificate"),
     ];
     for (args, want) in cases {
         let mut all = vec!["sign", "--name", "n"];
         all.extend(args.iter().copied());
         let err = fails(p, COS, &all);
-        assert!(
-            err.starts_with(want),
-            "{args:?}: got {err:?}, want prefix {want:?}"
-        );
+        assert!(err.starts_with(want), "{args:?}: got {err:?}, want prefix {want:?}");
         // A refused signing writes nothing.
-        assert!(
-            !p.join("n.crt").exists() && !p.join("n.key").exists(),
-            "{args:?} left files behind"
-        );
+        assert!(!p.join("n.crt").exists() && !p.join("n.key").exists(), "{args:?} left files behind");
     }
     // Usage errors exit 2 and name the flag.
     let out = run(p, COS, &["sign", "--name", "n", "--ip", "fd00::1/64"]);
@@ -475,8 +317,7 @@ fn sign_refusals_name_the_reason() {
     // ca refuses to overwrite, leaving the existing CA untouched.
     let before = fs::read(p.join("ca.key")).unwrap();
     assert!(
-        fails(p, COS, &["ca", "--name", "again"])
-            .starts_with("Error: refusing to overwrite existing CA key: ca.key")
+        fails(p, COS, &["ca", "--name", "again"]).starts_with("Error: refusing to overwrite existing CA key: ca.key")
     );
     assert_eq!(fs::read(p.join("ca.key")).unwrap(), before);
 }
@@ -487,29 +328,15 @@ fn secrets_are_never_printed() {
     let p = d.path();
     let ca = run(p, COS, &["ca", "--name", "x"]);
     let sign = run(p, COS, &["sign", "--name", "h", "--ip", "100.64.0.1/10"]);
-    let key_b64 = |f: &str| {
-        fs::read_to_string(p.join(f))
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_string()
-    };
+    let key_b64 = |f: &str| fs::read_to_string(p.join(f)).unwrap().lines().nth(1).unwrap().to_string();
     for out in [&ca, &sign] {
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         for k in ["ca.key", "h.key"] {
             assert!(!all.contains(&key_b64(k)[..20]), "output leaks {k}");
         }
     }
     let err = fails(p, COS, &["print", "h.key"]);
-    assert!(
-        err.contains("is a private key; print shows certificates only"),
-        "{err}"
-    );
+    assert!(err.contains("is a private key; print shows certificates only"), "{err}");
     assert!(!err.contains(&key_b64("h.key")[..20]));
 }
 
@@ -517,31 +344,14 @@ fn secrets_are_never_printed() {
 fn reference_vector_reads_the_same_in_both_tools() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    let reference = fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/nebula.md"
-    ))
-    .expect("../shared/reference/nebula.md beside the repository");
-    let start = reference
-        .find("-----BEGIN NEBULA CERTIFICATE-----")
-        .unwrap();
-    let end = reference.rfind("-----END NEBULA CERTIFICATE-----").unwrap()
-        + "-----END NEBULA CERTIFICATE-----".len();
-    fs::write(
-        p.join("vector.pem"),
-        format!("{}\n", &reference[start..end]),
-    )
-    .unwrap();
-    let theirs = json_lines(&ok(
-        p,
-        "nebula-cert",
-        &["print", "-json", "-path", "vector.pem"],
-    ));
+    let reference = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/nebula.md"))
+        .expect("../shared/reference/nebula.md beside the repository");
+    let start = reference.find("-----BEGIN NEBULA CERTIFICATE-----").unwrap();
+    let end = reference.rfind("-----END NEBULA CERTIFICATE-----").unwrap() + "-----END NEBULA CERTIFICATE-----".len();
+    fs::write(p.join("vector.pem"), format!("{}\n", &reference[start..end])).unwrap();
+    let theirs = json_lines(&ok(p, "nebula-cert", &["print", "-json", "-path", "vector.pem"]));
     let ours = json_lines(&ok(p, COS, &["print", "--json", "vector.pem"]));
     assert_eq!(ours.len(), 2);
     assert_eq!(ours, theirs);
-    assert_eq!(
-        ours[1]["fingerprint"],
-        "d6ef0cda8a695039af87f9e69f07c56e3f3a7939e0fa06b26a5e78c97b2e16d8"
-    );
+    assert_eq!(ours[1]["fingerprint"], "d6ef0cda8a695039af87f9e69f07c56e3f3a7939e0fa06b26a5e78c97b2e16d8");
 }

@@ -41,17 +41,9 @@ pub enum ArmorError {
     #[error("line {line}: PEM block {label:?} has no END line (truncated?)")]
     Unterminated { line: usize, label: String },
     #[error("line {line}: END line {found:?} does not match BEGIN {label:?}")]
-    MismatchedEnd {
-        line: usize,
-        label: String,
-        found: String,
-    },
+    MismatchedEnd { line: usize, label: String, found: String },
     #[error("line {line}: PEM block {label:?} has invalid base64: {reason}")]
-    Base64 {
-        line: usize,
-        label: String,
-        reason: String,
-    },
+    Base64 { line: usize, label: String, reason: String },
     #[error("line {line}: PEM headers are not supported in {label:?}")]
     Headers { line: usize, label: String },
 }
@@ -90,8 +82,7 @@ pub fn decode_all(input: &[u8]) -> Result<Vec<Block>, ArmorError> {
                 if line.is_empty() {
                     continue;
                 }
-                let label =
-                    marker(line, "-----BEGIN ").ok_or(ArmorError::Garbage { line: line_no })?;
+                let label = marker(line, "-----BEGIN ").ok_or(ArmorError::Garbage { line: line_no })?;
                 current = Some((label.to_string(), line_no, String::new()));
             }
             Some((label, begin, body)) => {
@@ -103,25 +94,15 @@ pub fn decode_all(input: &[u8]) -> Result<Vec<Block>, ArmorError> {
                             found: end.to_string(),
                         });
                     }
-                    let data =
-                        STANDARD
-                            .decode(body.as_bytes())
-                            .map_err(|e| ArmorError::Base64 {
-                                line: *begin,
-                                label: label.clone(),
-                                reason: e.to_string(),
-                            })?;
-                    blocks.push(Block {
-                        label: label.clone(),
-                        data,
+                    let data = STANDARD.decode(body.as_bytes()).map_err(|e| ArmorError::Base64 {
                         line: *begin,
-                    });
+                        label: label.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    blocks.push(Block { label: label.clone(), data, line: *begin });
                     current = None;
                 } else if line.contains(':') {
-                    return Err(ArmorError::Headers {
-                        line: line_no,
-                        label: label.clone(),
-                    });
+                    return Err(ArmorError::Headers { line: line_no, label: label.clone() });
                 } else {
                     body.push_str(line);
                 }
@@ -149,20 +130,10 @@ mod tests {
     fn round_trips_and_wraps_at_64() {
         let data: Vec<u8> = (0..=255u8).collect();
         let text = encode(CERTIFICATE, &data);
-        assert!(
-            text.lines()
-                .all(|l| l.len() <= 64 || l.starts_with("-----"))
-        );
+        assert!(text.lines().all(|l| l.len() <= 64 || l.starts_with("-----")));
         assert!(text.ends_with("-----END NEBULA CERTIFICATE-----\n"));
         let blocks = decode_all(text.as_bytes()).unwrap();
-        assert_eq!(
-            blocks,
-            vec![Block {
-                label: CERTIFICATE.into(),
-                data,
-                line: 1
-            }]
-        );
+        assert_eq!(blocks, vec![Block { label: CERTIFICATE.into(), data, line: 1 }]);
     }
 
     #[test]
@@ -175,46 +146,25 @@ mod tests {
             (format!("{good}trailing\n"), ArmorError::Garbage { line: 4 }),
             (
                 good.lines().take(2).collect::<Vec<_>>().join("\n"),
-                ArmorError::Unterminated {
-                    line: 1,
-                    label: CERTIFICATE.into(),
-                },
+                ArmorError::Unterminated { line: 1, label: CERTIFICATE.into() },
             ),
             (
                 good.replace("END NEBULA CERTIFICATE", "END NEBULA X"),
-                ArmorError::MismatchedEnd {
-                    line: 3,
-                    label: CERTIFICATE.into(),
-                    found: "NEBULA X".into(),
-                },
+                ArmorError::MismatchedEnd { line: 3, label: CERTIFICATE.into(), found: "NEBULA X".into() },
             ),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                decode_all(input.as_bytes()).unwrap_err(),
-                want,
-                "input {input:?}"
-            );
+            assert_eq!(decode_all(input.as_bytes()).unwrap_err(), want, "input {input:?}");
         }
         let bad64 = good.replace("YWJj", "Y*Jj");
-        assert!(matches!(
-            decode_all(bad64.as_bytes()),
-            Err(ArmorError::Base64 { .. })
-        ));
-        assert!(matches!(
-            decode_all(&vec![b'a'; MAX_INPUT + 1]),
-            Err(ArmorError::TooLarge(_))
-        ));
+        assert!(matches!(decode_all(bad64.as_bytes()), Err(ArmorError::Base64 { .. })));
+        assert!(matches!(decode_all(&vec![b'a'; MAX_INPUT + 1]), Err(ArmorError::TooLarge(_))));
         assert_eq!(decode_all(&[0xff, 0xfe]), Err(ArmorError::NotText));
     }
 
     #[test]
     fn several_blocks_with_blank_lines() {
-        let text = format!(
-            "\n{}\n\n{}",
-            encode(CERTIFICATE, b"1"),
-            encode(X25519_PUBLIC_KEY, b"2")
-        );
+        let text = format!("\n{}\n\n{}", encode(CERTIFICATE, b"1"), encode(X25519_PUBLIC_KEY, b"2"));
         let blocks = decode_all(text.as_bytes()).unwrap();
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[1].label, X25519_PUBLIC_KEY);

@@ -15,27 +15,16 @@ pub enum KeyError {
     #[error(transparent)]
     Armor(#[from] ArmorError),
     #[error("expected one {expected} PEM block, found {found}")]
-    WrongBanner {
-        expected: &'static str,
-        found: String,
-    },
+    WrongBanner { expected: &'static str, found: String },
     #[error("{what} is {len} bytes, expected {expected}")]
-    Length {
-        what: &'static str,
-        len: usize,
-        expected: usize,
-    },
+    Length { what: &'static str, len: usize, expected: usize },
     #[error("the CA private key's public half does not match its seed (corrupt key file?)")]
     Inconsistent,
 }
 
 fn single_block(input: &[u8], expected: &'static str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let mut blocks = armor::decode_all(input)?;
-    let found = blocks
-        .iter()
-        .map(|b| b.label.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let found = blocks.iter().map(|b| b.label.as_str()).collect::<Vec<_>>().join(", ");
     if blocks.len() != 1 || blocks[0].label != expected {
         for b in &mut blocks {
             zeroize::Zeroize::zeroize(&mut b.data);
@@ -46,11 +35,7 @@ fn single_block(input: &[u8], expected: &'static str) -> Result<Zeroizing<Vec<u8
 }
 
 fn exact<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N], KeyError> {
-    bytes.try_into().map_err(|_| KeyError::Length {
-        what,
-        len: bytes.len(),
-        expected: N,
-    })
+    bytes.try_into().map_err(|_| KeyError::Length { what, len: bytes.len(), expected: N })
 }
 
 /// A host's X25519 private key: the WireGuard static secret. Stored unclamped, as Nebula does;
@@ -66,10 +51,7 @@ impl HostSecret {
 
     pub fn from_pem(input: &[u8]) -> Result<Self, KeyError> {
         let data = single_block(input, armor::X25519_PRIVATE_KEY)?;
-        Ok(HostSecret(Zeroizing::new(exact(
-            "X25519 private key",
-            &data,
-        )?)))
+        Ok(HostSecret(Zeroizing::new(exact("X25519 private key", &data)?)))
     }
 
     pub fn to_pem(&self) -> Zeroizing<String> {
@@ -118,9 +100,7 @@ impl CaSecret {
     pub fn from_pem(input: &[u8]) -> Result<Self, KeyError> {
         let data = single_block(input, armor::ED25519_PRIVATE_KEY)?;
         let bytes = Zeroizing::new(exact::<64>("Ed25519 private key", &data)?);
-        SigningKey::from_keypair_bytes(&bytes)
-            .map(CaSecret)
-            .map_err(|_| KeyError::Inconsistent)
+        SigningKey::from_keypair_bytes(&bytes).map(CaSecret).map_err(|_| KeyError::Inconsistent)
     }
 
     pub fn to_pem(&self) -> Zeroizing<String> {
@@ -165,27 +145,17 @@ mod tests {
         let mut bytes = ca.0.to_keypair_bytes();
         bytes[40] ^= 1;
         let pem = armor::encode(armor::ED25519_PRIVATE_KEY, &bytes);
-        assert_eq!(
-            CaSecret::from_pem(pem.as_bytes()).unwrap_err(),
-            KeyError::Inconsistent
-        );
+        assert_eq!(CaSecret::from_pem(pem.as_bytes()).unwrap_err(), KeyError::Inconsistent);
     }
 
     #[test]
     fn wrong_banner_and_length() {
         let public = HostSecret::generate().public().to_pem();
-        assert!(matches!(
-            HostSecret::from_pem(public.as_bytes()),
-            Err(KeyError::WrongBanner { .. })
-        ));
+        assert!(matches!(HostSecret::from_pem(public.as_bytes()), Err(KeyError::WrongBanner { .. })));
         let short = armor::encode(armor::X25519_PRIVATE_KEY, &[1, 2, 3]);
         assert_eq!(
             HostSecret::from_pem(short.as_bytes()).unwrap_err(),
-            KeyError::Length {
-                what: "X25519 private key",
-                len: 3,
-                expected: 32
-            }
+            KeyError::Length { what: "X25519 private key", len: 3, expected: 32 }
         );
     }
 }

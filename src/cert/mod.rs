@@ -126,8 +126,7 @@ impl Certificate {
         if bytes.len() > MAX_CERT_BYTES {
             return Err(ParseError::TooLarge(bytes.len()));
         }
-        let outer =
-            wire::RawCertificate::decode(bytes).map_err(|e| ParseError::Decode(e.to_string()))?;
+        let outer = wire::RawCertificate::decode(bytes).map_err(|e| ParseError::Decode(e.to_string()))?;
         let raw_details = wire::RawDetails::decode(outer.details.as_slice())
             .map_err(|e| ParseError::Decode(format!("details: {e}")))?;
         // Nebula re-marshals the parsed fields before checking the signature and fingerprints the
@@ -138,32 +137,17 @@ impl Certificate {
         if raw_details.curve != 0 {
             return Err(ParseError::UnsupportedCurve(raw_details.curve));
         }
-        let signature: [u8; 64] =
-            outer
-                .signature
-                .as_slice()
-                .try_into()
-                .map_err(|_| ParseError::BadField {
-                    field: "signature",
-                    reason: format!(
-                        "is {} bytes, expected a 64-byte Ed25519 signature",
-                        outer.signature.len()
-                    ),
-                })?;
-        let public_key: [u8; 32] =
-            raw_details
-                .public_key
-                .as_slice()
-                .try_into()
-                .map_err(|_| ParseError::BadField {
-                    field: "public key",
-                    reason: format!("is {} bytes, expected 32", raw_details.public_key.len()),
-                })?;
+        let signature: [u8; 64] = outer.signature.as_slice().try_into().map_err(|_| ParseError::BadField {
+            field: "signature",
+            reason: format!("is {} bytes, expected a 64-byte Ed25519 signature", outer.signature.len()),
+        })?;
+        let public_key: [u8; 32] = raw_details.public_key.as_slice().try_into().map_err(|_| ParseError::BadField {
+            field: "public key",
+            reason: format!("is {} bytes, expected 32", raw_details.public_key.len()),
+        })?;
         let issuer = match raw_details.issuer.len() {
             0 => None,
-            32 => Some(Fingerprint(
-                raw_details.issuer.as_slice().try_into().unwrap_or([0; 32]),
-            )),
+            32 => Some(Fingerprint(raw_details.issuer.as_slice().try_into().unwrap_or([0; 32]))),
             n => {
                 return Err(ParseError::BadField {
                     field: "issuer",
@@ -195,29 +179,21 @@ impl Certificate {
     pub fn from_pem(input: &[u8]) -> Result<Self, ParseError> {
         let mut all = Self::all_from_pem(input)?;
         if all.len() != 1 {
-            return Err(ParseError::Decode(format!(
-                "expected one certificate, found {}",
-                all.len()
-            )));
+            return Err(ParseError::Decode(format!("expected one certificate, found {}", all.len())));
         }
         Ok(all.remove(0))
     }
 
     /// Parses every block of a PEM file; any block that is not a valid certificate is an error.
     pub fn all_from_pem(input: &[u8]) -> Result<Vec<Self>, ParseError> {
-        armor::decode_all(input)?
-            .into_iter()
-            .map(|b| Self::from_block(&b))
-            .collect()
+        armor::decode_all(input)?.into_iter().map(|b| Self::from_block(&b)).collect()
     }
 
     pub fn from_block(block: &armor::Block) -> Result<Self, ParseError> {
         match block.label.as_str() {
             armor::CERTIFICATE => Self::from_bytes(&block.data),
             armor::CERTIFICATE_V2 => Err(ParseError::Version2),
-            other => Err(ParseError::WrongBanner {
-                found: other.to_string(),
-            }),
+            other => Err(ParseError::WrongBanner { found: other.to_string() }),
         }
     }
 
@@ -237,10 +213,7 @@ impl Certificate {
         }
         .encode_to_vec();
         let signature = key.sign(&raw_details);
-        let raw = wire::RawCertificate {
-            details: raw_details,
-            signature: signature.to_bytes().to_vec(),
-        };
+        let raw = wire::RawCertificate { details: raw_details, signature: signature.to_bytes().to_vec() };
         Self::from_bytes(&raw.encode_to_vec())
     }
 
@@ -279,8 +252,7 @@ impl Certificate {
         let Ok(key) = VerifyingKey::from_bytes(key) else {
             return false;
         };
-        key.verify_strict(&self.raw_details, &Signature::from_bytes(&self.signature))
-            .is_ok()
+        key.verify_strict(&self.raw_details, &Signature::from_bytes(&self.signature)).is_ok()
     }
 
     pub fn is_expired(&self, now: UnixTime) -> bool {
@@ -319,41 +291,19 @@ impl Certificate {
             if items.is_empty() {
                 "[]".to_string()
             } else {
-                format!(
-                    "[\n{}\t\t]",
-                    items
-                        .iter()
-                        .map(|i| format!("\t\t\t{i}\n"))
-                        .collect::<String>()
-                )
+                format!("[\n{}\t\t]", items.iter().map(|i| format!("\t\t\t{i}\n")).collect::<String>())
             }
         };
         let mut s = String::new();
         let _ = writeln!(s, "NebulaCertificate {{\n\tDetails {{");
         let _ = writeln!(s, "\t\tName: {}", d.name);
-        let _ = writeln!(
-            s,
-            "\t\tIps: {}",
-            list(d.ips.iter().map(|n| n.to_string()).collect())
-        );
-        let _ = writeln!(
-            s,
-            "\t\tSubnets: {}",
-            list(d.subnets.iter().map(|n| n.to_string()).collect())
-        );
-        let _ = writeln!(
-            s,
-            "\t\tGroups: {}",
-            list(d.groups.iter().map(|g| format!("{g:?}")).collect())
-        );
+        let _ = writeln!(s, "\t\tIps: {}", list(d.ips.iter().map(|n| n.to_string()).collect()));
+        let _ = writeln!(s, "\t\tSubnets: {}", list(d.subnets.iter().map(|n| n.to_string()).collect()));
+        let _ = writeln!(s, "\t\tGroups: {}", list(d.groups.iter().map(|g| format!("{g:?}")).collect()));
         let _ = writeln!(s, "\t\tNot before: {}", d.not_before.human());
         let _ = writeln!(s, "\t\tNot After: {}", d.not_after.human());
         let _ = writeln!(s, "\t\tIs CA: {}", d.is_ca);
-        let _ = writeln!(
-            s,
-            "\t\tIssuer: {}",
-            d.issuer.map(|f| f.to_string()).unwrap_or_default()
-        );
+        let _ = writeln!(s, "\t\tIssuer: {}", d.issuer.map(|f| f.to_string()).unwrap_or_default());
         let _ = writeln!(s, "\t\tPublic key: {}", hex::encode(d.public_key));
         let _ = writeln!(s, "\t}}\n\tFingerprint: {}", self.fingerprint);
         let _ = writeln!(s, "\tSignature: {}\n}}", hex::encode(self.signature));
@@ -363,10 +313,7 @@ impl Certificate {
 
 fn nets_from_pairs(field: &'static str, pairs: &[u32]) -> Result<Vec<Ipv4Net>, ParseError> {
     if !pairs.len().is_multiple_of(2) {
-        return Err(ParseError::BadField {
-            field,
-            reason: "has an address without a mask".into(),
-        });
+        return Err(ParseError::BadField { field, reason: "has an address without a mask".into() });
     }
     pairs
         .chunks_exact(2)
@@ -376,24 +323,17 @@ fn nets_from_pairs(field: &'static str, pairs: &[u32]) -> Result<Vec<Ipv4Net>, P
             if mask.checked_shl(prefix).unwrap_or(0) != 0 {
                 return Err(ParseError::BadField {
                     field,
-                    reason: format!(
-                        "mask {mask:08x} of {} is not a contiguous prefix",
-                        Ipv4Addr::from(ip)
-                    ),
+                    reason: format!("mask {mask:08x} of {} is not a contiguous prefix", Ipv4Addr::from(ip)),
                 });
             }
-            Ipv4Net::new(Ipv4Addr::from(ip), prefix as u8).map_err(|e| ParseError::BadField {
-                field,
-                reason: e.to_string(),
-            })
+            Ipv4Net::new(Ipv4Addr::from(ip), prefix as u8)
+                .map_err(|e| ParseError::BadField { field, reason: e.to_string() })
         })
         .collect()
 }
 
 fn pairs_from_nets(nets: &[Ipv4Net]) -> Vec<u32> {
-    nets.iter()
-        .flat_map(|n| [u32::from(n.addr()), u32::from(n.netmask())])
-        .collect()
+    nets.iter().flat_map(|n| [u32::from(n.addr()), u32::from(n.netmask())]).collect()
 }
 
 #[cfg(test)]

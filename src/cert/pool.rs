@@ -14,13 +14,8 @@ use crate::unixtime::UnixTime;
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
 pub enum VerifyError {
     #[error("certificate has been blocked: {name} ({fingerprint})")]
-    Blocklisted {
-        name: String,
-        fingerprint: Fingerprint,
-    },
-    #[error(
-        "could not find ca for the certificate: {name} is signed by {issuer}, which is not in the CA bundle"
-    )]
+    Blocklisted { name: String, fingerprint: Fingerprint },
+    #[error("could not find ca for the certificate: {name} is signed by {issuer}, which is not in the CA bundle")]
     UnknownCa { name: String, issuer: String },
     #[error("root certificate is expired: CA {ca} expired at {not_after}")]
     CaExpired { ca: String, not_after: UnixTime },
@@ -30,48 +25,22 @@ pub enum VerifyError {
     NotYetValid { name: String, not_before: UnixTime },
     #[error("certificate signature did not match: {name} was not signed by CA {ca}")]
     BadSignature { name: String, ca: String },
-    #[error(
-        "certificate expires after signing certificate: {name} ends {cert} but CA {ca} ends {ca_not_after}"
-    )]
-    OutlivesCa {
-        name: String,
-        cert: UnixTime,
-        ca: String,
-        ca_not_after: UnixTime,
-    },
+    #[error("certificate expires after signing certificate: {name} ends {cert} but CA {ca} ends {ca_not_after}")]
+    OutlivesCa { name: String, cert: UnixTime, ca: String, ca_not_after: UnixTime },
     #[error(
         "certificate is valid before the signing certificate: {name} starts {cert} but CA {ca} starts {ca_not_before}"
     )]
-    PredatesCa {
-        name: String,
-        cert: UnixTime,
-        ca: String,
-        ca_not_before: UnixTime,
-    },
-    #[error(
-        "certificate contained a group not present on the signing ca: {group:?} (CA {ca} allows {allowed})"
-    )]
-    GroupNotAllowed {
-        group: String,
-        ca: String,
-        allowed: String,
-    },
+    PredatesCa { name: String, cert: UnixTime, ca: String, ca_not_before: UnixTime },
+    #[error("certificate contained a group not present on the signing ca: {group:?} (CA {ca} allows {allowed})")]
+    GroupNotAllowed { group: String, ca: String, allowed: String },
     #[error(
         "certificate contained an ip assignment outside the limitations of the signing ca: {ip} (CA {ca} allows {allowed})"
     )]
-    IpNotAllowed {
-        ip: Ipv4Net,
-        ca: String,
-        allowed: String,
-    },
+    IpNotAllowed { ip: Ipv4Net, ca: String, allowed: String },
     #[error(
         "certificate contained a subnet assignment outside the limitations of the signing ca: {subnet} (CA {ca} allows {allowed})"
     )]
-    SubnetNotAllowed {
-        subnet: Ipv4Net,
-        ca: String,
-        allowed: String,
-    },
+    SubnetNotAllowed { subnet: Ipv4Net, ca: String, allowed: String },
     #[error("{name} is a CA certificate, not a node certificate")]
     IsCa { name: String },
 }
@@ -126,11 +95,7 @@ impl Blocklist {
         entries
             .iter()
             .enumerate()
-            .map(|(i, e)| {
-                e.as_ref()
-                    .parse::<Fingerprint>()
-                    .map_err(|err| format!("entry {i}: {err}"))
-            })
+            .map(|(i, e)| e.as_ref().parse::<Fingerprint>().map_err(|err| format!("entry {i}: {err}")))
             .collect::<Result<HashSet<_>, _>>()
             .map(Blocklist)
     }
@@ -161,14 +126,10 @@ impl CaPool {
     pub fn add(&mut self, cert: Certificate) -> Result<(), PoolError> {
         let d = cert.details();
         if !d.is_ca {
-            return Err(PoolError::NotCa {
-                name: d.name.clone(),
-            });
+            return Err(PoolError::NotCa { name: d.name.clone() });
         }
         if d.issuer.is_some() || !cert.check_signature(&d.public_key) {
-            return Err(PoolError::NotSelfSigned {
-                name: d.name.clone(),
-            });
+            return Err(PoolError::NotSelfSigned { name: d.name.clone() });
         }
         self.cas.insert(cert.fingerprint(), Arc::new(cert));
         Ok(())
@@ -208,42 +169,22 @@ impl CaPool {
 
     /// Re-validates a certificate that verified earlier: blocklist, CA still trusted and
     /// unexpired, certificate still within its validity. No signature check (it cannot change).
-    pub fn recheck(
-        &self,
-        v: &VerifiedCert,
-        now: UnixTime,
-        blocklist: &Blocklist,
-    ) -> Result<(), VerifyError> {
+    pub fn recheck(&self, v: &VerifiedCert, now: UnixTime, blocklist: &Blocklist) -> Result<(), VerifyError> {
         let d = v.cert.details();
         if blocklist.contains(&v.cert.fingerprint()) {
-            return Err(VerifyError::Blocklisted {
-                name: d.name.clone(),
-                fingerprint: v.cert.fingerprint(),
-            });
+            return Err(VerifyError::Blocklisted { name: d.name.clone(), fingerprint: v.cert.fingerprint() });
         }
         if !self.cas.contains_key(&v.ca.fingerprint()) {
-            return Err(VerifyError::UnknownCa {
-                name: d.name.clone(),
-                issuer: v.ca.fingerprint().to_string(),
-            });
+            return Err(VerifyError::UnknownCa { name: d.name.clone(), issuer: v.ca.fingerprint().to_string() });
         }
         if v.ca.is_expired(now) {
-            return Err(VerifyError::CaExpired {
-                ca: v.ca.name().into(),
-                not_after: v.ca.details().not_after,
-            });
+            return Err(VerifyError::CaExpired { ca: v.ca.name().into(), not_after: v.ca.details().not_after });
         }
         if v.cert.is_expired(now) {
-            return Err(VerifyError::Expired {
-                name: d.name.clone(),
-                not_after: d.not_after,
-            });
+            return Err(VerifyError::Expired { name: d.name.clone(), not_after: d.not_after });
         }
         if v.cert.is_not_yet_valid(now) {
-            return Err(VerifyError::NotYetValid {
-                name: d.name.clone(),
-                not_before: d.not_before,
-            });
+            return Err(VerifyError::NotYetValid { name: d.name.clone(), not_before: d.not_before });
         }
         Ok(())
     }
@@ -258,45 +199,27 @@ impl CaPool {
         let d = cert.details();
         let name = || d.name.clone();
         if blocklist.contains(&cert.fingerprint()) {
-            return Err(VerifyError::Blocklisted {
-                name: name(),
-                fingerprint: cert.fingerprint(),
-            });
+            return Err(VerifyError::Blocklisted { name: name(), fingerprint: cert.fingerprint() });
         }
         let ca = d
             .issuer
             .and_then(|i| self.cas.get(&i))
             .ok_or_else(|| VerifyError::UnknownCa {
                 name: name(),
-                issuer: d
-                    .issuer
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "nobody (self-signed)".into()),
+                issuer: d.issuer.map(|i| i.to_string()).unwrap_or_else(|| "nobody (self-signed)".into()),
             })?
             .clone();
         if ca.is_expired(now) {
-            return Err(VerifyError::CaExpired {
-                ca: ca.name().into(),
-                not_after: ca.details().not_after,
-            });
+            return Err(VerifyError::CaExpired { ca: ca.name().into(), not_after: ca.details().not_after });
         }
         if cert.is_expired(now) {
-            return Err(VerifyError::Expired {
-                name: name(),
-                not_after: d.not_after,
-            });
+            return Err(VerifyError::Expired { name: name(), not_after: d.not_after });
         }
         if cert.is_not_yet_valid(now) {
-            return Err(VerifyError::NotYetValid {
-                name: name(),
-                not_before: d.not_before,
-            });
+            return Err(VerifyError::NotYetValid { name: name(), not_before: d.not_before });
         }
         if !cert.check_signature(&ca.details().public_key) {
-            return Err(VerifyError::BadSignature {
-                name: name(),
-                ca: ca.name().into(),
-            });
+            return Err(VerifyError::BadSignature { name: name(), ca: ca.name().into() });
         }
         check_constraints(&ca, d)?;
         if d.is_ca {
@@ -331,41 +254,22 @@ pub fn check_constraints(ca: &Certificate, d: &super::Details) -> Result<(), Ver
     if !c.groups.is_empty()
         && let Some(g) = d.groups.iter().find(|g| !c.groups.contains(g))
     {
-        return Err(VerifyError::GroupNotAllowed {
-            group: g.clone(),
-            ca: ca_name(),
-            allowed: c.groups.join(","),
-        });
+        return Err(VerifyError::GroupNotAllowed { group: g.clone(), ca: ca_name(), allowed: c.groups.join(",") });
     }
-    let list = |nets: &[Ipv4Net]| {
-        nets.iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let list = |nets: &[Ipv4Net]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     if !c.ips.is_empty()
         && let Some(ip) = d.ips.iter().find(|ip| !net_within(ip, &c.ips))
     {
-        return Err(VerifyError::IpNotAllowed {
-            ip: *ip,
-            ca: ca_name(),
-            allowed: list(&c.ips),
-        });
+        return Err(VerifyError::IpNotAllowed { ip: *ip, ca: ca_name(), allowed: list(&c.ips) });
     }
     if !c.subnets.is_empty()
         && let Some(s) = d.subnets.iter().find(|s| !net_within(s, &c.subnets))
     {
-        return Err(VerifyError::SubnetNotAllowed {
-            subnet: *s,
-            ca: ca_name(),
-            allowed: list(&c.subnets),
-        });
+        return Err(VerifyError::SubnetNotAllowed { subnet: *s, ca: ca_name(), allowed: list(&c.subnets) });
     }
     Ok(())
 }
 
 fn net_within(inner: &Ipv4Net, outer: &[Ipv4Net]) -> bool {
-    outer
-        .iter()
-        .any(|o| o.contains(&inner.addr()) && inner.prefix_len() >= o.prefix_len())
+    outer.iter().any(|o| o.contains(&inner.addr()) && inner.prefix_len() >= o.prefix_len())
 }

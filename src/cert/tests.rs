@@ -34,10 +34,7 @@ fn reference_vector_decodes_to_documented_fields() {
     assert_eq!(d.name, "cos-mesh test CA");
     assert_eq!(d.ips, vec![net("10.42.0.0/16")]);
     assert_eq!(d.groups, ["nomad-server", "nomad-client", "ops"]);
-    assert_eq!(
-        (d.not_before, d.not_after),
-        (UnixTime(1_795_294_742), UnixTime(2_110_654_742))
-    );
+    assert_eq!((d.not_before, d.not_after), (UnixTime(1_795_294_742), UnixTime(2_110_654_742)));
     assert!(d.is_ca && d.issuer.is_none() && d.subnets.is_empty());
     assert_eq!(hex::encode(&d.public_key[..3]), "424326");
 
@@ -66,25 +63,17 @@ fn reference_vector_prints_like_nebula_cert() {
     assert_eq!(j["details"]["ips"], serde_json::json!(["10.42.0.11/16"]));
     assert_eq!(j["details"]["subnets"], serde_json::json!([]));
     assert_eq!(j["details"]["issuer"], VECTOR_CA_FP);
-    assert_eq!(
-        j["details"]["publicKey"],
-        "b5eb6a8825a07d1b361519c791154d7cd402aaa654c1c845569b42264cfb1429"
-    );
+    assert_eq!(j["details"]["publicKey"], "b5eb6a8825a07d1b361519c791154d7cd402aaa654c1c845569b42264cfb1429");
     assert!(j["signature"].as_str().unwrap().starts_with("6c609e49"));
     let text = host.to_text();
-    assert!(
-        text.contains("\t\tName: node1\n")
-            && text.contains(&format!("Fingerprint: {VECTOR_HOST_FP}"))
-    );
+    assert!(text.contains("\t\tName: node1\n") && text.contains(&format!("Fingerprint: {VECTOR_HOST_FP}")));
 }
 
 #[test]
 fn reference_vector_verifies() {
     let pool = CaPool::from_pem(VECTOR_CA.as_bytes()).unwrap();
     let host = Certificate::from_pem(VECTOR_HOST.as_bytes()).unwrap();
-    let v = pool
-        .verify(&host, VECTOR_NOW, &Blocklist::default())
-        .unwrap();
+    let v = pool.verify(&host, VECTOR_NOW, &Blocklist::default()).unwrap();
     assert_eq!(v.ca_name(), "cos-mesh test CA");
     assert_eq!(v.ca_fingerprint().to_string(), VECTOR_CA_FP);
 }
@@ -114,11 +103,7 @@ fn non_canonical_encodings_are_refused() {
     let canonical = host.to_bytes().to_vec();
     let details = host.raw_details.clone();
     let sig = host.signature().to_vec();
-    assert_eq!(
-        outer(&details, &sig),
-        canonical,
-        "hand encoder matches the canonical one"
-    );
+    assert_eq!(outer(&details, &sig), canonical, "hand encoder matches the canonical one");
 
     let mut with_unknown_field = canonical.clone();
     with_unknown_field.extend_from_slice(&[0x18, 0x01]); // field 3, varint 1
@@ -128,10 +113,7 @@ fn non_canonical_encodings_are_refused() {
     details_reordered.extend_from_slice(&name_field);
     let mut overlong_varint = details.clone();
     // NotBefore `28 96 8c 88 d8 06` → `28 96 8c 88 d8 86 00`: the same value, one byte longer.
-    let pos = overlong_varint
-        .windows(6)
-        .position(|w| w == [0x28, 0x96, 0x8c, 0x88, 0xd8, 0x06])
-        .unwrap();
+    let pos = overlong_varint.windows(6).position(|w| w == [0x28, 0x96, 0x8c, 0x88, 0xd8, 0x06]).unwrap();
     overlong_varint.splice(pos + 5..pos + 6, [0x86, 0x00]);
     let mut sig_first = vec![0x12, 0x40];
     sig_first.extend_from_slice(&sig);
@@ -144,11 +126,7 @@ fn non_canonical_encodings_are_refused() {
         ("overlong varint", outer(&overlong_varint, &sig)),
         ("signature before details", sig_first),
     ] {
-        assert_eq!(
-            Certificate::from_bytes(&bytes).unwrap_err(),
-            ParseError::NotCanonical,
-            "{what}"
-        );
+        assert_eq!(Certificate::from_bytes(&bytes).unwrap_err(), ParseError::NotCanonical, "{what}");
     }
 }
 
@@ -157,10 +135,7 @@ fn garbage_and_truncation_never_panic() {
     let host = Certificate::from_pem(VECTOR_HOST.as_bytes()).unwrap();
     let bytes = host.to_bytes();
     for len in 0..bytes.len() {
-        assert!(
-            Certificate::from_bytes(&bytes[..len]).is_err(),
-            "prefix of {len} bytes"
-        );
+        assert!(Certificate::from_bytes(&bytes[..len]).is_err(), "prefix of {len} bytes");
     }
     // A cheap deterministic fuzz: flip bytes and feed random buffers.
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -189,15 +164,10 @@ fn wrong_banners_are_named() {
     let key = HostSecret::generate().to_pem();
     assert_eq!(
         Certificate::from_pem(key.as_bytes()).unwrap_err(),
-        ParseError::WrongBanner {
-            found: "NEBULA X25519 PRIVATE KEY".into()
-        }
+        ParseError::WrongBanner { found: "NEBULA X25519 PRIVATE KEY".into() }
     );
     let v2 = armor::encode(armor::CERTIFICATE_V2, b"\x30\x00");
-    assert_eq!(
-        Certificate::from_pem(v2.as_bytes()).unwrap_err(),
-        ParseError::Version2
-    );
+    assert_eq!(Certificate::from_pem(v2.as_bytes()).unwrap_err(), ParseError::Version2);
 }
 
 /// A CA and a way to sign node certificates under it, for table-driven tests.
@@ -264,13 +234,7 @@ fn verification_outcomes_in_nebula_order() {
     blocked.insert(good.fingerprint());
     let none = Blocklist::default();
 
-    type Case<'a> = (
-        &'a str,
-        &'a Certificate,
-        UnixTime,
-        &'a Blocklist,
-        Result<(), VerifyError>,
-    );
+    type Case<'a> = (&'a str, &'a Certificate, UnixTime, &'a Blocklist, Result<(), VerifyError>);
     let cases: Vec<Case> = vec![
         ("valid", &good, UnixTime(5_000), &none, Ok(())),
         ("first second", &good, UnixTime(2_000), &none, Ok(())),
@@ -280,60 +244,42 @@ fn verification_outcomes_in_nebula_order() {
             &good,
             UnixTime(9_500),
             &blocked,
-            Err(VerifyError::Blocklisted {
-                name: "n1".into(),
-                fingerprint: good.fingerprint(),
-            }),
+            Err(VerifyError::Blocklisted { name: "n1".into(), fingerprint: good.fingerprint() }),
         ),
         (
             "unknown CA",
             &foreign,
             UnixTime(5_000),
             &none,
-            Err(VerifyError::UnknownCa {
-                name: "n2".into(),
-                issuer: other.cert.fingerprint().to_string(),
-            }),
+            Err(VerifyError::UnknownCa { name: "n2".into(), issuer: other.cert.fingerprint().to_string() }),
         ),
         (
             "CA expired before cert expiry is checked",
             &good,
             UnixTime(10_001),
             &none,
-            Err(VerifyError::CaExpired {
-                ca: "ca".into(),
-                not_after: UnixTime(10_000),
-            }),
+            Err(VerifyError::CaExpired { ca: "ca".into(), not_after: UnixTime(10_000) }),
         ),
         (
             "expired",
             &good,
             UnixTime(9_001),
             &none,
-            Err(VerifyError::Expired {
-                name: "n1".into(),
-                not_after: UnixTime(9_000),
-            }),
+            Err(VerifyError::Expired { name: "n1".into(), not_after: UnixTime(9_000) }),
         ),
         (
             "not yet valid",
             &good,
             UnixTime(1_999),
             &none,
-            Err(VerifyError::NotYetValid {
-                name: "n1".into(),
-                not_before: UnixTime(2_000),
-            }),
+            Err(VerifyError::NotYetValid { name: "n1".into(), not_before: UnixTime(2_000) }),
         ),
         (
             "tampered signature",
             &tampered,
             UnixTime(5_000),
             &none,
-            Err(VerifyError::BadSignature {
-                name: "n1".into(),
-                ca: "ca".into(),
-            }),
+            Err(VerifyError::BadSignature { name: "n1".into(), ca: "ca".into() }),
         ),
     ];
     for (what, cert, now, bl, want) in cases {
@@ -348,33 +294,13 @@ fn ca_constraints() {
     type Edit = fn(&mut Details);
     let cases: Vec<(&str, Edit, bool)> = vec![
         ("inside", |_| {}, true),
-        (
-            "longer prefix is fine",
-            |d| d.ips = vec![net("100.64.1.1/24")],
-            true,
-        ),
-        (
-            "allowed groups",
-            |d| d.groups = vec!["a".into(), "b".into()],
-            true,
-        ),
-        (
-            "subnet inside",
-            |d| d.subnets = vec![net("10.1.0.0/16")],
-            true,
-        ),
+        ("longer prefix is fine", |d| d.ips = vec![net("100.64.1.1/24")], true),
+        ("allowed groups", |d| d.groups = vec!["a".into(), "b".into()], true),
+        ("subnet inside", |d| d.subnets = vec![net("10.1.0.0/16")], true),
         ("ip outside", |d| d.ips = vec![net("100.65.0.1/16")], false),
         ("wider mask", |d| d.ips = vec![net("100.64.0.3/8")], false),
-        (
-            "unknown group",
-            |d| d.groups = vec!["a".into(), "c".into()],
-            false,
-        ),
-        (
-            "subnet outside",
-            |d| d.subnets = vec![net("192.168.0.0/24")],
-            false,
-        ),
+        ("unknown group", |d| d.groups = vec!["a".into(), "c".into()], false),
+        ("subnet outside", |d| d.subnets = vec![net("192.168.0.0/24")], false),
         ("outlives CA", |d| d.not_after = UnixTime(10_001), false),
         ("predates CA", |d| d.not_before = UnixTime(999), false),
     ];
@@ -384,9 +310,7 @@ fn ca_constraints() {
         let r = check_constraints(&ca.cert, &d);
         assert_eq!(r.is_ok(), ok, "{what}: {r:?}");
         // The pool applies the same constraints when verifying a signed certificate.
-        let pooled = ca
-            .pool()
-            .verify(&ca.sign(&d), UnixTime(5_000), &Blocklist::default());
+        let pooled = ca.pool().verify(&ca.sign(&d), UnixTime(5_000), &Blocklist::default());
         assert_eq!(pooled.is_ok(), ok, "{what} via pool: {pooled:?}");
     }
     let mut d = base.clone();
@@ -408,17 +332,11 @@ fn pool_accepts_only_self_signed_cas() {
     let ca = TestCa::new("ca", &[], &[], &[]);
     let node = ca.sign(&ca.details("n", "100.64.0.1/10"));
     let mut pool = CaPool::default();
-    assert_eq!(
-        pool.add(node).unwrap_err(),
-        PoolError::NotCa { name: "n".into() }
-    );
+    assert_eq!(pool.add(node).unwrap_err(), PoolError::NotCa { name: "n".into() });
     // A CA certificate signed by another key is not self-signed.
     let other = CaSecret::generate();
     let forged = Certificate::sign(ca.cert.details(), other.signing_key()).unwrap();
-    assert_eq!(
-        pool.add(forged).unwrap_err(),
-        PoolError::NotSelfSigned { name: "ca".into() }
-    );
+    assert_eq!(pool.add(forged).unwrap_err(), PoolError::NotSelfSigned { name: "ca".into() });
     // A bundle of two CAs verifies certificates of both.
     let ca2 = TestCa::new("ca2", &[], &[], &[]);
     let bundle = format!("{}{}", ca.cert.to_pem(), ca2.cert.to_pem());
@@ -426,10 +344,7 @@ fn pool_accepts_only_self_signed_cas() {
     assert_eq!(pool.len(), 2);
     for c in [&ca, &ca2] {
         let cert = c.sign(&c.details("x", "100.64.0.9/10"));
-        assert!(
-            pool.verify(&cert, UnixTime(5_000), &Blocklist::default())
-                .is_ok()
-        );
+        assert!(pool.verify(&cert, UnixTime(5_000), &Blocklist::default()).is_ok());
     }
     assert_eq!(pool.expired(UnixTime(20_000)).len(), 2);
 }
@@ -439,8 +354,5 @@ fn blocklist_parsing_names_bad_entries() {
     let bl = Blocklist::from_hex(&[VECTOR_HOST_FP]).unwrap();
     assert!(bl.contains(&VECTOR_HOST_FP.parse().unwrap()));
     let err = Blocklist::from_hex(&[VECTOR_HOST_FP, "zz"]).unwrap_err();
-    assert_eq!(
-        err,
-        "entry 1: \"zz\" is not a certificate fingerprint (64 hex digits)"
-    );
+    assert_eq!(err, "entry 1: \"zz\" is not a certificate fingerprint (64 hex digits)");
 }

@@ -60,12 +60,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let cert = Certificate::sign(&details, key.signing_key())?;
     files::write_new(&a.out_key, key.to_pem().as_bytes(), SECRET_MODE, "CA key")?;
-    files::write_new(
-        &a.out_crt,
-        cert.to_pem().as_bytes(),
-        SECRET_MODE,
-        "CA certificate",
-    )?;
+    files::write_new(&a.out_crt, cert.to_pem().as_bytes(), SECRET_MODE, "CA certificate")?;
     eprintln!(
         "wrote CA certificate {} (fingerprint {}, valid until {}) and CA key {}; keep the key offline",
         a.out_crt.display(),

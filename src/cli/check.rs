@@ -70,8 +70,7 @@ impl Pki {
             (Some(ca), Some(cert), Some(key)) => (ca, cert, key),
             _ => return Err(anyhow!("pki.ca, pki.cert and pki.key are required")), // validate() ensures them
         };
-        let pool = CaPool::from_pem(&read(loaded, "pki.ca", ca)?)
-            .map_err(|e| field_err(loaded, "pki.ca", e))?;
+        let pool = CaPool::from_pem(&read(loaded, "pki.ca", ca)?).map_err(|e| field_err(loaded, "pki.ca", e))?;
         for expired in pool.expired(now) {
             warnings.push(format!(
                 "{}: pki.ca: CA {} expired at {}; certificates it signed no longer verify",
@@ -80,8 +79,8 @@ impl Pki {
                 expired.details().not_after
             ));
         }
-        let cert = Certificate::from_pem(&read(loaded, "pki.cert", cert)?)
-            .map_err(|e| field_err(loaded, "pki.cert", e))?;
+        let cert =
+            Certificate::from_pem(&read(loaded, "pki.cert", cert)?).map_err(|e| field_err(loaded, "pki.cert", e))?;
 
         if let PemSource::Path(p) = key {
             warnings.extend(mode_warning(loaded, "pki.key", p));
@@ -89,8 +88,8 @@ impl Pki {
             // Inline keys live in the config file, which then deserves the key's protection.
             warnings.extend(mode_warning(loaded, "pki.key", &loaded.origin("pki.key")));
         }
-        let secret = HostSecret::from_pem(&read(loaded, "pki.key", key)?)
-            .map_err(|e| field_err(loaded, "pki.key", e))?;
+        let secret =
+            HostSecret::from_pem(&read(loaded, "pki.key", key)?).map_err(|e| field_err(loaded, "pki.key", e))?;
         if secret.public().0 != cert.details().public_key {
             return Err(field_err(
                 loaded,
@@ -103,16 +102,12 @@ impl Pki {
             ));
         }
 
-        let blocklist = Blocklist::from_hex(&pki.blocklist)
-            .map_err(|e| field_err(loaded, "pki.blocklist", e))?;
-        let verified = pool
-            .verify(&cert, now, &blocklist)
-            .map_err(|e| field_err(loaded, "pki.cert", e))?;
+        let blocklist = Blocklist::from_hex(&pki.blocklist).map_err(|e| field_err(loaded, "pki.blocklist", e))?;
+        let verified = pool.verify(&cert, now, &blocklist).map_err(|e| field_err(loaded, "pki.cert", e))?;
         // An expired certificate stops the node; an expired CA stops the whole mesh. Say so early.
-        for (field, what, c, notice) in [
-            ("pki.cert", "certificate", &cert, CERT_NOTICE),
-            ("pki.ca", "CA", verified.ca().as_ref(), CA_NOTICE),
-        ] {
+        for (field, what, c, notice) in
+            [("pki.cert", "certificate", &cert, CERT_NOTICE), ("pki.ca", "CA", verified.ca().as_ref(), CA_NOTICE)]
+        {
             let left = c.details().not_after.seconds() - now.seconds();
             if left < notice {
                 warnings.push(format!(
@@ -124,11 +119,7 @@ impl Pki {
                 ));
             }
         }
-        Ok(Pki {
-            pool,
-            cert,
-            warnings,
-        })
+        Ok(Pki { pool, cert, warnings })
     }
 }
 
@@ -150,8 +141,7 @@ fn field_err(loaded: &LoadedConfig, field: &str, reason: impl std::fmt::Display)
 }
 
 fn read(loaded: &LoadedConfig, field: &str, src: &PemSource) -> Result<Vec<u8>> {
-    src.read()
-        .map_err(|e| field_err(loaded, field, format!("reading {}: {e}", src.describe())))
+    src.read().map_err(|e| field_err(loaded, field, format!("reading {}: {e}", src.describe())))
 }
 
 /// Keys must be readable by the owner only, as `nebula-cert` and `cos-mesh sign` write them.

@@ -121,28 +121,14 @@ fn run_lint(a: LintArgs) -> Result<ExitCode> {
                 .collect()
         }
     };
-    let findings: Vec<lint::Finding> = a
-        .files
-        .iter()
-        .flat_map(|f| lint::lint_file(f, &cas))
-        .collect();
-    let errors = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
+    let findings: Vec<lint::Finding> = a.files.iter().flat_map(|f| lint::lint_file(f, &cas)).collect();
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     let warnings = findings.len() - errors;
     match a.format {
-        Format::Json => println!(
-            "{}",
-            json!({ "findings": findings, "errors": errors, "warnings": warnings })
-        ),
+        Format::Json => println!("{}", json!({ "findings": findings, "errors": errors, "warnings": warnings })),
         Format::Text => {
             for f in &findings {
-                let sev = if f.severity == Severity::Error {
-                    "error"
-                } else {
-                    "warning"
-                };
+                let sev = if f.severity == Severity::Error { "error" } else { "warning" };
                 println!("{}:{}: {sev}[{}]: {}", f.file, f.line, f.check, f.message);
             }
             if !findings.is_empty() {
@@ -151,20 +137,13 @@ fn run_lint(a: LintArgs) -> Result<ExitCode> {
         }
     }
     let failed = errors > 0 || (a.strict && warnings > 0);
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn run_explain(a: ExplainArgs) -> Result<ExitCode> {
     let (proto, port, fragment) = parse_port_proto(&a.port)?;
     let peer = explain_peer(&a)?;
-    let remote_ip = a
-        .peer_ip
-        .or(peer.vpn_ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 2)));
+    let remote_ip = a.peer_ip.or(peer.vpn_ip()).unwrap_or(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 2)));
     let cfg = load_config_or_rules(&a.config)?;
     let fw = Firewall::compile(&cfg, &[])?;
     let direction = match a.direction {
@@ -192,23 +171,11 @@ fn run_explain(a: ExplainArgs) -> Result<ExitCode> {
         (None, crate::firewall::Action::Drop) => "drop",
         (None, crate::firewall::Action::Reject) => "reject",
     };
-    let packet = format!(
-        "{} {}{}",
-        direction.as_str(),
-        a.port,
-        if fragment {
-            " (non-first fragment)"
-        } else {
-            ""
-        }
-    );
-    let who = format!(
-        "{} (groups: {}, ip {remote_ip})",
-        peer.name,
-        peer.groups().join(",")
-    );
+    let packet = format!("{} {}{}", direction.as_str(), a.port, if fragment { " (non-first fragment)" } else { "" });
+    let who = format!("{} (groups: {}, ip {remote_ip})", peer.name, peer.groups().join(","));
     if a.json {
-        let rule_json = rule.map(|r| json!({ "file": r.origin.file.as_ref(), "line": r.origin.line, "rule": r.to_string() }));
+        let rule_json =
+            rule.map(|r| json!({ "file": r.origin.file.as_ref(), "line": r.origin.line, "rule": r.to_string() }));
         println!(
             "{}",
             json!({ "verdict": verdict, "rule": rule_json, "direction": direction.as_str(), "packet": a.port, "peer": { "name": peer.name, "groups": peer.groups(), "ip": remote_ip.to_string(), "ca_name": peer.ca_name } })
@@ -223,18 +190,10 @@ fn run_explain(a: ExplainArgs) -> Result<ExitCode> {
                 direction.as_str()
             ),
         }
-        let from_to = if direction == Direction::Inbound {
-            "from"
-        } else {
-            "to"
-        };
+        let from_to = if direction == Direction::Inbound { "from" } else { "to" };
         println!("  packet: {packet} {from_to} {who}");
     }
-    Ok(if rule.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if rule.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `4646/tcp`, `25417/udp`, `fragment/udp`, `icmp` (or `0/icmp`).
@@ -251,9 +210,8 @@ fn parse_port_proto(s: &str) -> Result<(u8, u16, bool)> {
     if port.eq_ignore_ascii_case("fragment") {
         return Ok((proto, 0, true));
     }
-    let n: u16 = port
-        .parse()
-        .map_err(|_| anyhow!("--port {s}: {port:?} is not a port number (write e.g. 4646/tcp)"))?;
+    let n: u16 =
+        port.parse().map_err(|_| anyhow!("--port {s}: {port:?} is not a port number (write e.g. 4646/tcp)"))?;
     if n == 0 && proto != PROTO_ICMP {
         bail!("--port {s}: port must be 1-65535");
     }
@@ -262,20 +220,9 @@ fn parse_port_proto(s: &str) -> Result<(u8, u16, bool)> {
 
 fn explain_peer(a: &ExplainArgs) -> Result<PeerIdentity> {
     let Some(path) = &a.peer_cert else {
-        let groups = a
-            .peer_groups
-            .iter()
-            .map(|g| g.trim())
-            .filter(|g| !g.is_empty());
+        let groups = a.peer_groups.iter().map(|g| g.trim()).filter(|g| !g.is_empty());
         let ips = a.peer_ip.into_iter().collect();
-        return Ok(PeerIdentity::new(
-            a.peer_name.clone(),
-            groups,
-            ips,
-            vec![],
-            "",
-            Fingerprint([0; 32]),
-        ));
+        return Ok(PeerIdentity::new(a.peer_name.clone(), groups, ips, vec![], "", Fingerprint([0; 32])));
     };
     let cert = Certificate::from_pem(&files::read(path, "peer certificate")?)
         .with_context(|| format!("parsing peer certificate {}", path.display()))?;
@@ -288,13 +235,7 @@ fn explain_peer(a: &ExplainArgs) -> Result<PeerIdentity> {
                 .with_context(|| format!("reading CA bundle {}", ca.display()))?;
             pool.get(&issuer)
                 .map(|c| c.name().to_string())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "{}: issuer {issuer} is not in {}",
-                        path.display(),
-                        ca.display()
-                    )
-                })?
+                .ok_or_else(|| anyhow!("{}: issuer {issuer} is not in {}", path.display(), ca.display()))?
         }
     };
     Ok(PeerIdentity::new(

@@ -19,17 +19,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     files::ensure_absent(&[(&a.out_key, "private key"), (&a.out_pub, "public key")])?;
     let key = HostSecret::generate();
-    files::write_new(
-        &a.out_key,
-        key.to_pem().as_bytes(),
-        SECRET_MODE,
-        "private key",
-    )?;
-    files::write_new(
-        &a.out_pub,
-        key.public().to_pem().as_bytes(),
-        SECRET_MODE,
-        "public key",
-    )?;
+    files::write_new(&a.out_key, key.to_pem().as_bytes(), SECRET_MODE, "private key")?;
+    files::write_new(&a.out_pub, key.public().to_pem().as_bytes(), SECRET_MODE, "public key")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -75,22 +75,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// clap value parser: an IPv4 address with prefix (`100.64.0.1/10`). v1 certificates are IPv4 only.
 fn parse_ipv4_net(s: &str) -> Result<Ipv4Net, String> {
     if s.contains(':') {
-        return Err(format!(
-            "{s}: Nebula v1 certificates carry IPv4 networks only"
-        ));
+        return Err(format!("{s}: Nebula v1 certificates carry IPv4 networks only"));
     }
-    s.parse::<Ipv4Net>().map_err(|_| {
-        format!("{s}: expected an IPv4 address with prefix length, e.g. 100.64.0.1/10")
-    })
+    s.parse::<Ipv4Net>().map_err(|_| format!("{s}: expected an IPv4 address with prefix length, e.g. 100.64.0.1/10"))
 }
 
 /// Splits comma-separated groups as nebula-cert does: trimmed, empty entries dropped.
 fn clean_groups(groups: &[String]) -> Vec<String> {
-    groups
-        .iter()
-        .map(|g| g.trim().to_string())
-        .filter(|g| !g.is_empty())
-        .collect()
+    groups.iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect()
 }
 
 fn ipv4(net: &Ipv4Net) -> Ipv4Addr {

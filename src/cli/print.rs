@@ -21,12 +21,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let Some(path) = a.file.or(a.path) else {
-        bail!("a certificate file is required")
-    };
+    let Some(path) = a.file.or(a.path) else { bail!("a certificate file is required") };
     let bytes = files::read(&path, "certificate")?;
-    let blocks =
-        armor::decode_all(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let blocks = armor::decode_all(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     for block in blocks {
         if block.label.contains("PRIVATE KEY") {
             bail!(
@@ -36,8 +33,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 block.label
             );
         }
-        let cert = Certificate::from_block(&block)
-            .with_context(|| format!("{} line {}", path.display(), block.line))?;
+        let cert =
+            Certificate::from_block(&block).with_context(|| format!("{} line {}", path.display(), block.line))?;
         if a.json {
             println!("{}", cert.to_json());
         } else {

@@ -59,27 +59,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("{} is not a CA certificate", a.ca_crt.display());
     }
     if ca_key.public() != ca_cert.details().public_key {
-        bail!(
-            "CA key {} does not match CA certificate {}",
-            a.ca_key.display(),
-            a.ca_crt.display()
-        );
+        bail!("CA key {} does not match CA certificate {}", a.ca_key.display(), a.ca_crt.display());
     }
     let now = UnixTime::now();
     if ca_cert.is_expired(now) {
-        bail!(
-            "ca certificate is expired: {} expired at {}",
-            ca_cert.name(),
-            ca_cert.details().not_after
-        );
+        bail!("ca certificate is expired: {} expired at {}", ca_cert.name(), ca_cert.details().not_after);
     }
 
-    let out_crt = a
-        .out_crt
-        .unwrap_or_else(|| PathBuf::from(format!("{}.crt", a.name)));
-    let out_key = a
-        .out_key
-        .unwrap_or_else(|| PathBuf::from(format!("{}.key", a.name)));
+    let out_crt = a.out_crt.unwrap_or_else(|| PathBuf::from(format!("{}.crt", a.name)));
+    let out_key = a.out_key.unwrap_or_else(|| PathBuf::from(format!("{}.key", a.name)));
     let (public, secret) = match &a.in_pub {
         Some(p) => {
             let public = HostPublic::from_pem(&files::read(p, "public key")?)
@@ -117,23 +105,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     // Self-check: what we hand out must verify exactly as a peer will verify it.
     let mut pool = CaPool::default();
     pool.add(ca_cert)?;
-    pool.verify(&cert, now, &Blocklist::default())
-        .context("the new certificate failed verification")?;
+    pool.verify(&cert, now, &Blocklist::default()).context("the new certificate failed verification")?;
 
     if let Some(secret) = secret {
-        files::write_new(
-            &out_key,
-            secret.to_pem().as_bytes(),
-            SECRET_MODE,
-            "private key",
-        )?;
+        files::write_new(&out_key, secret.to_pem().as_bytes(), SECRET_MODE, "private key")?;
     }
-    files::write_new(
-        &out_crt,
-        cert.to_pem().as_bytes(),
-        SECRET_MODE,
-        "certificate",
-    )?;
+    files::write_new(&out_crt, cert.to_pem().as_bytes(), SECRET_MODE, "certificate")?;
     eprintln!(
         "signed {} ({}, groups [{}]) valid until {}: {}",
         details.name,

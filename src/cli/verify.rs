@@ -26,8 +26,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .with_context(|| format!("error while adding ca cert to pool from {}", a.ca.display()))?;
     let cert = Certificate::from_pem(&files::read(&a.crt, "certificate")?)
         .with_context(|| format!("parsing certificate {}", a.crt.display()))?;
-    let blocklist =
-        Blocklist::from_hex(&a.blocklist).map_err(|e| anyhow::anyhow!("--blocklist {e}"))?;
+    let blocklist = Blocklist::from_hex(&a.blocklist).map_err(|e| anyhow::anyhow!("--blocklist {e}"))?;
     pool.verify(&cert, UnixTime::now(), &blocklist)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,43 +11,16 @@ use super::Warning;
 /// Dotted key path → why it is ignored. Every entry is declared as `Unimplemented` in
 /// [`super::schema`] (a unit test keeps the two in step).
 pub const UNIMPLEMENTED: &[(&str, &str)] = &[
-    (
-        "cipher",
-        "WireGuard's cipher is fixed (ChaCha20-Poly1305); cipher is ignored",
-    ),
-    (
-        "sshd",
-        "the debug SSH server is not implemented; sshd is ignored",
-    ),
-    (
-        "routines",
-        "multiple routines are not implemented yet; one reader per direction is used",
-    ),
-    (
-        "preferred_ranges",
-        "not implemented yet; all candidate addresses are tried",
-    ),
-    (
-        "timers",
-        "not implemented; cos-mesh's timers follow WireGuard's",
-    ),
-    (
-        "local_range",
-        "not implemented yet (deprecated in Nebula for preferred_ranges)",
-    ),
-    (
-        "tunnels",
-        "tunnel inactivity handling is not implemented yet",
-    ),
-    (
-        "static_map",
-        "DNS re-resolution settings are not implemented yet",
-    ),
+    ("cipher", "WireGuard's cipher is fixed (ChaCha20-Poly1305); cipher is ignored"),
+    ("sshd", "the debug SSH server is not implemented; sshd is ignored"),
+    ("routines", "multiple routines are not implemented yet; one reader per direction is used"),
+    ("preferred_ranges", "not implemented yet; all candidate addresses are tried"),
+    ("timers", "not implemented; cos-mesh's timers follow WireGuard's"),
+    ("local_range", "not implemented yet (deprecated in Nebula for preferred_ranges)"),
+    ("tunnels", "tunnel inactivity handling is not implemented yet"),
+    ("static_map", "DNS re-resolution settings are not implemented yet"),
     ("default_local_cidr_any", "not implemented"),
-    (
-        "pki.initiating_version",
-        "only Nebula v1 certificates are supported",
-    ),
+    ("pki.initiating_version", "only Nebula v1 certificates are supported"),
     ("lighthouse.remote_allow_ranges", "not implemented yet"),
     ("lighthouse.calculated_remotes", "not implemented yet"),
     ("listen.send_recv_error", "not implemented yet"),
@@ -82,11 +55,7 @@ pub fn warnings(file: &Path, doc: &Value) -> Vec<Warning> {
     UNIMPLEMENTED
         .iter()
         .filter(|(path, _)| lookup(doc, path).is_some())
-        .map(|(path, why)| Warning {
-            file: file.to_path_buf(),
-            key: (*path).to_string(),
-            message: (*why).to_string(),
-        })
+        .map(|(path, why)| Warning { file: file.to_path_buf(), key: (*path).to_string(), message: (*why).to_string() })
         .collect()
 }
 
@@ -111,11 +80,7 @@ mod tests {
                 yaml.push_str(&format!("{}{p}:{value}\n", "  ".repeat(depth)));
             }
             let parsed: Result<Config, _> = serde_saphyr::from_str(&yaml);
-            assert!(
-                parsed.is_ok(),
-                "{path} is not declared in the schema: {:?}",
-                parsed.err()
-            );
+            assert!(parsed.is_ok(), "{path} is not declared in the schema: {:?}", parsed.err());
             let doc: Value = serde_saphyr::from_str(&yaml).unwrap();
             let w = warnings(Path::new("c.yml"), &doc);
             assert_eq!(w.len(), 1, "{path}");

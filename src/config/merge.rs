@@ -52,20 +52,10 @@ impl Merged {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
-    }
+    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
 }
 
-fn merge_into(
-    dst: &mut Value,
-    src: Value,
-    path: &str,
-    file: &Path,
-    origins: &mut BTreeMap<String, PathBuf>,
-) {
+fn merge_into(dst: &mut Value, src: Value, path: &str, file: &Path, origins: &mut BTreeMap<String, PathBuf>) {
     match (dst, src) {
         (Value::Object(d), Value::Object(s)) => {
             for (k, v) in s {
@@ -88,9 +78,7 @@ fn merge_into(
         }
         (d, s) => {
             origins.retain(|k, _| {
-                !(k == path
-                    || k.starts_with(&format!("{path}."))
-                    || k.starts_with(&format!("{path}[")))
+                !(k == path || k.starts_with(&format!("{path}.")) || k.starts_with(&format!("{path}[")))
             });
             record(&s, path, file, origins);
             *d = s;
@@ -102,13 +90,8 @@ fn merge_into(
 fn record(v: &Value, path: &str, file: &Path, origins: &mut BTreeMap<String, PathBuf>) {
     origins.insert(path.to_string(), file.to_path_buf());
     match v {
-        Value::Object(m) => m
-            .iter()
-            .for_each(|(k, v)| record(v, &join(path, k), file, origins)),
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .for_each(|(i, v)| record(v, &format!("{path}[{i}]"), file, origins)),
+        Value::Object(m) => m.iter().for_each(|(k, v)| record(v, &join(path, k), file, origins)),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| record(v, &format!("{path}[{i}]"), file, origins)),
         _ => {}
     }
 }

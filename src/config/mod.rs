@@ -15,6 +15,7 @@ mod compat;
 mod merge;
 pub mod schema;
 mod validate;
+mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -73,29 +74,17 @@ impl fmt::Display for Warning {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("reading config {}: {error}", path.display())]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config {} is larger than {MAX_FILE} bytes", path.display())]
     TooLarge { path: PathBuf },
     #[error("config directory {} holds no *.yml or *.yaml file", path.display())]
     EmptyDir { path: PathBuf },
     /// YAML that does not fit the schema: a syntax error, an unknown key, a bad value.
     #[error("{}:{line}:{column}: {message}", file.display())]
-    Parse {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Parse { file: PathBuf, line: usize, column: usize, message: String },
     /// A value that parsed but is not acceptable.
     #[error("{}: {field}: {reason}", file.display())]
-    Invalid {
-        file: PathBuf,
-        field: String,
-        reason: String,
-    },
+    Invalid { file: PathBuf, field: String, reason: String },
 }
 
 impl Config {
@@ -109,8 +98,7 @@ impl Config {
             // Typed parse of each file alone: every section defaults, so a partial file is
             // complete, and errors carry this file's line numbers.
             serde_saphyr::from_str::<Config>(&text).map_err(|e| parse_error(file, &e))?;
-            let doc: serde_json::Value =
-                serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
+            let doc: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
             warnings.extend(compat::warnings(file, &doc));
             merged.add(file, doc);
         }
@@ -125,21 +113,13 @@ impl Config {
             })?
         };
         validate::validate(&config, &|field| merged.origin(field), &mut warnings)?;
-        Ok(LoadedConfig {
-            config,
-            warnings,
-            files,
-            origins: merged,
-        })
+        Ok(LoadedConfig { config, warnings, files, origins: merged })
     }
 }
 
 /// The files `path` stands for, in merge order.
 fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let read_err = |error| ConfigError::Read {
-        path: path.to_path_buf(),
-        error,
-    };
+    let read_err = |error| ConfigError::Read { path: path.to_path_buf(), error };
     if !path.metadata().map_err(read_err)?.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -152,9 +132,7 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         }
     }
     if files.is_empty() {
-        return Err(ConfigError::EmptyDir {
-            path: path.to_path_buf(),
-        });
+        return Err(ConfigError::EmptyDir { path: path.to_path_buf() });
     }
     files.sort();
     Ok(files)
@@ -162,37 +140,22 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 fn read_text(file: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
-    let read_err = |error| ConfigError::Read {
-        path: file.to_path_buf(),
-        error,
-    };
+    let read_err = |error| ConfigError::Read { path: file.to_path_buf(), error };
     let f = std::fs::File::open(file).map_err(read_err)?;
     let mut text = String::new();
-    f.take(MAX_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(read_err)?;
+    f.take(MAX_FILE + 1).read_to_string(&mut text).map_err(read_err)?;
     if text.len() as u64 > MAX_FILE {
-        return Err(ConfigError::TooLarge {
-            path: file.to_path_buf(),
-        });
+        return Err(ConfigError::TooLarge { path: file.to_path_buf() });
     }
     Ok(text)
 }
 
 fn parse_error(file: &Path, e: &serde_saphyr::Error) -> ConfigError {
-    let (line, column) = e
-        .location()
-        .map(|l| (l.line() as usize, l.column() as usize))
-        .unwrap_or((0, 0));
+    let (line, column) = e.location().map(|l| (l.line() as usize, l.column() as usize)).unwrap_or((0, 0));
     let full = e.without_snippet().to_string();
     let suffix = format!(" at line {line}, column {column}");
     let message = operator_words(full.strip_suffix(&suffix).unwrap_or(&full));
-    ConfigError::Parse {
-        file: file.to_path_buf(),
-        line,
-        column,
-        message,
-    }
+    ConfigError::Parse { file: file.to_path_buf(), line, column, message }
 }
 
 /// The parser's advice is for programmers (`set DuplicateKeyPolicy in Options`); say what is

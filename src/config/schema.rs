@@ -5,14 +5,14 @@
 //! [`super::compat`] can warn about them.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Deserializer, de};
+
+pub use super::values::{GoDuration, OverlayIp, PemSource, Underlay, UnderlayHost};
 
 /// The `firewall` section. Replaced at merge by `crate::firewall::FirewallConfig`, which the
 /// firewall module defines; until then the section is accepted whole and not interpreted.
@@ -100,159 +100,6 @@ impl Default for Pki {
     }
 }
 
-/// Where a PEM item comes from: Nebula accepts a file path or the PEM text itself. A relative
-/// path is taken from the working directory, as Nebula does (`/` under systemd), so configs
-/// should use absolute paths.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PemSource {
-    Path(PathBuf),
-    Inline(String),
-}
-
-impl PemSource {
-    /// The PEM bytes: the file's contents or the inline text.
-    pub fn read(&self) -> std::io::Result<Vec<u8>> {
-        match self {
-            PemSource::Path(p) => std::fs::read(p),
-            PemSource::Inline(s) => Ok(s.as_bytes().to_vec()),
-        }
-    }
-
-    /// What to call it in a message: the path, or "inline PEM".
-    pub fn describe(&self) -> String {
-        match self {
-            PemSource::Path(p) => p.display().to_string(),
-            PemSource::Inline(_) => "inline PEM".to_string(),
-        }
-    }
-}
-
-/// Never prints inline PEM: `pki.key` may hold a private key.
-impl fmt::Debug for PemSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PemSource::Path(p) => write!(f, "Path({})", p.display()),
-            PemSource::Inline(s) => write!(f, "Inline(<{} bytes>)", s.len()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PemSource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.contains("-----BEGIN") {
-            Ok(PemSource::Inline(s))
-        } else if s.trim().is_empty() {
-            Err(de::Error::custom(
-                "expected a file path or inline PEM, found an empty string",
-            ))
-        } else {
-            Ok(PemSource::Path(PathBuf::from(s)))
-        }
-    }
-}
-
-/// A `static_host_map` key: an overlay IPv4 address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OverlayIp(pub Ipv4Addr);
-
-impl<'de> Deserialize<'de> for OverlayIp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.trim().parse::<Ipv4Addr>().map(OverlayIp).map_err(|_| {
-            de::Error::custom(format!(
-                "static_host_map key {s:?} is not an overlay IPv4 address (e.g. \"100.64.0.1\")"
-            ))
-        })
-    }
-}
-
-/// The host part of an underlay address: an IP, or a DNS name the daemon resolves (and
-/// re-resolves) itself.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum UnderlayHost {
-    Ip(IpAddr),
-    Dns(String),
-}
-
-/// An underlay `host:port` (`198.18.0.1:4242`, `[2001:db8::1]:4242`, `lighthouse.example:4242`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Underlay {
-    pub host: UnderlayHost,
-    pub port: u16,
-}
-
-impl FromStr for Underlay {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| {
-            format!(
-                "{s:?} is not an underlay address: {why} (expected host:port, e.g. 198.18.0.1:4242)"
-            )
-        };
-        let (host, port) = s.trim().rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| bad("the port is not a number 1-65535"))?;
-        if port == 0 {
-            return Err(bad("port 0"));
-        }
-        let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            UnderlayHost::Ip(IpAddr::V6(v6.parse().map_err(|_| bad("bad IPv6 address"))?))
-        } else if let Ok(ip) = host.parse::<Ipv4Addr>() {
-            UnderlayHost::Ip(IpAddr::V4(ip))
-        } else if is_dns_name(host) {
-            UnderlayHost::Dns(host.to_string())
-        } else {
-            return Err(bad("the host is neither an IP address nor a DNS name"));
-        };
-        Ok(Underlay { host, port })
-    }
-}
-
-impl fmt::Display for Underlay {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.host {
-            UnderlayHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
-            UnderlayHost::Ip(ip) => write!(f, "{ip}:{}", self.port),
-            UnderlayHost::Dns(name) => write!(f, "{name}:{}", self.port),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Underlay {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(de::Error::custom)
-    }
-}
-
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-        // A dotted all-numeric string that failed to parse as IPv4 is a typo, not a name.
-        && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-}
-
-/// A Go duration string (`100ms`, `1s`, `1h30m`), as Nebula writes timers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct GoDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for GoDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::duration::parse(&s)
-            .map(GoDuration)
-            .map_err(de::Error::custom)
-    }
-}
-
 /// `lighthouse`: discovery. Parsed now; acted on by the discovery issue.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -315,10 +162,7 @@ pub struct Dns {
 
 impl Default for Dns {
     fn default() -> Self {
-        Dns {
-            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 53,
-        }
+        Dns { host: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 53 }
     }
 }
 
@@ -373,19 +217,13 @@ fn dns_port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 /// A port, with an error naming the field (serde's own says only "invalid u16").
 fn port<'de, D: Deserializer<'de>>(d: D, field: &str) -> Result<u16, D::Error> {
     let n = i64::deserialize(d)?;
-    u16::try_from(n).map_err(|_| {
-        de::Error::custom(format!(
-            "{field} {n} is out of range: a UDP port is 0-65535"
-        ))
-    })
+    u16::try_from(n).map_err(|_| de::Error::custom(format!("{field} {n} is out of range: a UDP port is 0-65535")))
 }
 
 fn listen_host<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
     let s = String::deserialize(d)?;
     let bare = s.trim().trim_start_matches('[').trim_end_matches(']');
-    bare.parse().map_err(|_| {
-        de::Error::custom(format!("{s:?} is not an IP address (e.g. 0.0.0.0 or [::])"))
-    })
+    bare.parse().map_err(|_| de::Error::custom(format!("{s:?} is not an IP address (e.g. 0.0.0.0 or [::])")))
 }
 
 /// `punchy`: NAT hole punching.
@@ -426,11 +264,7 @@ pub struct Relay {
 
 impl Default for Relay {
     fn default() -> Self {
-        Relay {
-            relays: Vec::new(),
-            am_relay: false,
-            use_relays: true,
-        }
+        Relay { relays: Vec::new(), am_relay: false, use_relays: true }
     }
 }
 
@@ -565,9 +399,7 @@ pub struct Control {
 
 impl Default for Control {
     fn default() -> Self {
-        Control {
-            socket: PathBuf::from("/run/cos-mesh/control.sock"),
-        }
+        Control { socket: PathBuf::from("/run/cos-mesh/control.sock") }
     }
 }
 
@@ -614,45 +446,4 @@ pub enum StatsKind {
     Prometheus,
     /// Accepted for Nebula compatibility; warned about and not exported.
     Graphite,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn underlay_addresses() {
-        let ok = [
-            ("198.18.0.1:4242", "198.18.0.1:4242"),
-            ("[2001:db8::1]:4242", "[2001:db8::1]:4242"),
-            ("lighthouse.example.net:4242", "lighthouse.example.net:4242"),
-            (" lh1:1 ", "lh1:1"),
-        ];
-        for (input, shown) in ok {
-            assert_eq!(
-                input.parse::<Underlay>().map(|u| u.to_string()),
-                Ok(shown.to_string()),
-                "{input}"
-            );
-        }
-        for bad in [
-            "198.18.0.1",
-            "198.18.0.1:0",
-            "198.18.0.1:70000",
-            "300.1.1.1:4242",
-            "bad host:1",
-            ":4242",
-            "[::1:4242",
-        ] {
-            let err = bad.parse::<Underlay>().unwrap_err();
-            assert!(err.contains("is not an underlay address"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn pem_source_never_prints_inline_key() {
-        let s = PemSource::Inline("-----BEGIN NEBULA X25519 PRIVATE KEY-----\nSECRET\n".into());
-        assert!(!format!("{s:?}").contains("SECRET"));
-        assert_eq!(s.describe(), "inline PEM");
-    }
 }

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use super::*;
 
-const PKI: &str =
-    "pki:\n  ca: /etc/nebula/ca.crt\n  cert: /etc/nebula/host.crt\n  key: /etc/nebula/host.key\n";
+const PKI: &str = "pki:\n  ca: /etc/nebula/ca.crt\n  cert: /etc/nebula/host.crt\n  key: /etc/nebula/host.key\n";
 
 /// A config as a Nebula 1.6 operator writes it: anchors, `cipher`, `sshd`, Go durations.
 const NEBULA_STYLE: &str = r#"
@@ -95,65 +94,32 @@ fn nebula_style_config_loads_with_warnings_naming_unimplemented_keys() {
     assert_eq!(c.listen.host, "::".parse::<std::net::IpAddr>().unwrap());
     assert_eq!(c.listen.batch, 128);
     assert_eq!(c.lighthouse.hosts, vec![Ipv4Addr::new(100, 64, 0, 1)]);
-    assert_eq!(
-        c.relay.relays, c.lighthouse.hosts,
-        "the anchor *lighthouses resolves"
-    );
+    assert_eq!(c.relay.relays, c.lighthouse.hosts, "the anchor *lighthouses resolves");
     assert_eq!(c.handshakes.try_interval.0, Duration::from_millis(100));
     assert_eq!(c.lighthouse.interval, 60);
     let lh = &c.static_host_map[&OverlayIp(Ipv4Addr::new(100, 64, 0, 1))];
-    assert_eq!(
-        lh[1].host,
-        UnderlayHost::Dns("lighthouse.example.net".into())
-    );
+    assert_eq!(lh[1].host, UnderlayHost::Dns("lighthouse.example.net".into()));
     assert_eq!(c.tun.unsafe_routes[0].metric, Some(100));
     assert!(c.tun.unsafe_routes[0].install);
 
     let keys: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(keys, ["cipher", "sshd", "tun.drop_local_broadcast"]);
     let cipher = loaded.warnings[0].to_string();
-    assert!(
-        cipher.contains("config.yml: cipher: WireGuard's cipher is fixed (ChaCha20-Poly1305)"),
-        "{cipher}"
-    );
+    assert!(cipher.contains("config.yml: cipher: WireGuard's cipher is fixed (ChaCha20-Poly1305)"), "{cipher}");
 }
 
 #[test]
 fn defaults() {
     let c = load_str(PKI).unwrap().config;
-    assert_eq!(
-        (
-            c.listen.host.to_string().as_str(),
-            c.listen.port,
-            c.listen.batch
-        ),
-        ("0.0.0.0", 4242, 64)
-    );
-    assert_eq!(
-        (
-            c.tun.dev.as_str(),
-            c.tun.mtu,
-            c.tun.tx_queue,
-            c.tun.disabled
-        ),
-        ("nebula1", 1420, 500, false)
-    );
+    assert_eq!((c.listen.host.to_string().as_str(), c.listen.port, c.listen.batch), ("0.0.0.0", 4242, 64));
+    assert_eq!((c.tun.dev.as_str(), c.tun.mtu, c.tun.tx_queue, c.tun.disabled), ("nebula1", 1420, 500, false));
     assert_eq!(c.control.socket, Path::new("/run/cos-mesh/control.sock"));
     assert!(c.pki.disconnect_invalid);
     assert_eq!(c.lighthouse.interval, 10);
-    assert_eq!(
-        (c.punchy.delay.0, c.punchy.respond_delay.0),
-        (Duration::from_secs(1), Duration::from_secs(5))
-    );
-    assert_eq!(
-        (c.handshakes.try_interval.0, c.handshakes.retries),
-        (Duration::from_millis(100), 10)
-    );
+    assert_eq!((c.punchy.delay.0, c.punchy.respond_delay.0), (Duration::from_secs(1), Duration::from_secs(5)));
+    assert_eq!((c.handshakes.try_interval.0, c.handshakes.retries), (Duration::from_millis(100), 10));
     assert!(c.relay.use_relays);
-    assert_eq!(
-        (c.logging.level, c.logging.format),
-        (LogLevel::Info, LogFormat::Text)
-    );
+    assert_eq!((c.logging.level, c.logging.format), (LogLevel::Info, LogFormat::Text));
     assert_eq!(c.stats.path, "/metrics");
 }
 
@@ -161,9 +127,7 @@ fn defaults() {
 fn inline_pem_is_accepted() {
     let text = "pki:\n  ca: |\n    -----BEGIN NEBULA CERTIFICATE-----\n    AAAA\n    -----END NEBULA CERTIFICATE-----\n  cert: host.crt\n  key: host.key\n";
     let c = load_str(text).unwrap().config;
-    assert!(
-        matches!(c.pki.ca, Some(PemSource::Inline(ref s)) if s.starts_with("-----BEGIN NEBULA CERTIFICATE"))
-    );
+    assert!(matches!(c.pki.ca, Some(PemSource::Inline(ref s)) if s.starts_with("-----BEGIN NEBULA CERTIFICATE")));
     assert_eq!(c.pki.cert, Some(PemSource::Path("host.crt".into())));
 }
 
@@ -172,44 +136,24 @@ fn inline_pem_is_accepted() {
 fn parse_errors_name_line_and_key() {
     let cases: &[(&str, usize, &str)] = &[
         ("tunn:\n  mtu: 1300\n", 1, "unknown field `tunn`"),
-        (
-            "listen:\n  host: 0.0.0.0\n  portt: 4242\n",
-            3,
-            "unknown field `portt`",
-        ),
+        ("listen:\n  host: 0.0.0.0\n  portt: 4242\n", 3, "unknown field `portt`"),
         (
             "tun:\n  unsafe_routes:\n    - route: 10.0.0.0/8\n      via: 100.64.0.1\n      metrc: 5\n",
             5,
             "unknown field `metrc`",
         ),
-        (
-            "listen:\n  port: 99999\n",
-            2,
-            "listen.port 99999 is out of range: a UDP port is 0-65535",
-        ),
+        ("listen:\n  port: 99999\n", 2, "listen.port 99999 is out of range: a UDP port is 0-65535"),
         (
             "static_host_map:\n  \"fd00::1\": [\"198.18.0.1:4242\"]\n",
             2,
             "static_host_map key \"fd00::1\" is not an overlay IPv4",
         ),
-        (
-            "static_host_map:\n  \"100.64.0.1\": [\"198.18.0.1\"]\n",
-            2,
-            "is not an underlay address: no port",
-        ),
+        ("static_host_map:\n  \"100.64.0.1\": [\"198.18.0.1\"]\n", 2, "is not an underlay address: no port"),
         ("logging:\n  format: xml\n", 2, "xml"),
         ("punchy:\n  delay: 5 seconds\n", 2, "invalid duration"),
         ("tun: [1, 2\n", 1, "expected mapping"),
-        (
-            "tun:\n  mtu: 1\ntun:\n  mtu: 2\n",
-            3,
-            "duplicate mapping key: tun (a key may appear only once per map)",
-        ),
-        (
-            "tun: {}\n---\ntun: {}\n",
-            3,
-            "a config file holds one YAML document",
-        ),
+        ("tun:\n  mtu: 1\ntun:\n  mtu: 2\n", 3, "duplicate mapping key: tun (a key may appear only once per map)"),
+        ("tun: {}\n---\ntun: {}\n", 3, "a config file holds one YAML document"),
     ];
     for (body, line, needle) in cases {
         let err = load_str(&format!("{PKI}{body}")).unwrap_err();
@@ -228,90 +172,30 @@ fn parse_errors_name_line_and_key() {
 #[test]
 fn validation_errors_name_the_field() {
     let cases: &[(&str, &str, &str)] = &[
-        (
-            "tun:\n  mtu: 100\n",
-            "tun.mtu",
-            "100 is out of range 576-65475",
-        ),
+        ("tun:\n  mtu: 100\n", "tun.mtu", "100 is out of range 576-65475"),
         ("tun:\n  mtu: 70000\n", "tun.mtu", "out of range"),
-        (
-            "tun:\n  routes:\n    - {route: 100.64.1.0/24, mtu: 9}\n",
-            "tun.routes[0].mtu",
-            "out of range",
-        ),
-        (
-            "tun:\n  dev: this-name-is-too-long\n",
-            "tun.dev",
-            "not a Linux interface name",
-        ),
-        (
-            "tun:\n  dev: \"a/b\"\n",
-            "tun.dev",
-            "not a Linux interface name",
-        ),
-        (
-            "listen:\n  batch: 0\n",
-            "listen.batch",
-            "out of range 1-1024",
-        ),
-        (
-            "lighthouse:\n  hosts: [\"100.64.0.9\"]\n",
-            "lighthouse.hosts[0]",
-            "100.64.0.9 is not in static_host_map",
-        ),
-        (
-            "lighthouse:\n  interval: 0\n",
-            "lighthouse.interval",
-            "at least 1",
-        ),
+        ("tun:\n  routes:\n    - {route: 100.64.1.0/24, mtu: 9}\n", "tun.routes[0].mtu", "out of range"),
+        ("tun:\n  dev: this-name-is-too-long\n", "tun.dev", "not a Linux interface name"),
+        ("tun:\n  dev: \"a/b\"\n", "tun.dev", "not a Linux interface name"),
+        ("listen:\n  batch: 0\n", "listen.batch", "out of range 1-1024"),
+        ("lighthouse:\n  hosts: [\"100.64.0.9\"]\n", "lighthouse.hosts[0]", "100.64.0.9 is not in static_host_map"),
+        ("lighthouse:\n  interval: 0\n", "lighthouse.interval", "at least 1"),
         (
             "lighthouse:\n  local_allow_list:\n    \"not-a-cidr\": true\n",
             "lighthouse.local_allow_list.not-a-cidr",
             "not a CIDR",
         ),
-        (
-            "static_host_map:\n  \"100.64.0.1\": []\n",
-            "static_host_map.100.64.0.1",
-            "no underlay address",
-        ),
-        (
-            "handshakes:\n  retries: 0\n",
-            "handshakes.retries",
-            "at least 1",
-        ),
-        (
-            "control:\n  socket: relative.sock\n",
-            "control.socket",
-            "not an absolute path",
-        ),
-        (
-            "stats:\n  type: prometheus\n",
-            "stats.listen",
-            "is required",
-        ),
-        (
-            "stats:\n  type: prometheus\n  listen: nope\n",
-            "stats.listen",
-            "not an IP:port",
-        ),
-        (
-            "stats:\n  type: prometheus\n  listen: \":8080\"\n  path: metrics\n",
-            "stats.path",
-            "must start with '/'",
-        ),
-        (
-            "pki:\n  ca: a\n  cert: b\n  key: c\n  blocklist: [\"abc\"]\n",
-            "pki.blocklist",
-            "entry 0",
-        ),
+        ("static_host_map:\n  \"100.64.0.1\": []\n", "static_host_map.100.64.0.1", "no underlay address"),
+        ("handshakes:\n  retries: 0\n", "handshakes.retries", "at least 1"),
+        ("control:\n  socket: relative.sock\n", "control.socket", "not an absolute path"),
+        ("stats:\n  type: prometheus\n", "stats.listen", "is required"),
+        ("stats:\n  type: prometheus\n  listen: nope\n", "stats.listen", "not an IP:port"),
+        ("stats:\n  type: prometheus\n  listen: \":8080\"\n  path: metrics\n", "stats.path", "must start with '/'"),
+        ("pki:\n  ca: a\n  cert: b\n  key: c\n  blocklist: [\"abc\"]\n", "pki.blocklist", "entry 0"),
     ];
     for (body, field, needle) in cases {
         // A case about `pki` carries its own whole section (YAML forbids a duplicate key).
-        let text = if body.starts_with("pki:") {
-            body.to_string()
-        } else {
-            format!("{PKI}{body}")
-        };
+        let text = if body.starts_with("pki:") { body.to_string() } else { format!("{PKI}{body}") };
         let err = load_str(&text).unwrap_err();
         let msg = err.to_string();
         match &err {
@@ -324,19 +208,12 @@ fn validation_errors_name_the_field() {
         assert!(msg.contains(needle), "{body:?}: {msg} lacks {needle:?}");
     }
     let err = load_str("tun:\n  mtu: 1300\n").unwrap_err();
-    assert!(
-        err.to_string()
-            .ends_with("config.yml: pki.ca: is required (a file path or inline PEM)"),
-        "{err}"
-    );
+    assert!(err.to_string().ends_with("config.yml: pki.ca: is required (a file path or inline PEM)"), "{err}");
 }
 
 #[test]
 fn lighthouse_may_omit_hosts_and_warns_when_listing_them() {
-    let loaded = load_str(&format!(
-        "{PKI}lighthouse:\n  am_lighthouse: true\n  hosts: [\"100.64.0.9\"]\n"
-    ))
-    .unwrap();
+    let loaded = load_str(&format!("{PKI}lighthouse:\n  am_lighthouse: true\n  hosts: [\"100.64.0.9\"]\n")).unwrap();
     assert_eq!(loaded.warnings.len(), 1);
     assert_eq!(loaded.warnings[0].key, "lighthouse.hosts");
 }
@@ -344,28 +221,13 @@ fn lighthouse_may_omit_hosts_and_warns_when_listing_them() {
 #[test]
 fn directory_merges_in_name_order_and_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "20-tun.yaml",
-        "tun:\n  mtu: 1300\ncipher: aes\n",
-    );
-    write(
-        dir.path(),
-        "10-base.yml",
-        &format!("{PKI}tun:\n  mtu: 1400\n  dev: mesh0\n"),
-    );
+    write(dir.path(), "20-tun.yaml", "tun:\n  mtu: 1300\ncipher: aes\n");
+    write(dir.path(), "10-base.yml", &format!("{PKI}tun:\n  mtu: 1400\n  dev: mesh0\n"));
     write(dir.path(), "README.md", "not yaml: [");
     let loaded = Config::load(dir.path()).unwrap();
-    let names: Vec<_> = loaded
-        .files
-        .iter()
-        .map(|f| f.file_name().unwrap().to_str().unwrap())
-        .collect();
+    let names: Vec<_> = loaded.files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
     assert_eq!(names, ["10-base.yml", "20-tun.yaml"]);
-    assert_eq!(
-        (loaded.config.tun.mtu, loaded.config.tun.dev.as_str()),
-        (1300, "mesh0")
-    );
+    assert_eq!((loaded.config.tun.mtu, loaded.config.tun.dev.as_str()), (1300, "mesh0"));
     assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0].file.ends_with("20-tun.yaml"));
     assert!(loaded.origin("pki.key").ends_with("10-base.yml"));
@@ -380,34 +242,18 @@ fn directory_merges_in_name_order_and_errors_name_the_file() {
     // An unknown key carries that file's line.
     write(dir.path(), "30-bad.yaml", "# comment\nlisten:\n  prot: 1\n");
     let err = Config::load(dir.path()).unwrap_err().to_string();
-    assert!(
-        err.contains("30-bad.yaml:3:3: unknown field `prot`"),
-        "{err}"
-    );
+    assert!(err.contains("30-bad.yaml:3:3: unknown field `prot`"), "{err}");
 
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        Config::load(empty.path()),
-        Err(ConfigError::EmptyDir { .. })
-    ));
-    assert!(
-        Config::load(&empty.path().join("missing.yml"))
-            .unwrap_err()
-            .to_string()
-            .starts_with("reading config ")
-    );
+    assert!(matches!(Config::load(empty.path()), Err(ConfigError::EmptyDir { .. })));
+    assert!(Config::load(&empty.path().join("missing.yml")).unwrap_err().to_string().starts_with("reading config "));
 }
 
 #[test]
 fn overlay_membership_is_checked_against_the_certificate_network() {
     let loaded = load_str(NEBULA_STYLE).unwrap();
-    loaded
-        .check_overlay("100.64.0.11/10".parse().unwrap())
-        .unwrap();
-    let err = loaded
-        .check_overlay("10.42.0.11/16".parse().unwrap())
-        .unwrap_err()
-        .to_string();
+    loaded.check_overlay("100.64.0.11/10".parse().unwrap()).unwrap();
+    let err = loaded.check_overlay("10.42.0.11/16".parse().unwrap()).unwrap_err().to_string();
     assert!(err.ends_with("config.yml: static_host_map.100.64.0.1: 100.64.0.1 is outside the overlay network 10.42.0.0/16 (from this node's certificate)"), "{err}");
 }
 
@@ -417,14 +263,8 @@ fn empty_keys_mean_empty_as_in_nebula() {
         "{PKI}  blocklist:\ntun:\n  routes:\n  unsafe_routes:\nlighthouse:\nstatic_host_map:\nrelay:\n  relays:\n"
     );
     let c = load_str(&text).unwrap().config;
-    assert!(
-        c.tun.routes.is_empty() && c.tun.unsafe_routes.is_empty() && c.static_host_map.is_empty()
-    );
-    assert_eq!(
-        (c.tun.mtu, c.lighthouse.interval),
-        (1420, 10),
-        "a null section keeps its defaults"
-    );
+    assert!(c.tun.routes.is_empty() && c.tun.unsafe_routes.is_empty() && c.static_host_map.is_empty());
+    assert_eq!((c.tun.mtu, c.lighthouse.interval), (1420, 10), "a null section keeps its defaults");
 }
 
 #[test]
@@ -433,7 +273,5 @@ fn shipped_example_config_loads_without_warnings() {
     let loaded = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     assert_eq!(loaded.config.tun.mtu, 1420);
-    loaded
-        .check_overlay("100.64.0.11/10".parse().unwrap())
-        .unwrap();
+    loaded.check_overlay("100.64.0.11/10".parse().unwrap()).unwrap();
 }

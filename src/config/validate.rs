@@ -21,44 +21,24 @@ pub const MAX_BATCH: usize = 1024;
 type Origin<'a> = &'a dyn Fn(&str) -> PathBuf;
 
 /// Checks everything that can be checked without the certificate or the network.
-pub(super) fn validate(
-    c: &Config,
-    origin: Origin<'_>,
-    warnings: &mut Vec<Warning>,
-) -> Result<(), ConfigError> {
-    let fail = |field: &str, reason: String| ConfigError::Invalid {
-        file: origin(field),
-        field: field.into(),
-        reason,
-    };
+pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
+    let fail = |field: &str, reason: String| ConfigError::Invalid { file: origin(field), field: field.into(), reason };
     let mut warn = |field: &str, message: String| {
-        warnings.push(Warning {
-            file: origin(field),
-            key: field.into(),
-            message,
-        });
+        warnings.push(Warning { file: origin(field), key: field.into(), message });
     };
 
-    for (field, present) in [
-        ("pki.ca", c.pki.ca.is_some()),
-        ("pki.cert", c.pki.cert.is_some()),
-        ("pki.key", c.pki.key.is_some()),
-    ] {
+    for (field, present) in
+        [("pki.ca", c.pki.ca.is_some()), ("pki.cert", c.pki.cert.is_some()), ("pki.key", c.pki.key.is_some())]
+    {
         if !present {
-            return Err(fail(
-                field,
-                "is required (a file path or inline PEM)".into(),
-            ));
+            return Err(fail(field, "is required (a file path or inline PEM)".into()));
         }
     }
     Blocklist::from_hex(&c.pki.blocklist).map_err(|e| fail("pki.blocklist", e))?;
 
     for (ip, addrs) in &c.static_host_map {
         if addrs.is_empty() {
-            return Err(fail(
-                &format!("static_host_map.{}", ip.0),
-                "has no underlay address (host:port)".into(),
-            ));
+            return Err(fail(&format!("static_host_map.{}", ip.0), "has no underlay address (host:port)".into()));
         }
     }
 
@@ -75,39 +55,26 @@ pub(super) fn validate(
             if !c.static_host_map.keys().any(|k| k.0 == *h) {
                 return Err(fail(
                     &format!("lighthouse.hosts[{i}]"),
-                    format!(
-                        "{h} is not in static_host_map, so this node cannot reach that lighthouse"
-                    ),
+                    format!("{h} is not in static_host_map, so this node cannot reach that lighthouse"),
                 ));
             }
         }
     }
     if l.interval == 0 {
-        return Err(fail(
-            "lighthouse.interval",
-            "must be at least 1 (seconds)".into(),
-        ));
+        return Err(fail("lighthouse.interval", "must be at least 1 (seconds)".into()));
     }
     if l.serve_dns && !l.am_lighthouse {
-        warn(
-            "lighthouse.serve_dns",
-            "only lighthouses serve DNS; ignored".into(),
-        );
+        warn("lighthouse.serve_dns", "only lighthouses serve DNS; ignored".into());
     }
     for (key, entry) in &l.local_allow_list {
         let field = format!("lighthouse.local_allow_list.{key}");
         match (key.as_str(), entry) {
             ("interfaces", AllowEntry::Interfaces(_)) => {}
             ("interfaces", AllowEntry::Allow(_)) => {
-                return Err(fail(
-                    &field,
-                    "must be a map of interface-name regex → true/false".into(),
-                ));
+                return Err(fail(&field, "must be a map of interface-name regex → true/false".into()));
             }
             (cidr, AllowEntry::Allow(_)) => {
-                cidr.parse::<IpNet>().map_err(|_| {
-                    fail(&field, format!("{cidr:?} is not a CIDR (e.g. 10.0.0.0/8)"))
-                })?;
+                cidr.parse::<IpNet>().map_err(|_| fail(&field, format!("{cidr:?} is not a CIDR (e.g. 10.0.0.0/8)")))?;
             }
             (_, AllowEntry::Interfaces(_)) => {
                 return Err(fail(&field, "a CIDR's value must be true or false".into()));
@@ -116,15 +83,9 @@ pub(super) fn validate(
     }
 
     if c.listen.batch == 0 || c.listen.batch > MAX_BATCH {
-        return Err(fail(
-            "listen.batch",
-            format!("{} is out of range 1-{MAX_BATCH}", c.listen.batch),
-        ));
+        return Err(fail("listen.batch", format!("{} is out of range 1-{MAX_BATCH}", c.listen.batch)));
     }
-    for (field, v) in [
-        ("listen.read_buffer", c.listen.read_buffer),
-        ("listen.write_buffer", c.listen.write_buffer),
-    ] {
+    for (field, v) in [("listen.read_buffer", c.listen.read_buffer), ("listen.write_buffer", c.listen.write_buffer)] {
         if v.is_some_and(|v| v > i32::MAX as u32) {
             return Err(fail(field, format!("must be at most {} bytes", i32::MAX)));
         }
@@ -134,18 +95,13 @@ pub(super) fn validate(
     if !t.disabled {
         let dev_ok = !t.dev.is_empty()
             && t.dev.len() <= 15
-            && t.dev
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+            && t.dev.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
             && t.dev != "."
             && t.dev != "..";
         if !dev_ok {
             return Err(fail(
                 "tun.dev",
-                format!(
-                    "{:?} is not a Linux interface name (1-15 characters, no '/', ':' or spaces)",
-                    t.dev
-                ),
+                format!("{:?} is not a Linux interface name (1-15 characters, no '/', ':' or spaces)", t.dev),
             ));
         }
     }
@@ -155,8 +111,7 @@ pub(super) fn validate(
     }
     for (i, r) in t.unsafe_routes.iter().enumerate() {
         if let Some(mtu) = r.mtu {
-            check_mtu(mtu)
-                .map_err(|reason| fail(&format!("tun.unsafe_routes[{i}].mtu"), reason))?;
+            check_mtu(mtu).map_err(|reason| fail(&format!("tun.unsafe_routes[{i}].mtu"), reason))?;
         }
         if r.route.contains(&r.via) {
             return Err(fail(
@@ -167,62 +122,39 @@ pub(super) fn validate(
     }
 
     if c.handshakes.try_interval.0.is_zero() {
-        return Err(fail(
-            "handshakes.try_interval",
-            "must be greater than zero".into(),
-        ));
+        return Err(fail("handshakes.try_interval", "must be greater than zero".into()));
     }
     if c.handshakes.retries == 0 {
         return Err(fail("handshakes.retries", "must be at least 1".into()));
     }
 
     if !c.control.socket.is_absolute() {
-        return Err(fail(
-            "control.socket",
-            format!("{} is not an absolute path", c.control.socket.display()),
-        ));
+        return Err(fail("control.socket", format!("{} is not an absolute path", c.control.socket.display())));
     }
 
     match c.stats.kind {
         Some(StatsKind::Prometheus) => {
-            let listen =
-                c.stats.listen.as_deref().ok_or_else(|| {
-                    fail("stats.listen", "is required with type: prometheus".into())
-                })?;
+            let listen = c
+                .stats
+                .listen
+                .as_deref()
+                .ok_or_else(|| fail("stats.listen", "is required with type: prometheus".into()))?;
             // Go's `:8080` (every address) is accepted, as Nebula's listener takes it.
-            let full = if listen.starts_with(':') {
-                format!("0.0.0.0{listen}")
-            } else {
-                listen.to_string()
-            };
-            full.parse::<SocketAddr>().map_err(|_| {
-                fail(
-                    "stats.listen",
-                    format!("{listen:?} is not an IP:port (or :port)"),
-                )
-            })?;
+            let full = if listen.starts_with(':') { format!("0.0.0.0{listen}") } else { listen.to_string() };
+            full.parse::<SocketAddr>()
+                .map_err(|_| fail("stats.listen", format!("{listen:?} is not an IP:port (or :port)")))?;
             if !c.stats.path.starts_with('/') {
-                return Err(fail(
-                    "stats.path",
-                    format!("{:?} must start with '/'", c.stats.path),
-                ));
+                return Err(fail("stats.path", format!("{:?} must start with '/'", c.stats.path)));
             }
         }
-        Some(StatsKind::Graphite) => warn(
-            "stats.type",
-            "graphite is not implemented; no metrics are exported".into(),
-        ),
+        Some(StatsKind::Graphite) => warn("stats.type", "graphite is not implemented; no metrics are exported".into()),
         None => {}
     }
     Ok(())
 }
 
 fn check_mtu(mtu: u32) -> Result<(), String> {
-    if (MIN_MTU..=MAX_MTU).contains(&mtu) {
-        Ok(())
-    } else {
-        Err(format!("{mtu} is out of range {MIN_MTU}-{MAX_MTU}"))
-    }
+    if (MIN_MTU..=MAX_MTU).contains(&mtu) { Ok(()) } else { Err(format!("{mtu} is out of range {MIN_MTU}-{MAX_MTU}")) }
 }
 
 /// Checks the addresses that must lie inside the overlay network, which only the node's
@@ -230,28 +162,17 @@ fn check_mtu(mtu: u32) -> Result<(), String> {
 /// `relay.relays` and the `via` of unsafe routes. Returns the offending field and the reason.
 pub fn validate_overlay(c: &Config, overlay: Ipv4Net) -> Result<(), (String, String)> {
     let net = overlay.trunc();
-    let outside = |ip: Ipv4Addr| {
-        format!("{ip} is outside the overlay network {net} (from this node's certificate)")
-    };
+    let outside = |ip: Ipv4Addr| format!("{ip} is outside the overlay network {net} (from this node's certificate)");
     let inside = |ip: &Ipv4Addr| net.contains(ip);
     if let Some(k) = c.static_host_map.keys().find(|k| !inside(&k.0)) {
         return Err((format!("static_host_map.{}", k.0), outside(k.0)));
     }
-    for (field, list) in [
-        ("lighthouse.hosts", &c.lighthouse.hosts),
-        ("relay.relays", &c.relay.relays),
-    ] {
+    for (field, list) in [("lighthouse.hosts", &c.lighthouse.hosts), ("relay.relays", &c.relay.relays)] {
         if let Some((i, ip)) = list.iter().enumerate().find(|(_, ip)| !inside(ip)) {
             return Err((format!("{field}[{i}]"), outside(*ip)));
         }
     }
-    if let Some((i, r)) = c
-        .tun
-        .unsafe_routes
-        .iter()
-        .enumerate()
-        .find(|(_, r)| !inside(&r.via))
-    {
+    if let Some((i, r)) = c.tun.unsafe_routes.iter().enumerate().find(|(_, r)| !inside(&r.via)) {
         return Err((format!("tun.unsafe_routes[{i}].via"), outside(r.via)));
     }
     Ok(())

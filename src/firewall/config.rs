@@ -112,36 +112,20 @@ impl fmt::Display for Origin {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("reading firewall rules {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// Malformed YAML, an unknown key or a wrongly typed value.
     #[error("{file}:{line}:{column}: {message}")]
-    Syntax {
-        file: String,
-        line: u64,
-        column: u64,
-        message: String,
-    },
+    Syntax { file: String, line: u64, column: u64, message: String },
     /// A value that parsed as YAML but means nothing to the firewall.
     #[error("{origin}: {field}: {message}")]
-    Field {
-        origin: Origin,
-        field: &'static str,
-        message: String,
-    },
+    Field { origin: Origin, field: &'static str, message: String },
     #[error("{origin}: include cycle: {chain}")]
     IncludeCycle { origin: Origin, chain: String },
 }
 
 impl ConfigError {
     pub(crate) fn field(origin: Origin, field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError::Field {
-            origin,
-            field,
-            message: message.into(),
-        }
+        ConfigError::Field { origin, field, message: message.into() }
     }
     /// `file:line` of the error, when it has one (for `lint --format json`).
     pub fn position(&self) -> Option<(String, u64)> {
@@ -164,29 +148,19 @@ impl FirewallConfig {
 
     /// The file name errors and origins show for this section.
     pub fn file_label(&self) -> Arc<str> {
-        self.source
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "<firewall>".into())
-            .into()
+        self.source.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "<firewall>".into()).into()
     }
 
     /// The position of a parsed value in this section's file.
     pub fn origin<T>(&self, s: &Spanned<T>) -> Origin {
-        Origin {
-            file: self.file_label(),
-            line: s.referenced.line() as u32,
-        }
+        Origin { file: self.file_label(), line: s.referenced.line() as u32 }
     }
 }
 
 /// Parses YAML, turning serde-saphyr's error into one that names `file`.
 fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T, ConfigError> {
     serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         let mut message = e.without_snippet().to_string();
         // serde-saphyr prefixes "error: line L column C: "; we print the position as file:line:col.
         if let Some(rest) = message.strip_prefix("error: ") {
@@ -200,20 +174,12 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T,
         if let Some(rest) = message.strip_suffix(&suffix) {
             message = rest.to_string();
         }
-        ConfigError::Syntax {
-            file: file.to_string(),
-            line,
-            column,
-            message,
-        }
+        ConfigError::Syntax { file: file.to_string(), line, column, message }
     })
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
 }
 
 /// Loads a standalone rules file: the `firewall:` keys at top level, e.g. `firewall/base.yaml`.
@@ -243,8 +209,7 @@ pub fn load_config_or_rules(path: &Path) -> Result<FirewallConfig, ConfigError> 
     let text = read(path)?;
     let label = path.display().to_string();
     // A `firewall:` key, even empty, marks a node config; anything else must be a rules file.
-    let keys: Option<std::collections::HashMap<String, serde::de::IgnoredAny>> =
-        parse_yaml(&text, &label)?;
+    let keys: Option<std::collections::HashMap<String, serde::de::IgnoredAny>> = parse_yaml(&text, &label)?;
     let is_node = keys.is_some_and(|k| k.contains_key("firewall"));
     if is_node {
         let view: NodeConfigView = parse_yaml(&text, &label)?;
@@ -300,59 +265,41 @@ fn resolve_into(
     }
     if !top {
         let misplaced = [
-            (
-                "inbound_action",
-                cfg.inbound_action.as_ref().map(|s| s.referenced.line()),
-            ),
-            (
-                "outbound_action",
-                cfg.outbound_action.as_ref().map(|s| s.referenced.line()),
-            ),
+            ("inbound_action", cfg.inbound_action.as_ref().map(|s| s.referenced.line())),
+            ("outbound_action", cfg.outbound_action.as_ref().map(|s| s.referenced.line())),
         ];
         for (field, line) in misplaced {
             if let Some(line) = line {
-                let origin = Origin {
-                    file: label.clone(),
-                    line: line as u32,
-                };
-                out.misplaced.push(ConfigError::field(origin, field, "only the top-level firewall section sets this; it is ignored in an included file"));
+                let origin = Origin { file: label.clone(), line: line as u32 };
+                out.misplaced.push(ConfigError::field(
+                    origin,
+                    field,
+                    "only the top-level firewall section sets this; it is ignored in an included file",
+                ));
             }
         }
     }
-    let dir = cfg
-        .source
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = cfg.source.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
     for inc in &cfg.include {
         let path = dir.join(&inc.value);
         let canon = path.canonicalize().unwrap_or_else(|_| path.clone());
         if stack.contains(&canon) {
             let mut chain: Vec<String> = stack.iter().map(|p| p.display().to_string()).collect();
             chain.push(canon.display().to_string());
-            return Err(ConfigError::IncludeCycle {
-                origin: cfg.origin(inc),
-                chain: chain.join(" -> "),
-            });
+            return Err(ConfigError::IncludeCycle { origin: cfg.origin(inc), chain: chain.join(" -> ") });
         }
         if !seen.insert(canon) {
             continue; // a diamond (two files including base.yaml) merges it once
         }
         let sub = load_rules_file(&path).map_err(|e| match e {
-            ConfigError::Read { source, .. } => ConfigError::field(
-                cfg.origin(inc),
-                "include",
-                format!("{}: {source}", path.display()),
-            ),
+            ConfigError::Read { source, .. } => {
+                ConfigError::field(cfg.origin(inc), "include", format!("{}: {source}", path.display()))
+            }
             other => other,
         })?;
         resolve_into(&sub, out, stack, seen, false)?;
     }
-    for (list, rules) in [
-        (&mut out.inbound, &cfg.inbound),
-        (&mut out.outbound, &cfg.outbound),
-    ] {
+    for (list, rules) in [(&mut out.inbound, &cfg.inbound), (&mut out.outbound, &cfg.outbound)] {
         list.extend(rules.iter().map(|r| SourcedRule {
             spec: r.value.clone(),
             origin: cfg.origin(r),
@@ -379,16 +326,9 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_and_key() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(
-            d.path(),
-            "r.yaml",
-            "inbound:\n  - port: 22\n    proto: tcp\n    grup: ops\n",
-        );
+        let p = write(d.path(), "r.yaml", "inbound:\n  - port: 22\n    proto: tcp\n    grup: ops\n");
         let e = load_rules_file(&p).unwrap_err().to_string();
-        assert!(
-            e.contains("r.yaml:4:5:") && e.contains("unknown field `grup`"),
-            "{e}"
-        );
+        assert!(e.contains("r.yaml:4:5:") && e.contains("unknown field `grup`"), "{e}");
     }
 
     #[test]
@@ -402,34 +342,18 @@ mod tests {
         let cfg = load_config_or_rules(&p).unwrap();
         assert_eq!(cfg.inbound.len(), 1);
         assert_eq!(cfg.origin(&cfg.inbound[0]).line, 5);
-        let p = write(
-            d.path(),
-            "bare.yaml",
-            "outbound:\n  - {port: any, proto: any, host: any}\n",
-        );
+        let p = write(d.path(), "bare.yaml", "outbound:\n  - {port: any, proto: any, host: any}\n");
         assert_eq!(load_config_or_rules(&p).unwrap().outbound.len(), 1);
         let p = write(d.path(), "empty.yaml", "pki: {}\nfirewall:\n");
-        assert!(
-            load_config_or_rules(&p).unwrap().inbound.is_empty(),
-            "an empty firewall section"
-        );
+        assert!(load_config_or_rules(&p).unwrap().inbound.is_empty(), "an empty firewall section");
         let p = write(d.path(), "typo.yaml", "firewal:\n  inbound: []\n");
-        assert!(
-            load_config_or_rules(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("unknown field `firewal`")
-        );
+        assert!(load_config_or_rules(&p).unwrap_err().to_string().contains("unknown field `firewal`"));
     }
 
     #[test]
     fn includes_merge_relative_and_detect_cycles() {
         let d = tempfile::tempdir().unwrap();
-        write(
-            d.path(),
-            "firewall/base.yaml",
-            "outbound:\n  - {port: any, proto: any, host: any}\n",
-        );
+        write(d.path(), "firewall/base.yaml", "outbound:\n  - {port: any, proto: any, host: any}\n");
         write(
             d.path(),
             "firewall/role.yaml",
@@ -442,26 +366,16 @@ mod tests {
         );
         let r = resolve(&load_config_or_rules(&top).unwrap()).unwrap();
         let lines: Vec<String> = r.inbound.iter().map(|s| s.origin.to_string()).collect();
-        assert!(
-            lines[0].ends_with("firewall/role.yaml:3") && lines[1].ends_with("node.yaml:4"),
-            "{lines:?}"
-        );
+        assert!(lines[0].ends_with("firewall/role.yaml:3") && lines[1].ends_with("node.yaml:4"), "{lines:?}");
         assert_eq!(r.outbound.len(), 1, "base.yaml included twice merges once");
 
         write(d.path(), "a.yaml", "include: [b.yaml]\n");
         write(d.path(), "b.yaml", "include: [a.yaml]\n");
-        let e = resolve(&load_rules_file(&d.path().join("a.yaml")).unwrap())
-            .unwrap_err()
-            .to_string();
+        let e = resolve(&load_rules_file(&d.path().join("a.yaml")).unwrap()).unwrap_err().to_string();
         assert!(e.contains("b.yaml:1") && e.contains("include cycle"), "{e}");
         let m = write(d.path(), "m.yaml", "include: [nope.yaml]\n");
-        let e = resolve(&load_rules_file(&m).unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("m.yaml:1: include:") && e.contains("nope.yaml"),
-            "{e}"
-        );
+        let e = resolve(&load_rules_file(&m).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("m.yaml:1: include:") && e.contains("nope.yaml"), "{e}");
     }
 
     #[test]
@@ -473,17 +387,7 @@ mod tests {
             "inbound:\n  - {port: 1, proto: tcp, groups: a}\n  - {port: 1, proto: tcp, groups: [a, b]}\n",
         );
         let cfg = load_rules_file(&p).unwrap();
-        let g: Vec<Vec<String>> = cfg
-            .inbound
-            .iter()
-            .map(|r| r.value.groups.as_ref().unwrap().value.to_vec())
-            .collect();
-        assert_eq!(
-            g,
-            vec![
-                vec!["a".to_string()],
-                vec!["a".to_string(), "b".to_string()]
-            ]
-        );
+        let g: Vec<Vec<String>> = cfg.inbound.iter().map(|r| r.value.groups.as_ref().unwrap().value.to_vec()).collect();
+        assert_eq!(g, vec![vec!["a".to_string()], vec!["a".to_string(), "b".to_string()]]);
     }
 }

@@ -66,10 +66,7 @@ pub struct Conntrack {
 
 impl Conntrack {
     pub fn new(timeouts: Timeouts) -> Self {
-        Conntrack {
-            flows: HashMap::new(),
-            timeouts,
-        }
+        Conntrack { flows: HashMap::new(), timeouts }
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -94,23 +91,14 @@ impl Conntrack {
         if e.rules_version == rules_version {
             Lookup::Hit
         } else {
-            Lookup::Stale {
-                opened_inbound: e.direction_inbound,
-            }
+            Lookup::Stale { opened_inbound: e.direction_inbound }
         }
     }
 
     /// Records a flow the rules allowed.
     pub fn insert(&mut self, flow: Flow, inbound: bool, now: Instant, rules_version: u16) {
         let expires = now + self.timeouts.for_proto(flow.proto);
-        self.flows.insert(
-            flow,
-            Entry {
-                expires,
-                rules_version,
-                direction_inbound: inbound,
-            },
-        );
+        self.flows.insert(flow, Entry { expires, rules_version, direction_inbound: inbound });
     }
 
     /// Marks a stale flow as re-checked under `rules_version`.

@@ -47,10 +47,7 @@ pub fn lint_file(path: &Path, cas: &[CaConstraint]) -> Vec<Finding> {
         Ok(r) => r,
         Err(e) => return vec![error_finding(&e)],
     };
-    out.extend(resolved.misplaced.iter().map(|e| Finding {
-        severity: Severity::Warning,
-        ..error_finding(e)
-    }));
+    out.extend(resolved.misplaced.iter().map(|e| Finding { severity: Severity::Warning, ..error_finding(e) }));
     if let Err(e) = super::Firewall::compile(&cfg, &[]) {
         // Rule errors are reported per rule below; this catches section-level ones (timeouts).
         if !matches!(e, ConfigError::Field { field, .. } if !field.starts_with("conntrack")) {
@@ -72,13 +69,7 @@ fn error_finding(e: &ConfigError) -> Finding {
         ConfigError::Field { field, message, .. } => format!("{field}: {message}"),
         other => other.to_string(),
     };
-    Finding {
-        severity: Severity::Error,
-        file,
-        line,
-        check: "schema",
-        message,
-    }
+    Finding { severity: Severity::Error, file, line, check: "schema", message }
 }
 
 fn warn(rule: &SourcedRule, check: &'static str, message: String) -> Finding {
@@ -103,11 +94,17 @@ fn lint_rules(list: &[SourcedRule], cas: &[CaConstraint], out: &mut Vec<Finding>
     }
     for (j, (src, rule)) in compiled.iter().enumerate() {
         if let Some((_, broader)) = compiled[..j].iter().find(|(_, a)| covers(a, rule)) {
-            out.push(warn(src, "shadowed", format!("never decides a verdict: the earlier rule at {} ({broader}) already allows everything it does", broader.origin)));
+            out.push(warn(
+                src,
+                "shadowed",
+                format!(
+                    "never decides a verdict: the earlier rule at {} ({broader}) already allows everything it does",
+                    broader.origin
+                ),
+            ));
         }
         ca_groups(src, rule, cas, out);
-        let udp = matches!(rule.proto, ProtoSel::Udp | ProtoSel::Any)
-            && matches!(rule.port, PortSel::Range(..));
+        let udp = matches!(rule.proto, ProtoSel::Udp | ProtoSel::Any) && matches!(rule.port, PortSel::Range(..));
         let frag_ok = |(_, f): &(&SourcedRule, Rule)| {
             matches!(f.proto, ProtoSel::Udp | ProtoSel::Any)
                 && matches!(f.port, PortSel::Fragment | PortSel::Any)
@@ -130,9 +127,7 @@ fn written_footguns(src: &SourcedRule, out: &mut Vec<Finding>) {
     let host_any = s.host.as_ref().is_some_and(|h| is_any(&h.value));
     let group_any = s.group.as_ref().is_some_and(|g| is_any(&g.value));
     let others = s.group.is_some() || s.groups.is_some() || s.cidr.is_some();
-    if (host_any && others)
-        || (group_any && (s.host.is_some() || s.groups.is_some() || s.cidr.is_some()))
-    {
+    if (host_any && others) || (group_any && (s.host.is_some() || s.groups.is_some() || s.cidr.is_some())) {
         out.push(warn(src, "host-any-mixed", "`any` in host/group matches every peer, so the other host/group/groups/cidr keys of this rule have no effect; drop the `any` or split the rule".into()));
     }
     let mut named: Vec<String> = s.group.iter().map(|g| g.value.clone()).collect();
@@ -140,14 +135,17 @@ fn written_footguns(src: &SourcedRule, out: &mut Vec<Finding>) {
         named.extend(gs.value.to_vec());
     }
     for g in named.iter().filter(|g| g.contains(',')) {
-        out.push(warn(src, "group-comma", format!("{g:?} is one group whose name contains a comma; to require several groups write `groups: [{}]`", g.split(',').map(str::trim).collect::<Vec<_>>().join(", "))));
-    }
-    if s.code.is_some() {
         out.push(warn(
             src,
-            "icmp-code",
-            "`code` never worked in Nebula and is ignored".into(),
+            "group-comma",
+            format!(
+                "{g:?} is one group whose name contains a comma; to require several groups write `groups: [{}]`",
+                g.split(',').map(str::trim).collect::<Vec<_>>().join(", ")
+            ),
         ));
+    }
+    if s.code.is_some() {
+        out.push(warn(src, "icmp-code", "`code` never worked in Nebula and is ignored".into()));
     }
 }
 
@@ -165,10 +163,7 @@ fn ca_groups(src: &SourcedRule, rule: &Rule, cas: &[CaConstraint], out: &mut Vec
         return;
     }
     for g in rule.groups.iter().filter(|g| *g != "any") {
-        if candidates
-            .iter()
-            .all(|ca| !ca.groups.is_empty() && !ca.groups.contains(g))
-        {
+        if candidates.iter().all(|ca| !ca.groups.is_empty() && !ca.groups.contains(g)) {
             let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
             out.push(warn(src, "ca-groups", format!("no certificate signed by {} can carry group {g:?} (the CA limits groups), so this rule never matches", names.join(", "))));
         }
@@ -188,8 +183,7 @@ pub fn covers(a: &Rule, b: &Rule) -> bool {
 
 /// Whether every peer/local address `b` matches, `a` matches too.
 fn covers_peer(a: &Rule, b: &Rule) -> bool {
-    let ca = (a.ca_name.is_none() && a.ca_sha.is_none())
-        || (a.ca_name == b.ca_name && a.ca_sha == b.ca_sha);
+    let ca = (a.ca_name.is_none() && a.ca_sha.is_none()) || (a.ca_name == b.ca_name && a.ca_sha == b.ca_sha);
     let local = match (a.local_cidr, b.local_cidr) {
         (Some(None), _) | (None, None) => true,
         (Some(Some(x)), Some(Some(y))) => x.contains(&y),
@@ -202,10 +196,8 @@ fn covers_peer(a: &Rule, b: &Rule) -> bool {
         false
     } else {
         b.host.as_ref().is_none_or(|h| a.host.as_ref() == Some(h))
-            && (b.groups.is_empty()
-                || (!a.groups.is_empty() && a.groups.iter().all(|g| b.groups.contains(g))))
-            && b.cidr
-                .is_none_or(|c| a.cidr.is_some_and(|ac| ac.contains(&c)))
+            && (b.groups.is_empty() || (!a.groups.is_empty() && a.groups.iter().all(|g| b.groups.contains(g))))
+            && b.cidr.is_none_or(|c| a.cidr.is_some_and(|ac| ac.contains(&c)))
     };
     ca && local && peer
 }
@@ -221,40 +213,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("r.yaml");
         std::fs::write(&p, text).unwrap();
-        lint_file(&p, cas)
-            .into_iter()
-            .map(|f| (f.line, f.check, f.severity))
-            .collect()
+        lint_file(&p, cas).into_iter().map(|f| (f.line, f.check, f.severity)).collect()
     }
 
     #[test]
     fn footguns() {
         use Severity::*;
         let cases: Vec<(&str, Vec<Brief>)> = vec![
-            (
-                "inbound:\n  - {port: 22, proto: tcp, host: any, group: ops}\n",
-                vec![(2, "host-any-mixed", Warning)],
-            ),
-            (
-                "inbound:\n  - {port: 22, proto: tcp, group: \"ops,admin\"}\n",
-                vec![(2, "group-comma", Warning)],
-            ),
-            (
-                "inbound:\n  - {port: 22, proto: tcp, group: ops, groups: [admin]}\n",
-                vec![(2, "schema", Error)],
-            ),
-            (
-                "inbound:\n  - {port: 32000-20000, proto: tcp, group: ops}\n",
-                vec![(2, "schema", Error)],
-            ),
-            (
-                "inbound:\n  - {port: 65536, proto: tcp, group: ops}\n",
-                vec![(2, "schema", Error)],
-            ),
-            (
-                "inbound:\n  - {port: 22, proto: tcp, grup: ops}\n",
-                vec![(2, "schema", Error)],
-            ),
+            ("inbound:\n  - {port: 22, proto: tcp, host: any, group: ops}\n", vec![(2, "host-any-mixed", Warning)]),
+            ("inbound:\n  - {port: 22, proto: tcp, group: \"ops,admin\"}\n", vec![(2, "group-comma", Warning)]),
+            ("inbound:\n  - {port: 22, proto: tcp, group: ops, groups: [admin]}\n", vec![(2, "schema", Error)]),
+            ("inbound:\n  - {port: 32000-20000, proto: tcp, group: ops}\n", vec![(2, "schema", Error)]),
+            ("inbound:\n  - {port: 65536, proto: tcp, group: ops}\n", vec![(2, "schema", Error)]),
+            ("inbound:\n  - {port: 22, proto: tcp, grup: ops}\n", vec![(2, "schema", Error)]),
             (
                 "inbound:\n  - {port: 1-1000, proto: tcp, group: ops}\n  - {port: 22, proto: tcp, groups: [ops, admin]}\n",
                 vec![(3, "shadowed", Warning)],
@@ -263,10 +234,7 @@ mod tests {
                 "inbound:\n  - {port: 22, proto: tcp, groups: [ops, admin]}\n  - {port: 1-1000, proto: tcp, group: ops}\n",
                 vec![],
             ),
-            (
-                "inbound:\n  - {port: 53, proto: udp, group: ops}\n",
-                vec![(2, "udp-fragments", Warning)],
-            ),
+            ("inbound:\n  - {port: 53, proto: udp, group: ops}\n", vec![(2, "udp-fragments", Warning)]),
             (
                 "inbound:\n  - {port: 53, proto: udp, group: ops}\n  - {port: fragment, proto: udp, group: ops}\n",
                 vec![],
@@ -275,10 +243,7 @@ mod tests {
                 "inbound:\n  - {port: 53, proto: udp, group: ops}\n  - {port: fragment, proto: udp, group: nomad-server}\n",
                 vec![(2, "udp-fragments", Warning)],
             ),
-            (
-                "inbound:\n  - {port: 1, proto: icmp, code: 3, host: any}\n",
-                vec![(2, "icmp-code", Warning)],
-            ),
+            ("inbound:\n  - {port: 1, proto: icmp, code: 3, host: any}\n", vec![(2, "icmp-code", Warning)]),
         ];
         for (text, want) in cases {
             let got = lint_text(text, &[]);
@@ -294,19 +259,8 @@ mod tests {
             groups: vec!["ops".into(), "nomad-server".into()],
         };
         let text = "inbound:\n  - {port: 22, proto: tcp, group: ops}\n  - {port: 23, proto: tcp, groups: [ops, opps]}\n  - {port: 24, proto: tcp, group: opps, ca_name: other}\n";
-        assert_eq!(
-            lint_text(text, std::slice::from_ref(&ca)),
-            vec![(3, "ca-groups", Severity::Warning)]
-        );
-        let open = CaConstraint {
-            groups: vec![],
-            name: "open".into(),
-            ..ca.clone()
-        };
-        assert_eq!(
-            lint_text(text, &[ca, open]),
-            vec![],
-            "another CA without a group list can carry it"
-        );
+        assert_eq!(lint_text(text, std::slice::from_ref(&ca)), vec![(3, "ca-groups", Severity::Warning)]);
+        let open = CaConstraint { groups: vec![], name: "open".into(), ..ca.clone() };
+        assert_eq!(lint_text(text, &[ca, open]), vec![], "another CA without a group list can carry it");
     }
 }

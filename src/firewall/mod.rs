@@ -44,9 +44,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-pub use config::{
-    Action, ConfigError, FirewallConfig, Origin, load_config_or_rules, load_rules_file,
-};
+pub use config::{Action, ConfigError, FirewallConfig, Origin, load_config_or_rules, load_rules_file};
 pub use conntrack::{Conntrack, Lookup, Timeouts};
 pub use peer::PeerIdentity;
 pub use rules::{Direction, LocalScope, Rule};
@@ -134,16 +132,9 @@ impl Firewall {
     /// Compiles a firewall section (reading its includes). `local_networks` are this node's
     /// overlay networks (from its certificate): unless `default_local_cidr_any` is set, rules
     /// without `local_cidr` only match traffic addressed to them. Empty means no restriction.
-    pub fn compile(
-        cfg: &FirewallConfig,
-        local_networks: &[IpNet],
-    ) -> Result<Firewall, ConfigError> {
+    pub fn compile(cfg: &FirewallConfig, local_networks: &[IpNet]) -> Result<Firewall, ConfigError> {
         let resolved = config::resolve(cfg)?;
-        let compile = |list: &[config::SourcedRule]| {
-            list.iter()
-                .map(Rule::compile)
-                .collect::<Result<Vec<_>, _>>()
-        };
+        let compile = |list: &[config::SourcedRule]| list.iter().map(Rule::compile).collect::<Result<Vec<_>, _>>();
         let inbound = RuleTable::new(compile(&resolved.inbound)?);
         let outbound = RuleTable::new(compile(&resolved.outbound)?);
         let mut timeouts = Timeouts::default();
@@ -151,11 +142,7 @@ impl Firewall {
             for (value, field, slot) in [
                 (&ct.tcp_timeout, "conntrack.tcp_timeout", &mut timeouts.tcp),
                 (&ct.udp_timeout, "conntrack.udp_timeout", &mut timeouts.udp),
-                (
-                    &ct.default_timeout,
-                    "conntrack.default_timeout",
-                    &mut timeouts.default,
-                ),
+                (&ct.default_timeout, "conntrack.default_timeout", &mut timeouts.default),
             ] {
                 if let Some(v) = value {
                     *slot = crate::duration::parse(&v.value)
@@ -171,16 +158,8 @@ impl Firewall {
         Ok(Firewall {
             inbound,
             outbound,
-            inbound_action: cfg
-                .inbound_action
-                .as_ref()
-                .map(|a| a.value)
-                .unwrap_or_default(),
-            outbound_action: cfg
-                .outbound_action
-                .as_ref()
-                .map(|a| a.value)
-                .unwrap_or_default(),
+            inbound_action: cfg.inbound_action.as_ref().map(|a| a.value).unwrap_or_default(),
+            outbound_action: cfg.outbound_action.as_ref().map(|a| a.value).unwrap_or_default(),
             scope,
             conntrack: Conntrack::new(timeouts),
             rules_version: 0,
@@ -199,13 +178,7 @@ impl Firewall {
     }
 
     /// Verdict for a raw IP packet in `direction`.
-    pub fn packet(
-        &mut self,
-        direction: Direction,
-        packet: &[u8],
-        peer: &PeerIdentity,
-        now: Instant,
-    ) -> Verdict {
+    pub fn packet(&mut self, direction: Direction, packet: &[u8], peer: &PeerIdentity, now: Instant) -> Verdict {
         match Flow::parse(packet, direction == Direction::Inbound) {
             Ok(flow) => self.flow(direction, &flow, peer, now),
             Err(_) => {
@@ -216,13 +189,7 @@ impl Firewall {
     }
 
     /// Verdict for an already parsed flow: conntrack first, then the rules.
-    pub fn flow(
-        &mut self,
-        direction: Direction,
-        flow: &Flow,
-        peer: &PeerIdentity,
-        now: Instant,
-    ) -> Verdict {
+    pub fn flow(&mut self, direction: Direction, flow: &Flow, peer: &PeerIdentity, now: Instant) -> Verdict {
         if !peer.owns_address(flow.remote_ip) {
             bump(&self.counters.dropped_remote_address);
             return Verdict::Drop(DropReason::RemoteAddress);
@@ -233,11 +200,7 @@ impl Firewall {
                 Verdict::Allow
             }
             Lookup::Stale { opened_inbound } => {
-                let opened = if opened_inbound {
-                    Direction::Inbound
-                } else {
-                    Direction::Outbound
-                };
+                let opened = if opened_inbound { Direction::Inbound } else { Direction::Outbound };
                 if self.evaluate(opened, flow, peer).is_some() {
                     self.conntrack.confirm(flow, self.rules_version);
                     bump(&self.counters.allowed_by_conntrack);
@@ -250,12 +213,7 @@ impl Firewall {
             }
             Lookup::Miss => {
                 if self.evaluate(direction, flow, peer).is_some() {
-                    self.conntrack.insert(
-                        *flow,
-                        direction == Direction::Inbound,
-                        now,
-                        self.rules_version,
-                    );
+                    self.conntrack.insert(*flow, direction == Direction::Inbound, now, self.rules_version);
                     bump(&self.counters.allowed_by_rule);
                     Verdict::Allow
                 } else {
@@ -267,14 +225,8 @@ impl Firewall {
     }
 
     /// The rule that allows `flow` in `direction`, ignoring conntrack; `None` is default deny.
-    pub fn evaluate(
-        &self,
-        direction: Direction,
-        flow: &Flow,
-        peer: &PeerIdentity,
-    ) -> Option<&Rule> {
-        self.table(direction)
-            .first_match(flow, direction, peer, &self.scope)
+    pub fn evaluate(&self, direction: Direction, flow: &Flow, peer: &PeerIdentity) -> Option<&Rule> {
+        self.table(direction).first_match(flow, direction, peer, &self.scope)
     }
 
     /// Replaces the rules, actions and timeouts with those of `new`, keeping conntrack and the
@@ -289,12 +241,7 @@ impl Firewall {
             conntrack.clear();
         }
         let counters = Arc::clone(&self.counters);
-        *self = Firewall {
-            conntrack,
-            rules_version,
-            counters,
-            ..new
-        };
+        *self = Firewall { conntrack, rules_version, counters, ..new };
     }
 
     /// Removes idle flows; call from the daemon's timer (e.g. every few seconds).

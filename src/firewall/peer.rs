@@ -36,14 +36,7 @@ impl PeerIdentity {
         let mut groups: Vec<String> = groups.into_iter().map(Into::into).collect();
         groups.sort();
         groups.dedup();
-        PeerIdentity {
-            name: name.into(),
-            groups,
-            ips,
-            subnets,
-            ca_name: ca_name.into(),
-            ca_fingerprint,
-        }
+        PeerIdentity { name: name.into(), groups, ips, subnets, ca_name: ca_name.into(), ca_fingerprint }
     }
 
     /// The peer's overlay IP (its certificate's first address), if it has one.
@@ -56,9 +49,7 @@ impl PeerIdentity {
     }
 
     pub fn has_group(&self, group: &str) -> bool {
-        self.groups
-            .binary_search_by(|g| g.as_str().cmp(group))
-            .is_ok()
+        self.groups.binary_search_by(|g| g.as_str().cmp(group)).is_ok()
     }
 
     /// Whether `ip` may appear as this peer's side of a packet: one of its addresses or inside
@@ -127,9 +118,6 @@ mod tests {
         assert_eq!(p.vpn_ip(), Some("100.64.0.3".parse().unwrap()));
         assert!(p.owns_address("10.9.1.1".parse().unwrap()));
         assert!(!p.owns_address("100.64.0.4".parse().unwrap()));
-        assert_eq!(
-            (p.ca_name.as_str(), p.ca_fingerprint),
-            ("mesh-ca", ca.fingerprint())
-        );
+        assert_eq!((p.ca_name.as_str(), p.ca_fingerprint), ("mesh-ca", ca.fingerprint()));
     }
 }

@@ -21,18 +21,12 @@ fn port_sel() -> impl Strategy<Value = PortSel> {
         Just(PortSel::Any),
         Just(PortSel::Fragment),
         (0..PORTS.len()).prop_map(|i| PortSel::Range(PORTS[i], PORTS[i])),
-        (0..PORTS.len(), 0..PORTS.len())
-            .prop_map(|(a, b)| PortSel::Range(PORTS[a.min(b)], PORTS[a.max(b)])),
+        (0..PORTS.len(), 0..PORTS.len()).prop_map(|(a, b)| PortSel::Range(PORTS[a.min(b)], PORTS[a.max(b)])),
     ]
 }
 
 fn proto_sel() -> impl Strategy<Value = ProtoSel> {
-    prop_oneof![
-        Just(ProtoSel::Any),
-        Just(ProtoSel::Tcp),
-        Just(ProtoSel::Udp),
-        Just(ProtoSel::Icmp)
-    ]
+    prop_oneof![Just(ProtoSel::Any), Just(ProtoSel::Tcp), Just(ProtoSel::Udp), Just(ProtoSel::Icmp)]
 }
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(options: Vec<T>) -> impl Strategy<Value = T> {
@@ -40,43 +34,20 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(options: Vec<T>) -> impl Strategy<
 }
 
 fn cidrs() -> Vec<Option<IpNet>> {
-    ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32", "100.64.0.0/10"]
-        .iter()
-        .map(|c| Some(c.parse().unwrap()))
-        .collect()
+    ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32", "100.64.0.0/10"].iter().map(|c| Some(c.parse().unwrap())).collect()
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
     let host = pick(vec![None, Some("h1"), Some("h2"), Some("any")]);
-    let groups = pick(vec![
-        vec![],
-        vec!["g1"],
-        vec!["g2"],
-        vec!["g1", "g2"],
-        vec!["any"],
-    ]);
+    let groups = pick(vec![vec![], vec!["g1"], vec!["g2"], vec!["g1", "g2"], vec!["any"]]);
     let cidr = pick([vec![None, None], cidrs()].concat());
-    let local = pick(vec![
-        None,
-        None,
-        Some(None),
-        Some(Some("10.20.0.0/16".parse().unwrap())),
-    ]);
-    let ca = pick(vec![
-        (None, None),
-        (Some("ca-a"), None),
-        (None, Some(0xbb)),
-        (Some("ca-b"), Some(0xaa)),
-    ]);
+    let local = pick(vec![None, None, Some(None), Some(Some("10.20.0.0/16".parse().unwrap()))]);
+    let ca = pick(vec![(None, None), (Some("ca-a"), None), (None, Some(0xbb)), (Some("ca-b"), Some(0xaa))]);
     (proto_sel(), port_sel(), host, groups, cidr, local, ca).prop_map(
         |(proto, port, host, groups, cidr, local_cidr, (ca_name, sha))| {
             let groups: Vec<String> = groups.into_iter().map(String::from).collect();
             let any_peer = host == Some("any") || groups.iter().any(|g| g == "any");
-            let port = if proto == ProtoSel::Icmp {
-                PortSel::Any
-            } else {
-                port
-            };
+            let port = if proto == ProtoSel::Icmp { PortSel::Any } else { port };
             Rule {
                 proto,
                 port,
@@ -87,10 +58,7 @@ fn rule() -> impl Strategy<Value = Rule> {
                 local_cidr,
                 ca_name: ca_name.map(String::from),
                 ca_sha: sha.map(|b| Fingerprint([b; 32])),
-                origin: Origin {
-                    file: Arc::from("prop"),
-                    line: 0,
-                },
+                origin: Origin { file: Arc::from("prop"), line: 0 },
             }
         },
     )
@@ -98,13 +66,7 @@ fn rule() -> impl Strategy<Value = Rule> {
 
 fn peer() -> impl Strategy<Value = PeerIdentity> {
     let name = pick(vec!["h1", "h2", "h3"]);
-    let groups = pick(vec![
-        vec![],
-        vec!["g1"],
-        vec!["g2"],
-        vec!["g1", "g2"],
-        vec!["g3"],
-    ]);
+    let groups = pick(vec![vec![], vec!["g1"], vec!["g2"], vec!["g1", "g2"], vec!["g3"]]);
     let ca = pick(vec![("ca-a", 0xaa), ("ca-b", 0xbb), ("ca-c", 0xcc)]);
     (name, groups, ca).prop_map(|(name, groups, (ca, sha))| {
         PeerIdentity::new(
@@ -121,28 +83,19 @@ fn peer() -> impl Strategy<Value = PeerIdentity> {
 fn flow() -> impl Strategy<Value = Flow> {
     let proto = pick(vec![PROTO_TCP, PROTO_UDP, PROTO_ICMP, 47]);
     let port = prop_oneof![(0..PORTS.len()).prop_map(|i| PORTS[i]), any::<u16>()];
-    let remote = pick(vec![
-        Ipv4Addr::new(10, 1, 2, 3),
-        Ipv4Addr::new(10, 2, 0, 1),
-        Ipv4Addr::new(100, 64, 0, 7),
-    ]);
-    let local = pick(vec![
-        Ipv4Addr::new(100, 64, 0, 1),
-        Ipv4Addr::new(10, 20, 0, 1),
-    ]);
-    (proto, port.clone(), port, remote, local, any::<bool>()).prop_map(
-        |(proto, lp, rp, remote, local, fragment)| {
-            let ported = (proto == PROTO_TCP || proto == PROTO_UDP) && !fragment;
-            Flow {
-                proto,
-                local_ip: local.into(),
-                remote_ip: remote.into(),
-                local_port: if ported { lp } else { 0 },
-                remote_port: if ported { rp } else { 0 },
-                fragment,
-            }
-        },
-    )
+    let remote = pick(vec![Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(10, 2, 0, 1), Ipv4Addr::new(100, 64, 0, 7)]);
+    let local = pick(vec![Ipv4Addr::new(100, 64, 0, 1), Ipv4Addr::new(10, 20, 0, 1)]);
+    (proto, port.clone(), port, remote, local, any::<bool>()).prop_map(|(proto, lp, rp, remote, local, fragment)| {
+        let ported = (proto == PROTO_TCP || proto == PROTO_UDP) && !fragment;
+        Flow {
+            proto,
+            local_ip: local.into(),
+            remote_ip: remote.into(),
+            local_port: if ported { lp } else { 0 },
+            remote_port: if ported { rp } else { 0 },
+            fragment,
+        }
+    })
 }
 
 proptest! {

@@ -119,21 +119,13 @@ impl Rule {
     /// Validates one rule as written; errors name the rule's file, line and field.
     pub fn compile(src: &SourcedRule) -> Result<Rule, ConfigError> {
         let s = &src.spec;
-        let at = |line: u64| Origin {
-            file: src.file.clone(),
-            line: line as u32,
-        };
-        let err =
-            |line: u64, field: &'static str, msg: String| ConfigError::field(at(line), field, msg);
+        let at = |line: u64| Origin { file: src.file.clone(), line: line as u32 };
+        let err = |line: u64, field: &'static str, msg: String| ConfigError::field(at(line), field, msg);
         let rule_line = u64::from(src.origin.line);
 
         let proto = match &s.proto {
             None => {
-                return Err(err(
-                    rule_line,
-                    "proto",
-                    "missing; use any, tcp, udp or icmp".into(),
-                ));
+                return Err(err(rule_line, "proto", "missing; use any, tcp, udp or icmp".into()));
             }
             Some(p) => match p.value.trim().to_ascii_lowercase().as_str() {
                 "any" => ProtoSel::Any,
@@ -141,11 +133,7 @@ impl Rule {
                 "udp" => ProtoSel::Udp,
                 "icmp" => ProtoSel::Icmp,
                 other => {
-                    return Err(err(
-                        p.referenced.line(),
-                        "proto",
-                        format!("{other:?} is not any, tcp, udp or icmp"),
-                    ));
+                    return Err(err(p.referenced.line(), "proto", format!("{other:?} is not any, tcp, udp or icmp")));
                 }
             },
         };
@@ -153,15 +141,9 @@ impl Rule {
             // ICMP has no ports; Nebula 1.11 ignores `port` on ICMP rules.
             (_, ProtoSel::Icmp) => PortSel::Any,
             (None, _) => {
-                return Err(err(
-                    rule_line,
-                    "port",
-                    "missing; use N, A-B, any or fragment".into(),
-                ));
+                return Err(err(rule_line, "port", "missing; use N, A-B, any or fragment".into()));
             }
-            (Some(p), _) => {
-                parse_port(&p.value).map_err(|m| err(p.referenced.line(), "port", m))?
-            }
+            (Some(p), _) => parse_port(&p.value).map_err(|m| err(p.referenced.line(), "port", m))?,
         };
         if let (Some(_), Some(gs)) = (&s.group, &s.groups) {
             return Err(err(
@@ -172,48 +154,28 @@ impl Rule {
         }
         let mut groups: Vec<String> = match (&s.group, &s.groups) {
             (Some(g), _) => vec![g.value.trim().to_string()],
-            (_, Some(gs)) => gs
-                .value
-                .to_vec()
-                .into_iter()
-                .map(|g| g.trim().to_string())
-                .collect(),
+            (_, Some(gs)) => gs.value.to_vec().into_iter().map(|g| g.trim().to_string()).collect(),
             _ => Vec::new(),
         };
         groups.retain(|g| !g.is_empty());
         groups.sort();
         groups.dedup();
-        let host = s
-            .host
-            .as_ref()
-            .map(|h| h.value.trim().to_string())
-            .filter(|h| !h.is_empty());
+        let host = s.host.as_ref().map(|h| h.value.trim().to_string()).filter(|h| !h.is_empty());
         let cidr = match &s.cidr {
             None => None,
             Some(c) => parse_cidr(&c.value).map_err(|m| err(c.referenced.line(), "cidr", m))?,
         };
         let local_cidr = match &s.local_cidr {
             None => None,
-            Some(c) => {
-                Some(parse_cidr(&c.value).map_err(|m| err(c.referenced.line(), "local_cidr", m))?)
-            }
+            Some(c) => Some(parse_cidr(&c.value).map_err(|m| err(c.referenced.line(), "local_cidr", m))?),
         };
         let ca_sha = match &s.ca_sha {
             None => None,
-            Some(c) => Some(
-                c.value
-                    .parse::<Fingerprint>()
-                    .map_err(|m| err(c.referenced.line(), "ca_sha", m))?,
-            ),
+            Some(c) => Some(c.value.parse::<Fingerprint>().map_err(|m| err(c.referenced.line(), "ca_sha", m))?),
         };
-        let ca_name = s
-            .ca_name
-            .as_ref()
-            .map(|c| c.value.trim().to_string())
-            .filter(|c| !c.is_empty());
+        let ca_name = s.ca_name.as_ref().map(|c| c.value.trim().to_string()).filter(|c| !c.is_empty());
         let cidr_any = s.cidr.is_some() && cidr.is_none();
-        let any_peer =
-            host.as_deref() == Some("any") || groups.iter().any(|g| g == "any") || cidr_any;
+        let any_peer = host.as_deref() == Some("any") || groups.iter().any(|g| g == "any") || cidr_any;
         if host.is_none()
             && groups.is_empty()
             && s.cidr.is_none()
@@ -227,28 +189,11 @@ impl Rule {
                 "a rule needs at least one of host, group, groups, cidr, local_cidr, ca_name or ca_sha (use host: any to allow every peer)".into(),
             ));
         }
-        Ok(Rule {
-            proto,
-            port,
-            any_peer,
-            host,
-            groups,
-            cidr,
-            local_cidr,
-            ca_name,
-            ca_sha,
-            origin: src.origin.clone(),
-        })
+        Ok(Rule { proto, port, any_peer, host, groups, cidr, local_cidr, ca_name, ca_sha, origin: src.origin.clone() })
     }
 
     /// The reference evaluator: does this rule allow `flow` from `peer`?
-    pub fn matches(
-        &self,
-        flow: &Flow,
-        direction: Direction,
-        peer: &PeerIdentity,
-        scope: &LocalScope,
-    ) -> bool {
+    pub fn matches(&self, flow: &Flow, direction: Direction, peer: &PeerIdentity, scope: &LocalScope) -> bool {
         let proto_ok = match self.proto {
             ProtoSel::Any => true,
             p => ProtoSel::of_packet(flow.proto) == Some(p),
@@ -334,10 +279,7 @@ pub fn parse_port(text: &str) -> Result<PortSel, String> {
         _ => {}
     }
     let one = |s: &str| -> Result<u16, String> {
-        let n: i64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("{t:?} is not a port: use N, A-B, any or fragment"))?;
+        let n: i64 = s.trim().parse().map_err(|_| format!("{t:?} is not a port: use N, A-B, any or fragment"))?;
         if !(1..=65535).contains(&n) {
             return Err(format!("{t:?}: port {n} is out of range 1-65535"));
         }
@@ -349,9 +291,7 @@ pub fn parse_port(text: &str) -> Result<PortSel, String> {
         Some(i) => {
             let (a, b) = (one(&t[..i])?, one(&t[i + 1..])?);
             if a > b {
-                return Err(format!(
-                    "{t:?}: range start {a} is greater than its end {b}"
-                ));
+                return Err(format!("{t:?}: range start {a} is greater than its end {b}"));
             }
             Ok(PortSel::Range(a, b))
         }
@@ -371,11 +311,7 @@ fn parse_cidr(text: &str) -> Result<Option<IpNet>, String> {
             .map(IpNet::from)
             .map_err(|_| format!("{t:?} is not an IP network such as 100.64.0.0/10"))?,
     };
-    Ok(if net.prefix_len() == 0 {
-        None
-    } else {
-        Some(net.trunc())
-    })
+    Ok(if net.prefix_len() == 0 { None } else { Some(net.trunc()) })
 }
 
 #[cfg(test)]
@@ -414,14 +350,8 @@ mod tests {
     fn cidrs() {
         assert_eq!(parse_cidr("any"), Ok(None));
         assert_eq!(parse_cidr("0.0.0.0/0"), Ok(None));
-        assert_eq!(
-            parse_cidr("100.64.1.7/16").unwrap(),
-            Some("100.64.0.0/16".parse().unwrap())
-        );
-        assert_eq!(
-            parse_cidr("10.0.0.1").unwrap(),
-            Some("10.0.0.1/32".parse().unwrap())
-        );
+        assert_eq!(parse_cidr("100.64.1.7/16").unwrap(), Some("100.64.0.0/16".parse().unwrap()));
+        assert_eq!(parse_cidr("10.0.0.1").unwrap(), Some("10.0.0.1/32".parse().unwrap()));
         assert!(parse_cidr("10.0.0.300/8").is_err());
     }
 }

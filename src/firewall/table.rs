@@ -47,18 +47,8 @@ impl RuleTable {
     pub fn new(rules: Vec<Rule>) -> RuleTable {
         let mut protos: [PortIndex; 4] = Default::default();
         for (p, index) in protos.iter_mut().enumerate() {
-            let mine = || {
-                rules
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, r)| r.proto as usize == p)
-            };
-            let ids = |port: PortSel| {
-                mine()
-                    .filter(|(_, r)| r.port == port)
-                    .map(|(i, _)| i as u32)
-                    .collect::<Vec<_>>()
-            };
+            let mine = || rules.iter().enumerate().filter(move |(_, r)| r.proto as usize == p);
+            let ids = |port: PortSel| mine().filter(|(_, r)| r.port == port).map(|(i, _)| i as u32).collect::<Vec<_>>();
             index.any_port = Bucket::new(&rules, &ids(PortSel::Any));
             index.fragment = Bucket::new(&rules, &ids(PortSel::Fragment));
             let ranges: Vec<(u32, u32, u32)> = mine()
@@ -104,14 +94,7 @@ impl RuleTable {
 
     /// Lowers `best` to the first rule of `bucket` below it that matches.
     #[inline]
-    fn bucket_match(
-        &self,
-        bucket: &Bucket,
-        flow: &Flow,
-        peer: &PeerIdentity,
-        scope: &LocalScope,
-        best: &mut u32,
-    ) {
+    fn bucket_match(&self, bucket: &Bucket, flow: &Flow, peer: &PeerIdentity, scope: &LocalScope, best: &mut u32) {
         let mut first_in = |list: &[u32]| {
             for &id in list {
                 if id >= *best {
@@ -128,10 +111,7 @@ impl RuleTable {
             return;
         }
         for g in peer.groups() {
-            if let Ok(i) = bucket
-                .by_group
-                .binary_search_by(|(k, _)| k.as_ref().cmp(g.as_str()))
-            {
+            if let Ok(i) = bucket.by_group.binary_search_by(|(k, _)| k.as_ref().cmp(g.as_str())) {
                 first_in(&bucket.by_group[i].1);
             }
         }
@@ -146,10 +126,7 @@ impl Bucket {
             let r = &rules[id as usize];
             match r.groups.first() {
                 Some(g) if !r.any_peer && r.host.is_none() && r.cidr.is_none() => {
-                    match b
-                        .by_group
-                        .binary_search_by(|(k, _)| k.as_ref().cmp(g.as_str()))
-                    {
+                    match b.by_group.binary_search_by(|(k, _)| k.as_ref().cmp(g.as_str())) {
                         Ok(i) => b.by_group[i].1.push(id),
                         Err(i) => b.by_group.insert(i, (g.as_str().into(), vec![id])),
                     }
@@ -172,11 +149,8 @@ impl PortIndex {
         for (n, &start) in cuts.iter().enumerate() {
             let end = cuts.get(n + 1).copied().unwrap_or(u32::MAX);
             // Rules covering this segment; ranges are in id order, so the ids come out sorted.
-            let ids: Vec<u32> = ranges
-                .iter()
-                .filter(|&&(a, b, _)| a <= start && end <= b)
-                .map(|&(_, _, id)| id)
-                .collect();
+            let ids: Vec<u32> =
+                ranges.iter().filter(|&&(a, b, _)| a <= start && end <= b).map(|&(_, _, id)| id).collect();
             if previous.as_ref() == Some(&ids) {
                 continue; // same rules as the segment before: extend it
             }
@@ -189,10 +163,7 @@ impl PortIndex {
 
     #[inline]
     fn segment(&self, port: u16) -> Option<&Bucket> {
-        let i = self
-            .starts
-            .partition_point(|&s| s <= u32::from(port))
-            .checked_sub(1)?;
+        let i = self.starts.partition_point(|&s| s <= u32::from(port)).checked_sub(1)?;
         self.buckets.get(*self.segment_bucket.get(i)? as usize)
     }
 }

@@ -48,8 +48,7 @@ pub struct Route {
 
 /// The index of interface `name` in this thread's network namespace.
 pub fn if_index(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
     // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {
         0 => Err(io::Error::last_os_error()),
@@ -73,21 +72,13 @@ pub fn set_link(index: u32, mtu: Option<u32>, tx_queue: Option<u32>, up: bool) -
     if let Some(q) = tx_queue {
         m.attr(IFLA_TXQLEN, &q.to_ne_bytes());
     }
-    request(m).map_err(|e| {
-        context(
-            e,
-            format!("configuring link {index} (mtu {mtu:?}, txqueuelen {tx_queue:?})"),
-        )
-    })
+    request(m).map_err(|e| context(e, format!("configuring link {index} (mtu {mtu:?}, txqueuelen {tx_queue:?})")))
 }
 
 /// Adds `addr` (address with prefix, e.g. 100.64.0.1/10) to interface `index`; the kernel adds
 /// the prefix route once the link is up.
 pub fn add_address(index: u32, addr: Ipv4Net) -> io::Result<()> {
-    let mut m = Message::new(
-        RTM_NEWADDR,
-        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-    );
+    let mut m = Message::new(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL);
     // struct ifaddrmsg { family, prefixlen, flags, scope, index }
     m.push(&[libc::AF_INET as u8, addr.prefix_len(), 0, 0]);
     m.push(&index.to_ne_bytes());
@@ -98,22 +89,10 @@ pub fn add_address(index: u32, addr: Ipv4Net) -> io::Result<()> {
 
 /// Adds or replaces a route to `route.dst` through interface `index`.
 pub fn replace_route(index: u32, route: &Route) -> io::Result<()> {
-    let mut m = Message::new(
-        RTM_NEWROUTE,
-        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-    );
+    let mut m = Message::new(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
     let dst = route.dst.trunc();
     // struct rtmsg { family, dst_len, src_len, tos, table, protocol, scope, type, flags }
-    m.push(&[
-        libc::AF_INET as u8,
-        dst.prefix_len(),
-        0,
-        0,
-        RT_TABLE_MAIN,
-        RTPROT_STATIC,
-        RT_SCOPE_LINK,
-        RTN_UNICAST,
-    ]);
+    m.push(&[libc::AF_INET as u8, dst.prefix_len(), 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_LINK, RTN_UNICAST]);
     m.push(&0u32.to_ne_bytes());
     m.attr(RTA_DST, &dst.addr().octets());
     m.attr(RTA_OIF, &index.to_ne_bytes());
@@ -173,13 +152,7 @@ fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
 fn request(m: Message) -> io::Result<()> {
     let msg = m.finish();
     // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -225,18 +198,11 @@ fn parse_ack(mut data: &[u8]) -> Option<io::Result<()>> {
         let len = u32::from_ne_bytes(data[0..4].try_into().ok()?) as usize;
         let kind = u16::from_ne_bytes(data[4..6].try_into().ok()?);
         if len < NLMSG_HDR || len > data.len() {
-            return Some(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "truncated netlink reply",
-            )));
+            return Some(Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink reply")));
         }
         if kind == NLMSG_ERROR && len >= NLMSG_HDR + 4 {
             let errno = i32::from_ne_bytes(data[NLMSG_HDR..NLMSG_HDR + 4].try_into().ok()?);
-            return Some(if errno == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(-errno))
-            });
+            return Some(if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-errno)) });
         }
         data = &data[len.next_multiple_of(4).min(data.len())..];
     }

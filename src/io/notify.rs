@@ -29,8 +29,7 @@ impl Notifier {
     /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` once. The variables are left
     /// set (child processes are not ours to notify for; `NotifyAccess=main` ignores them).
     pub fn from_env() -> Notifier {
-        let target = std::env::var_os("NOTIFY_SOCKET")
-            .and_then(|s| Self::parse_target(s.as_encoded_bytes()));
+        let target = std::env::var_os("NOTIFY_SOCKET").and_then(|s| Self::parse_target(s.as_encoded_bytes()));
         let pid_ok = match std::env::var("WATCHDOG_PID") {
             Ok(pid) => pid.trim().parse::<u32>().ok() == Some(std::process::id()),
             Err(_) => true,
@@ -45,19 +44,14 @@ impl Notifier {
 
     /// Notifies the socket at `path` (or `@abstract`), for tests and explicit setups.
     pub fn to_socket(path: &str) -> Notifier {
-        Notifier {
-            target: Self::parse_target(path.as_bytes()),
-            watchdog: None,
-        }
+        Notifier { target: Self::parse_target(path.as_bytes()), watchdog: None }
     }
 
     fn parse_target(s: &[u8]) -> Option<Target> {
         match s {
             [] => None,
             [b'@', name @ ..] => Some(Target::Abstract(name.to_vec())),
-            [b'/', ..] => Some(Target::Path(PathBuf::from(
-                String::from_utf8_lossy(s).into_owned(),
-            ))),
+            [b'/', ..] => Some(Target::Path(PathBuf::from(String::from_utf8_lossy(s).into_owned()))),
             _ => None, // systemd only uses absolute paths and abstract names (vsock is not supported)
         }
     }
@@ -75,10 +69,7 @@ impl Notifier {
     /// `RELOADING=1` with the `MONOTONIC_USEC` systemd needs to match the reload to the request;
     /// follow with [`Notifier::ready`] when the reload is done (or failed and the old config runs).
     pub fn reloading(&self) -> io::Result<()> {
-        self.send(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}\n",
-            monotonic_usec()
-        ))
+        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}\n", monotonic_usec()))
     }
 
     /// `STOPPING=1` at the start of a clean shutdown.
@@ -109,9 +100,7 @@ impl Notifier {
         let sock = UnixDatagram::unbound()?;
         match target {
             Target::Path(p) => sock.send_to(msg.as_bytes(), p)?,
-            Target::Abstract(name) => {
-                sock.send_to_addr(msg.as_bytes(), &SocketAddr::from_abstract_name(name)?)?
-            }
+            Target::Abstract(name) => sock.send_to_addr(msg.as_bytes(), &SocketAddr::from_abstract_name(name)?)?,
         };
         Ok(())
     }
@@ -147,19 +136,11 @@ mod tests {
             String::from_utf8(buf[..len].to_vec()).unwrap()
         };
         n.ready("serving 100.64.0.1 on nebula1\nINJECT=1").unwrap();
-        assert_eq!(
-            recv(),
-            "READY=1\nSTATUS=serving 100.64.0.1 on nebula1 INJECT=1\n"
-        );
+        assert_eq!(recv(), "READY=1\nSTATUS=serving 100.64.0.1 on nebula1 INJECT=1\n");
         let before = monotonic_usec();
         n.reloading().unwrap();
         let msg = recv();
-        let usec: u64 = msg
-            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
-            .unwrap()
-            .trim_end()
-            .parse()
-            .unwrap();
+        let usec: u64 = msg.strip_prefix("RELOADING=1\nMONOTONIC_USEC=").unwrap().trim_end().parse().unwrap();
         assert!(usec >= before && usec <= monotonic_usec());
         n.stopping().unwrap();
         assert_eq!(recv(), "STOPPING=1\n");
@@ -170,9 +151,7 @@ mod tests {
     #[test]
     fn abstract_sockets_work_and_no_socket_means_no_op() {
         let name = format!("cos-mesh-test-{}", std::process::id());
-        let listener =
-            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
-                .unwrap();
+        let listener = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
         Notifier::to_socket(&format!("@{name}")).stopping().unwrap();
         let mut buf = [0u8; 64];
         let len = listener.recv(&mut buf).unwrap();

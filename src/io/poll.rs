@@ -16,11 +16,7 @@ impl<'a> PollFd<'a> {
     /// Wait for `fd` to be readable (and writable too if `want_write`, e.g. a UDP socket whose
     /// send batch hit `WouldBlock`).
     pub fn new(fd: BorrowedFd<'a>, want_write: bool) -> PollFd<'a> {
-        PollFd {
-            fd,
-            want_write,
-            revents: 0,
-        }
+        PollFd { fd, want_write, revents: 0 }
     }
 
     pub fn readable(&self) -> bool {
@@ -36,16 +32,9 @@ impl<'a> PollFd<'a> {
 /// the core's `poll_timeout()` minus now). Returns how many are ready; 0 on timeout or when a
 /// signal interrupted the wait (the signalfd is then readable on the next call).
 pub fn wait(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
-    let mut raw: [libc::pollfd; 16] = [libc::pollfd {
-        fd: -1,
-        events: 0,
-        revents: 0,
-    }; 16];
+    let mut raw: [libc::pollfd; 16] = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 16];
     if fds.len() > raw.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "more than 16 descriptors",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "more than 16 descriptors"));
     }
     for (r, f) in raw.iter_mut().zip(fds.iter()) {
         r.fd = f.fd.as_raw_fd();
@@ -60,11 +49,7 @@ pub fn wait(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usi
     let n = unsafe { libc::poll(raw.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
     if n < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(0)
-        } else {
-            Err(e)
-        };
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
     }
     for (r, f) in raw.iter().zip(fds.iter_mut()) {
         f.revents = r.revents;

@@ -48,9 +48,7 @@ impl Signals {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a new descriptor we own.
-        Ok(Signals {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Ok(Signals { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     /// The next pending signal, or `None` when none is pending.
@@ -70,10 +68,7 @@ impl Signals {
                 }
             }
             if n as usize != want {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "short read from signalfd",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "short read from signalfd"));
             }
             match info.ssi_signo as libc::c_int {
                 libc::SIGHUP => return Ok(Some(Signal::Reload)),
@@ -107,11 +102,9 @@ mod tests {
         std::thread::spawn(|| {
             let s = Signals::new().unwrap();
             assert_eq!(s.next().unwrap(), None);
-            for (sig, want) in [
-                (libc::SIGHUP, Signal::Reload),
-                (libc::SIGTERM, Signal::Shutdown),
-                (libc::SIGINT, Signal::Shutdown),
-            ] {
+            for (sig, want) in
+                [(libc::SIGHUP, Signal::Reload), (libc::SIGTERM, Signal::Shutdown), (libc::SIGINT, Signal::Shutdown)]
+            {
                 // SAFETY: the signal is blocked in this thread, so raising it only queues it.
                 assert_eq!(unsafe { libc::raise(sig) }, 0);
                 assert_eq!(s.next().unwrap(), Some(want));

@@ -43,30 +43,14 @@ impl TunConfig {
         let routes = tun
             .routes
             .iter()
-            .map(|r| Route {
+            .map(|r| Route { dst: r.route, mtu: Some(r.mtu), metric: None })
+            .chain(tun.unsafe_routes.iter().filter(|r| r.install).map(|r| Route {
                 dst: r.route,
-                mtu: Some(r.mtu),
-                metric: None,
-            })
-            .chain(
-                tun.unsafe_routes
-                    .iter()
-                    .filter(|r| r.install)
-                    .map(|r| Route {
-                        dst: r.route,
-                        mtu: r.mtu,
-                        metric: r.metric,
-                    }),
-            )
+                mtu: r.mtu,
+                metric: r.metric,
+            }))
             .collect();
-        TunConfig {
-            name: tun.dev.clone(),
-            address,
-            mtu: tun.mtu,
-            tx_queue: tun.tx_queue,
-            routes,
-            queues: 1,
-        }
+        TunConfig { name: tun.dev.clone(), address, mtu: tun.mtu, tx_queue: tun.tx_queue, routes, queues: 1 }
     }
 }
 
@@ -82,16 +66,10 @@ impl Tun {
     /// Creates and configures the device in the calling thread's network namespace. Needs
     /// `CAP_NET_ADMIN`. Fails if an interface of that name already exists and is not a TUN.
     pub fn create(cfg: &TunConfig) -> io::Result<Tun> {
-        let queues = (0..cfg.queues.max(1))
-            .map(|_| open_queue(&cfg.name, cfg.queues > 1))
-            .collect::<io::Result<Vec<_>>>()?;
-        let index = netlink::if_index(&cfg.name)
-            .map_err(|e| ctx(e, &format!("looking up {}", cfg.name)))?;
-        let tun = Tun {
-            name: cfg.name.clone(),
-            index,
-            queues,
-        };
+        let queues =
+            (0..cfg.queues.max(1)).map(|_| open_queue(&cfg.name, cfg.queues > 1)).collect::<io::Result<Vec<_>>>()?;
+        let index = netlink::if_index(&cfg.name).map_err(|e| ctx(e, &format!("looking up {}", cfg.name)))?;
+        let tun = Tun { name: cfg.name.clone(), index, queues };
         netlink::set_link(index, Some(cfg.mtu), Some(cfg.tx_queue), false)?;
         netlink::add_address(index, cfg.address)?;
         netlink::set_link(index, None, None, true)?;
@@ -183,10 +161,7 @@ struct IfReq {
 
 fn open_queue(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name:?} is not a valid interface name"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?} is not a valid interface name")));
     }
     let file = OpenOptions::new()
         .read(true)
@@ -194,11 +169,7 @@ fn open_queue(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/net/tun")
         .map_err(|e| ctx(e, "opening /dev/net/tun"))?;
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: 0,
-        _pad: [0; 22],
-    };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
     for (d, s) in req.name.iter_mut().zip(name.bytes()) {
         *d = s as c_char;
     }
@@ -230,23 +201,12 @@ mod tests {
         let yaml = "dev: mesh0\nmtu: 1400\nroutes:\n  - {route: 100.100.0.0/16, mtu: 1300}\nunsafe_routes:\n  - {route: 10.1.0.0/16, via: 100.64.0.1, metric: 5}\n  - {route: 10.2.0.0/16, via: 100.64.0.1, install: false}\n";
         let tun: crate::config::Tun = serde_saphyr::from_str(yaml).unwrap();
         let cfg = TunConfig::from_config(&tun, "100.64.0.11/10".parse().unwrap());
-        assert_eq!(
-            (cfg.name.as_str(), cfg.mtu, cfg.tx_queue, cfg.queues),
-            ("mesh0", 1400, 500, 1)
-        );
+        assert_eq!((cfg.name.as_str(), cfg.mtu, cfg.tx_queue, cfg.queues), ("mesh0", 1400, 500, 1));
         assert_eq!(
             cfg.routes,
             vec![
-                Route {
-                    dst: "100.100.0.0/16".parse().unwrap(),
-                    mtu: Some(1300),
-                    metric: None
-                },
-                Route {
-                    dst: "10.1.0.0/16".parse().unwrap(),
-                    mtu: None,
-                    metric: Some(5)
-                },
+                Route { dst: "100.100.0.0/16".parse().unwrap(), mtu: Some(1300), metric: None },
+                Route { dst: "10.1.0.0/16".parse().unwrap(), mtu: None, metric: Some(5) },
             ]
         );
     }

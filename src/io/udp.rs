@@ -28,13 +28,8 @@ impl Udp {
     /// Binds `addr` (port 0 = random), nonblocking. Buffer sizes use `SO_RCVBUFFORCE` /
     /// `SO_SNDBUFFORCE` (which need `CAP_NET_ADMIN`), falling back to the capped `SO_RCVBUF` /
     /// `SO_SNDBUF`, as Nebula does.
-    pub fn bind(
-        addr: SocketAddr,
-        read_buffer: Option<u32>,
-        write_buffer: Option<u32>,
-    ) -> io::Result<Udp> {
-        let socket = UdpSocket::bind(addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
+    pub fn bind(addr: SocketAddr, read_buffer: Option<u32>, write_buffer: Option<u32>) -> io::Result<Udp> {
+        let socket = UdpSocket::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
         socket.set_nonblocking(true)?;
         let fd = socket.as_raw_fd();
         if let Some(n) = read_buffer {
@@ -48,11 +43,7 @@ impl Udp {
 
     /// Binds as the `listen` section says.
     pub fn from_config(listen: &crate::config::Listen) -> io::Result<Udp> {
-        Udp::bind(
-            SocketAddr::new(listen.host, listen.port),
-            listen.read_buffer,
-            listen.write_buffer,
-        )
+        Udp::bind(SocketAddr::new(listen.host, listen.port), listen.read_buffer, listen.write_buffer)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -66,10 +57,7 @@ impl Udp {
 
     pub fn buffers(&self) -> io::Result<Buffers> {
         let fd = self.socket.as_raw_fd();
-        Ok(Buffers {
-            read: get_int(fd, libc::SO_RCVBUF)? as usize,
-            write: get_int(fd, libc::SO_SNDBUF)? as usize,
-        })
+        Ok(Buffers { read: get_int(fd, libc::SO_RCVBUF)? as usize, write: get_int(fd, libc::SO_SNDBUF)? as usize })
     }
 
     /// Receives up to `batch.capacity()` datagrams in one `recvmmsg`. Returns how many arrived
@@ -113,12 +101,7 @@ impl Udp {
             // SAFETY: `prepare` pointed the headers at this batch's buffers and addresses,
             // which live for the call; `pending` is within the initialised headers.
             let n = unsafe {
-                libc::sendmmsg(
-                    self.socket.as_raw_fd(),
-                    pending.as_mut_ptr(),
-                    pending.len() as u32,
-                    libc::MSG_DONTWAIT,
-                )
+                libc::sendmmsg(self.socket.as_raw_fd(), pending.as_mut_ptr(), pending.len() as u32, libc::MSG_DONTWAIT)
             };
             if n > 0 {
                 batch.next += n as usize;
@@ -223,22 +206,9 @@ impl RecvBatch {
         // pointers already stored in earlier headers.
         let base = self.buf.as_mut_ptr();
         let name_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        for (i, ((hdr, iov), addr)) in self
-            .hdrs
-            .iter_mut()
-            .zip(&mut self.iovs)
-            .zip(&mut self.addrs)
-            .enumerate()
-        {
+        for (i, ((hdr, iov), addr)) in self.hdrs.iter_mut().zip(&mut self.iovs).zip(&mut self.addrs).enumerate() {
             // SAFETY: slot i lies within `buf` (capacity * slot bytes).
-            point(
-                hdr,
-                iov,
-                unsafe { base.add(i * self.slot) },
-                self.slot,
-                addr,
-                name_len,
-            );
+            point(hdr, iov, unsafe { base.add(i * self.slot) }, self.slot, addr, name_len);
         }
     }
 }
@@ -336,23 +306,10 @@ impl SendBatch {
 
     fn prepare(&mut self) {
         let base = self.buf.as_mut_ptr();
-        let slots = self
-            .hdrs
-            .iter_mut()
-            .zip(&mut self.iovs)
-            .zip(&mut self.addrs)
-            .zip(&self.lens)
-            .take(self.len);
+        let slots = self.hdrs.iter_mut().zip(&mut self.iovs).zip(&mut self.addrs).zip(&self.lens).take(self.len);
         for (i, (((hdr, iov), (addr, name_len)), &len)) in slots.enumerate() {
             // SAFETY: slot i lies within `buf`, and `len` <= slot.
-            point(
-                hdr,
-                iov,
-                unsafe { base.add(i * self.slot) },
-                len,
-                addr,
-                *name_len,
-            );
+            point(hdr, iov, unsafe { base.add(i * self.slot) }, len, addr, *name_len);
         }
     }
 }
@@ -388,20 +345,9 @@ fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: u32) -> 
 
 fn set_int(fd: RawFd, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
     // SAFETY: `v` is a valid int for the call's duration.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            opt,
-            (&raw const v).cast(),
-            size_of::<libc::c_int>() as u32,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let r =
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&raw const v).cast(), size_of::<libc::c_int>() as u32) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 fn get_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
@@ -409,11 +355,7 @@ fn get_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `v` and `len` are valid for writes.
     let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(v)
-    }
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(v) }
 }
 
 fn to_storage(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -446,26 +388,17 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: the family says the storage holds a sockaddr_in.
             let sin = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 =
-                unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let port = u16::from_be(sin6.sin6_port);
             // A v4-mapped source on a dual-stack socket is shown as the IPv4 address it is.
             match ip.to_ipv4_mapped() {
                 Some(v4) => Some(SocketAddr::new(IpAddr::V4(v4), port)),
-                None => Some(SocketAddr::V6(SocketAddrV6::new(
-                    ip,
-                    port,
-                    sin6.sin6_flowinfo,
-                    sin6.sin6_scope_id,
-                ))),
+                None => Some(SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id))),
             }
         }
         _ => None,
@@ -483,10 +416,7 @@ mod tests {
             assert_eq!(from_storage(&to_storage(addr).0), Some(addr));
         }
         let mapped: SocketAddr = "[::ffff:198.18.0.1]:9".parse().unwrap();
-        assert_eq!(
-            from_storage(&to_storage(mapped).0),
-            Some("198.18.0.1:9".parse().unwrap())
-        );
+        assert_eq!(from_storage(&to_storage(mapped).0), Some("198.18.0.1:9".parse().unwrap()));
     }
 
     #[test]

@@ -76,8 +76,7 @@ pub enum ControlError {
 
 /// If `packet` is a control message for `us`, its payload.
 pub fn payload_for(packet: &[u8], us: Ipv4Addr) -> Option<&[u8]> {
-    if packet.len() < 20 || packet[0] != 0x45 || packet[9] != PROTO || packet[16..20] != us.octets()
-    {
+    if packet.len() < 20 || packet[0] != 0x45 || packet[9] != PROTO || packet[16..20] != us.octets() {
         return None;
     }
     Some(&packet[20..])
@@ -118,12 +117,7 @@ impl Control {
             }
             Control::HostUpdateAck | Control::Ping | Control::MembersQuery => {}
             Control::HostQuery { vpn_ip } => v.extend_from_slice(&vpn_ip.octets()),
-            Control::HostQueryReply {
-                vpn_ip,
-                addrs,
-                relays,
-                cert,
-            } => {
+            Control::HostQueryReply { vpn_ip, addrs, relays, cert } => {
                 v.extend_from_slice(&vpn_ip.octets());
                 put_addrs(v, addrs);
                 put_ips(v, relays);
@@ -155,10 +149,7 @@ impl Control {
             return Err(ControlError::Version(version));
         }
         Ok(match kind {
-            1 => Control::HostUpdate {
-                addrs: r.addrs()?,
-                relays: r.ips()?,
-            },
+            1 => Control::HostUpdate { addrs: r.addrs()?, relays: r.ips()? },
             2 => Control::HostUpdateAck,
             3 => Control::HostQuery { vpn_ip: r.ip()? },
             4 => Control::HostQueryReply {
@@ -167,26 +158,15 @@ impl Control {
                 relays: r.ips()?,
                 cert: r.bytes()?.to_vec(),
             },
-            5 => Control::HostPunch {
-                vpn_ip: r.ip()?,
-                addrs: r.addrs()?,
-            },
-            6 => Control::RelayTo {
-                peer: r.ip()?,
-                datagram: r.0.to_vec(),
-            },
-            10 => Control::RelayFrom {
-                peer: r.ip()?,
-                datagram: r.0.to_vec(),
-            },
+            5 => Control::HostPunch { vpn_ip: r.ip()?, addrs: r.addrs()? },
+            6 => Control::RelayTo { peer: r.ip()?, datagram: r.0.to_vec() },
+            10 => Control::RelayFrom { peer: r.ip()?, datagram: r.0.to_vec() },
             7 => Control::Ping,
             8 => Control::MembersQuery,
             9 => {
                 let last = r.u8()? != 0;
                 let n = r.u8()?;
-                let certs = (0..n)
-                    .map(|_| r.bytes().map(<[u8]>::to_vec))
-                    .collect::<Result<_, _>>()?;
+                let certs = (0..n).map(|_| r.bytes().map(<[u8]>::to_vec)).collect::<Result<_, _>>()?;
                 Control::MembersReply { certs, last }
             }
             k => return Err(ControlError::UnknownKind(k)),
@@ -265,10 +245,7 @@ impl<'a> Reader<'a> {
                 let ip = match self.u8()? {
                     4 => IpAddr::V4(self.ip()?),
                     6 => {
-                        let b: [u8; 16] = self
-                            .take(16)?
-                            .try_into()
-                            .map_err(|_| ControlError::Truncated)?;
+                        let b: [u8; 16] = self.take(16)?.try_into().map_err(|_| ControlError::Truncated)?;
                         IpAddr::V6(Ipv6Addr::from(b))
                     }
                     _ => return Err(ControlError::Truncated),
@@ -282,10 +259,7 @@ impl<'a> Reader<'a> {
 
 /// The IPv4 header checksum (RFC 1071).
 fn checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -302,36 +276,16 @@ mod tests {
         let b: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
         let ip = Ipv4Addr::new(100, 64, 0, 9);
         let all = vec![
-            Control::HostUpdate {
-                addrs: vec![a, b],
-                relays: vec![ip],
-            },
+            Control::HostUpdate { addrs: vec![a, b], relays: vec![ip] },
             Control::HostUpdateAck,
             Control::HostQuery { vpn_ip: ip },
-            Control::HostQueryReply {
-                vpn_ip: ip,
-                addrs: vec![a],
-                relays: vec![],
-                cert: vec![1, 2, 3],
-            },
-            Control::HostPunch {
-                vpn_ip: ip,
-                addrs: vec![b],
-            },
-            Control::RelayTo {
-                peer: ip,
-                datagram: vec![4; 100],
-            },
-            Control::RelayFrom {
-                peer: ip,
-                datagram: vec![5; 10],
-            },
+            Control::HostQueryReply { vpn_ip: ip, addrs: vec![a], relays: vec![], cert: vec![1, 2, 3] },
+            Control::HostPunch { vpn_ip: ip, addrs: vec![b] },
+            Control::RelayTo { peer: ip, datagram: vec![4; 100] },
+            Control::RelayFrom { peer: ip, datagram: vec![5; 10] },
             Control::Ping,
             Control::MembersQuery,
-            Control::MembersReply {
-                certs: vec![vec![1], vec![2, 2]],
-                last: true,
-            },
+            Control::MembersReply { certs: vec![vec![1], vec![2, 2]], last: true },
         ];
         let us = Ipv4Addr::new(100, 64, 0, 1);
         for c in all {
@@ -339,10 +293,7 @@ mod tests {
             assert_eq!(checksum(&p[..20]), 0, "header checksum");
             let payload = payload_for(&p, us).unwrap();
             assert_eq!(Control::decode(payload), Ok(c));
-            assert!(
-                payload_for(&p, Ipv4Addr::new(100, 64, 0, 3)).is_none(),
-                "not for someone else"
-            );
+            assert!(payload_for(&p, Ipv4Addr::new(100, 64, 0, 3)).is_none(), "not for someone else");
         }
     }
 
@@ -359,10 +310,7 @@ mod tests {
         for n in 0..payload.len() {
             let _ = Control::decode(&payload[..n]);
         }
-        assert_eq!(
-            Control::decode(&[42, 1]),
-            Err(ControlError::UnknownKind(42))
-        );
+        assert_eq!(Control::decode(&[42, 1]), Err(ControlError::UnknownKind(42)));
         assert_eq!(Control::decode(&[1, 2]), Err(ControlError::Version(2)));
         assert_eq!(Control::decode(&[1, 1, 200]), Err(ControlError::TooMany));
     }

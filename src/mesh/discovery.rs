@@ -22,54 +22,26 @@ impl<P: Policy> Node<P> {
         match msg {
             Control::HostUpdate { addrs, relays } if self.disc.am_lighthouse => {
                 let cert = peer.cert.clone();
-                let reported = addrs
-                    .into_iter()
-                    .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
-                    .collect();
-                self.registrations.insert(
-                    from_ip,
-                    Registration {
-                        cert,
-                        reported,
-                        relays,
-                        seen: now,
-                    },
-                );
+                let reported = addrs.into_iter().filter(|a| !a.ip().is_unspecified() && a.port() != 0).collect();
+                self.registrations.insert(from_ip, Registration { cert, reported, relays, seen: now });
                 self.send_control(now, from_ip, Control::HostUpdateAck);
             }
             Control::HostUpdateAck if from_lighthouse => {
-                self.events.push_back(Event::Registered {
-                    lighthouse: from_ip,
-                });
+                self.events.push_back(Event::Registered { lighthouse: from_ip });
             }
-            Control::HostQuery { vpn_ip } if self.disc.am_lighthouse => {
-                self.answer_query(now, from_ip, vpn_ip)
-            }
-            Control::HostQueryReply {
-                vpn_ip,
-                addrs,
-                relays,
-                cert,
-            } if from_lighthouse => {
+            Control::HostQuery { vpn_ip } if self.disc.am_lighthouse => self.answer_query(now, from_ip, vpn_ip),
+            Control::HostQueryReply { vpn_ip, addrs, relays, cert } if from_lighthouse => {
                 self.on_query_reply(now, wall, from_ip, vpn_ip, addrs, relays, &cert);
             }
             Control::HostPunch { vpn_ip, addrs } if from_lighthouse => {
-                let addrs: Vec<SocketAddr> = addrs
-                    .into_iter()
-                    .filter(|a| self.remote_allowed(a.ip()))
-                    .collect();
+                let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
                 self.discovered.entry(vpn_ip).or_default().addrs = addrs.clone();
-                self.scheduled
-                    .push((now + self.disc.punch_delay, Scheduled::Punch(addrs)));
+                self.scheduled.push((now + self.disc.punch_delay, Scheduled::Punch(addrs)));
                 if self.disc.respond {
-                    self.scheduled
-                        .push((now + self.disc.respond_delay, Scheduled::Respond(vpn_ip)));
+                    self.scheduled.push((now + self.disc.respond_delay, Scheduled::Respond(vpn_ip)));
                 }
             }
-            Control::RelayTo {
-                peer: target,
-                datagram,
-            } => self.relay(now, from_ip, target, datagram),
+            Control::RelayTo { peer: target, datagram } => self.relay(now, from_ip, target, datagram),
             Control::MembersQuery if self.disc.am_lighthouse => self.answer_members(now, from_ip),
             Control::MembersReply { certs, last } if from_lighthouse => {
                 for c in certs {
@@ -103,21 +75,14 @@ impl<P: Policy> Node<P> {
             cert: reg.cert.cert().to_bytes().to_vec(),
         };
         self.send_control(now, querier, reply);
-        let punch = Control::HostPunch {
-            vpn_ip: querier,
-            addrs: self.addresses_of(querier),
-        };
+        let punch = Control::HostPunch { vpn_ip: querier, addrs: self.addresses_of(querier) };
         self.send_control(now, target, punch);
     }
 
     /// What a lighthouse knows of a node's addresses: observed (learned) first, then reported.
     fn addresses_of(&self, ip: Ipv4Addr) -> Vec<SocketAddr> {
         let mut v = vec![];
-        if let Some(Path::Direct(a)) = self
-            .by_vpn_ip
-            .get(&ip)
-            .and_then(|i| self.peers.get(i))
-            .and_then(|p| p.endpoint)
+        if let Some(Path::Direct(a)) = self.by_vpn_ip.get(&ip).and_then(|i| self.peers.get(i)).and_then(|p| p.endpoint)
         {
             v.push(a);
         }
@@ -129,26 +94,12 @@ impl<P: Policy> Node<P> {
     }
 
     fn answer_members(&mut self, now: Instant, querier: Ipv4Addr) {
-        let mut certs: Vec<Vec<u8>> = self
-            .registrations
-            .values()
-            .map(|r| r.cert.cert().to_bytes().to_vec())
-            .collect();
+        let mut certs: Vec<Vec<u8>> = self.registrations.values().map(|r| r.cert.cert().to_bytes().to_vec()).collect();
         certs.push(self.cert.to_bytes().to_vec());
-        let chunks: Vec<Vec<Vec<u8>>> = certs
-            .chunks(MEMBERS_PER_REPLY)
-            .map(<[Vec<u8>]>::to_vec)
-            .collect();
+        let chunks: Vec<Vec<Vec<u8>>> = certs.chunks(MEMBERS_PER_REPLY).map(<[Vec<u8>]>::to_vec).collect();
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
-            self.send_control(
-                now,
-                querier,
-                Control::MembersReply {
-                    certs: chunk,
-                    last: i + 1 == n,
-                },
-            );
+            self.send_control(now, querier, Control::MembersReply { certs: chunk, last: i + 1 == n });
         }
     }
 
@@ -163,17 +114,8 @@ impl<P: Policy> Node<P> {
         relays: Vec<Ipv4Addr>,
         cert: &[u8],
     ) {
-        let addrs: Vec<SocketAddr> = addrs
-            .into_iter()
-            .filter(|a| self.remote_allowed(a.ip()))
-            .collect();
-        self.discovered.insert(
-            vpn_ip,
-            Discovered {
-                addrs: addrs.clone(),
-                relays: relays.clone(),
-            },
-        );
+        let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
+        self.discovered.insert(vpn_ip, Discovered { addrs: addrs.clone(), relays: relays.clone() });
         if let Some(&idx) = self.by_vpn_ip.get(&vpn_ip)
             && let Some(p) = self.peers.get_mut(&idx)
         {
@@ -181,10 +123,7 @@ impl<P: Policy> Node<P> {
             p.relays = relays;
             return;
         }
-        let via = Path::Relay {
-            relay: lighthouse,
-            peer: vpn_ip,
-        };
+        let via = Path::Relay { relay: lighthouse, peer: vpn_ip };
         let Some(v) = self.verify_wire_cert(now, wall, via, cert) else {
             return;
         };
@@ -209,14 +148,7 @@ impl<P: Policy> Node<P> {
             return;
         }
         self.counters.relay_forwarded += 1;
-        self.send_control(
-            now,
-            target,
-            Control::RelayFrom {
-                peer: origin,
-                datagram,
-            },
-        );
+        self.send_control(now, target, Control::RelayFrom { peer: origin, datagram });
     }
 
     /// Periodic discovery work: address reports to the lighthouses, keepalives to our relays,
@@ -232,14 +164,7 @@ impl<P: Policy> Node<P> {
                     if lh == self.vpn_ip {
                         continue;
                     }
-                    self.send_control(
-                        now,
-                        lh,
-                        Control::HostUpdate {
-                            addrs: addrs.clone(),
-                            relays: relays.clone(),
-                        },
-                    );
+                    self.send_control(now, lh, Control::HostUpdate { addrs: addrs.clone(), relays: relays.clone() });
                     self.send_control(now, lh, Control::MembersQuery);
                 }
             }
@@ -249,51 +174,36 @@ impl<P: Policy> Node<P> {
                 }
             }
             let stale = self.disc.interval * 6;
-            self.registrations
-                .retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
+            self.registrations.retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
         }
         if self.disc.punch && now >= self.next_punch {
             self.next_punch = now + PUNCH_EVERY;
             let idle: Vec<SocketAddr> = self
                 .peers
                 .values()
-                .filter(|p| {
-                    p.last_rx
-                        .is_none_or(|t| now.duration_since(t) >= PUNCH_EVERY)
-                })
+                .filter(|p| p.last_rx.is_none_or(|t| now.duration_since(t) >= PUNCH_EVERY))
                 .filter_map(|p| match p.endpoint {
                     Some(Path::Direct(a)) => Some(a),
                     _ => None,
                 })
                 .collect();
             for dst in idle {
-                self.transmits.push_back(Transmit {
-                    dst,
-                    data: wire::PUNCH.to_vec(),
-                });
+                self.transmits.push_back(Transmit { dst, data: wire::PUNCH.to_vec() });
             }
         }
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.scheduled)
-            .into_iter()
-            .partition(|(t, _)| *t <= now);
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.scheduled).into_iter().partition(|(t, _)| *t <= now);
         self.scheduled = later;
         for (_, job) in due {
             match job {
                 Scheduled::Punch(addrs) => {
                     for dst in addrs {
                         self.counters.tx_punches += 1;
-                        self.transmits.push_back(Transmit {
-                            dst,
-                            data: wire::PUNCH.to_vec(),
-                        });
+                        self.transmits.push_back(Transmit { dst, data: wire::PUNCH.to_vec() });
                     }
                 }
                 Scheduled::Respond(vpn_ip) => {
-                    let up = self
-                        .by_vpn_ip
-                        .get(&vpn_ip)
-                        .and_then(|i| self.peers.get(i))
-                        .is_some_and(|p| p.up);
+                    let up = self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.up);
                     if !up {
                         self.send_control(now, vpn_ip, Control::Ping);
                     }

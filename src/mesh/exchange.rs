@@ -6,10 +6,7 @@ use super::*;
 
 impl<P: Policy> Node<P> {
     fn take_verify_budget(&mut self, from: Path) -> bool {
-        let left = self
-            .verify_budget
-            .entry(from.source_ip())
-            .or_insert(VERIFY_PER_SOURCE_PER_SEC);
+        let left = self.verify_budget.entry(from.source_ip()).or_insert(VERIFY_PER_SOURCE_PER_SEC);
         if *left == 0 {
             self.counters.rx_rate_limited += 1;
             return false;
@@ -29,11 +26,7 @@ impl<P: Policy> Node<P> {
     ) -> Option<VerifiedCert> {
         let fp = Fingerprint::of(cert);
         // A certificate we already verified (same fingerprint) costs no signature check.
-        let cached = self
-            .known_certs
-            .values()
-            .find(|(v, _)| v.cert().fingerprint() == fp)
-            .map(|(v, _)| v.clone());
+        let cached = self.known_certs.values().find(|(v, _)| v.cert().fingerprint() == fp).map(|(v, _)| v.clone());
         if let Some(v) = cached
             && self.pool.recheck(&v, wall, &self.blocklist).is_ok()
         {
@@ -44,19 +37,10 @@ impl<P: Policy> Node<P> {
         }
         let result = Certificate::from_bytes(cert)
             .map_err(|e| e.to_string())
-            .and_then(|c| {
-                self.pool
-                    .verify_arc(Arc::new(c), wall, &self.blocklist)
-                    .map_err(|e| e.to_string())
-            })
+            .and_then(|c| self.pool.verify_arc(Arc::new(c), wall, &self.blocklist).map_err(|e| e.to_string()))
             .and_then(|v| {
-                if v.cert().vpn_ip() == Some(self.vpn_ip)
-                    || v.cert().details().public_key == self.public.to_bytes()
-                {
-                    Err(format!(
-                        "certificate {} claims our own overlay IP or key",
-                        v.cert().name()
-                    ))
+                if v.cert().vpn_ip() == Some(self.vpn_ip) || v.cert().details().public_key == self.public.to_bytes() {
+                    Err(format!("certificate {} claims our own overlay IP or key", v.cert().name()))
                 } else if v.cert().vpn_ip().is_none() {
                     Err(format!("certificate {} has no overlay IP", v.cert().name()))
                 } else {
@@ -66,25 +50,17 @@ impl<P: Policy> Node<P> {
         match result {
             Ok(v) => {
                 if self.known_certs.len() >= KNOWN_CERTS {
-                    let oldest = self
-                        .known_certs
-                        .iter()
-                        .min_by_key(|(_, (_, t))| *t)
-                        .map(|(k, _)| *k);
+                    let oldest = self.known_certs.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k);
                     if let Some(k) = oldest {
                         self.known_certs.remove(&k);
                     }
                 }
-                self.known_certs
-                    .insert(v.cert().details().public_key, (v.clone(), now));
+                self.known_certs.insert(v.cert().details().public_key, (v.clone(), now));
                 Some(v)
             }
             Err(reason) => {
                 self.counters.rx_cert_rejected += 1;
-                self.events.push_back(Event::CertRejected {
-                    source: from,
-                    reason,
-                });
+                self.events.push_back(Event::CertRejected { source: from, reason });
                 None
             }
         }
@@ -121,20 +97,8 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    pub(super) fn on_hello_reply(
-        &mut self,
-        now: Instant,
-        wall: UnixTime,
-        from: Path,
-        id: u64,
-        cert: &[u8],
-    ) {
-        let Some(target) = self
-            .pending
-            .iter()
-            .find(|(_, p)| p.hello_id == id)
-            .map(|(ip, _)| *ip)
-        else {
+    pub(super) fn on_hello_reply(&mut self, now: Instant, wall: UnixTime, from: Path, id: u64, cert: &[u8]) {
+        let Some(target) = self.pending.iter().find(|(_, p)| p.hello_id == id).map(|(ip, _)| *ip) else {
             // Replies to the Hellos sent with handshakes (id 0) refresh certificates.
             if id == 0 {
                 if let Some(v) = self.verify_wire_cert(now, wall, from, cert)
@@ -166,13 +130,7 @@ impl<P: Policy> Node<P> {
     }
 
     /// A pending peer's certificate arrived: create the peer and send what waited for it.
-    pub(super) fn adopt_pending(
-        &mut self,
-        now: Instant,
-        target: Ipv4Addr,
-        v: VerifiedCert,
-        from: Path,
-    ) {
+    pub(super) fn adopt_pending(&mut self, now: Instant, target: Ipv4Addr, v: VerifiedCert, from: Path) {
         let Some(pending) = self.pending.remove(&target) else {
             return;
         };
@@ -180,10 +138,7 @@ impl<P: Policy> Node<P> {
         let mut out = self.take_buffer();
         for (packet, control) in pending.queue {
             if let Some((dst, d)) = self.encapsulate(now, idx, &packet, &mut out, control) {
-                self.transmits.push_back(Transmit {
-                    dst,
-                    data: d.to_vec(),
-                });
+                self.transmits.push_back(Transmit { dst, data: d.to_vec() });
             }
         }
         self.put_buffer(out);
@@ -199,27 +154,12 @@ impl<P: Policy> Node<P> {
         }
         let vpn_ip = v.cert().vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
         if let Some(old) = self.by_vpn_ip.get(&vpn_ip).copied() {
-            self.remove_peer(
-                old,
-                "replaced by a new certificate and key for the same overlay IP",
-            );
+            self.remove_peer(old, "replaced by a new certificate and key for the same overlay IP");
         }
         let idx = self.allocate_index();
-        let tunn = Tunn::new(
-            self.secret.clone(),
-            PublicKey::from(key),
-            None,
-            None,
-            idx,
-            None,
-        );
+        let tunn = Tunn::new(self.secret.clone(), PublicKey::from(key), None, None, idx, None);
         let mut peer = Peer::new(v.clone(), self.policy.peer(&v), tunn);
-        peer.add_candidates(
-            self.static_hosts
-                .get(&vpn_ip)
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        );
+        peer.add_candidates(self.static_hosts.get(&vpn_ip).map(Vec::as_slice).unwrap_or_default());
         if let Some(d) = self.discovered.get(&vpn_ip) {
             peer.add_candidates(&d.addrs);
             peer.relays = d.relays.clone();
@@ -246,18 +186,10 @@ impl<P: Policy> Node<P> {
         if let Path::Direct(a) = from {
             p.add_candidates(&[a]);
         }
-        if v.cert().fingerprint() == p.cert.cert().fingerprint()
-            || v.cert().vpn_ip() != Some(p.vpn_ip)
-        {
+        if v.cert().fingerprint() == p.cert.cert().fingerprint() || v.cert().vpn_ip() != Some(p.vpn_ip) {
             return;
         }
-        p.subnets = v
-            .cert()
-            .details()
-            .subnets
-            .iter()
-            .map(Ipv4Net::trunc)
-            .collect();
+        p.subnets = v.cert().details().subnets.iter().map(Ipv4Net::trunc).collect();
         p.name = v.cert().name().to_string();
         p.cert = v;
         p.policy_peer = policy_peer;
@@ -278,11 +210,7 @@ impl<P: Policy> Node<P> {
             self.by_key.remove(&p.public_key);
             self.registrations.remove(&p.vpn_ip);
             self.counters.peers_removed += 1;
-            self.events.push_back(Event::PeerRemoved {
-                name: p.name,
-                vpn_ip: p.vpn_ip,
-                reason: reason.to_string(),
-            });
+            self.events.push_back(Event::PeerRemoved { name: p.name, vpn_ip: p.vpn_ip, reason: reason.to_string() });
         }
     }
 }

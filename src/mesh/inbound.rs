@@ -54,12 +54,8 @@ impl<P: Policy> Node<P> {
                 self.counters.rx_punches += 1;
                 None
             }
-            wire::Kind::WireGuard { msg_type: 1, .. } => {
-                self.on_handshake_init(now, wall, from, data, out, depth)
-            }
-            wire::Kind::WireGuard {
-                receiver: Some(r), ..
-            } => {
+            wire::Kind::WireGuard { msg_type: 1, .. } => self.on_handshake_init(now, wall, from, data, out, depth),
+            wire::Kind::WireGuard { receiver: Some(r), .. } => {
                 let idx = r >> 8;
                 if !self.peers.contains_key(&idx) {
                     self.counters.rx_unknown_index += 1;
@@ -186,35 +182,18 @@ impl<P: Policy> Node<P> {
                 self.counters.rx_malformed += 1;
                 return None;
             };
-            if let Control::RelayFrom {
-                peer: origin,
-                datagram,
-            } = msg
-            {
+            if let Control::RelayFrom { peer: origin, datagram } = msg {
                 if depth >= MAX_RELAY_DEPTH || !from.is_direct() {
                     self.counters.rx_malformed += 1;
                     return None;
                 }
                 let relay = peer.vpn_ip;
-                return self.receive(
-                    now,
-                    wall,
-                    Path::Relay {
-                        relay,
-                        peer: origin,
-                    },
-                    &datagram,
-                    out,
-                    depth + 1,
-                );
+                return self.receive(now, wall, Path::Relay { relay, peer: origin }, &datagram, out, depth + 1);
             }
             self.handle_control(now, wall, idx, msg);
             return None;
         }
-        match self
-            .policy
-            .check(now, Direction::Inbound, &peer.policy_peer, &out[..len])
-        {
+        match self.policy.check(now, Direction::Inbound, &peer.policy_peer, &out[..len]) {
             Verdict::Allow => {
                 peer.rx_packets += 1;
                 peer.rx_bytes += len as u64;
@@ -252,18 +231,11 @@ impl<P: Policy> Node<P> {
         if from.is_direct() {
             peer.last_direct_rx = Some(now);
         }
-        let direct_fresh = peer
-            .last_direct_rx
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
-        let keep_direct =
-            !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;
+        let direct_fresh = peer.last_direct_rx.is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
+        let keep_direct = !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;
         if allowed && peer.endpoint != Some(from) && !keep_direct {
             if let Some(old) = peer.endpoint {
-                self.events.push_back(Event::Roamed {
-                    name: peer.name.clone(),
-                    from: old,
-                    to: from,
-                });
+                self.events.push_back(Event::Roamed { name: peer.name.clone(), from: old, to: from });
             }
             peer.endpoint = Some(from);
         }
@@ -277,11 +249,7 @@ impl<P: Policy> Node<P> {
             if !peer.up {
                 peer.up = true;
                 let path = peer.endpoint.unwrap_or(from);
-                self.events.push_back(Event::PeerUp {
-                    name: peer.name.clone(),
-                    vpn_ip: peer.vpn_ip,
-                    path,
-                });
+                self.events.push_back(Event::PeerUp { name: peer.name.clone(), vpn_ip: peer.vpn_ip, path });
             }
         }
     }
@@ -290,26 +258,18 @@ impl<P: Policy> Node<P> {
     /// the peer is found by path; only a peer's current path can trigger this, at most once a
     /// second, and all it can cause is a new handshake.
     fn on_unknown_index(&mut self, now: Instant, from: Path) {
-        let Some((&idx, peer)) = self
-            .peers
-            .iter_mut()
-            .find(|(_, p)| p.endpoint == Some(from))
-        else {
+        let Some((&idx, peer)) = self.peers.iter_mut().find(|(_, p)| p.endpoint == Some(from)) else {
             self.counters.rx_unsolicited += 1;
             return;
         };
-        if peer
-            .last_forced_handshake
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
+        if peer.last_forced_handshake.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
             return;
         }
         peer.last_forced_handshake = Some(now);
         peer.up = false;
         let mut buf = self.take_buffer();
         if let Some(peer) = self.peers.get_mut(&idx)
-            && let TunnResult::WriteToNetwork(init) =
-                peer.tunn.format_handshake_initiation(&mut buf, true)
+            && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)
         {
             let init = init.to_vec();
             self.send_initiation(now, idx, init);

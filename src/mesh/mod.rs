@@ -144,17 +144,9 @@ pub struct Transmit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A WireGuard session with the peer is up (first time, or again after a restart).
-    PeerUp {
-        name: String,
-        vpn_ip: Ipv4Addr,
-        path: Path,
-    },
+    PeerUp { name: String, vpn_ip: Ipv4Addr, path: Path },
     /// The peer was removed; `reason` is in the operator's words.
-    PeerRemoved {
-        name: String,
-        vpn_ip: Ipv4Addr,
-        reason: String,
-    },
+    PeerRemoved { name: String, vpn_ip: Ipv4Addr, reason: String },
     /// The peer's path changed (roaming, relay to direct).
     Roamed { name: String, from: Path, to: Path },
     /// A certificate was refused; `source` is where it came from.
@@ -233,12 +225,7 @@ pub struct Node<P: Policy> {
 }
 
 impl<P: Policy> Node<P> {
-    pub fn new(
-        cfg: NodeConfig,
-        policy: P,
-        now: Instant,
-        wall: UnixTime,
-    ) -> Result<Self, NodeError> {
+    pub fn new(cfg: NodeConfig, policy: P, now: Instant, wall: UnixTime) -> Result<Self, NodeError> {
         cfg.pool.verify(&cfg.cert, wall, &cfg.blocklist)?;
         let ip = *cfg.cert.details().ips.first().ok_or(NodeError::NoIp)?;
         if cfg.key.public().0 != cfg.cert.details().public_key {
@@ -365,12 +352,7 @@ impl<P: Policy> Node<P> {
 
     /// Replaces the trust settings (reload): peers whose certificates no longer verify are
     /// disconnected; tunnels of the others stay up.
-    pub fn update_trust(
-        &mut self,
-        pool: CaPool,
-        blocklist: Blocklist,
-        wall: UnixTime,
-    ) -> Result<(), VerifyError> {
+    pub fn update_trust(&mut self, pool: CaPool, blocklist: Blocklist, wall: UnixTime) -> Result<(), VerifyError> {
         pool.verify(&self.cert, wall, &blocklist)?;
         self.pool = pool;
         self.blocklist = blocklist;
@@ -406,11 +388,7 @@ impl<P: Policy> Node<P> {
     /// A working buffer; the scratch one unless a caller up the stack holds it.
     fn take_buffer(&mut self) -> Vec<u8> {
         let b = std::mem::take(&mut self.scratch);
-        if b.len() >= MIN_BUFFER {
-            b
-        } else {
-            vec![0; MIN_BUFFER]
-        }
+        if b.len() >= MIN_BUFFER { b } else { vec![0; MIN_BUFFER] }
     }
 
     fn put_buffer(&mut self, b: Vec<u8>) {
@@ -430,14 +408,7 @@ impl<P: Policy> Node<P> {
                     .and_then(|i| self.peers.get(i))
                     .is_none_or(|p| p.endpoint.is_none_or(|e| e.is_direct()));
                 if relay_is_direct {
-                    self.send_control(
-                        now,
-                        relay,
-                        Control::RelayTo {
-                            peer,
-                            datagram: data,
-                        },
-                    );
+                    self.send_control(now, relay, Control::RelayTo { peer, datagram: data });
                 }
             }
         }
@@ -463,17 +434,9 @@ impl<P: Policy> Node<P> {
     /// specific rule wins; with no match, an address family whose rules all say the same
     /// thing defaults to the opposite, otherwise to allowed (Nebula's semantics).
     fn remote_allowed(&self, ip: IpAddr) -> bool {
-        let rules: Vec<&(IpNet, bool)> = self
-            .disc
-            .remote_allow_list
-            .iter()
-            .filter(|(n, _)| n.addr().is_ipv4() == ip.is_ipv4())
-            .collect();
-        if let Some((_, allow)) = rules
-            .iter()
-            .filter(|(n, _)| n.contains(&ip))
-            .max_by_key(|(n, _)| n.prefix_len())
-        {
+        let rules: Vec<&(IpNet, bool)> =
+            self.disc.remote_allow_list.iter().filter(|(n, _)| n.addr().is_ipv4() == ip.is_ipv4()).collect();
+        if let Some((_, allow)) = rules.iter().filter(|(n, _)| n.contains(&ip)).max_by_key(|(n, _)| n.prefix_len()) {
             return *allow;
         }
         match rules.first() {
@@ -500,9 +463,7 @@ fn ipv4_dst(packet: &[u8]) -> Option<Ipv4Addr> {
     if packet.len() < 20 || packet[0] >> 4 != 4 {
         return None;
     }
-    Some(Ipv4Addr::new(
-        packet[16], packet[17], packet[18], packet[19],
-    ))
+    Some(Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]))
 }
 
 fn getrandom_fill(b: &mut [u8]) {

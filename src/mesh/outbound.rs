@@ -53,10 +53,7 @@ impl<P: Policy> Node<P> {
     ) -> Option<(SocketAddr, &'b [u8])> {
         let peer = self.peers.get_mut(&idx)?;
         if !control {
-            match self
-                .policy
-                .check(now, Direction::Outbound, &peer.policy_peer, packet)
-            {
+            match self.policy.check(now, Direction::Outbound, &peer.policy_peer, packet) {
                 Verdict::Allow => {}
                 Verdict::Drop => {
                     self.counters.firewall_dropped_outbound += 1;
@@ -82,10 +79,7 @@ impl<P: Policy> Node<P> {
             self.send_initiation(now, idx, init);
             return None;
         }
-        match peer
-            .endpoint
-            .or_else(|| peer.candidates.first().map(|c| Path::Direct(*c)))
-        {
+        match peer.endpoint.or_else(|| peer.candidates.first().map(|c| Path::Direct(*c))) {
             Some(Path::Direct(dst)) => Some((dst, &out[..len])),
             Some(path) => {
                 let data = out[..len].to_vec();
@@ -103,12 +97,7 @@ impl<P: Policy> Node<P> {
             return;
         };
         self.counters.handshakes_initiated += 1;
-        peer.init = Some(InitInFlight {
-            bytes: init,
-            sent: now,
-            retries: 0,
-            next: now + self.try_interval,
-        });
+        peer.init = Some(InitInFlight { bytes: init, sent: now, retries: 0, next: now + self.try_interval });
         self.resend_initiation(now, idx);
     }
 
@@ -131,17 +120,8 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    pub(super) fn queue_pending(
-        &mut self,
-        now: Instant,
-        vpn_ip: Ipv4Addr,
-        packet: Vec<u8>,
-        control: bool,
-    ) {
-        let p = self
-            .pending
-            .entry(vpn_ip)
-            .or_insert_with(|| Pending::new(now));
+    pub(super) fn queue_pending(&mut self, now: Instant, vpn_ip: Ipv4Addr, packet: Vec<u8>, control: bool) {
+        let p = self.pending.entry(vpn_ip).or_insert_with(|| Pending::new(now));
         if p.queue.len() >= PENDING_QUEUE {
             p.queue.pop_front();
             self.counters.tun_dropped_pending_full += 1;
@@ -175,27 +155,13 @@ impl<P: Policy> Node<P> {
         let hello = wire::hello(p.hello_id, &self.hello_cert);
         let no_direct = addrs.is_empty();
         for dst in addrs {
-            self.transmits.push_back(Transmit {
-                dst,
-                data: hello.clone(),
-            });
+            self.transmits.push_back(Transmit { dst, data: hello.clone() });
         }
         // Relays join when no direct address is known, or after a few unanswered attempts.
         if self.disc.use_relays && (attempt >= 3 || no_direct) {
             let us = self.vpn_ip;
-            for relay in found
-                .relays
-                .into_iter()
-                .filter(|r| *r != us && *r != vpn_ip)
-            {
-                self.send_path(
-                    now,
-                    Path::Relay {
-                        relay,
-                        peer: vpn_ip,
-                    },
-                    hello.clone(),
-                );
+            for relay in found.relays.into_iter().filter(|r| *r != us && *r != vpn_ip) {
+                self.send_path(now, Path::Relay { relay, peer: vpn_ip }, hello.clone());
             }
         }
         // Ask the lighthouses (not about themselves), on the first attempt and then sparingly.

@@ -155,10 +155,7 @@ impl<I> Peer<I> {
         }
         if with_relays {
             for r in &self.relays {
-                let p = Path::Relay {
-                    relay: *r,
-                    peer: self.vpn_ip,
-                };
+                let p = Path::Relay { relay: *r, peer: self.vpn_ip };
                 if *r != us && *r != self.vpn_ip && !v.contains(&p) {
                     v.push(p);
                 }
@@ -181,9 +178,7 @@ impl<I> Peer<I> {
             tx_packets: self.tx_packets,
             cert_fingerprint: self.cert.cert().fingerprint().to_string(),
             cert_not_after: self.cert.cert().details().not_after.rfc3339(),
-            since_handshake_secs: self
-                .last_handshake
-                .map(|t| now.saturating_duration_since(t).as_secs()),
+            since_handshake_secs: self.last_handshake.map(|t| now.saturating_duration_since(t).as_secs()),
         }
     }
 }
@@ -199,11 +194,6 @@ pub(super) struct Pending {
 
 impl Pending {
     pub fn new(now: Instant) -> Self {
-        Pending {
-            hello_id: OsRng.next_u64() | 1,
-            attempts: 0,
-            next_try: now,
-            queue: VecDeque::new(),
-        }
+        Pending { hello_id: OsRng.next_u64() | 1, attempts: 0, next_try: now, queue: VecDeque::new() }
     }
 }

@@ -9,26 +9,16 @@ impl<P: Policy> Node<P> {
             self.next_second = now + Duration::from_secs(1);
             self.verify_budget.clear();
             self.unknown_index_budget = 10;
-            self.held_inits
-                .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(5));
+            self.held_inits.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(5));
             self.recheck_peers(wall, false);
         }
-        let due: Vec<Ipv4Addr> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.next_try <= now)
-            .map(|(ip, _)| *ip)
-            .collect();
+        let due: Vec<Ipv4Addr> = self.pending.iter().filter(|(_, p)| p.next_try <= now).map(|(ip, _)| *ip).collect();
         for ip in due {
             self.try_pending(now, ip);
         }
         self.discovery_timers(now);
         if self.next_tick.is_some_and(|t| t <= now) {
-            self.next_tick = if self.peers.is_empty() {
-                None
-            } else {
-                Some(now + TIMER_TICK)
-            };
+            self.next_tick = if self.peers.is_empty() { None } else { Some(now + TIMER_TICK) };
             self.peer_timers(now);
         }
     }
@@ -49,9 +39,7 @@ impl<P: Policy> Node<P> {
                         self.send_path(now, path, d);
                     }
                 }
-                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired)
-                    if peer.up =>
-                {
+                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) if peer.up => {
                     peer.up = false;
                     self.counters.sessions_expired += 1;
                 }
@@ -90,10 +78,7 @@ impl<P: Policy> Node<P> {
             .peers
             .iter()
             .filter_map(|(idx, p)| {
-                self.pool
-                    .recheck(&p.cert, wall, &self.blocklist)
-                    .err()
-                    .map(|e| (*idx, e.to_string()))
+                self.pool.recheck(&p.cert, wall, &self.blocklist).err().map(|e| (*idx, e.to_string()))
             })
             .collect();
         for (idx, reason) in bad {

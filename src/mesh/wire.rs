@@ -87,17 +87,10 @@ pub fn classify(d: &[u8]) -> Result<Kind<'_>, WireError> {
                 3 | 4 => Some(u32::from_le_bytes(d[4..8].try_into().unwrap_or_default())),
                 _ => None,
             };
-            Ok(Kind::WireGuard {
-                msg_type: first,
-                receiver,
-            })
+            Ok(Kind::WireGuard { msg_type: first, receiver })
         }
         TYPE_HELLO | TYPE_HELLO_REPLY => {
-            let what = if first == TYPE_HELLO {
-                "hello"
-            } else {
-                "hello reply"
-            };
+            let what = if first == TYPE_HELLO { "hello" } else { "hello reply" };
             if d.len() < HEADER_LEN {
                 return Err(WireError::Truncated(what));
             }
@@ -106,17 +99,11 @@ pub fn classify(d: &[u8]) -> Result<Kind<'_>, WireError> {
             }
             let id = u64::from_be_bytes(d[4..12].try_into().unwrap_or_default());
             let len = usize::from(u16::from_be_bytes([d[12], d[13]]));
-            let cert = d
-                .get(HEADER_LEN..HEADER_LEN + len)
-                .ok_or(WireError::Truncated(what))?;
+            let cert = d.get(HEADER_LEN..HEADER_LEN + len).ok_or(WireError::Truncated(what))?;
             if first == TYPE_HELLO && d.len() < HELLO_MIN_LEN {
                 return Err(WireError::Length(what));
             }
-            Ok(if first == TYPE_HELLO {
-                Kind::Hello { id, cert }
-            } else {
-                Kind::HelloReply { id, cert }
-            })
+            Ok(if first == TYPE_HELLO { Kind::Hello { id, cert } } else { Kind::HelloReply { id, cert } })
         }
         TYPE_UNKNOWN_INDEX => {
             if d.len() != 8 {
@@ -125,9 +112,7 @@ pub fn classify(d: &[u8]) -> Result<Kind<'_>, WireError> {
             if d[1] != VERSION {
                 return Err(WireError::Version(d[1]));
             }
-            Ok(Kind::UnknownIndex {
-                index: u32::from_le_bytes(d[4..8].try_into().unwrap_or_default()),
-            })
+            Ok(Kind::UnknownIndex { index: u32::from_le_bytes(d[4..8].try_into().unwrap_or_default()) })
         }
         0x83 if d.len() == 1 => Ok(Kind::Punch),
         other => Err(WireError::UnknownType(other)),
@@ -171,29 +156,11 @@ mod tests {
     fn round_trips() {
         let h = hello(7, b"cert");
         assert_eq!(h.len(), HELLO_MIN_LEN);
-        assert_eq!(
-            classify(&h),
-            Ok(Kind::Hello {
-                id: 7,
-                cert: b"cert"
-            })
-        );
+        assert_eq!(classify(&h), Ok(Kind::Hello { id: 7, cert: b"cert" }));
         let r = hello_reply(7, b"mine", h.len()).unwrap();
-        assert_eq!(
-            classify(&r),
-            Ok(Kind::HelloReply {
-                id: 7,
-                cert: b"mine"
-            })
-        );
-        assert!(
-            hello_reply(7, &[0; 2000], h.len()).is_none(),
-            "never amplify"
-        );
-        assert_eq!(
-            classify(&unknown_index(0xabcd01)),
-            Ok(Kind::UnknownIndex { index: 0xabcd01 })
-        );
+        assert_eq!(classify(&r), Ok(Kind::HelloReply { id: 7, cert: b"mine" }));
+        assert!(hello_reply(7, &[0; 2000], h.len()).is_none(), "never amplify");
+        assert_eq!(classify(&unknown_index(0xabcd01)), Ok(Kind::UnknownIndex { index: 0xabcd01 }));
     }
 
     #[test]

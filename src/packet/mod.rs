@@ -54,9 +54,7 @@ impl<'a> Ipv4Packet<'a> {
         if ihl < 20 || total < ihl || total > bytes.len() {
             return Err(PacketError::BadLength);
         }
-        Ok(Ipv4Packet {
-            bytes: &bytes[..total],
-        })
+        Ok(Ipv4Packet { bytes: &bytes[..total] })
     }
     pub fn header_len(&self) -> usize {
         usize::from(self.bytes[0] & 0x0f) * 4
@@ -68,20 +66,10 @@ impl<'a> Ipv4Packet<'a> {
         self.bytes[9]
     }
     pub fn src(&self) -> Ipv4Addr {
-        Ipv4Addr::new(
-            self.bytes[12],
-            self.bytes[13],
-            self.bytes[14],
-            self.bytes[15],
-        )
+        Ipv4Addr::new(self.bytes[12], self.bytes[13], self.bytes[14], self.bytes[15])
     }
     pub fn dst(&self) -> Ipv4Addr {
-        Ipv4Addr::new(
-            self.bytes[16],
-            self.bytes[17],
-            self.bytes[18],
-            self.bytes[19],
-        )
+        Ipv4Addr::new(self.bytes[16], self.bytes[17], self.bytes[18], self.bytes[19])
     }
     /// Fragment offset in 8-byte units; non-zero means a non-first fragment without ports.
     pub fn fragment_offset(&self) -> u16 {
@@ -132,16 +120,12 @@ impl<'a> Ipv6Packet<'a> {
             match next {
                 // Hop-by-hop, routing, destination options: length in 8-octet units after the first 8.
                 0 | 43 | 60 => {
-                    let h = bytes
-                        .get(offset..offset + 2)
-                        .ok_or(PacketError::BadExtensionHeaders)?;
+                    let h = bytes.get(offset..offset + 2).ok_or(PacketError::BadExtensionHeaders)?;
                     next = h[0];
                     offset += 8 + usize::from(h[1]) * 8;
                 }
                 44 => {
-                    let h = bytes
-                        .get(offset..offset + 8)
-                        .ok_or(PacketError::BadExtensionHeaders)?;
+                    let h = bytes.get(offset..offset + 8).ok_or(PacketError::BadExtensionHeaders)?;
                     next = h[0];
                     fragment_offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
                     offset += 8;
@@ -150,12 +134,7 @@ impl<'a> Ipv6Packet<'a> {
                     if offset > bytes.len() {
                         return Err(PacketError::BadExtensionHeaders);
                     }
-                    return Ok(Ipv6Packet {
-                        bytes,
-                        protocol: next,
-                        transport_offset: offset,
-                        fragment_offset,
-                    });
+                    return Ok(Ipv6Packet { bytes, protocol: next, transport_offset: offset, fragment_offset });
                 }
             }
         }
@@ -194,10 +173,7 @@ pub struct Transport<'a> {
 impl<'a> Transport<'a> {
     /// `payload` is the IP payload of a first (or only) fragment.
     pub fn new(proto: u8, payload: &'a [u8]) -> Self {
-        Transport {
-            proto,
-            bytes: payload,
-        }
+        Transport { proto, bytes: payload }
     }
     /// `(source, destination)` ports of TCP or UDP.
     pub fn ports(&self) -> Option<(u16, u16)> {
@@ -205,10 +181,7 @@ impl<'a> Transport<'a> {
             return None;
         }
         let p = self.bytes.get(..4)?;
-        Some((
-            u16::from_be_bytes([p[0], p[1]]),
-            u16::from_be_bytes([p[2], p[3]]),
-        ))
+        Some((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
     }
     /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
     pub fn tcp_flags(&self) -> Option<u8> {
@@ -248,51 +221,23 @@ impl Flow {
             None => return Err(PacketError::Empty),
             Some(4) => {
                 let p = Ipv4Packet::new(packet)?;
-                (
-                    p.protocol(),
-                    IpAddr::V4(p.src()),
-                    IpAddr::V4(p.dst()),
-                    p.fragment_offset(),
-                    p.payload(),
-                )
+                (p.protocol(), IpAddr::V4(p.src()), IpAddr::V4(p.dst()), p.fragment_offset(), p.payload())
             }
             Some(6) => {
                 let p = Ipv6Packet::new(packet)?;
-                (
-                    p.protocol(),
-                    IpAddr::V6(p.src()),
-                    IpAddr::V6(p.dst()),
-                    p.fragment_offset(),
-                    p.payload(),
-                )
+                (p.protocol(), IpAddr::V6(p.src()), IpAddr::V6(p.dst()), p.fragment_offset(), p.payload())
             }
             Some(v) => return Err(PacketError::BadVersion(v)),
         };
         let fragment = fragment_offset != 0;
         let (mut src_port, mut dst_port) = (0, 0);
         if !fragment && (proto == PROTO_TCP || proto == PROTO_UDP) {
-            (src_port, dst_port) = Transport::new(proto, payload)
-                .ports()
-                .ok_or(PacketError::TruncatedTransport)?;
+            (src_port, dst_port) = Transport::new(proto, payload).ports().ok_or(PacketError::TruncatedTransport)?;
         }
         Ok(if inbound {
-            Flow {
-                proto,
-                local_ip: dst,
-                remote_ip: src,
-                local_port: dst_port,
-                remote_port: src_port,
-                fragment,
-            }
+            Flow { proto, local_ip: dst, remote_ip: src, local_port: dst_port, remote_port: src_port, fragment }
         } else {
-            Flow {
-                proto,
-                local_ip: src,
-                remote_ip: dst,
-                local_port: src_port,
-                remote_port: dst_port,
-                fragment,
-            }
+            Flow { proto, local_ip: src, remote_ip: dst, local_port: src_port, remote_port: dst_port, fragment }
         })
     }
 }
@@ -331,15 +276,9 @@ mod tests {
         let b = Ipv4Addr::new(100, 64, 0, 2);
         let pkt = ipv4_tcp(a, b, 40000, 4646, 0x02, &[]);
         let f = Flow::parse(&pkt, true).unwrap();
-        assert_eq!(
-            (f.local_ip, f.local_port, f.remote_ip, f.remote_port),
-            (b.into(), 4646, a.into(), 40000)
-        );
+        assert_eq!((f.local_ip, f.local_port, f.remote_ip, f.remote_port), (b.into(), 4646, a.into(), 40000));
         let f = Flow::parse(&pkt, false).unwrap();
-        assert_eq!(
-            (f.local_ip, f.local_port, f.remote_port, f.proto, f.fragment),
-            (a.into(), 40000, 4646, 6, false)
-        );
+        assert_eq!((f.local_ip, f.local_port, f.remote_port, f.proto, f.fragment), (a.into(), 40000, 4646, 6, false));
         let udp = ipv4_udp(a, b, 5000, 4648, &[0; 8]);
         assert_eq!(Flow::parse(&udp, true).unwrap().local_port, 4648);
         let ping = ipv4_icmp_echo(a, b);
@@ -349,24 +288,10 @@ mod tests {
 
     #[test]
     fn transport_views() {
-        let t = Transport::new(
-            PROTO_TCP,
-            &[0x9c, 0x40, 0x12, 0x36, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x12],
-        );
-        assert_eq!(
-            (t.ports(), t.tcp_flags(), t.icmp_type_code()),
-            (Some((40000, 4662)), Some(0x12), None)
-        );
-        assert_eq!(
-            Transport::new(PROTO_TCP, &[0, 1, 0, 2]).tcp_flags(),
-            None,
-            "truncated"
-        );
-        assert_eq!(
-            Transport::new(PROTO_UDP, &[0, 1, 0]).ports(),
-            None,
-            "truncated"
-        );
+        let t = Transport::new(PROTO_TCP, &[0x9c, 0x40, 0x12, 0x36, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x12]);
+        assert_eq!((t.ports(), t.tcp_flags(), t.icmp_type_code()), (Some((40000, 4662)), Some(0x12), None));
+        assert_eq!(Transport::new(PROTO_TCP, &[0, 1, 0, 2]).tcp_flags(), None, "truncated");
+        assert_eq!(Transport::new(PROTO_UDP, &[0, 1, 0]).ports(), None, "truncated");
         let i = Transport::new(PROTO_ICMP, &[3, 13]);
         assert_eq!((i.ports(), i.icmp_type_code()), (None, Some((3, 13))));
         assert_eq!(Transport::new(PROTO_ICMPV6, &[128]).icmp_type_code(), None);
@@ -394,10 +319,7 @@ mod tests {
         let dst: Ipv6Addr = "fd00::2".parse().unwrap();
         let pkt = ipv6(src, dst, PROTO_UDP, &[0x13, 0x88, 0x12, 0x28, 0, 8, 0, 0]);
         let f = Flow::parse(&pkt, true).unwrap();
-        assert_eq!(
-            (f.remote_port, f.local_port, f.remote_ip),
-            (5000, 4648, IpAddr::V6(src))
-        );
+        assert_eq!((f.remote_port, f.local_port, f.remote_ip), (5000, 4648, IpAddr::V6(src)));
         // Fragment header (44) with offset 8, then UDP continuation bytes.
         let mut body = vec![PROTO_UDP, 0, 0, 8 << 3, 0, 0, 0, 1];
         body.extend_from_slice(&[9; 16]);
@@ -415,42 +337,20 @@ mod tests {
         lying_ihl[0] = 0x4f;
         let mut short_ihl = good.clone();
         short_ihl[0] = 0x44;
-        let mut v6_lying = ipv6(
-            "::1".parse().unwrap(),
-            "::1".parse().unwrap(),
-            PROTO_TCP,
-            &[0; 20],
-        );
+        let mut v6_lying = ipv6("::1".parse().unwrap(), "::1".parse().unwrap(), PROTO_TCP, &[0; 20]);
         v6_lying[5] = 200;
-        let v6_hop_loop = ipv6(
-            "::1".parse().unwrap(),
-            "::1".parse().unwrap(),
-            0,
-            &[0, 200, 0, 0, 0, 0, 0, 0],
-        );
+        let v6_hop_loop = ipv6("::1".parse().unwrap(), "::1".parse().unwrap(), 0, &[0, 200, 0, 0, 0, 0, 0, 0]);
         let cases: Vec<(&str, Vec<u8>, PacketError)> = vec![
             ("empty", vec![], PacketError::Empty),
             ("version 5", vec![0x50; 40], PacketError::BadVersion(5)),
-            (
-                "short v4",
-                good[..19].to_vec(),
-                PacketError::TruncatedIpHeader,
-            ),
+            ("short v4", good[..19].to_vec(), PacketError::TruncatedIpHeader),
             ("total > buffer", lying_total, PacketError::BadLength),
             ("ihl > total", lying_ihl, PacketError::BadLength),
             ("ihl < 5", short_ihl, PacketError::BadLength),
-            (
-                "no ports",
-                ipv4_raw(PROTO_TCP, &[0, 1]),
-                PacketError::TruncatedTransport,
-            ),
+            ("no ports", ipv4_raw(PROTO_TCP, &[0, 1]), PacketError::TruncatedTransport),
             ("short v6", vec![0x60; 39], PacketError::TruncatedIpHeader),
             ("v6 payload len", v6_lying, PacketError::BadLength),
-            (
-                "v6 ext past end",
-                v6_hop_loop,
-                PacketError::BadExtensionHeaders,
-            ),
+            ("v6 ext past end", v6_hop_loop, PacketError::BadExtensionHeaders),
         ];
         for (name, pkt, want) in cases {
             assert_eq!(Flow::parse(&pkt, true), Err(want), "{name}");

@@ -4,9 +4,7 @@
 
 use thiserror::Error;
 
-use super::{
-    Ipv4Packet, PROTO_ICMP, PROTO_TCP, PacketError, Transport, checksum_add, checksum_finish,
-};
+use super::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PacketError, Transport, checksum_add, checksum_finish};
 
 /// Why no reject packet was built; the caller then simply drops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -30,11 +28,7 @@ pub const MAX_REJECT_LEN: usize = 20 + 8 + 60 + 8;
 /// sender: its source is the original destination.
 pub fn build_reject(original: &[u8], out: &mut [u8]) -> Result<usize, RejectError> {
     if original.first().map(|b| b >> 4) != Some(4) {
-        return Err(if original.is_empty() {
-            PacketError::Empty.into()
-        } else {
-            RejectError::NotIpv4
-        });
+        return Err(if original.is_empty() { PacketError::Empty.into() } else { RejectError::NotIpv4 });
     }
     let ip = Ipv4Packet::new(original)?;
     if ip.fragment_offset() != 0 {
@@ -53,9 +47,7 @@ pub fn build_reject(original: &[u8], out: &mut [u8]) -> Result<usize, RejectErro
 }
 
 fn write_ipv4_header(out: &mut [u8], total: usize, proto: u8, orig: &Ipv4Packet<'_>) {
-    out[..20].copy_from_slice(&[
-        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
+    out[..20].copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     out[12..16].copy_from_slice(&orig.dst().octets());
     out[16..20].copy_from_slice(&orig.src().octets());
@@ -82,11 +74,7 @@ fn tcp_rst(ip: &Ipv4Packet<'_>, tcp: &[u8], out: &mut [u8]) -> Result<usize, Rej
         (their_ack, 0, 0x04)
     } else {
         let syn_fin = u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
-        (
-            0,
-            their_seq.wrapping_add(data_len).wrapping_add(syn_fin),
-            0x14,
-        )
+        (0, their_seq.wrapping_add(data_len).wrapping_add(syn_fin), 0x14)
     };
     write_ipv4_header(out, total, PROTO_TCP, ip);
     let t = &mut out[20..40];
@@ -152,17 +140,10 @@ mod tests {
         assert!(sums_to_zero(&rst[..20], 0), "IPv4 header checksum");
         assert!(tcp_checksum_ok(rst), "TCP checksum");
         let f = Flow::parse(rst, false).unwrap();
-        assert_eq!(
-            (f.local_ip, f.local_port, f.remote_ip, f.remote_port),
-            (B.into(), 22, A.into(), 40000)
-        );
+        assert_eq!((f.local_ip, f.local_port, f.remote_ip, f.remote_port), (B.into(), 22, A.into(), 40000));
         assert_eq!(rst[33], 0x14, "RST|ACK");
         assert_eq!(&rst[24..28], &0u32.to_be_bytes(), "seq 0");
-        assert_eq!(
-            &rst[28..32],
-            &1001u32.to_be_bytes(),
-            "acks seq+1 for the SYN"
-        );
+        assert_eq!(&rst[28..32], &1001u32.to_be_bytes(), "acks seq+1 for the SYN");
     }
 
     #[test]
@@ -175,10 +156,7 @@ mod tests {
         assert_eq!(&out[24..28], &7000u32.to_be_bytes());
         // An RST is never answered.
         let rst = ipv4_tcp(A, B, 40000, 22, 0x04, &[]);
-        assert_eq!(
-            build_reject(&rst, &mut out),
-            Err(RejectError::WouldAnswerError)
-        );
+        assert_eq!(build_reject(&rst, &mut out), Err(RejectError::WouldAnswerError));
     }
 
     #[test]
@@ -202,29 +180,15 @@ mod tests {
     fn no_reply_cases() {
         let mut out = [0u8; MAX_REJECT_LEN];
         let unreachable = ipv4(A, B, PROTO_ICMP, &[3, 1, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            build_reject(&unreachable, &mut out),
-            Err(RejectError::WouldAnswerError)
-        );
+        assert_eq!(build_reject(&unreachable, &mut out), Err(RejectError::WouldAnswerError));
         let ping = ipv4_icmp_echo(A, B);
-        assert!(
-            build_reject(&ping, &mut out).is_ok(),
-            "an echo request gets admin-prohibited"
-        );
+        assert!(build_reject(&ping, &mut out).is_ok(), "an echo request gets admin-prohibited");
         let mut frag = ipv4_udp(A, B, 1, 2, &[0; 8]);
         frag[7] = 10;
         assert_eq!(build_reject(&frag, &mut out), Err(RejectError::Fragment));
-        let v6 = ipv6(
-            "::1".parse().unwrap(),
-            "::2".parse().unwrap(),
-            PROTO_UDP,
-            &[0; 8],
-        );
+        let v6 = ipv6("::1".parse().unwrap(), "::2".parse().unwrap(), PROTO_UDP, &[0; 8]);
         assert_eq!(build_reject(&v6, &mut out), Err(RejectError::NotIpv4));
         let syn = ipv4_tcp(A, B, 1, 2, 0x02, &[]);
-        assert_eq!(
-            build_reject(&syn, &mut out[..39]),
-            Err(RejectError::BufferTooSmall(40))
-        );
+        assert_eq!(build_reject(&syn, &mut out[..39]), Err(RejectError::BufferTooSmall(40)));
     }
 }

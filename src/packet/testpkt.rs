@@ -24,22 +24,10 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> 
 }
 
 pub fn ipv4_raw(proto: u8, payload: &[u8]) -> Vec<u8> {
-    ipv4(
-        Ipv4Addr::new(10, 0, 0, 1),
-        Ipv4Addr::new(10, 0, 0, 2),
-        proto,
-        payload,
-    )
+    ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), proto, payload)
 }
 
-pub fn ipv4_tcp(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    flags: u8,
-    data: &[u8],
-) -> Vec<u8> {
+pub fn ipv4_tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, data: &[u8]) -> Vec<u8> {
     let mut t = Vec::with_capacity(20 + data.len());
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());

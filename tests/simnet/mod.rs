@@ -50,13 +50,7 @@ impl Ca {
         self.node_with_groups(name, n, life, &[])
     }
 
-    pub fn node_with_groups(
-        &self,
-        name: &str,
-        n: u8,
-        life: i64,
-        groups: &[&str],
-    ) -> (Certificate, HostSecret) {
+    pub fn node_with_groups(&self, name: &str, n: u8, life: i64, groups: &[&str]) -> (Certificate, HostSecret) {
         let key = HostSecret::generate();
         let d = Details {
             name: name.into(),
@@ -90,33 +84,11 @@ pub fn private(site: u8, n: u8) -> SocketAddr {
 /// A minimal IPv4/UDP packet; the payload identifies it in assertions.
 pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     let total = 28 + payload.len();
-    let mut p = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ];
+    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
     let udp_len = 8 + payload.len();
-    p.extend_from_slice(&[
-        0x30,
-        0x39,
-        0x30,
-        0x39,
-        (udp_len >> 8) as u8,
-        udp_len as u8,
-        0,
-        0,
-    ]);
+    p.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
     p.extend_from_slice(payload);
     p
 }
@@ -230,21 +202,13 @@ impl Sim {
         UnixTime(WALL0 + self.now.duration_since(self.start).as_secs() as i64)
     }
 
-    pub fn config(
-        ca: &Ca,
-        cert: Certificate,
-        key: HostSecret,
-        statics: &[(u8, SocketAddr)],
-    ) -> NodeConfig {
+    pub fn config(ca: &Ca, cert: Certificate, key: HostSecret, statics: &[(u8, SocketAddr)]) -> NodeConfig {
         NodeConfig {
             cert,
             key,
             pool: ca.pool(),
             blocklist: Blocklist::default(),
-            static_hosts: statics
-                .iter()
-                .map(|(n, a)| (vpn(*n), vec![*a]))
-                .collect::<HashMap<_, _>>(),
+            static_hosts: statics.iter().map(|(n, a)| (vpn(*n), vec![*a])).collect::<HashMap<_, _>>(),
             unsafe_routes: vec![],
             try_interval: Duration::from_millis(100),
             retries: 10,
@@ -271,14 +235,7 @@ impl Sim {
     pub fn add_at(&mut self, cfg: NodeConfig, addr: SocketAddr, site: Option<u8>) -> usize {
         let mut node = Node::new(cfg, AllowAll, self.now, self.wall()).expect("node starts");
         node.set_local_addrs(vec![addr]);
-        self.nodes.push(SimNode {
-            node,
-            addr,
-            site,
-            tun: vec![],
-            events: vec![],
-            up: true,
-        });
+        self.nodes.push(SimNode { node, addr, site, tun: vec![], events: vec![], up: true });
         self.nodes.len() - 1
     }
 
@@ -303,10 +260,7 @@ impl Sim {
 
     pub fn send_packet(&mut self, from: usize, packet: &[u8]) {
         let now = self.now;
-        if let Some((to, d)) = self.nodes[from]
-            .node
-            .handle_tun_packet(now, packet, &mut self.buf)
-        {
+        if let Some((to, d)) = self.nodes[from].node.handle_tun_packet(now, packet, &mut self.buf) {
             let d = d.to_vec();
             self.transmit_from(from, to, d);
         }
@@ -316,9 +270,8 @@ impl Sim {
     /// Puts a datagram on the wire from node `i` (through its NAT, if any).
     pub fn transmit_from(&mut self, i: usize, to: SocketAddr, data: Vec<u8>) {
         let (inside, site) = (self.nodes[i].addr, self.nodes[i].site);
-        let same_site = site.is_some_and(
-            |s| matches!(to.ip(), IpAddr::V4(ip) if ip.octets()[2] == s && ip.octets()[1] == 18),
-        );
+        let same_site =
+            site.is_some_and(|s| matches!(to.ip(), IpAddr::V4(ip) if ip.octets()[2] == s && ip.octets()[1] == 18));
         let from = match site.and_then(|s| self.nats.iter_mut().find(|n| n.site == s)) {
             Some(nat) if !same_site => nat.outbound(inside, to),
             _ => inside,
@@ -327,21 +280,9 @@ impl Sim {
     }
 
     /// Puts a raw datagram on the wire with a given source (an attacker can forge it).
-    pub fn transmit(
-        &mut self,
-        from: SocketAddr,
-        to: SocketAddr,
-        from_site: Option<u8>,
-        data: Vec<u8>,
-    ) {
+    pub fn transmit(&mut self, from: SocketAddr, to: SocketAddr, from_site: Option<u8>, data: Vec<u8>) {
         if (self.filter)(self.now, from, to, &data) {
-            self.in_flight.push(InFlight {
-                at: self.now + self.latency,
-                from,
-                to,
-                from_site,
-                data,
-            });
+            self.in_flight.push(InFlight { at: self.now + self.latency, from, to, from_site, data });
         } else {
             self.dropped += 1;
         }
@@ -361,17 +302,13 @@ impl Sim {
 
     /// Which node a datagram reaches, if any (NAT filtering, private address scopes).
     fn deliver_to(&self, f: &InFlight) -> Option<usize> {
-        let to = match self
-            .nats
-            .iter()
-            .find(|n| IpAddr::V4(n.public_ip) == f.to.ip())
-        {
+        let to = match self.nats.iter().find(|n| IpAddr::V4(n.public_ip) == f.to.ip()) {
             Some(nat) => nat.inbound(f.to.port(), f.from)?,
             None => f.to,
         };
-        self.nodes.iter().position(|n| {
-            n.addr == to && n.up && (n.site.is_none() || n.site == f.from_site || to != f.to)
-        })
+        self.nodes
+            .iter()
+            .position(|n| n.addr == to && n.up && (n.site.is_none() || n.site == f.from_site || to != f.to))
     }
 
     /// Runs the world for `d` of virtual time, in 1 ms steps.
@@ -383,20 +320,15 @@ impl Sim {
             MockClock::advance(step);
             let now = self.now;
             let wall = self.wall();
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
-                .into_iter()
-                .partition(|f| f.at <= now);
+            let (due, later): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.in_flight).into_iter().partition(|f| f.at <= now);
             self.in_flight = later;
             for f in due {
                 let Some(i) = self.deliver_to(&f) else {
                     self.dropped += 1;
                     continue;
                 };
-                if let Some(p) =
-                    self.nodes[i]
-                        .node
-                        .handle_datagram(now, wall, f.from, &f.data, &mut self.buf)
-                {
+                if let Some(p) = self.nodes[i].node.handle_datagram(now, wall, f.from, &f.data, &mut self.buf) {
                     let p = p.to_vec();
                     self.nodes[i].tun.push(p);
                 }
@@ -412,11 +344,7 @@ impl Sim {
     }
 
     /// Runs until `cond` holds or `limit` passes; returns the virtual time it took.
-    pub fn run_until(
-        &mut self,
-        limit: Duration,
-        mut cond: impl FnMut(&Sim) -> bool,
-    ) -> Option<Duration> {
+    pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Sim) -> bool) -> Option<Duration> {
         let start = self.now;
         while self.now.duration_since(start) < limit {
             if cond(self) {

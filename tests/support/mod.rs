@@ -24,11 +24,7 @@ pub fn prefix() -> String {
 
 /// A fresh name: prefix + `tag` + counter, at most 15 bytes (a Linux interface name's limit).
 pub fn unique(tag: &str) -> String {
-    let name = format!(
-        "{}{tag}{}",
-        prefix(),
-        base36(COUNTER.fetch_add(1, Ordering::Relaxed))
-    );
+    let name = format!("{}{tag}{}", prefix(), base36(COUNTER.fetch_add(1, Ordering::Relaxed)));
     assert!(name.len() <= 15, "name {name} is longer than 15 bytes");
     name
 }
@@ -49,16 +45,8 @@ fn base36(mut n: u32) -> String {
 
 /// Runs a command to completion; panics (with its stderr) if it fails.
 pub fn run(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -78,11 +66,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Namespaces (from `ip netns list`) whose name starts with this process's prefix.
 pub fn leftovers() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default();
+    let out = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
     let p = prefix();
     String::from_utf8_lossy(&out)
         .lines()
@@ -113,9 +97,7 @@ impl Netns {
 
     /// `ip netns exec NAME cmd args…`, to completion.
     pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
-        self.command(cmd, args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {cmd} in {}: {e}", self.name))
+        self.command(cmd, args).output().unwrap_or_else(|e| panic!("running {cmd} in {}: {e}", self.name))
     }
 
     /// As [`Netns::exec`]; panics with stderr unless it succeeds. Returns stdout.
@@ -170,10 +152,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Kill what runs inside first, or `ip netns del` leaves the namespace alive behind them.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
                     // SAFETY: plain kill(2) of a process in our test namespace.
@@ -181,9 +160,7 @@ impl Drop for Netns {
                 }
             }
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -218,21 +195,7 @@ impl Drop for ChildGuard {
 pub fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> (String, String) {
     let (ea, eb) = (unique("v"), unique("v"));
     // Created inside `a`, so it never exists in the root namespace even for an instant.
-    a.exec_ok(
-        "ip",
-        &[
-            "link",
-            "add",
-            &ea,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &eb,
-            "netns",
-            b.name(),
-        ],
-    );
+    a.exec_ok("ip", &["link", "add", &ea, "type", "veth", "peer", "name", &eb, "netns", b.name()]);
     a.exec_ok("ip", &["addr", "add", a_addr, "dev", &ea]);
     a.exec_ok("ip", &["link", "set", &ea, "up"]);
     b.exec_ok("ip", &["addr", "add", b_addr, "dev", &eb]);
@@ -257,23 +220,8 @@ impl Router {
     /// Source-NATs everything leaving `out_if` to that interface's address (`nft` masquerade).
     pub fn masquerade(&self, out_if: &str) {
         self.ns.exec_ok("nft", &["add", "table", "ip", "nat"]);
-        self.ns.exec_ok(
-            "nft",
-            &["add chain ip nat postrouting { type nat hook postrouting priority srcnat ; }"],
-        );
-        self.ns.exec_ok(
-            "nft",
-            &[
-                "add",
-                "rule",
-                "ip",
-                "nat",
-                "postrouting",
-                "oifname",
-                out_if,
-                "masquerade",
-            ],
-        );
+        self.ns.exec_ok("nft", &["add chain ip nat postrouting { type nat hook postrouting priority srcnat ; }"]);
+        self.ns.exec_ok("nft", &["add", "rule", "ip", "nat", "postrouting", "oifname", out_if, "masquerade"]);
     }
 }
 

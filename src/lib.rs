@@ -5,6 +5,7 @@
 
 pub mod cert;
 pub mod cli;
+pub mod daemon;
 pub mod config;
 pub mod duration;
 pub mod files;

@@ -5,8 +5,13 @@ mod ca;
 mod check;
 mod firewall;
 mod keygen;
+mod members;
 mod print;
+mod reload;
+mod run;
 mod sign;
+mod socket;
+mod status;
 mod verify;
 
 use std::net::Ipv4Addr;
@@ -40,8 +45,16 @@ enum Command {
     Print(print::Args),
     /// Verify a certificate against a CA bundle (silent, exit 0, when valid).
     Verify(verify::Args),
-    /// Validate a node config and its PKI as a start would, without touching the network.
+    /// Validate a node config, its PKI and firewall as a start would, without touching the network.
     Check(check::Args),
+    /// Run the node daemon: TUN, tunnels, firewall (systemd: Type=notify, SIGHUP reloads).
+    Run(run::Args),
+    /// Show this node, its peers and lighthouses, from the running daemon.
+    Status(status::Args),
+    /// List the mesh's members (from the lighthouses), e.g. the Nomad servers to join.
+    Members(members::Args),
+    /// Reload the running daemon's configuration and say whether it worked.
+    Reload(reload::Args),
     /// Lint firewall rule files and explain verdicts.
     Firewall(firewall::Args),
 }
@@ -56,6 +69,10 @@ pub fn main() -> ExitCode {
         Command::Print(a) => print::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Check(a) => check::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Members(a) => members::run(a),
+        Command::Reload(a) => reload::run(a),
         Command::Firewall(a) => firewall::run(a),
     };
     match result {

@@ -14,10 +14,9 @@ use serde::{Deserialize, Deserializer, de};
 
 pub use super::values::{GoDuration, OverlayIp, PemSource, Underlay, UnderlayHost};
 
-/// The `firewall` section. Replaced at merge by `crate::firewall::FirewallConfig`, which the
-/// firewall module defines; until then the section is accepted whole and not interpreted.
-// replaced at merge by crate::firewall::FirewallConfig
-pub type FirewallSection = serde::de::IgnoredAny;
+/// The `firewall` section, validated here (unknown keys are errors with file and line); the
+/// daemon compiles it from each file again to keep every rule's `file:line`.
+pub type FirewallSection = crate::firewall::FirewallConfig;
 
 /// `key:` with nothing after it is YAML null; Nebula (and its example config, e.g.
 /// `unsafe_routes:`) treats it as empty, so lists, maps and sections do too.

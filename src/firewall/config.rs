@@ -203,6 +203,14 @@ struct NodeConfigView {
     firewall: Option<FirewallConfig>,
 }
 
+/// The `firewall:` section of one node config file, with positions, or `None` if the file
+/// has none (a config directory spreads its keys over several files).
+pub fn load_node_section(path: &Path) -> Result<Option<FirewallConfig>, ConfigError> {
+    let text = read(path)?;
+    let view: Option<NodeConfigView> = parse_yaml(&text, &path.display().to_string())?;
+    Ok(view.and_then(|v| v.firewall).map(|f| f.with_source(path)))
+}
+
 /// Loads either a node config (its `firewall:` section) or a bare rules file (top-level
 /// `inbound`/`outbound`/`include`). The node config is recognised by its `firewall` key.
 pub fn load_config_or_rules(path: &Path) -> Result<FirewallConfig, ConfigError> {

@@ -133,23 +133,44 @@ impl Firewall {
     /// overlay networks (from its certificate): unless `default_local_cidr_any` is set, rules
     /// without `local_cidr` only match traffic addressed to them. Empty means no restriction.
     pub fn compile(cfg: &FirewallConfig, local_networks: &[IpNet]) -> Result<Firewall, ConfigError> {
-        let resolved = config::resolve(cfg)?;
+        Self::compile_sections(std::slice::from_ref(cfg), local_networks)
+    }
+
+    /// Compiles the `firewall` sections of several config files (a config directory) as one:
+    /// rules append in order, each keeping its own `file:line`; for the other settings the
+    /// last section that sets one wins.
+    pub fn compile_sections(sections: &[FirewallConfig], local_networks: &[IpNet]) -> Result<Firewall, ConfigError> {
         let compile = |list: &[config::SourcedRule]| list.iter().map(Rule::compile).collect::<Result<Vec<_>, _>>();
-        let inbound = RuleTable::new(compile(&resolved.inbound)?);
-        let outbound = RuleTable::new(compile(&resolved.outbound)?);
+        let (mut inbound, mut outbound) = (Vec::new(), Vec::new());
         let mut timeouts = Timeouts::default();
-        if let Some(ct) = &cfg.conntrack {
-            for (value, field, slot) in [
-                (&ct.tcp_timeout, "conntrack.tcp_timeout", &mut timeouts.tcp),
-                (&ct.udp_timeout, "conntrack.udp_timeout", &mut timeouts.udp),
-                (&ct.default_timeout, "conntrack.default_timeout", &mut timeouts.default),
-            ] {
-                if let Some(v) = value {
-                    *slot = crate::duration::parse(&v.value)
-                        .map_err(|e| ConfigError::field(cfg.origin(v), field, e.to_string()))?;
+        let mut cfg = FirewallConfig::default();
+        for section in sections {
+            let resolved = config::resolve(section)?;
+            inbound.extend(compile(&resolved.inbound)?);
+            outbound.extend(compile(&resolved.outbound)?);
+            if let Some(ct) = &section.conntrack {
+                for (value, field, slot) in [
+                    (&ct.tcp_timeout, "conntrack.tcp_timeout", &mut timeouts.tcp),
+                    (&ct.udp_timeout, "conntrack.udp_timeout", &mut timeouts.udp),
+                    (&ct.default_timeout, "conntrack.default_timeout", &mut timeouts.default),
+                ] {
+                    if let Some(v) = value {
+                        *slot = crate::duration::parse(&v.value)
+                            .map_err(|e| ConfigError::field(section.origin(v), field, e.to_string()))?;
+                    }
                 }
             }
+            if section.inbound_action.is_some() {
+                cfg.inbound_action = section.inbound_action.clone();
+            }
+            if section.outbound_action.is_some() {
+                cfg.outbound_action = section.outbound_action.clone();
+            }
+            if section.default_local_cidr_any.is_some() {
+                cfg.default_local_cidr_any = section.default_local_cidr_any;
+            }
         }
+        let (inbound, outbound) = (RuleTable::new(inbound), RuleTable::new(outbound));
         let scope = if cfg.default_local_cidr_any.unwrap_or(false) || local_networks.is_empty() {
             LocalScope::Any
         } else {

@@ -32,6 +32,7 @@
 //! More throughput later means more workers (`Tun` queues with `IFF_MULTI_QUEUE`, one UDP
 //! socket each with `SO_REUSEPORT`), each running this same loop on its own thread.
 
+pub mod ifaddrs;
 pub mod netlink;
 pub mod notify;
 pub mod poll;

@@ -361,6 +361,34 @@ impl<P: Policy> Node<P> {
         Ok(())
     }
 
+    /// Adopts a renewed certificate for this node (reload). It must keep the overlay IP and
+    /// the key: peers know us by both.
+    pub fn set_own_cert(&mut self, cert: Certificate, wall: UnixTime) -> Result<(), String> {
+        if cert.vpn_ip() != Some(self.vpn_ip) {
+            return Err(format!(
+                "the new certificate is for {:?} but this node runs as {}; changing the overlay IP needs a restart",
+                cert.vpn_ip(),
+                self.vpn_ip
+            ));
+        }
+        if cert.details().public_key != self.public.to_bytes() {
+            return Err("the new certificate is for another key; changing the key needs a restart".into());
+        }
+        self.pool.verify(&cert, wall, &self.blocklist).map_err(|e| e.to_string())?;
+        self.hello_cert = cert.to_bytes().to_vec();
+        self.cert = Arc::new(cert);
+        Ok(())
+    }
+
+    /// The lighthouses and whether a session with each is up, for `status`.
+    pub fn lighthouse_status(&self) -> Vec<(Ipv4Addr, bool)> {
+        self.disc
+            .lighthouses
+            .iter()
+            .map(|ip| (*ip, self.by_vpn_ip.get(ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.up)))
+            .collect()
+    }
+
     /// Replaces the static host map (reload). Existing sessions keep their endpoints.
     pub fn set_static_hosts(&mut self, hosts: HashMap<Ipv4Addr, Vec<SocketAddr>>) {
         for (ip, addrs) in &hosts {

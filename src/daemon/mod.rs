@@ -1,0 +1,419 @@
+//! The node daemon (`cos-mesh run`): the IO shell around the mesh core. One thread runs a
+//! `poll(2)` loop over the UDP socket, the TUN, the signalfd and the control socket; batches
+//! of datagrams go in and out with recvmmsg/sendmmsg; the core decides everything else.
+
+pub mod control;
+pub mod logging;
+pub mod policy;
+pub mod setup;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::io::{Notifier, PollFd, RecvBatch, SendBatch, Signal, Signals, Tun, TunConfig, Udp, ifaddrs, poll};
+use crate::mesh::{Event, MIN_BUFFER, Node, NodeConfig};
+use crate::unixtime::UnixTime;
+use control::{ControlServer, Request};
+use policy::FirewallPolicy;
+use setup::Setup;
+
+/// Largest datagram a batch slot holds (a relayed full-size packet plus headers fits).
+const SLOT: usize = 65_536;
+/// How often `static_host_map` names are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// Warn about our own certificate expiring this long ahead, once a day.
+const EXPIRY_NOTICE_SECS: i64 = 30 * 86_400;
+
+struct Daemon {
+    config_path: PathBuf,
+    node: Node<FirewallPolicy>,
+    udp: Udp,
+    tun: Option<Tun>,
+    signals: Signals,
+    notifier: Notifier,
+    control: ControlServer,
+    log: logging::LogHandle,
+    listen: SocketAddr,
+    tun_name: String,
+    tx: SendBatch,
+    tx_dropped: u64,
+    tun_write_errors: u64,
+    next_resolve: Instant,
+    next_expiry_check: Instant,
+    next_watchdog: Option<Instant>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
+/// configuration cannot start a node.
+pub fn run(config_path: &Path) -> Result<()> {
+    // Block the signals before anything else, so no thread ever gets them.
+    let signals = Signals::new().context("setting up signal handling")?;
+    let setup = Setup::load(config_path, UnixTime::now())?;
+    let log = logging::init(&setup.config().logging);
+    for w in &setup.warnings {
+        warn!("{w}");
+    }
+    let (static_hosts, problems) = setup.resolve_static_hosts();
+    for p in &problems {
+        warn!("{p}");
+    }
+    let cfg = setup.config();
+    let udp = Udp::from_config(&cfg.listen)
+        .with_context(|| format!("binding listen {}:{}", cfg.listen.host, cfg.listen.port))?;
+    let listen = udp.local_addr()?;
+    let tun = if cfg.tun.disabled {
+        None
+    } else {
+        let tc = TunConfig::from_config(&cfg.tun, setup.overlay);
+        Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, tc.address))?)
+    };
+    let control = ControlServer::bind(&cfg.control.socket)?;
+    let now = Instant::now();
+    let discovery = setup.discovery();
+    let unsafe_routes = setup.unsafe_routes();
+    let Setup { loaded, pki, firewall, overlay, .. } = setup;
+    let c = &loaded.config;
+    let node_cfg = NodeConfig {
+        cert: pki.cert,
+        key: pki.key,
+        pool: pki.pool,
+        blocklist: pki.blocklist,
+        static_hosts,
+        unsafe_routes,
+        try_interval: c.handshakes.try_interval.0,
+        retries: c.handshakes.retries,
+        disconnect_invalid: c.pki.disconnect_invalid,
+        discovery,
+    };
+    let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
+    node.set_local_addrs(local_addrs(listen, overlay.trunc(), &c.tun.dev));
+    let notifier = Notifier::from_env();
+    let mut d = Daemon {
+        config_path: config_path.to_path_buf(),
+        tun_name: if c.tun.disabled { "(disabled)".into() } else { c.tun.dev.clone() },
+        node,
+        udp,
+        tun,
+        signals,
+        control,
+        log,
+        listen,
+        tx: SendBatch::new(c.listen.batch.max(1), SLOT),
+        tx_dropped: 0,
+        tun_write_errors: 0,
+        next_resolve: now + RESOLVE_EVERY,
+        next_expiry_check: now,
+        next_watchdog: notifier.watchdog_interval().map(|_| now),
+        notifier,
+    };
+    let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
+    info!("cos-mesh up: {status}");
+    // Only now: the TUN carries its address and the socket is bound (Nomad reads the
+    // interface once when it starts).
+    let _ = d.notifier.ready(&status);
+    let result = d.event_loop(c.listen.batch.max(1));
+    let _ = d.notifier.stopping();
+    info!("cos-mesh stopping");
+    result
+}
+
+impl Daemon {
+    fn event_loop(&mut self, batch: usize) -> Result<()> {
+        let mut rx = RecvBatch::new(batch, SLOT);
+        let mut buf = vec![0u8; MIN_BUFFER];
+        let mut tun_buf = vec![0u8; SLOT];
+        loop {
+            let now = Instant::now();
+            let mut deadline = self.node.poll_timeout().min(now + Duration::from_secs(1));
+            if let Some(w) = self.next_watchdog {
+                deadline = deadline.min(w);
+            }
+            let timeout = deadline.saturating_duration_since(now);
+            let (udp_r, tun_r, sig_r, ctl_r) = {
+                let mut fds = vec![
+                    PollFd::new(self.udp.as_fd(), !self.tx.is_empty()),
+                    PollFd::new(self.signals.as_fd(), false),
+                    PollFd::new(self.control.listener().as_fd(), false),
+                ];
+                if let Some(t) = &self.tun {
+                    fds.push(PollFd::new(t.as_fd(), false));
+                }
+                match poll::wait(&mut fds, Some(timeout)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e).context("poll"),
+                }
+                (fds[0].readable(), fds.get(3).is_some_and(|f| f.readable()), fds[1].readable(), fds[2].readable())
+            };
+            let now = Instant::now();
+            let wall = UnixTime::now();
+            if udp_r {
+                self.read_udp(now, wall, &mut rx, &mut buf);
+            }
+            if tun_r {
+                self.read_tun(now, &mut tun_buf, &mut buf);
+            }
+            if self.node.poll_timeout() <= now {
+                self.node.handle_timeout(now, wall);
+            }
+            self.flush();
+            self.housekeeping(now, wall);
+            if sig_r {
+                match self.signals.next() {
+                    Ok(Some(Signal::Shutdown)) => return Ok(()),
+                    Ok(Some(Signal::Reload)) => {
+                        info!("caught SIGHUP, reloading {}", self.config_path.display());
+                        let _ = self.reload();
+                    }
+                    _ => {}
+                }
+            }
+            if ctl_r {
+                self.serve_control(now);
+            }
+        }
+    }
+
+    fn read_udp(&mut self, now: Instant, wall: UnixTime, rx: &mut RecvBatch, buf: &mut [u8]) {
+        // A bounded number of batches, so the TUN side gets its turn under load.
+        for _ in 0..8 {
+            let n = match self.udp.recv_batch(rx) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!("udp receive: {e}");
+                    return;
+                }
+            };
+            for (from, data) in rx.iter() {
+                if let Some(packet) = self.node.handle_datagram(now, wall, from, data, buf)
+                    && let Some(tun) = &self.tun
+                    && tun.write(packet).is_err()
+                {
+                    self.tun_write_errors += 1;
+                }
+            }
+            self.flush();
+            if n < rx.capacity() {
+                return;
+            }
+        }
+    }
+
+    fn read_tun(&mut self, now: Instant, tun_buf: &mut [u8], buf: &mut [u8]) {
+        for _ in 0..256 {
+            let Some(tun) = &self.tun else { return };
+            let n = match tun.read(tun_buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!("tun read: {e}");
+                    break;
+                }
+            };
+            if let Some((dst, d)) = self.node.handle_tun_packet(now, &tun_buf[..n], buf) {
+                if self.tx.is_full() {
+                    self.send();
+                }
+                if !self.tx.push(dst, d) {
+                    self.tx_dropped += 1;
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Moves the core's queued output to the socket and the TUN, and logs its events.
+    fn flush(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            if self.tx.is_full() {
+                self.send();
+            }
+            if !self.tx.push(t.dst, &t.data) {
+                self.tx_dropped += 1;
+            }
+        }
+        self.send();
+        while let Some(p) = self.node.poll_tun_write() {
+            if let Some(tun) = &self.tun
+                && tun.write(&p).is_err()
+            {
+                self.tun_write_errors += 1;
+            }
+        }
+        while let Some(e) = self.node.poll_event() {
+            log_event(&e);
+        }
+    }
+
+    fn send(&mut self) {
+        match self.udp.send_batch(&mut self.tx) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Kept queued; poll waits for POLLOUT. A full batch sheds the oldest.
+                if self.tx.is_full() {
+                    self.tx_dropped += self.tx.len() as u64;
+                    self.tx.clear();
+                }
+            }
+            Err(e) => debug!("udp send: {e}"),
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant, wall: UnixTime) {
+        self.node.policy_mut().fw.expire(now);
+        if now >= self.next_resolve {
+            self.next_resolve = now + RESOLVE_EVERY;
+            // Names in static_host_map are looked up again (a lighthouse may move).
+            if let Ok(loaded) = Config::load(&self.config_path) {
+                let (hosts, _) = setup::resolve_static_hosts(&loaded.config);
+                self.node.set_static_hosts(hosts);
+            }
+        }
+        if now >= self.next_expiry_check {
+            self.next_expiry_check = now + Duration::from_secs(86_400);
+            let d = self.node.cert().details();
+            let left = d.not_after.seconds() - wall.seconds();
+            if left < EXPIRY_NOTICE_SECS {
+                warn!("certificate {} expires at {} ({} days left): renew it and reload", d.name, d.not_after, left / 86_400);
+            }
+        }
+        if let (Some(w), Some(every)) = (self.next_watchdog, self.notifier.watchdog_interval())
+            && now >= w
+        {
+            let _ = self.notifier.watchdog();
+            self.next_watchdog = Some(now + every);
+        }
+    }
+
+    /// SIGHUP or `cos-mesh reload`: load everything again; apply it only if all of it is
+    /// valid, so a bad config keeps the running one. Tunnels stay up; peers whose certificates
+    /// no longer verify are disconnected; old flows are re-checked on their next packet.
+    fn reload(&mut self) -> Result<String, String> {
+        let _ = self.notifier.reloading();
+        let result = self.try_reload();
+        match &result {
+            Ok(summary) => info!("reload: {summary}"),
+            Err(e) => error!("reload failed, keeping the running configuration: {e}"),
+        }
+        let status = match &result {
+            Ok(_) => format!("{} running, reloaded", self.node.cert().name()),
+            Err(e) => format!("{} running; last reload failed: {e}", self.node.cert().name()),
+        };
+        let _ = self.notifier.ready(&status);
+        result
+    }
+
+    fn try_reload(&mut self) -> Result<String, String> {
+        let wall = UnixTime::now();
+        let setup = Setup::load(&self.config_path, wall).map_err(|e| format!("{e:#}"))?;
+        for w in &setup.warnings {
+            warn!("{w}");
+        }
+        let new_cert = setup.pki.cert.clone();
+        if new_cert.vpn_ip() != Some(self.node.vpn_ip()) || new_cert.details().public_key != self.node.cert().details().public_key {
+            return Err(format!(
+                "pki.cert: the new certificate is for {} with another IP or key; changing them needs a restart",
+                new_cert.name()
+            ));
+        }
+        let (hosts, problems) = setup.resolve_static_hosts();
+        for p in &problems {
+            warn!("{p}");
+        }
+        let discovery = setup.discovery();
+        self.log.set(&setup.config().logging);
+        let Setup { pki, firewall, .. } = setup;
+        self.node.update_trust(pki.pool, pki.blocklist, wall).map_err(|e| format!("pki: {e}"))?;
+        self.node.set_own_cert(new_cert, wall)?;
+        self.node.set_static_hosts(hosts);
+        self.node.set_discovery(Instant::now(), discovery);
+        self.node.policy_mut().fw.reload(firewall);
+        let version = self.node.policy_mut().fw.rules_version();
+        Ok(format!("pki, blocklist, firewall (rules version {version}), static hosts, discovery and logging reloaded"))
+    }
+
+    fn serve_control(&mut self, now: Instant) {
+        while let Some((stream, req)) = self.control.accept() {
+            let answer = match req {
+                Some(Request::Status) => self.status(now),
+                Some(Request::Members) => json!({ "members": self.members() }),
+                Some(Request::Reload) => match self.reload() {
+                    Ok(summary) => json!({ "reloaded": summary }),
+                    Err(e) => json!({ "error": format!("reload failed, the running configuration is kept: {e}") }),
+                },
+                None => json!({ "error": "unknown request; expected status, members or reload" }),
+            };
+            control::reply(stream, &answer);
+        }
+    }
+
+    fn status(&mut self, now: Instant) -> serde_json::Value {
+        let cert = self.node.cert().clone();
+        let d = cert.details();
+        let fw = &self.node.policy_mut().fw;
+        let firewall = json!({
+            "rules_version": fw.rules_version(),
+            "conntrack_entries": fw.conntrack().len(),
+            "counters": fw.counters().snapshot().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        });
+        json!({
+            "node": {
+                "name": d.name,
+                "vpn_ip": self.node.vpn_ip(),
+                "overlay": self.node.vpn_net().to_string(),
+                "groups": d.groups,
+                "cert_not_after": d.not_after.rfc3339(),
+                "cert_fingerprint": cert.fingerprint().to_string(),
+                "listen": self.listen,
+                "tun": self.tun_name,
+                "lighthouse": self.node.is_lighthouse(),
+            },
+            "peers": self.node.peers(now),
+            "lighthouses": self.node.lighthouse_status().iter().map(|(ip, up)| json!({"vpn_ip": ip, "up": up})).collect::<Vec<_>>(),
+            "counters": self.node.counters(),
+            "io": { "tx_dropped": self.tx_dropped, "tun_write_errors": self.tun_write_errors },
+            "firewall": firewall,
+        })
+    }
+
+    fn members(&self) -> Vec<serde_json::Value> {
+        self.node
+            .members()
+            .iter()
+            .map(|c| json!({ "name": c.name(), "vpn_ip": c.vpn_ip(), "groups": c.details().groups }))
+            .collect()
+    }
+}
+
+/// The underlay addresses to report to lighthouses: the bound address if specific, else every
+/// IPv4 address of the host except loopback, link-local, the overlay and our own TUN.
+fn local_addrs(listen: SocketAddr, overlay: ipnet::Ipv4Net, tun: &str) -> Vec<SocketAddr> {
+    if !listen.ip().is_unspecified() {
+        return vec![listen];
+    }
+    ifaddrs::ipv4_addresses()
+        .into_iter()
+        .filter(|(name, ip)| name != tun && !ip.is_loopback() && !ip.is_link_local() && !overlay.contains(ip))
+        .map(|(_, ip)| SocketAddr::new(IpAddr::V4(ip), listen.port()))
+        .collect()
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::PeerUp { name, vpn_ip, path } => info!("tunnel up: {name} ({vpn_ip}) at {path}"),
+        Event::PeerRemoved { name, vpn_ip, reason } => warn!("tunnel closed: {name} ({vpn_ip}): {reason}"),
+        Event::Roamed { name, from, to } => info!("peer {name} moved from {from} to {to}"),
+        Event::CertRejected { source, reason } => warn!("refused certificate from {source}: {reason}"),
+        Event::HandshakeTimedOut { vpn_ip } => info!("no answer from {vpn_ip} (handshake timed out)"),
+        Event::Registered { lighthouse } => debug!("registered with lighthouse {lighthouse}"),
+    }
+}

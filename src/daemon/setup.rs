@@ -1,0 +1,231 @@
+//! Everything a start (or a reload, or `cos-mesh check`) loads and validates before touching
+//! the network: the config, the PKI, the firewall, and the mesh settings derived from them.
+//! Errors name the file and the field.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::cert::Certificate;
+use crate::cert::keys::HostSecret;
+use crate::cert::pool::{Blocklist, CaPool};
+use crate::config::{Config, LoadedConfig, PemSource, UnderlayHost};
+use crate::firewall::{Firewall, FirewallConfig};
+
+use crate::mesh::Discovery;
+use crate::unixtime::UnixTime;
+
+/// A node configuration that loaded and validated completely.
+pub struct Setup {
+    pub loaded: LoadedConfig,
+    pub pki: Pki,
+    pub firewall: Firewall,
+    /// This node's overlay address with the overlay prefix.
+    pub overlay: Ipv4Net,
+    /// Warnings to print or log (config keys without effect, expiring certificates, ...).
+    pub warnings: Vec<String>,
+}
+
+impl Setup {
+    pub fn load(path: &Path, now: UnixTime) -> Result<Setup> {
+        let loaded = Config::load(path)?;
+        let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+        let pki = Pki::load(&loaded, now)?;
+        warnings.extend(pki.warnings.iter().cloned());
+        let overlay = pki
+            .cert
+            .details()
+            .ips
+            .first()
+            .copied()
+            .ok_or_else(|| field_err(&loaded, "pki.cert", "the certificate has no IP"))?;
+        loaded.check_overlay(overlay)?;
+        let sections = firewall_sections(&loaded)?;
+        let mut local: Vec<IpNet> = vec![IpNet::V4(overlay.trunc())];
+        local.extend(pki.cert.details().subnets.iter().map(|s| IpNet::V4(s.trunc())));
+        let firewall = Firewall::compile_sections(&sections, &local).map_err(|e| anyhow!("firewall: {e}"))?;
+        Ok(Setup { loaded, pki, firewall, overlay, warnings })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.loaded.config
+    }
+
+    /// `static_host_map` with names resolved (IP literals need no lookup). A name that does not
+    /// resolve is left out and reported, so one bad entry does not stop the node.
+    pub fn resolve_static_hosts(&self) -> (HashMap<Ipv4Addr, Vec<SocketAddr>>, Vec<String>) {
+        resolve_static_hosts(self.config())
+    }
+
+    /// The discovery settings (`lighthouse`, `punchy`, `relay`) for the mesh core.
+    pub fn discovery(&self) -> Discovery {
+        let c = self.config();
+        Discovery {
+            am_lighthouse: c.lighthouse.am_lighthouse,
+            lighthouses: c.lighthouse.hosts.clone(),
+            interval: Duration::from_secs(c.lighthouse.interval.max(1)),
+            advertise_addrs: c
+                .lighthouse
+                .advertise_addrs
+                .iter()
+                .filter_map(|u| match &u.host {
+                    UnderlayHost::Ip(ip) => Some(SocketAddr::new(*ip, u.port)),
+                    UnderlayHost::Dns(_) => None,
+                })
+                .collect(),
+            punch: c.punchy.punch,
+            respond: c.punchy.respond,
+            punch_delay: c.punchy.delay.0,
+            respond_delay: c.punchy.respond_delay.0,
+            am_relay: c.relay.am_relay,
+            relays: c.relay.relays.clone(),
+            use_relays: c.relay.use_relays,
+            remote_allow_list: c.lighthouse.remote_allow_list.iter().map(|(n, a)| (*n, *a)).collect(),
+        }
+    }
+
+    /// `tun.unsafe_routes` as (network, via overlay IP).
+    pub fn unsafe_routes(&self) -> Vec<(Ipv4Net, Ipv4Addr)> {
+        self.config().tun.unsafe_routes.iter().map(|r| (r.route, r.via)).collect()
+    }
+}
+
+/// The `firewall` sections of every config file, read again with their line numbers (the
+/// merged config has none), so rules report `file:line` in `explain`, lint and logs.
+fn firewall_sections(loaded: &LoadedConfig) -> Result<Vec<FirewallConfig>> {
+    let mut sections = vec![];
+    for file in &loaded.files {
+        if let Some(s) = crate::firewall::config::load_node_section(file).map_err(|e| anyhow!("firewall: {e}"))? {
+            sections.push(s);
+        }
+    }
+    Ok(sections)
+}
+pub fn resolve_static_hosts(c: &Config) -> (HashMap<Ipv4Addr, Vec<SocketAddr>>, Vec<String>) {
+    let mut out = HashMap::new();
+    let mut problems = vec![];
+    for (ip, underlays) in &c.static_host_map {
+        let mut addrs = vec![];
+        for u in underlays {
+            match &u.host {
+                UnderlayHost::Ip(a) => addrs.push(SocketAddr::new(*a, u.port)),
+                UnderlayHost::Dns(name) => match (name.as_str(), u.port).to_socket_addrs() {
+                    Ok(found) => addrs.extend(found.filter(|a| a.is_ipv4())),
+                    Err(e) => problems.push(format!("static_host_map: {}: cannot resolve {name}: {e}", ip.0)),
+                },
+            }
+        }
+        out.insert(ip.0, addrs);
+    }
+    (out, problems)
+}
+
+/// The PKI as a start would load it: CA pool, this node's verified certificate, the key that
+/// matches it, the blocklist.
+pub struct Pki {
+    pub pool: CaPool,
+    pub cert: Certificate,
+    pub key: HostSecret,
+    pub blocklist: Blocklist,
+    pub warnings: Vec<String>,
+}
+
+impl Pki {
+    pub fn load(loaded: &LoadedConfig, now: UnixTime) -> Result<Pki> {
+        let pki = &loaded.config.pki;
+        let mut warnings = Vec::new();
+        let (ca, cert, key) = match (&pki.ca, &pki.cert, &pki.key) {
+            (Some(ca), Some(cert), Some(key)) => (ca, cert, key),
+            _ => return Err(anyhow!("pki.ca, pki.cert and pki.key are required")), // validate() ensures them
+        };
+        let pool = CaPool::from_pem(&read(loaded, "pki.ca", ca)?).map_err(|e| field_err(loaded, "pki.ca", e))?;
+        for expired in pool.expired(now) {
+            warnings.push(format!(
+                "{}: pki.ca: CA {} expired at {}; certificates it signed no longer verify",
+                loaded.origin("pki.ca").display(),
+                expired.name(),
+                expired.details().not_after
+            ));
+        }
+        let cert =
+            Certificate::from_pem(&read(loaded, "pki.cert", cert)?).map_err(|e| field_err(loaded, "pki.cert", e))?;
+
+        if let PemSource::Path(p) = key {
+            warnings.extend(mode_warning(loaded, "pki.key", p));
+        } else {
+            // Inline keys live in the config file, which then deserves the key's protection.
+            warnings.extend(mode_warning(loaded, "pki.key", &loaded.origin("pki.key")));
+        }
+        let secret =
+            HostSecret::from_pem(&read(loaded, "pki.key", key)?).map_err(|e| field_err(loaded, "pki.key", e))?;
+        if secret.public().0 != cert.details().public_key {
+            return Err(field_err(
+                loaded,
+                "pki.key",
+                format!(
+                    "the private key ({}) does not match the public key of certificate {}",
+                    key.describe(),
+                    cert.name()
+                ),
+            ));
+        }
+
+        let blocklist = Blocklist::from_hex(&pki.blocklist).map_err(|e| field_err(loaded, "pki.blocklist", e))?;
+        let verified = pool.verify(&cert, now, &blocklist).map_err(|e| field_err(loaded, "pki.cert", e))?;
+        // An expired certificate stops the node; an expired CA stops the whole mesh. Say so early.
+        for (field, what, c, notice) in
+            [("pki.cert", "certificate", &cert, CERT_NOTICE), ("pki.ca", "CA", verified.ca().as_ref(), CA_NOTICE)]
+        {
+            let left = c.details().not_after.seconds() - now.seconds();
+            if left < notice {
+                warnings.push(format!(
+                    "{}: {field}: {what} {} expires in {} (at {}); renew it and reload",
+                    loaded.origin(field).display(),
+                    c.name(),
+                    human_span(left),
+                    c.details().not_after
+                ));
+            }
+        }
+        Ok(Pki { pool, cert, key: secret, blocklist, warnings })
+    }
+}
+
+/// Warn when the node certificate has less than 30 days left, the CA less than 90.
+const CERT_NOTICE: i64 = 30 * 86_400;
+const CA_NOTICE: i64 = 90 * 86_400;
+
+/// `3 days`, `5 hours`, `12 minutes`.
+fn human_span(secs: i64) -> String {
+    match secs {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 2 * 3600 => format!("{} hours", s / 3600),
+        s => format!("{} minutes", s.max(0) / 60),
+    }
+}
+
+fn field_err(loaded: &LoadedConfig, field: &str, reason: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{}: {field}: {reason}", loaded.origin(field).display())
+}
+
+fn read(loaded: &LoadedConfig, field: &str, src: &PemSource) -> Result<Vec<u8>> {
+    src.read().map_err(|e| field_err(loaded, field, format!("reading {}: {e}", src.describe())))
+}
+
+/// Keys must be readable by the owner only, as `nebula-cert` and `cos-mesh sign` write them.
+fn mode_warning(loaded: &LoadedConfig, field: &str, path: &Path) -> Option<String> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{}: {field}: {} has mode {mode:04o}; a private key should be 0600 (chmod 600 {})",
+            loaded.origin(field).display(),
+            path.display(),
+            path.display()
+        )
+    })
+}

@@ -5,8 +5,8 @@
 
 pub mod cert;
 pub mod cli;
-pub mod daemon;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod files;
 pub mod firewall;

@@ -31,12 +31,20 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .collect();
     match (a.json, a.format.as_str()) {
         (true, _) | (_, "json") => println!("{}", serde_json::to_string_pretty(&members)?),
-        (_, "addrs") => println!("{}", members.iter().filter_map(|m| m["vpn_ip"].as_str()).collect::<Vec<_>>().join(" ")),
+        (_, "addrs") => {
+            println!("{}", members.iter().filter_map(|m| m["vpn_ip"].as_str()).collect::<Vec<_>>().join(" "))
+        }
         _ => {
             println!("{:<24} {:<15} GROUPS", "NAME", "OVERLAY IP");
             for m in members {
-                let groups: Vec<&str> = m["groups"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
-                println!("{:<24} {:<15} {}", m["name"].as_str().unwrap_or("-"), m["vpn_ip"].as_str().unwrap_or("-"), groups.join(","));
+                let groups: Vec<&str> =
+                    m["groups"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
+                println!(
+                    "{:<24} {:<15} {}",
+                    m["name"].as_str().unwrap_or("-"),
+                    m["vpn_ip"].as_str().unwrap_or("-"),
+                    groups.join(",")
+                );
             }
         }
     }

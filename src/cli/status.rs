@@ -32,9 +32,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
         if n["lighthouse"].as_bool() == Some(true) { " (lighthouse)" } else { "" }
     );
     for lh in v["lighthouses"].as_array().into_iter().flatten() {
-        println!("lighthouse {} {}", s(&lh["vpn_ip"]), if lh["up"].as_bool() == Some(true) { "reachable" } else { "NOT reachable" });
+        println!(
+            "lighthouse {} {}",
+            s(&lh["vpn_ip"]),
+            if lh["up"].as_bool() == Some(true) { "reachable" } else { "NOT reachable" }
+        );
     }
-    println!("{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9}", "PEER", "OVERLAY IP", "GROUPS", "ENDPOINT", "UP", "RX BYTES", "TX BYTES", "HANDSHAKE");
+    println!(
+        "{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9}",
+        "PEER", "OVERLAY IP", "GROUPS", "ENDPOINT", "UP", "RX BYTES", "TX BYTES", "HANDSHAKE"
+    );
     for p in v["peers"].as_array().into_iter().flatten() {
         println!(
             "{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9}",
@@ -49,7 +56,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
     }
     let fw = &v["firewall"]["counters"];
-    println!("firewall: rules version {}, {} tracked flows, drops {}", v["firewall"]["rules_version"], v["firewall"]["conntrack_entries"], fw);
+    println!(
+        "firewall: rules version {}, {} tracked flows, drops {}",
+        v["firewall"]["rules_version"], v["firewall"]["conntrack_entries"], fw
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -61,7 +61,8 @@ impl ControlServer {
             }
             std::fs::remove_file(path).with_context(|| format!("removing stale control.socket {}", path.display()))?;
         }
-        let listener = UnixListener::bind(path).with_context(|| format!("binding control.socket {}", path.display()))?;
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding control.socket {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         Ok(ControlServer { listener, path: path.to_path_buf() })

@@ -283,7 +283,12 @@ impl Daemon {
             let d = self.node.cert().details();
             let left = d.not_after.seconds() - wall.seconds();
             if left < EXPIRY_NOTICE_SECS {
-                warn!("certificate {} expires at {} ({} days left): renew it and reload", d.name, d.not_after, left / 86_400);
+                warn!(
+                    "certificate {} expires at {} ({} days left): renew it and reload",
+                    d.name,
+                    d.not_after,
+                    left / 86_400
+                );
             }
         }
         if let (Some(w), Some(every)) = (self.next_watchdog, self.notifier.watchdog_interval())
@@ -319,7 +324,9 @@ impl Daemon {
             warn!("{w}");
         }
         let new_cert = setup.pki.cert.clone();
-        if new_cert.vpn_ip() != Some(self.node.vpn_ip()) || new_cert.details().public_key != self.node.cert().details().public_key {
+        if new_cert.vpn_ip() != Some(self.node.vpn_ip())
+            || new_cert.details().public_key != self.node.cert().details().public_key
+        {
             return Err(format!(
                 "pki.cert: the new certificate is for {} with another IP or key; changing them needs a restart",
                 new_cert.name()

@@ -83,12 +83,25 @@ impl<P: Policy> Node<P> {
         out: &'b mut [u8],
         depth: u8,
     ) -> Option<&'b [u8]> {
-        let half = match Tunn::parse_incoming_packet(data) {
+        // mac1 first (cheap, keyed by our public key): garbage never reaches the DH. Over the
+        // rate limit, the initiator gets a cookie and must prove its address.
+        let mut cookie = [0u8; 64];
+        let half = match self.limiter.verify_packet(Some(from.source_ip()), data, &mut cookie) {
             Ok(boringtun::noise::Packet::HandshakeInit(init)) => {
                 parse_handshake_anon(&self.secret, &self.public, &init)
             }
-            _ => {
+            Ok(_) => {
                 self.counters.rx_malformed += 1;
+                return None;
+            }
+            Err(TunnResult::WriteToNetwork(reply)) => {
+                self.counters.rx_rate_limited += 1;
+                let reply = reply.to_vec();
+                self.send_path(now, from, reply);
+                return None;
+            }
+            Err(_) => {
+                self.counters.rx_handshake_invalid += 1;
                 return None;
             }
         };

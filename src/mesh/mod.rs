@@ -34,6 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult, handshake::parse_handshake_anon};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::{IpNet, Ipv4Net};
@@ -57,6 +58,9 @@ const PENDING_QUEUE: usize = 64;
 const KNOWN_CERTS: usize = 4096;
 /// Per-source budget of certificate verifications (Ed25519 checks) per second.
 const VERIFY_PER_SOURCE_PER_SEC: u32 = 20;
+/// Handshake initiations per second the node answers without demanding a cookie (boringtun's
+/// device uses the same figure).
+const HANDSHAKES_PER_SEC: u64 = 100;
 /// Smallest buffer the data-path calls accept (boringtun's limits plus the largest packet).
 pub const MIN_BUFFER: usize = 65_535 + 32;
 /// How long our own fast initiation retries run before boringtun's (5 s) take over.
@@ -184,6 +188,8 @@ pub struct Node<P: Policy> {
     hello_cert: Vec<u8>,
     secret: StaticSecret,
     public: PublicKey,
+    /// Checks mac1 (and mac2 under load) of initiations before any Diffie-Hellman work.
+    limiter: RateLimiter,
     vpn_ip: Ipv4Addr,
     vpn_net: Ipv4Net,
     pool: CaPool,
@@ -238,6 +244,7 @@ impl<P: Policy> Node<P> {
         Ok(Node {
             hello_cert: cfg.cert.to_bytes().to_vec(),
             cert: Arc::new(cfg.cert),
+            limiter: RateLimiter::new(&public, HANDSHAKES_PER_SEC),
             secret,
             public,
             vpn_ip: ip.addr(),

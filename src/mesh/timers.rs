@@ -8,6 +8,7 @@ impl<P: Policy> Node<P> {
         if now >= self.next_second {
             self.next_second = now + Duration::from_secs(1);
             self.verify_budget.clear();
+            self.limiter.reset_count();
             self.unknown_index_budget = 10;
             self.held_inits.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(5));
             self.recheck_peers(wall, false);

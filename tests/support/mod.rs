@@ -8,6 +8,8 @@
 //! overlay 100.64.0.0/10; nothing is ever configured in the root namespace.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod daemon;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Output, Stdio};

@@ -1,5 +1,5 @@
 //! How `status`, `members` and `reload` find the daemon: `--socket PATH`, or the
-//! `control.socket` of `-c CONFIG`, or the default path.
+//! control socket of `-c CONFIG`, or that of the daemon owning `nebula1`.
 
 use std::path::PathBuf;
 
@@ -21,8 +21,8 @@ impl Target {
     pub fn path(&self) -> Result<PathBuf> {
         Ok(match (&self.socket, &self.config) {
             (Some(s), _) => s.clone(),
-            (None, Some(c)) => Config::load(c)?.config.control.socket,
-            (None, None) => crate::config::Control::default().socket,
+            (None, Some(c)) => Config::load(c)?.config.control_socket(),
+            (None, None) => crate::config::default_control_socket("nebula1"),
         })
     }
 }

@@ -390,16 +390,27 @@ impl Default for Handshakes {
 }
 
 /// `control`: the local socket `cos-mesh status` / `members` talk to (cos-mesh's own key).
-#[derive(Debug, Deserialize)]
+/// Unset, it is `/run/cos-mesh/<tun.dev>.sock`: two daemons on one host cannot share a TUN
+/// device, so they never share a socket either.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Control {
-    pub socket: PathBuf,
+    pub socket: Option<PathBuf>,
 }
 
-impl Default for Control {
-    fn default() -> Self {
-        Control { socket: PathBuf::from("/run/cos-mesh/control.sock") }
+/// Where the control sockets live by default (systemd's `RuntimeDirectory=cos-mesh`).
+pub const CONTROL_DIR: &str = "/run/cos-mesh";
+
+impl Config {
+    /// The control socket: `control.socket`, or `/run/cos-mesh/<tun.dev>.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control.socket.clone().unwrap_or_else(|| default_control_socket(&self.tun.dev))
     }
+}
+
+/// The socket of the daemon that owns TUN device `dev` when its config does not say.
+pub fn default_control_socket(dev: &str) -> PathBuf {
+    PathBuf::from(CONTROL_DIR).join(format!("{dev}.sock"))
 }
 
 /// `stats`: metrics export. Only Prometheus is implemented.

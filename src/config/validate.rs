@@ -128,8 +128,10 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
         return Err(fail("handshakes.retries", "must be at least 1".into()));
     }
 
-    if !c.control.socket.is_absolute() {
-        return Err(fail("control.socket", format!("{} is not an absolute path", c.control.socket.display())));
+    if let Some(socket) = &c.control.socket
+        && !socket.is_absolute()
+    {
+        return Err(fail("control.socket", format!("{} is not an absolute path", socket.display())));
     }
 
     match c.stats.kind {

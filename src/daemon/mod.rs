@@ -75,7 +75,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         let tc = TunConfig::from_config(&cfg.tun, setup.overlay);
         Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, tc.address))?)
     };
-    let control = ControlServer::bind(&cfg.control.socket)?;
+    let control = ControlServer::bind(&cfg.control_socket())?;
     let now = Instant::now();
     let discovery = setup.discovery();
     let unsafe_routes = setup.unsafe_routes();

@@ -65,9 +65,9 @@ pub struct ConntrackConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
-    pub port: Option<Spanned<String>>,
+    pub port: Option<Spanned<Scalar>>,
     /// Never worked in Nebula; accepted and reported by `lint`.
-    pub code: Option<Spanned<String>>,
+    pub code: Option<Spanned<Scalar>>,
     pub proto: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
@@ -76,6 +76,44 @@ pub struct RuleSpec {
     pub local_cidr: Option<Spanned<String>>,
     pub ca_name: Option<Spanned<String>>,
     pub ca_sha: Option<Spanned<String>>,
+}
+
+/// A value written as a string or a number (`port: 443`, `port: "443"`, `port: 20000-32000`),
+/// kept as text. YAML scalars are untyped, but a merged config directory passes through JSON,
+/// where 443 is a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl std::ops::Deref for Scalar {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `groups: a` or `groups: [a, b]`; Nebula accepts both.

@@ -195,7 +195,8 @@ fn a_roaming_node_keeps_its_tunnels() {
     sim.add_nat(4, NatKind::FullCone);
     sim.nodes[client].addr = private(4, 77);
     sim.nodes[client].site = Some(4);
-    sim.nodes[client].node.set_local_addrs(vec![private(4, 77)]);
+    let now = sim.now;
+    sim.nodes[client].node.set_local_addrs(now, vec![private(4, 77)]);
     sim.send(client, vpn(11), b"two");
     sim.run(Duration::from_millis(100));
     assert!(sim.received(server, b"two"));

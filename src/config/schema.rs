@@ -225,7 +225,10 @@ fn listen_host<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
     bare.parse().map_err(|_| de::Error::custom(format!("{s:?} is not an IP address (e.g. 0.0.0.0 or [::])")))
 }
 
-/// `punchy`: NAT hole punching.
+/// `punchy`: NAT hole punching. Same keys as Nebula, different defaults: cos-mesh exists to join
+/// environments behind NAT, so punching and punch-back are on, and the delays are short enough
+/// that the first packet to a never-seen peer across two NATs arrives in well under a second
+/// (Nebula: off, off, 1s, 5s).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Punchy {
@@ -241,10 +244,10 @@ pub struct Punchy {
 impl Default for Punchy {
     fn default() -> Self {
         Punchy {
-            punch: false,
-            respond: false,
-            delay: GoDuration(Duration::from_secs(1)),
-            respond_delay: GoDuration(Duration::from_secs(5)),
+            punch: true,
+            respond: true,
+            delay: GoDuration(Duration::from_millis(100)),
+            respond_delay: GoDuration(Duration::from_millis(500)),
             target_all_remotes: None,
         }
     }

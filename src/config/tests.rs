@@ -116,7 +116,8 @@ fn defaults() {
     assert_eq!(c.control_socket(), Path::new("/run/cos-mesh/nebula1.sock"));
     assert!(c.pki.disconnect_invalid);
     assert_eq!(c.lighthouse.interval, 10);
-    assert_eq!((c.punchy.delay.0, c.punchy.respond_delay.0), (Duration::from_secs(1), Duration::from_secs(5)));
+    assert_eq!((c.punchy.delay.0, c.punchy.respond_delay.0), (Duration::from_millis(100), Duration::from_millis(500)));
+    assert!(c.punchy.punch && c.punchy.respond, "punching is on by default");
     assert_eq!((c.handshakes.try_interval.0, c.handshakes.retries), (Duration::from_millis(100), 10));
     assert!(c.relay.use_relays);
     assert_eq!((c.logging.level, c.logging.format), (LogLevel::Info, LogFormat::Text));

@@ -29,6 +29,8 @@ use setup::Setup;
 const SLOT: usize = 65_536;
 /// How often `static_host_map` names are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// How often the host's addresses are checked (a move re-registers and re-probes peers).
+const ADDR_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Warn about our own certificate expiring this long ahead, once a day.
 const EXPIRY_NOTICE_SECS: i64 = 30 * 86_400;
 
@@ -49,6 +51,8 @@ struct Daemon {
     next_resolve: Instant,
     next_expiry_check: Instant,
     next_watchdog: Option<Instant>,
+    next_addr_check: Instant,
+    overlay_net: ipnet::Ipv4Net,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
@@ -94,7 +98,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         discovery,
     };
     let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
-    node.set_local_addrs(local_addrs(listen, overlay.trunc(), &c.tun.dev));
+    node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev));
     let notifier = Notifier::from_env();
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
@@ -112,6 +116,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         next_resolve: now + RESOLVE_EVERY,
         next_expiry_check: now,
         next_watchdog: notifier.watchdog_interval().map(|_| now),
+        next_addr_check: now + ADDR_CHECK_EVERY,
+        overlay_net: overlay.trunc(),
         notifier,
     };
     let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
@@ -277,6 +283,11 @@ impl Daemon {
                 let (hosts, _) = setup::resolve_static_hosts(&loaded.config);
                 self.node.set_static_hosts(hosts);
             }
+        }
+        if now >= self.next_addr_check {
+            self.next_addr_check = now + ADDR_CHECK_EVERY;
+            let addrs = local_addrs(self.listen, self.overlay_net, &self.tun_name);
+            self.node.set_local_addrs(now, addrs);
         }
         if now >= self.next_expiry_check {
             self.next_expiry_check = now + Duration::from_secs(86_400);

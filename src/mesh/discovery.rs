@@ -121,6 +121,13 @@ impl<P: Policy> Node<P> {
         {
             p.add_candidates(&addrs);
             p.relays = relays;
+            // A relayed peer may be reachable directly now (the lighthouse has asked it to punch
+            // toward us); so may one whose path went quiet after we moved.
+            let relayed = p.endpoint.is_some_and(|e| !e.is_direct());
+            let quiet = p.last_rx.is_none_or(|t| now.duration_since(t) > Duration::from_secs(2));
+            if relayed || quiet {
+                self.direct_probe(now, idx);
+            }
             return;
         }
         let via = Path::Relay { relay: lighthouse, peer: vpn_ip };
@@ -173,6 +180,8 @@ impl<P: Policy> Node<P> {
                     self.send_control(now, r, Control::Ping);
                 }
             }
+            // Relayed sessions look for a direct path once per interval.
+            self.requery_peers(now, |p| p.up && p.endpoint.is_some_and(|e| !e.is_direct()));
             let stale = self.disc.interval * 6;
             self.registrations.retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
         }
@@ -210,5 +219,47 @@ impl<P: Policy> Node<P> {
                 }
             }
         }
+    }
+}
+
+impl<P: Policy> Node<P> {
+    /// Asks the lighthouses about the peers `which` selects (fresh addresses; the lighthouse
+    /// also asks each peer to punch toward us). Without lighthouses, probes directly.
+    pub(super) fn requery_peers(&mut self, now: Instant, which: impl Fn(&Peer<P::Peer>) -> bool) {
+        let targets: Vec<(u32, Ipv4Addr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| which(p) && !self.disc.lighthouses.contains(&p.vpn_ip))
+            .map(|(i, p)| (*i, p.vpn_ip))
+            .collect();
+        for (idx, vpn_ip) in targets {
+            if self.disc.lighthouses.is_empty() || self.disc.am_lighthouse {
+                self.direct_probe(now, idx);
+                continue;
+            }
+            for lh in self.disc.lighthouses.clone() {
+                if lh != self.vpn_ip {
+                    self.send_control(now, lh, Control::HostQuery { vpn_ip });
+                }
+            }
+        }
+    }
+
+    /// A handshake sent to the peer's direct addresses only (never via a relay): if it is
+    /// answered, the session moves to the direct path.
+    pub(super) fn direct_probe(&mut self, now: Instant, idx: u32) {
+        let mut buf = self.take_buffer();
+        if let Some(peer) = self.peers.get_mut(&idx)
+            && peer.init.is_none()
+            && !peer.candidates.is_empty()
+            && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, false)
+        {
+            let bytes = init.to_vec();
+            self.counters.direct_probes += 1;
+            peer.init =
+                Some(InitInFlight { bytes, sent: now, retries: 0, next: now + self.try_interval, direct_only: true });
+            self.resend_initiation(now, idx);
+        }
+        self.put_buffer(buf);
     }
 }

@@ -408,8 +408,21 @@ impl<P: Policy> Node<P> {
 
     /// The underlay addresses this node listens on (the IO shell knows its interfaces); they
     /// are reported to the lighthouses.
-    pub fn set_local_addrs(&mut self, addrs: Vec<SocketAddr>) {
+    ///
+    /// When they change (the host moved, a new lease), the node re-registers at once and asks
+    /// the lighthouses about its peers again: the answers make each peer punch toward the new
+    /// addresses (needed when the peer sits behind a port-restricted NAT) and trigger a direct
+    /// handshake, so tunnels follow the move.
+    pub fn set_local_addrs(&mut self, now: Instant, addrs: Vec<SocketAddr>) {
+        if addrs == self.local_addrs {
+            return;
+        }
+        let moved = !self.local_addrs.is_empty();
         self.local_addrs = addrs;
+        if moved {
+            self.next_update = now;
+            self.requery_peers(now, |_| true);
+        }
     }
 
     /// Reloadable discovery settings (`lighthouse`, `punchy`, `relay`).

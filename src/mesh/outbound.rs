@@ -97,7 +97,13 @@ impl<P: Policy> Node<P> {
             return;
         };
         self.counters.handshakes_initiated += 1;
-        peer.init = Some(InitInFlight { bytes: init, sent: now, retries: 0, next: now + self.try_interval });
+        peer.init = Some(InitInFlight {
+            bytes: init,
+            sent: now,
+            retries: 0,
+            next: now + self.try_interval,
+            direct_only: false,
+        });
         self.resend_initiation(now, idx);
     }
 
@@ -110,7 +116,7 @@ impl<P: Policy> Node<P> {
         let Some(init) = &peer.init else { return };
         // Relays join once the direct paths had a fair chance, or at once if there are none.
         let direct_known = peer.endpoint.is_some() || !peer.candidates.is_empty();
-        let with_relays = use_relays && (init.retries >= 2 || !direct_known);
+        let with_relays = use_relays && !init.direct_only && (init.retries >= 2 || !direct_known);
         let paths = peer.paths(with_relays, us);
         let init = init.bytes.clone();
         let hello = wire::hello(0, &self.hello_cert);
@@ -158,7 +164,9 @@ impl<P: Policy> Node<P> {
             self.transmits.push_back(Transmit { dst, data: hello.clone() });
         }
         // Relays join when no direct address is known, or after a few unanswered attempts.
-        if self.disc.use_relays && (attempt >= 3 || no_direct) {
+        // Not at once when lighthouses can answer: a relay that wins the race would carry
+        // traffic a punched direct path could.
+        if self.disc.use_relays && (attempt >= 3 || (no_direct && self.disc.lighthouses.is_empty())) {
             let us = self.vpn_ip;
             for relay in found.relays.into_iter().filter(|r| *r != us && *r != vpn_ip) {
                 self.send_path(now, Path::Relay { relay, peer: vpn_ip }, hello.clone());

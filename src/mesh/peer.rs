@@ -79,6 +79,8 @@ pub(super) struct InitInFlight {
     pub sent: Instant,
     pub retries: u32,
     pub next: Instant,
+    /// A probe for a direct path while the session runs through a relay: never via relays.
+    pub direct_only: bool,
 }
 
 /// What `status` shows about a peer.

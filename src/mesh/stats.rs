@@ -41,4 +41,6 @@ pub struct Counters {
     /// Relay: datagrams forwarded, and refused (not a relay, target unknown or down).
     pub relay_forwarded: u64,
     pub relay_dropped: u64,
+    /// Handshakes sent to direct addresses to move a relayed (or quiet) session to a direct path.
+    pub direct_probes: u64,
 }

@@ -234,7 +234,7 @@ impl Sim {
     /// Adds a node with overlay IP `vpn(n)` at `addr` (behind `site`'s NAT if given).
     pub fn add_at(&mut self, cfg: NodeConfig, addr: SocketAddr, site: Option<u8>) -> usize {
         let mut node = Node::new(cfg, AllowAll, self.now, self.wall()).expect("node starts");
-        node.set_local_addrs(vec![addr]);
+        node.set_local_addrs(self.now, vec![addr]);
         self.nodes.push(SimNode { node, addr, site, tun: vec![], events: vec![], up: true });
         self.nodes.len() - 1
     }
@@ -247,7 +247,7 @@ impl Sim {
     /// Replaces node `i` by a fresh one (a restart: all state lost).
     pub fn restart(&mut self, i: usize, cfg: NodeConfig) {
         let mut node = Node::new(cfg, AllowAll, self.now, self.wall()).unwrap();
-        node.set_local_addrs(vec![self.nodes[i].addr]);
+        node.set_local_addrs(self.now, vec![self.nodes[i].addr]);
         self.nodes[i].node = node;
         self.nodes[i].tun.clear();
     }

@@ -119,6 +119,11 @@ impl Host {
     pub fn new(seg: &Segment, name: &str, underlay: &str, vpn_ip: &str) -> Host {
         let ns = Netns::new("h");
         seg.attach(&ns, &format!("{underlay}/24"));
+        Host::in_ns(ns, name, underlay, vpn_ip)
+    }
+
+    /// A host in a namespace the caller has wired up (behind a NAT router, say).
+    pub fn in_ns(ns: Netns, name: &str, underlay: &str, vpn_ip: &str) -> Host {
         Host {
             ns,
             name: name.into(),

@@ -219,11 +219,19 @@ impl Router {
         Router { ns }
     }
 
-    /// Source-NATs everything leaving `out_if` to that interface's address (`nft` masquerade).
+    /// Source-NATs everything leaving `out_if` to that interface's address (`nft` masquerade),
+    /// and drops unsolicited traffic arriving there for the router itself, as NAT gateways do.
+    /// (Without that drop, the first unsolicited datagram from a peer leaves a conntrack entry
+    /// for the router that then steals the reply tuple a later outbound mapping needs: a Linux
+    /// quirk no real gateway exposes, since a packet dropped before conntrack confirmation
+    /// leaves no entry.)
     pub fn masquerade(&self, out_if: &str) {
         self.ns.exec_ok("nft", &["add", "table", "ip", "nat"]);
         self.ns.exec_ok("nft", &["add chain ip nat postrouting { type nat hook postrouting priority srcnat ; }"]);
         self.ns.exec_ok("nft", &["add", "rule", "ip", "nat", "postrouting", "oifname", out_if, "masquerade"]);
+        self.ns.exec_ok("nft", &["add", "table", "ip", "wan"]);
+        self.ns.exec_ok("nft", &["add chain ip wan input { type filter hook input priority 0 ; }"]);
+        self.ns.exec_ok("nft", &["add", "rule", "ip", "wan", "input", "iifname", out_if, "ct", "state", "new", "drop"]);
     }
 }
 

@@ -367,3 +367,51 @@ fn malformed_datagrams_are_dropped_and_counted_while_tunnels_keep_working() {
     eprintln!("sent {sent} garbage datagrams; counted drops {dropped}: {after}");
     assert!(dropped as f64 >= sent as f64 * 0.95, "dropped {dropped} of {sent}");
 }
+
+#[test]
+fn the_metrics_endpoint_is_scraped_and_parsed() {
+    let pki = Pki::new("metrics");
+    let seg = Segment::new();
+    let mut a = Host::new(&seg, "a", "198.18.0.1", "100.64.0.1");
+    let mut b = Host::new(&seg, "b", "198.18.0.2", "100.64.0.2");
+    let (ca_crt, ka) = pki.sign("a", "100.64.0.1/10", "nomad-server");
+    let (cb_crt, kb) = pki.sign("b", "100.64.0.2/10", "nomad-client");
+    let stats = "stats:\n  type: prometheus\n  listen: 127.0.0.1:9109\n  path: /metrics\n";
+    a.configure(&pki.ca_crt(), &ca_crt, &ka, &[("100.64.0.2", "198.18.0.2")], &rules(&["base"]), stats);
+    b.configure(&pki.ca_crt(), &cb_crt, &kb, &[("100.64.0.1", "198.18.0.1")], &rules(&["base"]), "");
+    a.start();
+    b.start();
+    assert!(wait_until(Duration::from_secs(10), || a.ping("100.64.0.2")));
+    let scrape = |path: &'static str| {
+        a.ns.run(move || {
+            let mut s = TcpStream::connect("127.0.0.1:9109").unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let text = scrape("/metrics");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find(|l| {
+                !l.starts_with('#') && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    assert_eq!(value("cos_mesh_tunnels"), 1.0);
+    assert!(value("cos_mesh_peer_tx_bytes_total{peer=\"b\",vpn_ip=\"100.64.0.2\"}") > 0.0);
+    assert!(value("cos_mesh_mesh_handshakes_initiated_total") >= 1.0);
+    let expiry = value("cos_mesh_certificate_expiry_seconds");
+    assert!(expiry > 86_400.0 * 365.0 && expiry < 86_400.0 * 3660.0, "{expiry}");
+    assert!(body.contains("cos_mesh_firewall_packets_total{verdict=\"allowed_by_rule\"}"));
+    // Every sample line parses as `name{labels} number`.
+    for line in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (_, v) = line.rsplit_once(' ').unwrap();
+        assert!(v.parse::<f64>().is_ok(), "bad sample: {line}");
+    }
+    assert!(scrape("/other").starts_with("HTTP/1.1 404"));
+}

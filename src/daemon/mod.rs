@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod setup;
 
@@ -22,6 +23,7 @@ use crate::io::{Notifier, PollFd, RecvBatch, SendBatch, Signal, Signals, Tun, Tu
 use crate::mesh::{Event, MIN_BUFFER, Node, NodeConfig};
 use crate::unixtime::UnixTime;
 use control::{ControlServer, Request};
+use metrics::MetricsServer;
 use policy::FirewallPolicy;
 use setup::Setup;
 
@@ -42,6 +44,7 @@ struct Daemon {
     signals: Signals,
     notifier: Notifier,
     control: ControlServer,
+    metrics: Option<MetricsServer>,
     log: logging::LogHandle,
     listen: SocketAddr,
     tun_name: String,
@@ -80,6 +83,12 @@ pub fn run(config_path: &Path) -> Result<()> {
         Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, tc.address))?)
     };
     let control = ControlServer::bind(&cfg.control_socket())?;
+    let metrics = match (&cfg.stats.kind, &cfg.stats.listen) {
+        (Some(crate::config::StatsKind::Prometheus), Some(listen)) => {
+            Some(MetricsServer::bind(listen, &cfg.stats.path)?)
+        }
+        _ => None,
+    };
     let now = Instant::now();
     let discovery = setup.discovery();
     let unsafe_routes = setup.unsafe_routes();
@@ -108,6 +117,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         tun,
         signals,
         control,
+        metrics,
         log,
         listen,
         tx: SendBatch::new(c.listen.batch.max(1), SLOT),
@@ -143,12 +153,16 @@ impl Daemon {
                 deadline = deadline.min(w);
             }
             let timeout = deadline.saturating_duration_since(now);
-            let (udp_r, tun_r, sig_r, ctl_r) = {
+            let (udp_r, tun_r, sig_r, ctl_r, met_r) = {
                 let mut fds = vec![
                     PollFd::new(self.udp.as_fd(), !self.tx.is_empty()),
                     PollFd::new(self.signals.as_fd(), false),
                     PollFd::new(self.control.listener().as_fd(), false),
                 ];
+                if let Some(m) = &self.metrics {
+                    fds.push(PollFd::new(m.listener().as_fd(), false));
+                }
+                let tun_at = fds.len();
                 if let Some(t) = &self.tun {
                     fds.push(PollFd::new(t.as_fd(), false));
                 }
@@ -157,7 +171,13 @@ impl Daemon {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e).context("poll"),
                 }
-                (fds[0].readable(), fds.get(3).is_some_and(|f| f.readable()), fds[1].readable(), fds[2].readable())
+                (
+                    fds[0].readable(),
+                    fds.get(tun_at).is_some_and(|f| f.readable()),
+                    fds[1].readable(),
+                    fds[2].readable(),
+                    self.metrics.is_some() && fds[3].readable(),
+                )
             };
             let now = Instant::now();
             let wall = UnixTime::now();
@@ -184,6 +204,12 @@ impl Daemon {
             }
             if ctl_r {
                 self.serve_control(now);
+            }
+            if met_r {
+                let body = self.metrics_text(now, wall);
+                if let Some(m) = &self.metrics {
+                    m.serve(|| body.clone());
+                }
             }
         }
     }
@@ -401,6 +427,61 @@ impl Daemon {
             "io": { "tx_dropped": self.tx_dropped, "tun_write_errors": self.tun_write_errors },
             "firewall": firewall,
         })
+    }
+
+    fn metrics_text(&mut self, now: Instant, wall: UnixTime) -> String {
+        let peers = self.node.peers(now);
+        let mut e = metrics::Exposition::default();
+        let up = peers.iter().filter(|p| p.up).count() as f64;
+        e.metric("tunnels", "gauge", "Peers with an established session.", &[("", up)]);
+        e.metric("peers", "gauge", "Peers with a verified certificate.", &[("", peers.len() as f64)]);
+        let labels: Vec<String> =
+            peers.iter().map(|p| format!("{{peer=\"{}\",vpn_ip=\"{}\"}}", metrics::label(&p.name), p.vpn_ip)).collect();
+        for (name, help, pick) in [
+            ("peer_rx_bytes_total", "Bytes received from the peer through the tunnel.", 0),
+            ("peer_tx_bytes_total", "Bytes sent to the peer through the tunnel.", 1),
+            ("peer_rx_packets_total", "Packets received from the peer through the tunnel.", 2),
+            ("peer_tx_packets_total", "Packets sent to the peer through the tunnel.", 3),
+        ] {
+            let samples: Vec<(&str, f64)> = peers
+                .iter()
+                .zip(&labels)
+                .map(|(p, l)| (l.as_str(), [p.rx_bytes, p.tx_bytes, p.rx_packets, p.tx_packets][pick] as f64))
+                .collect();
+            e.metric(name, "counter", help, &samples);
+        }
+        e.counters("mesh", "Events and drops of the tunnel core (see `cos-mesh status --json`).", self.node.counters());
+        let left = self.node.cert().details().not_after.seconds() - wall.seconds();
+        e.metric(
+            "certificate_expiry_seconds",
+            "gauge",
+            "Seconds until this node's certificate expires.",
+            &[("", left as f64)],
+        );
+        let fw = &self.node.policy_mut().fw;
+        let fw_samples: Vec<(String, f64)> =
+            fw.counters().snapshot().iter().map(|(k, v)| (format!("{{verdict=\"{k}\"}}"), *v as f64)).collect();
+        let fw_samples: Vec<(&str, f64)> = fw_samples.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        e.metric("firewall_packets_total", "counter", "Firewall verdicts by outcome and drop reason.", &fw_samples);
+        e.metric(
+            "firewall_conntrack_entries",
+            "gauge",
+            "Flows in the firewall's connection tracker.",
+            &[("", fw.conntrack().len() as f64)],
+        );
+        e.metric(
+            "firewall_rules_version",
+            "gauge",
+            "Bumped on every firewall reload.",
+            &[("", f64::from(fw.rules_version()))],
+        );
+        e.metric(
+            "io_tx_dropped_total",
+            "counter",
+            "Datagrams dropped because the socket was full.",
+            &[("", self.tx_dropped as f64)],
+        );
+        e.finish()
     }
 
     fn members(&self) -> Vec<serde_json::Value> {

@@ -3,6 +3,7 @@
 
 mod ca;
 mod check;
+mod demo;
 mod firewall;
 mod keygen;
 mod members;
@@ -55,6 +56,8 @@ enum Command {
     Members(members::Args),
     /// Reload the running daemon's configuration and say whether it worked.
     Reload(reload::Args),
+    /// Build a small mesh world in network namespaces (root), show it working, tear it down.
+    Demo(demo::Args),
     /// Lint firewall rule files and explain verdicts.
     Firewall(firewall::Args),
 }
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Members(a) => members::run(a),
         Command::Reload(a) => reload::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Firewall(a) => firewall::run(a),
     };
     match result {

@@ -79,6 +79,19 @@ impl Signals {
     }
 }
 
+impl Signals {
+    /// Blocks until a signal arrives.
+    pub fn wait(&self) -> io::Result<Signal> {
+        loop {
+            if let Some(s) = self.next()? {
+                return Ok(s);
+            }
+            let mut fds = [super::PollFd::new(self.as_fd(), false)];
+            super::poll::wait(&mut fds, None)?;
+        }
+    }
+}
+
 impl AsRawFd for Signals {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -15,7 +15,6 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -53,18 +52,7 @@ pub fn run(cmd: &str, args: &[&str]) -> Output {
 }
 
 /// Polls `f` every 20 ms until it returns true or `timeout` passes; returns whether it did.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use cos_mesh::lab::wait_until;
 
 /// Namespaces (from `ip netns list`) whose name starts with this process's prefix.
 pub fn leftovers() -> Vec<String> {

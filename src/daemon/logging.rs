@@ -36,7 +36,7 @@ pub fn init(cfg: &Logging) -> LogHandle {
 }
 
 impl LogHandle {
-    pub fn set(&self, cfg: &Logging) {
-        let _ = self.0.modify(|f| *f = level(cfg.level));
+    pub fn set(&self, l: LogLevel) {
+        let _ = self.0.modify(|f| *f = level(l));
     }
 }

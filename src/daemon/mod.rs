@@ -18,7 +18,6 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
 use crate::io::{Notifier, PollFd, RecvBatch, SendBatch, Signal, Signals, Tun, TunConfig, Udp, ifaddrs, poll};
 use crate::mesh::{Event, MIN_BUFFER, Node, NodeConfig};
 use crate::unixtime::UnixTime;
@@ -56,6 +55,8 @@ struct Daemon {
     next_watchdog: Option<Instant>,
     next_addr_check: Instant,
     overlay_net: ipnet::Ipv4Net,
+    /// The running config's static host map, whose names are resolved again periodically.
+    static_map: setup::StaticHostMap,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
@@ -128,6 +129,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         next_watchdog: notifier.watchdog_interval().map(|_| now),
         next_addr_check: now + ADDR_CHECK_EVERY,
         overlay_net: overlay.trunc(),
+        static_map: c.static_host_map.clone(),
         notifier,
     };
     let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
@@ -304,11 +306,10 @@ impl Daemon {
         self.node.policy_mut().fw.expire(now);
         if now >= self.next_resolve {
             self.next_resolve = now + RESOLVE_EVERY;
-            // Names in static_host_map are looked up again (a lighthouse may move).
-            if let Ok(loaded) = Config::load(&self.config_path) {
-                let (hosts, _) = setup::resolve_static_hosts(&loaded.config);
-                self.node.set_static_hosts(hosts);
-            }
+            // Names in the running static_host_map are looked up again (a lighthouse may move);
+            // the config file itself is read only on reload.
+            let (hosts, _) = setup::resolve_static_hosts(&self.static_map);
+            self.node.set_static_hosts(hosts);
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
@@ -374,13 +375,17 @@ impl Daemon {
             warn!("{p}");
         }
         let discovery = setup.discovery();
-        self.log.set(&setup.config().logging);
+        let static_map = setup.config().static_host_map.clone();
+        let log_level = setup.config().logging.level;
         let Setup { pki, firewall, .. } = setup;
         self.node.update_trust(pki.pool, pki.blocklist, wall).map_err(|e| format!("pki: {e}"))?;
         self.node.set_own_cert(new_cert, wall)?;
         self.node.set_static_hosts(hosts);
+        self.static_map = static_map;
         self.node.set_discovery(Instant::now(), discovery);
         self.node.policy_mut().fw.reload(firewall);
+        // Last, once nothing can fail: a refused reload changes nothing at all.
+        self.log.set(log_level);
         let version = self.node.policy_mut().fw.rules_version();
         Ok(format!("pki, blocklist, firewall (rules version {version}), static hosts, discovery and logging reloaded"))
     }

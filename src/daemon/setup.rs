@@ -14,7 +14,10 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::cert::Certificate;
 use crate::cert::keys::HostSecret;
 use crate::cert::pool::{Blocklist, CaPool};
-use crate::config::{Config, LoadedConfig, PemSource, UnderlayHost};
+use crate::config::{Config, LoadedConfig, OverlayIp, PemSource, Underlay, UnderlayHost};
+
+/// `static_host_map` as configured: overlay IP to underlay `host:port`s (names allowed).
+pub type StaticHostMap = std::collections::BTreeMap<OverlayIp, Vec<Underlay>>;
 use crate::firewall::{Firewall, FirewallConfig};
 
 use crate::mesh::Discovery;
@@ -59,7 +62,7 @@ impl Setup {
     /// `static_host_map` with names resolved (IP literals need no lookup). A name that does not
     /// resolve is left out and reported, so one bad entry does not stop the node.
     pub fn resolve_static_hosts(&self) -> (HashMap<Ipv4Addr, Vec<SocketAddr>>, Vec<String>) {
-        resolve_static_hosts(self.config())
+        resolve_static_hosts(&self.config().static_host_map)
     }
 
     /// The discovery settings (`lighthouse`, `punchy`, `relay`) for the mesh core.
@@ -106,10 +109,10 @@ fn firewall_sections(loaded: &LoadedConfig) -> Result<Vec<FirewallConfig>> {
     }
     Ok(sections)
 }
-pub fn resolve_static_hosts(c: &Config) -> (HashMap<Ipv4Addr, Vec<SocketAddr>>, Vec<String>) {
+pub fn resolve_static_hosts(map: &StaticHostMap) -> (HashMap<Ipv4Addr, Vec<SocketAddr>>, Vec<String>) {
     let mut out = HashMap::new();
     let mut problems = vec![];
-    for (ip, underlays) in &c.static_host_map {
+    for (ip, underlays) in map {
         let mut addrs = vec![];
         for u in underlays {
             match &u.host {

@@ -323,3 +323,22 @@ fn malformed_datagrams_are_counted_and_harmless() {
     sim.run(Duration::from_millis(20));
     assert!(sim.received(b, b"still-working"), "the established tunnel still works");
 }
+
+#[test]
+fn packets_not_addressed_to_the_node_are_dropped() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    // b routes for 10.9.0.0/16 (its certificate says so); a sends 10.9.0.0/16 and 10.8.0.0/16 via b.
+    let (ca_cert, ka) = ca.node("a", 1, 86_400);
+    let (cb_cert, kb) = ca.node_full("b", 2, 86_400, &[], &["10.9.0.0/16"]);
+    let mut cfg_a = Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]);
+    cfg_a.unsafe_routes = vec![("10.9.0.0/16".parse().unwrap(), vpn(2)), ("10.8.0.0/16".parse().unwrap(), vpn(2))];
+    let a = sim.add(cfg_a, 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    sim.send(a, "10.9.1.1".parse().unwrap(), b"routed");
+    sim.send(a, "10.8.1.1".parse().unwrap(), b"not-routed-here");
+    sim.run(Duration::from_millis(100));
+    assert!(sim.received(b, b"routed"), "b delivers what its certificate routes for");
+    assert!(!sim.received(b, b"not-routed-here"), "and nothing else");
+    assert_eq!(sim.nodes[b].node.counters().rx_not_for_us, 1);
+}

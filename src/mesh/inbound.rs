@@ -206,6 +206,15 @@ impl<P: Policy> Node<P> {
             self.handle_control(now, wall, idx, msg);
             return None;
         }
+        // Only packets for this node (or the networks its certificate routes for) reach the
+        // host: anything else would be forwarded by a host with IP forwarding on.
+        if let Some(dst) = ipv4_dst(&out[..len])
+            && dst != self.vpn_ip
+            && !self.own_subnets.iter().any(|n| n.contains(&dst))
+        {
+            self.counters.rx_not_for_us += 1;
+            return None;
+        }
         match self.policy.check(now, Direction::Inbound, &peer.policy_peer, &out[..len]) {
             Verdict::Allow => {
                 peer.rx_packets += 1;

@@ -192,6 +192,8 @@ pub struct Node<P: Policy> {
     limiter: RateLimiter,
     vpn_ip: Ipv4Addr,
     vpn_net: Ipv4Net,
+    /// Networks our certificate routes for (`unsafe_routes` on peers point here).
+    own_subnets: Vec<Ipv4Net>,
     pool: CaPool,
     blocklist: Blocklist,
     static_hosts: HashMap<Ipv4Addr, Vec<SocketAddr>>,
@@ -239,6 +241,7 @@ impl<P: Policy> Node<P> {
         }
         let secret = StaticSecret::from(*cfg.key.bytes());
         let public = PublicKey::from(&secret);
+        let own_subnets = cfg.cert.details().subnets.iter().map(Ipv4Net::trunc).collect();
         let mut index_seed = [0u8; 4];
         getrandom_fill(&mut index_seed);
         Ok(Node {
@@ -249,6 +252,7 @@ impl<P: Policy> Node<P> {
             public,
             vpn_ip: ip.addr(),
             vpn_net: ip.trunc(),
+            own_subnets,
             pool: cfg.pool,
             blocklist: cfg.blocklist,
             static_hosts: cfg.static_hosts,

@@ -17,6 +17,8 @@ pub struct Counters {
     pub rx_wireguard_errors: u64,
     /// A tunneled packet whose source is not the peer's certificate IP or subnets.
     pub rx_spoofed: u64,
+    /// A tunneled packet addressed to neither this node nor a network its certificate routes.
+    pub rx_not_for_us: u64,
     pub rx_cert_rejected: u64,
     pub rx_rate_limited: u64,
     pub rx_unsolicited: u64,

@@ -51,11 +51,23 @@ impl Ca {
     }
 
     pub fn node_with_groups(&self, name: &str, n: u8, life: i64, groups: &[&str]) -> (Certificate, HostSecret) {
+        self.node_full(name, n, life, groups, &[])
+    }
+
+    /// A node certificate that also routes for `subnets` (`unsafe_routes` on its peers).
+    pub fn node_full(
+        &self,
+        name: &str,
+        n: u8,
+        life: i64,
+        groups: &[&str],
+        subnets: &[&str],
+    ) -> (Certificate, HostSecret) {
         let key = HostSecret::generate();
         let d = Details {
             name: name.into(),
             ips: vec![format!("100.64.0.{n}/10").parse().unwrap()],
-            subnets: vec![],
+            subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             not_before: UnixTime(WALL0 - 5),
             not_after: UnixTime(WALL0 + life),

@@ -160,6 +160,13 @@ fn load_ca(crt: &Path, key: &Path) -> Result<(Certificate, CaSecret)> {
 
 /// `sign --inventory`: every node of the inventory, then a summary (text or `--json`).
 fn sign_inventory(a: &Args, path: &Path, ca_cert: &Certificate, ca_key: &CaSecret, now: UnixTime) -> Result<ExitCode> {
+    if let Some(d) = a.duration.filter(|d| !d.is_zero() && *d <= a.renew_before) {
+        bail!(
+            "--duration {} is not longer than --renew-before {}: every run would renew every certificate",
+            crate::duration::format(d),
+            crate::duration::format(a.renew_before)
+        );
+    }
     let inv = Inventory::load(path)?;
     let policy = Policy { renew_before: a.renew_before, duration: a.duration };
     let signer = Signer { cert: ca_cert, key: ca_key.signing_key() };

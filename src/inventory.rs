@@ -181,19 +181,8 @@ mod tests {
 
     #[test]
     fn bad_entries_name_file_and_entry() {
+        // Duplicates, unknown roles and CA constraints: tests/inventory_sign.rs, through the CLI.
         let cases = [
-            (
-                GOOD.replace("name: c1", "name: s1"),
-                "inv.yaml: nodes[1] \"s1\" (line 6): name \"s1\" is already used by nodes[0] \"s1\" (line 5)",
-            ),
-            (
-                GOOD.replace("100.64.1.1/10", "100.64.0.11/10"),
-                "inv.yaml: nodes[1] \"c1\" (line 6): ip 100.64.0.11 is already used by nodes[0]",
-            ),
-            (
-                GOOD.replace("role: client", "role: worker"),
-                "nodes[1] \"c1\" (line 6): role \"worker\" is not defined under roles: (defined: client, server)",
-            ),
             (
                 GOOD.replace("100.64.1.1/10", "100.64.1.1"),
                 "nodes[1] \"c1\" (line 6): ip: 100.64.1.1: expected an IPv4 address with prefix",

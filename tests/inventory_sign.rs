@@ -217,3 +217,31 @@ fn example_inventory_signs_under_a_ca_for_its_groups() {
     let text = ok(p, &["sign", "--inventory", example.to_str().unwrap(), "--out-dir", "certs"]);
     assert!(text.ends_with("7 issued, 0 renewed, 0 unchanged\n"), "{text}");
 }
+
+#[test]
+fn a_new_ca_renews_every_node_for_the_same_key_and_retired_nodes_are_listed() {
+    let d = workspace();
+    let p = d.path();
+    sign(p, &[]);
+    let (pk_before, _) = public_key(p, "certs/c1.crt");
+    let groups = "nomad-server,nomad-client,ops";
+    let args = ["--ips", "100.64.0.0/10", "--groups", groups, "--subnets", "10.0.0.0/8"];
+    let mut ca = vec!["ca", "--name", "new CA", "--out-crt", "new.crt", "--out-key", "new.key"];
+    ca.extend_from_slice(&args);
+    ok(p, &ca);
+    let r = sign(p, &["--ca-crt", "new.crt", "--ca-key", "new.key"]);
+    assert!(r.values().all(|(a, why)| a == "renewed" && why == "not signed by this CA (new CA)"), "{r:?}");
+    assert_eq!(public_key(p, "certs/c1.crt").0, pk_before);
+    let out = run(p, "nebula-cert", &["verify", "-ca", "new.crt", "-crt", "certs/c1.crt"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A node dropped from the inventory keeps its files and is pointed out.
+    fs::write(p.join("inventory.yaml"), INVENTORY.replace("  - {name: s1, ip: 100.64.0.11/10, role: server}\n", ""))
+        .unwrap();
+    let text = ok(
+        p,
+        &["sign", "--inventory", "inventory.yaml", "--out-dir", "certs", "--ca-crt", "new.crt", "--ca-key", "new.key"],
+    );
+    assert!(text.contains("not listed") && text.contains("certs/s1.crt (blocklist it"), "{text}");
+    assert!(p.join("certs/s1.crt").exists());
+}

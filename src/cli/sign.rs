@@ -170,13 +170,15 @@ fn sign_inventory(a: &Args, path: &Path, ca_cert: &Certificate, ca_key: &CaSecre
     let inv = Inventory::load(path)?;
     let policy = Policy { renew_before: a.renew_before, duration: a.duration };
     let signer = Signer { cert: ca_cert, key: ca_key.signing_key() };
-    let outcomes = apply::run(&inv, &signer, &a.out_dir, &policy, now, a.dry_run)?;
+    let report = apply::run(&inv, &signer, &a.out_dir, &policy, now, a.dry_run)?;
+    let outcomes = &report.nodes;
     if a.json {
         let v = serde_json::json!({
             "inventory": path,
             "out_dir": a.out_dir,
             "dry_run": a.dry_run,
             "nodes": outcomes,
+            "not_in_inventory": report.not_in_inventory,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -188,9 +190,12 @@ fn sign_inventory(a: &Args, path: &Path, ca_cert: &Certificate, ca_key: &CaSecre
         (Action::Renewed, true) => "would renew",
         (Action::Unchanged, _) => "unchanged",
     };
-    for o in &outcomes {
+    for o in outcomes {
         let key = o.key_written.as_ref().map(|k| format!(", key {}", k.display())).unwrap_or_default();
         println!("{:<12} {:<24} {} ({}){key}", verb(o.action), o.name, o.cert.display(), o.reasons.join("; "));
+    }
+    for p in &report.not_in_inventory {
+        println!("{:<12} {:<24} {} (blocklist it if the node is retired)", "not listed", "", p.display());
     }
     let count = |x: Action| outcomes.iter().filter(|o| o.action == x).count();
     println!(

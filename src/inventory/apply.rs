@@ -40,6 +40,15 @@ pub struct Outcome {
     pub fingerprint: String,
 }
 
+/// The outcome of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub nodes: Vec<Outcome>,
+    /// Certificates in the output directory for names the inventory no longer lists: left
+    /// alone, but a retired node's certificate stays valid until blocklisted.
+    pub not_in_inventory: Vec<PathBuf>,
+}
+
 /// Brings `out_dir` in line with `inv`. With `dry_run` nothing is written and the outcomes say
 /// what would be done.
 pub fn run(
@@ -49,7 +58,7 @@ pub fn run(
     policy: &Policy,
     now: UnixTime,
     dry_run: bool,
-) -> Result<Vec<Outcome>> {
+) -> Result<Report> {
     // Decide for every node first: one bad entry leaves the directory untouched.
     let mut plans = Vec::with_capacity(inv.nodes.len());
     for node in &inv.nodes {
@@ -104,7 +113,26 @@ pub fn run(
             fingerprint: cert.fingerprint().to_string(),
         });
     }
-    Ok(outcomes)
+    Ok(Report { nodes: outcomes, not_in_inventory: not_in_inventory(inv, out_dir)? })
+}
+
+fn not_in_inventory(inv: &Inventory, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(out_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", out_dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let is_crt = path.extension().is_some_and(|e| e == "crt") && !stem.starts_with('.');
+        if is_crt && !inv.nodes.iter().any(|n| n.name == stem) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 struct Paths {

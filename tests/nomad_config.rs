@@ -152,6 +152,15 @@ fn client_from_inventory_joins_the_servers_on_the_overlay() {
     assert_eq!((client["min_dynamic_port"].as_u64(), client["max_dynamic_port"].as_u64()), (Some(20000), Some(32000)));
     assert!(text.contains("/etc/nomad.d/10-cos-mesh.hcl") && text.contains("restart Nomad"), "{text}");
     assert!(v.get("server").is_none());
+
+    // The same node asked for server settings: printed, with a warning that it is no server.
+    let args = ["nomad", "config", "--role", "server", "-c", &cfg, "--servers-from", "inventory", "--inventory", &inv];
+    let out = cos(mesh.dir.path(), &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("warning: this node (c1, 100.64.1.1) is not among"), "{stderr}");
+    let mut args = args.to_vec();
+    args.extend(["--dynamic-ports", "20000-30000"]);
+    assert!(fails(mesh.dir.path(), &args).contains("--dynamic-ports is a client setting"));
 }
 
 #[test]
@@ -225,4 +234,27 @@ fn overlay_overlapping_a_bridge_is_refused_naming_both_networks() {
         let err = fails(mesh.dir.path(), &args);
         assert!(err.contains(&format!("overlay network {overlay} overlaps {bridge}")), "{err}");
     }
+}
+
+#[test]
+fn dynamic_ports_follow_the_nodes_own_client_rule() {
+    let mesh = Mesh::new("100.64.0.0/10", INVENTORY);
+    let cfg = mesh.node_config("c1", "client", "nebula1", &mesh.path("none.sock"));
+    // Replace the role rule set by a narrower range written in the node config itself.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("    - {}\n", role_file("nomad-client.yaml")),
+        "  inbound:\n    - {port: 21000-23000, proto: any, group: nomad-client}\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let inv = mesh.path("inventory.yaml");
+    let args = ["nomad", "config", "--role", "client", "-c", &cfg, "--servers-from", "inventory", "--inventory", &inv];
+    let v = parse_hcl(&ok(mesh.dir.path(), &args));
+    assert_eq!(
+        (v["client"]["min_dynamic_port"].as_u64(), v["client"]["max_dynamic_port"].as_u64()),
+        (Some(21000), Some(23000))
+    );
+    let mut args = args.to_vec();
+    args.extend(["--dynamic-ports", "24000-25000"]);
+    let v = parse_hcl(&ok(mesh.dir.path(), &args));
+    assert_eq!(v["client"]["min_dynamic_port"], 24000);
 }

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::cert::Certificate;
 use crate::config::Config;
@@ -72,6 +72,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
 }
 
 fn config(a: ConfigArgs) -> Result<ExitCode> {
+    match a.role {
+        Role::Server if a.dynamic_ports.is_some() => {
+            bail!("--dynamic-ports is a client setting; drop it for --role server")
+        }
+        Role::Client if a.bootstrap_expect.is_some() => {
+            bail!("--bootstrap-expect is a server setting; drop it for --role client")
+        }
+        _ => {}
+    }
     let loaded = Config::load(&a.config)?;
     let cfg = &loaded.config;
     let cert_src = cfg.pki.cert.as_ref().with_context(|| {

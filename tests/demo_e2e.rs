@@ -29,6 +29,13 @@ fn the_demo_runs_to_completion_and_its_matrix_matches_the_rules() {
     assert!(row("client-1 22/tcp").split_whitespace().filter(|w| *w == "blocked").count() == 3, "ssh closed to all");
     // Every daemon found its peers directly through the NATs.
     assert!(text.contains("client-1 (direct)") && !text.contains("(relayed)"), "{text}");
+    // The Nomad snippets, rendered from the running mesh: the client joins the two servers.
+    assert!(text.contains("host_network \"overlay\""), "{text}");
+    assert!(
+        text.contains("\"100.64.0.11\"") && text.contains("\"100.64.0.12\""),
+        "retry_join lists both servers: {text}"
+    );
+    assert!(!text.contains("(failed:"), "{text}");
     // Nothing of the world is left behind.
     let after = namespaces();
     let leaked: Vec<_> = after.iter().filter(|n| !before.contains(n) && !n.starts_with("cm")).collect();

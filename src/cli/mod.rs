@@ -3,10 +3,13 @@
 
 mod ca;
 mod check;
+mod completions;
 mod demo;
 mod firewall;
 mod keygen;
+mod man;
 mod members;
+mod nomad;
 mod print;
 mod reload;
 mod run;
@@ -60,6 +63,12 @@ enum Command {
     Demo(demo::Args),
     /// Lint firewall rule files and explain verdicts.
     Firewall(firewall::Args),
+    /// Nomad glue: the agent settings that put Nomad on the overlay.
+    Nomad(nomad::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Print the man page (roff), or write one page per command with --out-dir.
+    Man(man::Args),
 }
 
 /// Runs the CLI and returns the process exit status.
@@ -78,6 +87,9 @@ pub fn main() -> ExitCode {
         Command::Reload(a) => reload::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Firewall(a) => firewall::run(a),
+        Command::Nomad(a) => nomad::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,16 +9,27 @@ use crate::cert::keys::{CaSecret, HostPublic, HostSecret};
 use crate::cert::pool::{Blocklist, CaPool, check_constraints};
 use crate::cert::{Certificate, Details};
 use crate::files::{self, SECRET_MODE};
+use crate::inventory::Inventory;
+use crate::inventory::apply::{self, Signer};
+use crate::inventory::renewal::{Action, Policy};
 use crate::unixtime::UnixTime;
 
 #[derive(clap::Args)]
+#[command(after_help = "\
+With --inventory FILE, signs every node the inventory lists (see pki/inventory.example.yaml) into
+--out-dir: a missing certificate is issued (generating <name>.key, 0600, only when neither
+<name>.key, <name>.pub nor a certificate exists); a certificate that expires within
+--renew-before, or whose name, IP, groups or subnets differ from the inventory, or that another
+CA signed, is renewed for the same key and replaced atomically (a temporary file renamed over
+it: the only case sign replaces a file); a valid matching certificate is never touched. Running
+it again changes nothing. Every entry is checked before anything is written.")]
 pub struct Args {
     /// Node name, e.g. "nomad-server-1". Firewall `host:` rules match it.
-    #[arg(long)]
-    name: String,
+    #[arg(long, required_unless_present = "inventory")]
+    name: Option<String>,
     /// Overlay IPv4 address with the overlay network's prefix, e.g. 100.64.0.11/10.
-    #[arg(long, value_parser = super::parse_ipv4_net)]
-    ip: Ipv4Net,
+    #[arg(long, value_parser = super::parse_ipv4_net, required_unless_present = "inventory")]
+    ip: Option<Ipv4Net>,
     /// Comma-separated groups (must be among the CA's groups if it has any).
     #[arg(long, value_delimiter = ',')]
     groups: Vec<String>,
@@ -45,29 +56,36 @@ pub struct Args {
     /// The CA private key.
     #[arg(long, default_value = "ca.key")]
     ca_key: PathBuf,
+    /// Sign every node of this inventory (PKI as code) instead of one --name/--ip.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "ip", "groups", "subnets", "in_pub", "out_key", "out_crt"])]
+    inventory: Option<PathBuf>,
+    /// With --inventory: where <name>.crt and <name>.key live (created 0700 if missing).
+    #[arg(long, value_name = "DIR", default_value = ".", requires = "inventory")]
+    out_dir: PathBuf,
+    /// With --inventory: renew certificates that expire within this time (Go duration).
+    #[arg(long, value_parser = super::parse_duration, default_value = "720h", requires = "inventory")]
+    renew_before: Duration,
+    /// With --inventory: say what would be issued and renewed, write nothing.
+    #[arg(long, requires = "inventory")]
+    dry_run: bool,
+    /// With --inventory: print the summary as JSON (one object per node) for scripts.
+    #[arg(long, requires = "inventory")]
+    json: bool,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    if a.name.trim().is_empty() {
+    let (ca_cert, ca_key) = load_ca(&a.ca_crt, &a.ca_key)?;
+    let now = UnixTime::now();
+    if let Some(path) = &a.inventory {
+        return sign_inventory(&a, path, &ca_cert, &ca_key, now);
+    }
+    let (Some(name), Some(ip)) = (a.name, a.ip) else { bail!("--name and --ip are required without --inventory") };
+    if name.trim().is_empty() {
         bail!("--name must not be empty");
     }
-    let ca_cert = Certificate::from_pem(&files::read(&a.ca_crt, "CA certificate")?)
-        .with_context(|| format!("parsing CA certificate {}", a.ca_crt.display()))?;
-    let ca_key = CaSecret::from_pem(&files::read(&a.ca_key, "CA key")?)
-        .with_context(|| format!("parsing CA key {}", a.ca_key.display()))?;
-    if !ca_cert.details().is_ca {
-        bail!("{} is not a CA certificate", a.ca_crt.display());
-    }
-    if ca_key.public() != ca_cert.details().public_key {
-        bail!("CA key {} does not match CA certificate {}", a.ca_key.display(), a.ca_crt.display());
-    }
-    let now = UnixTime::now();
-    if ca_cert.is_expired(now) {
-        bail!("ca certificate is expired: {} expired at {}", ca_cert.name(), ca_cert.details().not_after);
-    }
 
-    let out_crt = a.out_crt.unwrap_or_else(|| PathBuf::from(format!("{}.crt", a.name)));
-    let out_key = a.out_key.unwrap_or_else(|| PathBuf::from(format!("{}.key", a.name)));
+    let out_crt = a.out_crt.unwrap_or_else(|| PathBuf::from(format!("{name}.crt")));
+    let out_key = a.out_key.unwrap_or_else(|| PathBuf::from(format!("{name}.key")));
     let (public, secret) = match &a.in_pub {
         Some(p) => {
             let public = HostPublic::from_pem(&files::read(p, "public key")?)
@@ -90,8 +108,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         _ => ca_cert.details().not_after.add_secs(-1),
     };
     let details = Details {
-        name: a.name,
-        ips: vec![a.ip],
+        name,
+        ips: vec![ip],
         subnets: a.subnets.iter().map(Ipv4Net::trunc).collect(),
         groups: super::clean_groups(&a.groups),
         not_before: now,
@@ -118,6 +136,74 @@ pub fn run(a: Args) -> Result<ExitCode> {
         details.groups.join(","),
         details.not_after,
         out_crt.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the CA certificate and key and checks they belong together and are still valid.
+fn load_ca(crt: &Path, key: &Path) -> Result<(Certificate, CaSecret)> {
+    let ca_cert = Certificate::from_pem(&files::read(crt, "CA certificate")?)
+        .with_context(|| format!("parsing CA certificate {}", crt.display()))?;
+    let ca_key = CaSecret::from_pem(&files::read(key, "CA key")?)
+        .with_context(|| format!("parsing CA key {}", key.display()))?;
+    if !ca_cert.details().is_ca {
+        bail!("{} is not a CA certificate", crt.display());
+    }
+    if ca_key.public() != ca_cert.details().public_key {
+        bail!("CA key {} does not match CA certificate {}", key.display(), crt.display());
+    }
+    if ca_cert.is_expired(UnixTime::now()) {
+        bail!("ca certificate is expired: {} expired at {}", ca_cert.name(), ca_cert.details().not_after);
+    }
+    Ok((ca_cert, ca_key))
+}
+
+/// `sign --inventory`: every node of the inventory, then a summary (text or `--json`).
+fn sign_inventory(a: &Args, path: &Path, ca_cert: &Certificate, ca_key: &CaSecret, now: UnixTime) -> Result<ExitCode> {
+    if let Some(d) = a.duration.filter(|d| !d.is_zero() && *d <= a.renew_before) {
+        bail!(
+            "--duration {} is not longer than --renew-before {}: every run would renew every certificate",
+            crate::duration::format(d),
+            crate::duration::format(a.renew_before)
+        );
+    }
+    let inv = Inventory::load(path)?;
+    let policy = Policy { renew_before: a.renew_before, duration: a.duration };
+    let signer = Signer { cert: ca_cert, key: ca_key.signing_key() };
+    let report = apply::run(&inv, &signer, &a.out_dir, &policy, now, a.dry_run)?;
+    let outcomes = &report.nodes;
+    if a.json {
+        let v = serde_json::json!({
+            "inventory": path,
+            "out_dir": a.out_dir,
+            "dry_run": a.dry_run,
+            "nodes": outcomes,
+            "not_in_inventory": report.not_in_inventory,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = |action: Action| match (action, a.dry_run) {
+        (Action::Issued, false) => "issued",
+        (Action::Issued, true) => "would issue",
+        (Action::Renewed, false) => "renewed",
+        (Action::Renewed, true) => "would renew",
+        (Action::Unchanged, _) => "unchanged",
+    };
+    for o in outcomes {
+        let key = o.key_written.as_ref().map(|k| format!(", key {}", k.display())).unwrap_or_default();
+        println!("{:<12} {:<24} {} ({}){key}", verb(o.action), o.name, o.cert.display(), o.reasons.join("; "));
+    }
+    for p in &report.not_in_inventory {
+        println!("{:<12} {:<24} {} (blocklist it if the node is retired)", "not listed", "", p.display());
+    }
+    let count = |x: Action| outcomes.iter().filter(|o| o.action == x).count();
+    println!(
+        "{} issued, {} renewed, {} unchanged{}",
+        count(Action::Issued),
+        count(Action::Renewed),
+        count(Action::Unchanged),
+        if a.dry_run { " (dry run: nothing written)" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
 }

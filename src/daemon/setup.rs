@@ -48,7 +48,7 @@ impl Setup {
             .copied()
             .ok_or_else(|| field_err(&loaded, "pki.cert", "the certificate has no IP"))?;
         loaded.check_overlay(overlay)?;
-        let sections = firewall_sections(&loaded)?;
+        let sections = firewall_sections(&loaded.files)?;
         let mut local: Vec<IpNet> = vec![IpNet::V4(overlay.trunc())];
         local.extend(pki.cert.details().subnets.iter().map(|s| IpNet::V4(s.trunc())));
         let firewall = Firewall::compile_sections(&sections, &local).map_err(|e| anyhow!("firewall: {e}"))?;
@@ -100,9 +100,9 @@ impl Setup {
 
 /// The `firewall` sections of every config file, read again with their line numbers (the
 /// merged config has none), so rules report `file:line` in `explain`, lint and logs.
-fn firewall_sections(loaded: &LoadedConfig) -> Result<Vec<FirewallConfig>> {
+pub fn firewall_sections(files: &[std::path::PathBuf]) -> Result<Vec<FirewallConfig>> {
     let mut sections = vec![];
-    for file in &loaded.files {
+    for file in files {
         if let Some(s) = crate::firewall::config::load_node_section(file).map_err(|e| anyhow!("firewall: {e}"))? {
             sections.push(s);
         }

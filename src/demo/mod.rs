@@ -47,7 +47,7 @@ pub fn run(opts: Options) -> Result<bool> {
     println!();
     print!("{}", matrix_table(&cells));
     println!();
-    print!("{}", snippets(&world));
+    print!("{}", snippets(&world, &exe));
     let ok = cells.iter().all(|c| c.expected == c.observed);
     if ok {
         println!("Every cell matches the role rule sets in firewall/.");
@@ -144,6 +144,39 @@ fn matrix_table(cells: &[Cell]) -> String {
     s
 }
 
-fn snippets(_world: &World) -> String {
-    String::new()
+/// The Nomad agent snippets for a server and a client, rendered by `cos-mesh nomad config`
+/// from each node's running daemon (its members list gives `retry_join`).
+fn snippets(world: &World, exe: &std::path::Path) -> String {
+    let mut s = String::new();
+    for (host, role) in [("server-1", "server"), ("client-1", "client")] {
+        let h = world.host(host);
+        let out = std::process::Command::new(exe)
+            .args([
+                "nomad",
+                "config",
+                "--role",
+                role,
+                "-c",
+                &h.config.to_string_lossy(),
+                "--socket",
+                &h.socket.to_string_lossy(),
+            ])
+            .output();
+        let _ = writeln!(s, "Nomad agent snippet for {host} (cos-mesh nomad config --role {role}):");
+        match out {
+            Ok(o) if o.status.success() => {
+                for line in String::from_utf8_lossy(&o.stdout).lines() {
+                    let _ = writeln!(s, "    {line}");
+                }
+            }
+            Ok(o) => {
+                let _ = writeln!(s, "    (failed: {})", String::from_utf8_lossy(&o.stderr).trim());
+            }
+            Err(e) => {
+                let _ = writeln!(s, "    (failed: {e})");
+            }
+        }
+        s.push('\n');
+    }
+    s
 }

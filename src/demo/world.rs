@@ -115,7 +115,7 @@ const PLAN: [(&str, Role, u8, u8, u8); 8] = [
 
 impl World {
     pub fn build(exe: &Path) -> Result<World> {
-        let dir = TempDir(std::env::temp_dir().join(crate::lab::unique("cos-mesh-demo-")));
+        let dir = TempDir(std::env::temp_dir().join(format!("cos-mesh-demo-{}", std::process::id())));
         std::fs::create_dir_all(dir.0.join("firewall")).context("creating the demo's directory")?;
         for (name, text) in RULE_FILES {
             std::fs::write(dir.0.join("firewall").join(name), text)?;

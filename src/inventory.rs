@@ -1,0 +1,199 @@
+//! PKI as code: an inventory file lists every node of the mesh (name, overlay IP, role, extra
+//! groups, routed subnets), and `cos-mesh sign --inventory` makes the certificates match it.
+//!
+//! This module reads and checks the inventory (pure apart from reading the file);
+//! [`renewal`] decides what each node needs, [`apply`] reads and writes the files.
+
+pub mod apply;
+pub mod renewal;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use thiserror::Error;
+
+/// Largest inventory read; a thousand nodes take about 100 kB.
+const MAX_FILE: u64 = 8 << 20;
+
+/// A checked inventory: names and IPs unique, every role defined, names usable as file names.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub path: PathBuf,
+    pub nodes: Vec<Node>,
+}
+
+/// One node, with its groups resolved (role groups first, then extra groups, no duplicates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    /// Overlay address with the overlay network's prefix, e.g. 100.64.0.11/10.
+    pub ip: Ipv4Net,
+    pub role: Option<String>,
+    pub groups: Vec<String>,
+    /// Routed networks (unsafe_routes), masked as `nebula-cert` stores them.
+    pub subnets: Vec<Ipv4Net>,
+    /// `nodes[i] "name" (line N)`, for messages.
+    pub entry: String,
+}
+
+#[derive(Debug, Error)]
+pub enum InventoryError {
+    #[error("reading inventory {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("inventory {} is larger than {MAX_FILE} bytes", path.display())]
+    TooLarge { path: PathBuf },
+    #[error("{}:{line}:{column}: {message}", file.display())]
+    Parse { file: PathBuf, line: u64, column: u64, message: String },
+    /// A node entry that cannot be signed as written.
+    #[error("{}: {entry}: {reason}", file.display())]
+    Entry { file: PathBuf, entry: String, reason: String },
+}
+
+/// The file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    /// Role name → groups, e.g. `server: [nomad-server]`.
+    #[serde(default)]
+    roles: BTreeMap<String, Vec<String>>,
+    nodes: Vec<Spanned<NodeSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSpec {
+    name: String,
+    ip: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    subnets: Vec<String>,
+}
+
+impl Inventory {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let read = |source| InventoryError::Read { path: path.to_path_buf(), source };
+        if std::fs::metadata(path).map_err(read)?.len() > MAX_FILE {
+            return Err(InventoryError::TooLarge { path: path.to_path_buf() });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Inventory::parse(&text, path)
+    }
+
+    /// Checks inventory text as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
+        let file: File = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let full = e.without_snippet().to_string();
+            let message = full.strip_suffix(&format!(" at line {line}, column {column}")).unwrap_or(&full).to_string();
+            InventoryError::Parse { file: path.to_path_buf(), line, column, message }
+        })?;
+        let mut nodes: Vec<Node> = Vec::with_capacity(file.nodes.len());
+        let mut by_name: HashMap<String, String> = HashMap::new();
+        let mut by_ip: HashMap<std::net::Ipv4Addr, String> = HashMap::new();
+        for (i, spanned) in file.nodes.iter().enumerate() {
+            let spec = &spanned.value;
+            let entry = format!("nodes[{i}] {:?} (line {})", spec.name, spanned.referenced.line());
+            let bad = |reason: String| InventoryError::Entry { file: path.to_path_buf(), entry: entry.clone(), reason };
+            let node = resolve_node(spec, &file.roles, entry.clone()).map_err(bad)?;
+            if let Some(first) = by_name.insert(node.name.clone(), entry.clone()) {
+                return Err(bad(format!("name {:?} is already used by {first}", node.name)));
+            }
+            if let Some(first) = by_ip.insert(node.ip.addr(), entry.clone()) {
+                return Err(bad(format!("ip {} is already used by {first}", node.ip.addr())));
+            }
+            nodes.push(node);
+        }
+        Ok(Inventory { path: path.to_path_buf(), nodes })
+    }
+
+    /// Nodes whose groups include `group`.
+    pub fn with_group<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes.iter().filter(move |n| n.groups.iter().any(|g| g == group))
+    }
+
+    /// An error about `node`, naming this file and the entry.
+    pub fn entry_error(&self, node: &Node, reason: impl Into<String>) -> InventoryError {
+        InventoryError::Entry { file: self.path.clone(), entry: node.entry.clone(), reason: reason.into() }
+    }
+}
+
+fn resolve_node(spec: &NodeSpec, roles: &BTreeMap<String, Vec<String>>, entry: String) -> Result<Node, String> {
+    let name = spec.name.trim();
+    // The name becomes `<name>.crt` and `<name>.key` in the output directory.
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Err(format!(
+            "name {:?}: use letters, digits, '-', '_', '.' and '@' (it names the files <name>.crt and <name>.key)",
+            spec.name
+        ));
+    }
+    let ip = ipv4_net("ip", &spec.ip)?;
+    let mut groups: Vec<String> = Vec::new();
+    if let Some(role) = &spec.role {
+        let role_groups = roles.get(role).ok_or_else(|| {
+            let known = roles.keys().cloned().collect::<Vec<_>>().join(", ");
+            format!("role {role:?} is not defined under roles: (defined: {known})")
+        })?;
+        groups.extend(role_groups.iter().cloned());
+    }
+    groups.extend(spec.groups.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    let groups: Vec<String> =
+        groups.into_iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty() && seen.insert(g.clone())).collect();
+    let subnets =
+        spec.subnets.iter().map(|s| ipv4_net("subnets", s).map(|n| n.trunc())).collect::<Result<Vec<_>, _>>()?;
+    Ok(Node { name: name.to_string(), ip, role: spec.role.clone(), groups, subnets, entry })
+}
+
+/// An IPv4 network with prefix; Nebula v1 certificates carry IPv4 only.
+fn ipv4_net(field: &str, s: &str) -> Result<Ipv4Net, String> {
+    s.trim().parse::<Ipv4Net>().map_err(|_| {
+        format!("{field}: {s}: expected an IPv4 address with prefix length, e.g. 100.64.0.1/10 (v1 certificates are IPv4 only)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "roles:\n  server: [nomad-server]\n  client: [nomad-client]\nnodes:\n  - {name: s1, ip: 100.64.0.11/10, role: server}\n  - name: c1\n    ip: 100.64.1.1/10\n    role: client\n    groups: [ops, nomad-client]\n    subnets: [10.1.2.3/24]\n";
+
+    fn parse(text: &str) -> Result<Inventory, InventoryError> {
+        Inventory::parse(text, Path::new("inv.yaml"))
+    }
+
+    #[test]
+    fn resolves_roles_extra_groups_and_subnets() {
+        let inv = parse(GOOD).unwrap();
+        assert_eq!(inv.nodes[1].groups, ["nomad-client", "ops"]);
+        assert_eq!(inv.nodes[1].subnets, ["10.1.2.0/24".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(inv.with_group("nomad-server").map(|n| n.name.as_str()).collect::<Vec<_>>(), ["s1"]);
+    }
+
+    #[test]
+    fn bad_entries_name_file_and_entry() {
+        // Duplicates, unknown roles and CA constraints: tests/inventory_sign.rs, through the CLI.
+        let cases = [
+            (
+                GOOD.replace("100.64.1.1/10", "100.64.1.1"),
+                "nodes[1] \"c1\" (line 6): ip: 100.64.1.1: expected an IPv4 address with prefix",
+            ),
+            (GOOD.replace("name: c1", "name: ../c1"), "nodes[1] \"../c1\" (line 6): name \"../c1\": use letters"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}\nwanted: {want}");
+        }
+        let err = parse("nodes:\n  - {name: a, ip: 100.64.0.1/10, colour: red}\n").unwrap_err().to_string();
+        assert!(err.starts_with("inv.yaml:2:") && err.contains("colour"), "{err}");
+    }
+}

@@ -133,6 +133,10 @@ fn overlay_carries_ping_tcp_and_memcached_within_the_role_rules() {
     }
     let drops = h[CLIENT_A].status()["firewall"]["counters"]["dropped_no_rule"].as_u64().unwrap();
     assert!(drops > 0, "the firewall counted its drops");
+    let st = h[CLIENT_A].status();
+    let server_drops =
+        st["peers"].as_array().unwrap().iter().find(|p| p["name"] == "server").unwrap()["firewall_dropped"].clone();
+    assert!(server_drops.as_u64().unwrap() > 0, "status shows the drops per peer: {server_drops}");
 
     // A 50 MB TCP stream client-b → client-a:25000 arrives intact.
     let listener = h[CLIENT_A].ns.run(|| std::net::TcpListener::bind("100.64.0.2:25000").unwrap());
@@ -300,16 +304,33 @@ fn ready_is_sent_only_once_the_tun_has_its_address() {
                     .args(["-n", &ns_name, "-o", "addr", "show", "dev", &tun])
                     .output()
                     .unwrap();
-                return (msg, String::from_utf8_lossy(&out.stdout).into_owned());
+                return (msg, String::from_utf8_lossy(&out.stdout).into_owned(), sock);
             }
         }
     });
-    host.start_with_env(&[("NOTIFY_SOCKET", &sock_path.to_string_lossy())]);
-    let (msg, addr) = watcher.join().unwrap();
+    host.start_with_env(&[("NOTIFY_SOCKET", &sock_path.to_string_lossy()), ("WATCHDOG_USEC", "400000")]);
+    let (msg, addr, sock) = watcher.join().unwrap();
     assert!(addr.contains("inet 100.64.0.9/10"), "READY before the address: {addr:?}");
     assert!(msg.contains("STATUS=") && msg.contains("solo"), "{msg}");
+    // Everything that follows, in order.
+    let next = |want: &str| -> String {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no {want} message: {e}"));
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.contains(want) {
+                return m;
+            }
+        }
+    };
+    next("WATCHDOG=1"); // at half of WATCHDOG_USEC
+    host.signal(libc::SIGHUP);
+    let reloading = next("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert!(next("READY=1").contains("reloaded"));
     // SIGTERM: STOPPING, a clean exit, and the TUN is gone.
     host.signal(libc::SIGTERM);
+    next("STOPPING=1");
     assert!(wait_until(Duration::from_secs(5), || !host.ns.exec("ip", &["link", "show", &host.tun]).status.success()));
 }
 

@@ -204,3 +204,24 @@ fn a_roaming_node_keeps_its_tunnels() {
     sim.run(Duration::from_millis(100));
     assert!(sim.received(client, b"back"), "the server follows the client to its new address");
 }
+
+#[test]
+fn remote_allow_list_keeps_a_node_off_forbidden_addresses() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let [_, _, relay] = backbone(&mut sim, &ca);
+    sim.add_nat(1, NatKind::FullCone);
+    sim.add_nat(2, NatKind::FullCone);
+    let server = sim.add_at(node_config(&ca, "server", 11, &[RELAY]), private(1, 10), Some(1));
+    let mut cfg = node_config(&ca, "client", 21, &[RELAY]);
+    // The server's environment (its NAT's public address) is off limits for this client.
+    cfg.discovery.remote_allow_list = vec![("198.19.0.1/32".parse().unwrap(), false)];
+    let client = sim.add_at(cfg, private(2, 10), Some(2));
+    sim.run(Duration::from_secs(2));
+    sim.send(client, vpn(11), b"allowed-path-only");
+    let took = sim.run_until(Duration::from_secs(5), |s| s.received(server, b"allowed-path-only"));
+    assert!(took.is_some(), "{:?}", sim.nodes[client].node.counters());
+    let peer = sim.nodes[client].node.peers(sim.now).into_iter().find(|p| p.name == "server").unwrap();
+    assert!(peer.relayed, "the forbidden direct address was not used: {peer:?}");
+    assert!(sim.nodes[relay].node.counters().relay_forwarded > 0);
+}

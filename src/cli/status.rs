@@ -39,12 +39,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
         );
     }
     println!(
-        "{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9}",
-        "PEER", "OVERLAY IP", "GROUPS", "ENDPOINT", "UP", "RX BYTES", "TX BYTES", "HANDSHAKE"
+        "{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9} {:>8}",
+        "PEER", "OVERLAY IP", "GROUPS", "ENDPOINT", "UP", "RX BYTES", "TX BYTES", "HANDSHAKE", "FW DROPS"
     );
     for p in v["peers"].as_array().into_iter().flatten() {
         println!(
-            "{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9}",
+            "{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9} {:>8}",
             s(&p["name"]),
             s(&p["vpn_ip"]),
             list(&p["groups"]),
@@ -53,6 +53,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             s(&p["rx_bytes"]),
             s(&p["tx_bytes"]),
             p["since_handshake_secs"].as_u64().map(|t| format!("{t}s ago")).unwrap_or_else(|| "-".into()),
+            s(&p["firewall_dropped"]),
         );
     }
     let fw = &v["firewall"]["counters"];

@@ -223,10 +223,12 @@ impl<P: Policy> Node<P> {
             }
             Verdict::Drop => {
                 self.counters.firewall_dropped_inbound += 1;
+                peer.fw_dropped += 1;
                 None
             }
             Verdict::Reject(reply) => {
                 self.counters.firewall_dropped_inbound += 1;
+                peer.fw_dropped += 1;
                 // The reject travels back through the tunnel to the sender.
                 let path = peer.endpoint.unwrap_or(from);
                 let mut buf = vec![0; reply.len() + 148];

@@ -57,10 +57,12 @@ impl<P: Policy> Node<P> {
                 Verdict::Allow => {}
                 Verdict::Drop => {
                     self.counters.firewall_dropped_outbound += 1;
+                    peer.fw_dropped += 1;
                     return None;
                 }
                 Verdict::Reject(reply) => {
                     self.counters.firewall_dropped_outbound += 1;
+                    peer.fw_dropped += 1;
                     self.tun_writes.push_back(reply);
                     return None;
                 }

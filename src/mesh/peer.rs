@@ -72,6 +72,8 @@ pub(super) struct Peer<I> {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub tx_packets: u64,
+    /// Packets to or from this peer the firewall dropped or rejected.
+    pub fw_dropped: u64,
 }
 
 pub(super) struct InitInFlight {
@@ -97,6 +99,7 @@ pub struct PeerInfo {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub tx_packets: u64,
+    pub firewall_dropped: u64,
     pub cert_fingerprint: String,
     pub cert_not_after: String,
     /// Seconds since the last handshake, if any.
@@ -127,6 +130,7 @@ impl<I> Peer<I> {
             tx_bytes: 0,
             rx_packets: 0,
             tx_packets: 0,
+            fw_dropped: 0,
         }
     }
 
@@ -178,6 +182,7 @@ impl<I> Peer<I> {
             tx_bytes: self.tx_bytes,
             rx_packets: self.rx_packets,
             tx_packets: self.tx_packets,
+            firewall_dropped: self.fw_dropped,
             cert_fingerprint: self.cert.cert().fingerprint().to_string(),
             cert_not_after: self.cert.cert().details().not_after.rfc3339(),
             since_handshake_secs: self.last_handshake.map(|t| now.saturating_duration_since(t).as_secs()),

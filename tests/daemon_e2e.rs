@@ -214,13 +214,12 @@ fn sighup_narrowing_the_firewall_cuts_the_flow_but_not_the_tunnel() {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("VALUE k"));
         s
     });
-    let handshake_before = c.hosts[CLIENT_B].status()["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "client-a")
-        .unwrap()["cert_fingerprint"]
-        .clone();
+    // The peer's counters only grow while its state lives; a dropped and re-created peer
+    // would start again from zero.
+    let rx_of_client_a = |c: &Cluster| {
+        c.hosts[CLIENT_B].status()["peers"].as_array().unwrap().iter().find(|p| p["name"] == "client-a").unwrap()["rx_bytes"].as_u64().unwrap()
+    };
+    let rx_before = rx_of_client_a(&c);
 
     // A bad config is refused by `cos-mesh reload`, and the running one stays.
     let good = std::fs::read_to_string(c.hosts[CLIENT_A].config_path()).unwrap();
@@ -258,14 +257,7 @@ fn sighup_narrowing_the_firewall_cuts_the_flow_but_not_the_tunnel() {
     assert!(c.hosts[CLIENT_B].ping("100.64.0.2"));
     assert!(c.hosts[CLIENT_B].peer_up("100.64.0.2"));
     assert!(!c.hosts[CLIENT_B].log().contains("tunnel closed"));
-    let after = c.hosts[CLIENT_B].status()["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "client-a")
-        .unwrap()["cert_fingerprint"]
-        .clone();
-    assert_eq!(handshake_before, after);
+    assert!(rx_of_client_a(&c) > rx_before, "the same peer state carried on through the reload");
 }
 
 #[test]

@@ -30,7 +30,10 @@ use ipnet::Ipv4Net;
     name = "cos-mesh",
     version,
     about = "Overlay mesh for Nomad clusters across environments (Nebula-compatible PKI, WireGuard tunnels)",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Exit status: 0 success; 1 failure, with `Error: <reason>` naming the file, field or peer \
+                  (also: `verify` for an invalid certificate, `firewall explain` for drop/reject, `demo` for a \
+                  matrix cell that disagrees with the rules); 2 bad usage."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -342,3 +342,103 @@ fn packets_not_addressed_to_the_node_are_dropped() {
     assert!(!sim.received(b, b"not-routed-here"), "and nothing else");
     assert_eq!(sim.nodes[b].node.counters().rx_not_for_us, 1);
 }
+
+#[test]
+fn replayed_initiations_cannot_move_a_peer() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (a, b) = pair(&mut sim, &ca);
+    let inits: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let seen = inits.clone();
+    sim.filter = Box::new(move |_, _, _, d: &[u8]| {
+        if d.len() == 148 && d[0] == 1 {
+            seen.borrow_mut().push(d.to_vec());
+        }
+        true
+    });
+    sim.send(a, vpn(2), b"hi");
+    sim.run(Duration::from_millis(100));
+    assert!(sim.received(b, b"hi"));
+    // An off-path attacker replays a's initiation until boringtun answers with cookies.
+    let init = inits.borrow()[0].clone();
+    let attacker: SocketAddr = "198.18.66.66:6666".parse().unwrap();
+    for _ in 0..30 {
+        sim.transmit(attacker, underlay(2), None, init.clone());
+    }
+    sim.run(Duration::from_millis(10));
+    let peer = sim.nodes[b].node.peers(sim.now).into_iter().find(|p| p.name == "a").unwrap();
+    assert_eq!(peer.endpoint.as_deref(), Some("198.18.0.1:4242"), "the endpoint stays with the real peer");
+    sim.send(b, vpn(1), b"still-routed-to-a");
+    sim.run(Duration::from_millis(20));
+    assert!(sim.received(a, b"still-routed-to-a"));
+}
+
+#[test]
+fn spoofed_hellos_never_become_addresses_we_send_to() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (a, b) = pair(&mut sim, &ca);
+    sim.send(a, vpn(2), b"hi");
+    sim.run(Duration::from_millis(100));
+    // a's certificate is public; replay a Hello carrying it from eight spoofed sources.
+    let hello = cos_mesh::mesh::wire::hello(77, sim.nodes[a].node.cert().to_bytes());
+    for i in 0..8u8 {
+        sim.transmit(SocketAddr::from(([198, 18, 99, i], 9999)), underlay(2), None, hello.clone());
+    }
+    sim.run(Duration::from_millis(20));
+    // Count what b sends to the spoofed sources from now on. a falls silent for 30 s, so b
+    // re-initiates (every path gets a Hello and an initiation), then a answers again.
+    let to_victims = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = to_victims.clone();
+    let t0 = sim.now;
+    sim.filter = Box::new(move |now, from, to, _| {
+        if to.ip().to_string().starts_with("198.18.99.") {
+            counter.set(counter.get() + 1);
+        }
+        from != underlay(1) || now.duration_since(t0) > Duration::from_secs(30)
+    });
+    for i in 0..45 {
+        sim.send(b, vpn(1), format!("m{i}").as_bytes());
+        sim.run(Duration::from_secs(1));
+    }
+    assert!(sim.nodes[b].node.counters().handshakes_initiated >= 1, "b did re-initiate");
+    assert!(sim.received(a, b"m44"), "and the session recovered");
+    assert_eq!(to_victims.get(), 0, "b sent handshakes or data to spoofed addresses");
+}
+
+#[test]
+fn the_host_cannot_speak_the_control_protocol() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (a, b) = pair(&mut sim, &ca);
+    sim.send(a, vpn(2), b"hi");
+    sim.run(Duration::from_millis(100));
+    // A local process on a crafts a lighthouse update (protocol 253) to b.
+    let forged = cos_mesh::mesh::control::Control::HostUpdate { addrs: vec![underlay(9)], relays: vec![] }
+        .to_packet(vpn(1), vpn(2));
+    sim.send_packet(a, &forged);
+    sim.run(Duration::from_millis(20));
+    assert_eq!(sim.nodes[a].node.counters().tun_dropped_control, 1);
+    assert_eq!(sim.nodes[b].node.counters().rx_control, 0);
+}
+
+#[test]
+fn packets_queued_for_a_peer_leave_when_it_calls_first() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (ca_cert, ka) = ca.node("a", 1, 86_400);
+    let (cb_cert, kb) = ca.node("b", 2, 86_400);
+    // a has no address for b; b knows a.
+    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[]), 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    sim.send(a, vpn(2), b"waiting");
+    sim.run(Duration::from_millis(200));
+    assert!(!sim.received(b, b"waiting"));
+    sim.send(b, vpn(1), b"calling");
+    sim.run(Duration::from_millis(200));
+    assert!(sim.received(a, b"calling"));
+    assert!(sim.received(b, b"waiting"), "the queued packet left once the session was up");
+    assert!(!sim.nodes[a].events.iter().any(|e| matches!(e, Event::HandshakeTimedOut { .. })));
+}

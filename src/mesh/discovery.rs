@@ -140,7 +140,7 @@ impl<P: Policy> Node<P> {
         }
         // The certificate came with the answer: no Hello round trip, the handshake starts now.
         let from = addrs.first().map(|a| Path::Direct(*a)).unwrap_or(via);
-        self.adopt_pending(now, vpn_ip, v, from);
+        self.install_peer(now, v, Some(from), None);
     }
 
     /// Relay: forward an end-to-end encrypted datagram from `origin` to `target`.
@@ -243,6 +243,14 @@ impl<P: Policy> Node<P> {
                 }
             }
         }
+    }
+
+    /// Whether `relay` may deliver datagrams from `origin`: it serves us (`relay.relays`), or
+    /// the lighthouse (or the peer entry) says it serves `origin`.
+    pub(super) fn is_relay_for(&self, relay: Ipv4Addr, origin: Ipv4Addr) -> bool {
+        self.disc.relays.contains(&relay)
+            || self.discovered.get(&origin).is_some_and(|d| d.relays.contains(&relay))
+            || self.by_vpn_ip.get(&origin).and_then(|i| self.peers.get(i)).is_some_and(|p| p.relays.contains(&relay))
     }
 
     /// A handshake sent to the peer's direct addresses only (never via a relay): if it is

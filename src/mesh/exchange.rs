@@ -80,7 +80,8 @@ impl<P: Policy> Node<P> {
         };
         let key = v.cert().details().public_key;
         if let Some(&idx) = self.by_key.get(&key) {
-            self.refresh_cert(idx, v, from);
+            // A Hello's source is not authenticated: it never becomes a candidate address.
+            self.refresh_cert(idx, v);
         }
         if let Some(reply) = wire::hello_reply(id, &self.hello_cert, request_len) {
             self.send_path(now, from, reply);
@@ -104,7 +105,7 @@ impl<P: Policy> Node<P> {
                 if let Some(v) = self.verify_wire_cert(now, wall, from, cert)
                     && let Some(&idx) = self.by_key.get(&v.cert().details().public_key)
                 {
-                    self.refresh_cert(idx, v, from);
+                    self.refresh_cert(idx, v);
                 }
             } else {
                 self.counters.rx_unsolicited += 1;
@@ -126,66 +127,84 @@ impl<P: Policy> Node<P> {
             });
             return;
         }
-        self.adopt_pending(now, target, v, from);
+        // Our Hello (random id) went to `from`: a path we chose. What waited is sent now.
+        self.install_peer(now, v, Some(from), None);
     }
 
-    /// A pending peer's certificate arrived: create the peer and send what waited for it.
-    pub(super) fn adopt_pending(&mut self, now: Instant, target: Ipv4Addr, v: VerifiedCert, from: Path) {
-        let Some(pending) = self.pending.remove(&target) else {
-            return;
-        };
-        let idx = self.install_peer(now, v, from);
-        let mut out = self.take_buffer();
-        for (packet, control) in pending.queue {
-            if let Some((dst, d)) = self.encapsulate(now, idx, &packet, &mut out, control) {
-                self.transmits.push_back(Transmit { dst, data: d.to_vec() });
-            }
-        }
-        self.put_buffer(out);
+    /// A `Tunn` for a peer key, sharing the node's rate limiter (one cookie secret).
+    pub(super) fn new_tunn(&self, key: [u8; 32], idx: u32) -> Tunn {
+        Tunn::new(self.secret.clone(), PublicKey::from(key), None, None, idx, Some(self.limiter.clone()))
     }
 
     /// Creates the peer for a verified certificate, replacing one with the same overlay IP
-    /// (a re-provisioned host with a new key). Returns its index.
-    pub(super) fn install_peer(&mut self, now: Instant, v: VerifiedCert, from: Path) -> u32 {
+    /// (a re-provisioned host with a new key), and sends the packets that waited for it.
+    /// `trusted_from` is a path we chose or that authenticated (never a mere Hello source);
+    /// `prebuilt` is a session whose initiation already authenticated. Returns the index.
+    pub(super) fn install_peer(
+        &mut self,
+        now: Instant,
+        v: VerifiedCert,
+        trusted_from: Option<Path>,
+        prebuilt: Option<(u32, Tunn)>,
+    ) -> u32 {
         let key = v.cert().details().public_key;
-        if let Some(&idx) = self.by_key.get(&key) {
-            self.refresh_cert(idx, v, from);
-            return idx;
-        }
         let vpn_ip = v.cert().vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
-        if let Some(old) = self.by_vpn_ip.get(&vpn_ip).copied() {
-            self.remove_peer(old, "replaced by a new certificate and key for the same overlay IP");
+        let idx = match self.by_key.get(&key) {
+            Some(&idx) => {
+                self.refresh_cert(idx, v);
+                idx
+            }
+            None => {
+                if let Some(old) = self.by_vpn_ip.get(&vpn_ip).copied() {
+                    self.remove_peer(old, "replaced by a new certificate and key for the same overlay IP");
+                }
+                let (idx, tunn) = match prebuilt {
+                    Some(p) => p,
+                    None => {
+                        let idx = self.allocate_index();
+                        (idx, self.new_tunn(key, idx))
+                    }
+                };
+                let mut peer = Peer::new(v.clone(), self.policy.peer(&v), tunn);
+                peer.add_candidates(self.static_hosts.get(&vpn_ip).map(Vec::as_slice).unwrap_or_default());
+                if let Some(d) = self.discovered.get(&vpn_ip) {
+                    peer.add_candidates(&d.addrs);
+                    peer.relays = d.relays.clone();
+                }
+                self.by_vpn_ip.insert(vpn_ip, idx);
+                self.by_key.insert(key, idx);
+                self.peers.insert(idx, peer);
+                if self.next_tick.is_none() {
+                    self.next_tick = Some(now + TIMER_TICK);
+                }
+                idx
+            }
+        };
+        if let Some(Path::Direct(a)) = trusted_from
+            && self.remote_allowed(a.ip())
+            && let Some(p) = self.peers.get_mut(&idx)
+        {
+            p.add_candidates(&[a]);
         }
-        let idx = self.allocate_index();
-        let tunn = Tunn::new(self.secret.clone(), PublicKey::from(key), None, None, idx, None);
-        let mut peer = Peer::new(v.clone(), self.policy.peer(&v), tunn);
-        peer.add_candidates(self.static_hosts.get(&vpn_ip).map(Vec::as_slice).unwrap_or_default());
-        if let Some(d) = self.discovered.get(&vpn_ip) {
-            peer.add_candidates(&d.addrs);
-            peer.relays = d.relays.clone();
-        }
-        if let Path::Direct(a) = from {
-            peer.add_candidates(&[a]);
-        }
-        self.by_vpn_ip.insert(vpn_ip, idx);
-        self.by_key.insert(key, idx);
-        self.peers.insert(idx, peer);
-        if self.next_tick.is_none() {
-            self.next_tick = Some(now + TIMER_TICK);
+        // Whatever waited for this peer goes now (even when the peer reached us first).
+        if let Some(pending) = self.pending.remove(&vpn_ip) {
+            let mut out = self.take_buffer();
+            for (packet, control) in pending.queue {
+                self.pending_packets = self.pending_packets.saturating_sub(1);
+                if let Some((dst, d)) = self.encapsulate(now, idx, &packet, &mut out, control) {
+                    self.transmits.push_back(Transmit { dst, data: d.to_vec() });
+                }
+            }
+            self.put_buffer(out);
         }
         idx
     }
 
     /// A newer certificate for a peer's key (renewal, group change): adopt it if it names the
     /// same overlay IP, and rebuild what the firewall knows about the peer.
-    pub(super) fn refresh_cert(&mut self, idx: u32, v: VerifiedCert, from: Path) {
+    pub(super) fn refresh_cert(&mut self, idx: u32, v: VerifiedCert) {
         let policy_peer = self.policy.peer(&v);
-        let Some(p) = self.peers.get_mut(&idx) else {
-            return;
-        };
-        if let Path::Direct(a) = from {
-            p.add_candidates(&[a]);
-        }
+        let Some(p) = self.peers.get_mut(&idx) else { return };
         if v.cert().fingerprint() == p.cert.cert().fingerprint() || v.cert().vpn_ip() != Some(p.vpn_ip) {
             return;
         }
@@ -195,7 +214,7 @@ impl<P: Policy> Node<P> {
         p.policy_peer = policy_peer;
     }
 
-    fn allocate_index(&mut self) -> u32 {
+    pub(super) fn allocate_index(&mut self) -> u32 {
         loop {
             self.next_index = (self.next_index + 1) & 0x00ff_ffff;
             if self.next_index != 0 && !self.peers.contains_key(&self.next_index) {

@@ -109,24 +109,45 @@ impl<P: Policy> Node<P> {
             self.counters.rx_handshake_invalid += 1;
             return None;
         };
-        let idx = match self.by_key.get(&half.peer_static_public) {
-            Some(&idx) => idx,
-            None => match self.known_certs.get(&half.peer_static_public) {
-                Some((v, _)) => {
-                    let v = v.clone();
-                    self.install_peer(now, v, from)
-                }
-                None => {
-                    // The Hello carrying its certificate may still be on its way.
-                    self.counters.rx_unknown_key += 1;
-                    if self.held_inits.len() < 1024 {
-                        self.held_inits.insert(from, (data.to_vec(), now));
-                    }
-                    return None;
-                }
-            },
+        if let Some(&idx) = self.by_key.get(&half.peer_static_public) {
+            return self.decapsulate(now, wall, idx, from, data, out, depth);
+        }
+        let Some((v, _)) = self.known_certs.get(&half.peer_static_public) else {
+            // The Hello carrying its certificate may still be on its way.
+            self.counters.rx_unknown_key += 1;
+            if self.held_inits.len() < 1024 {
+                self.held_inits.insert(from, (data.to_vec(), now));
+            }
+            return None;
         };
-        self.decapsulate(now, wall, idx, from, data, out, depth)
+        let v = v.clone();
+        if let Path::Relay { peer: claimed, .. } = from
+            && Some(claimed) != v.cert().vpn_ip()
+        {
+            self.counters.rx_spoofed += 1;
+            return None;
+        }
+        // A new peer exists (and replaces one with the same overlay IP) only once its
+        // initiation has authenticated: parse_handshake_anon alone does not prove the key.
+        let idx = self.allocate_index();
+        let mut tunn = self.new_tunn(half.peer_static_public, idx);
+        let response = match tunn.decapsulate(Some(from.source_ip()), data, out) {
+            TunnResult::WriteToNetwork(b) if b.first() == Some(&2) => b.to_vec(),
+            TunnResult::WriteToNetwork(cookie) => {
+                self.counters.rx_rate_limited += 1;
+                let cookie = cookie.to_vec();
+                self.send_path(now, from, cookie);
+                return None;
+            }
+            _ => {
+                self.counters.rx_handshake_invalid += 1;
+                return None;
+            }
+        };
+        let idx = self.install_peer(now, v, Some(from), Some((idx, tunn)));
+        self.authenticated(now, idx, from, 1);
+        self.send_path(now, from, response);
+        None
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -148,26 +169,37 @@ impl<P: Policy> Node<P> {
             self.counters.rx_spoofed += 1;
             return None;
         }
-        let (packet_len, reply) = match peer.tunn.decapsulate(Some(from.source_ip()), data, out) {
-            TunnResult::Done => (None, None),
+        // Only what proves the peer's key may change its state: decrypted data (a keepalive is
+        // `Done` for a data message), a response to our initiation (we answer with a keepalive,
+        // type 4) or a fresh initiation we answer (type 2). A cookie reply (type 3, boringtun is
+        // under load) proves nothing: it goes back to the source and changes nothing.
+        let (packet_len, reply, proven) = match peer.tunn.decapsulate(Some(from.source_ip()), data, out) {
+            TunnResult::Done => (None, None, data[0] == 4),
             TunnResult::Err(_) => {
                 // Attacker-controlled input: counted, never logged per packet.
                 self.counters.rx_wireguard_errors += 1;
                 return None;
             }
-            TunnResult::WriteToNetwork(b) => (None, Some(b.to_vec())),
+            TunnResult::WriteToNetwork(b) => (None, Some(b.to_vec()), matches!(b.first(), Some(2 | 4))),
             TunnResult::WriteToTunnelV4(b, src) => {
                 if !peer.owns(src) {
                     self.counters.rx_spoofed += 1;
                     return None;
                 }
-                (Some(b.len()), None)
+                (Some(b.len()), None, true)
             }
             TunnResult::WriteToTunnelV6(..) => {
                 self.counters.rx_spoofed += 1;
                 return None;
             }
         };
+        if !proven {
+            if let Some(cookie) = reply {
+                self.counters.rx_rate_limited += 1;
+                self.send_path(now, from, cookie);
+            }
+            return None;
+        }
         self.authenticated(now, idx, from, data[0]);
         let peer = self.peers.get_mut(&idx)?;
         if let Some(reply) = reply {
@@ -196,11 +228,12 @@ impl<P: Policy> Node<P> {
                 return None;
             };
             if let Control::RelayFrom { peer: origin, datagram } = msg {
-                if depth >= MAX_RELAY_DEPTH || !from.is_direct() {
+                let relay = peer.vpn_ip;
+                // Only a relay that serves us or the origin may speak for the origin.
+                if depth >= MAX_RELAY_DEPTH || !from.is_direct() || !self.is_relay_for(relay, origin) {
                     self.counters.rx_malformed += 1;
                     return None;
                 }
-                let relay = peer.vpn_ip;
                 return self.receive(now, wall, Path::Relay { relay, peer: origin }, &datagram, out, depth + 1);
             }
             self.handle_control(now, wall, idx, msg);
@@ -252,8 +285,12 @@ impl<P: Policy> Node<P> {
             return;
         };
         peer.last_rx = Some(now);
-        if from.is_direct() {
+        if let Path::Direct(a) = from {
             peer.last_direct_rx = Some(now);
+            // Authenticated and allowed: a good address to try again later.
+            if allowed {
+                peer.add_candidates(&[a]);
+            }
         }
         let direct_fresh = peer.last_direct_rx.is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
         let keep_direct = !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;

@@ -52,8 +52,11 @@ pub use stats::Counters;
 
 /// How often boringtun's timers run (its own device module uses 250 ms).
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
-/// Packets held per peer while its certificate exchange runs.
+/// Packets held per peer while its certificate exchange runs, peers waiting at once, and packets
+/// held in all (a scan of the overlay network must not grow memory without bound).
 const PENDING_QUEUE: usize = 64;
+const PENDING_PEERS: usize = 1024;
+const PENDING_PACKETS: usize = 8192;
 /// Verified certificates remembered from Hellos, awaiting the handshake that proves the key.
 const KNOWN_CERTS: usize = 4096;
 /// Per-source budget of certificate verifications (Ed25519 checks) per second.
@@ -189,7 +192,8 @@ pub struct Node<P: Policy> {
     secret: StaticSecret,
     public: PublicKey,
     /// Checks mac1 (and mac2 under load) of initiations before any Diffie-Hellman work.
-    limiter: RateLimiter,
+    /// Shared with every peer's `Tunn`, so cookies come from one secret whichever answers.
+    limiter: Arc<RateLimiter>,
     vpn_ip: Ipv4Addr,
     vpn_net: Ipv4Net,
     /// Networks our certificate routes for (`unsafe_routes` on peers point here).
@@ -208,6 +212,7 @@ pub struct Node<P: Policy> {
     by_vpn_ip: HashMap<Ipv4Addr, u32>,
     by_key: HashMap<[u8; 32], u32>,
     pending: HashMap<Ipv4Addr, Pending>,
+    pending_packets: usize,
     known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
     held_inits: HashMap<Path, (Vec<u8>, Instant)>,
     verify_budget: HashMap<IpAddr, u32>,
@@ -247,7 +252,7 @@ impl<P: Policy> Node<P> {
         Ok(Node {
             hello_cert: cfg.cert.to_bytes().to_vec(),
             cert: Arc::new(cfg.cert),
-            limiter: RateLimiter::new(&public, HANDSHAKES_PER_SEC),
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_SEC)),
             secret,
             public,
             vpn_ip: ip.addr(),
@@ -266,6 +271,7 @@ impl<P: Policy> Node<P> {
             by_vpn_ip: HashMap::new(),
             by_key: HashMap::new(),
             pending: HashMap::new(),
+            pending_packets: 0,
             known_certs: HashMap::new(),
             held_inits: HashMap::new(),
             verify_budget: HashMap::new(),

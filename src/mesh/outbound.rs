@@ -16,6 +16,12 @@ impl<P: Policy> Node<P> {
             self.counters.tun_dropped_not_ipv4 += 1;
             return None;
         };
+        // cos-mesh's control protocol is spoken by the daemon only, never by the host: a local
+        // process forging a lighthouse update or relay request is refused here.
+        if packet[9] == control::PROTO {
+            self.counters.tun_dropped_control += 1;
+            return None;
+        }
         let Some(peer_ip) = self.route(dst) else {
             self.counters.tun_dropped_no_route += 1;
             return None;
@@ -129,12 +135,19 @@ impl<P: Policy> Node<P> {
     }
 
     pub(super) fn queue_pending(&mut self, now: Instant, vpn_ip: Ipv4Addr, packet: Vec<u8>, control: bool) {
+        if !self.pending.contains_key(&vpn_ip) && self.pending.len() >= PENDING_PEERS {
+            self.counters.tun_dropped_pending_full += 1;
+            return;
+        }
         let p = self.pending.entry(vpn_ip).or_insert_with(|| Pending::new(now));
-        if p.queue.len() >= PENDING_QUEUE {
-            p.queue.pop_front();
+        if p.queue.len() >= PENDING_QUEUE || self.pending_packets >= PENDING_PACKETS {
+            if p.queue.pop_front().is_some() {
+                self.pending_packets -= 1;
+            }
             self.counters.tun_dropped_pending_full += 1;
         }
         p.queue.push_back((packet, control));
+        self.pending_packets += 1;
         if p.attempts == 0 {
             self.try_pending(now, vpn_ip);
         }
@@ -151,6 +164,7 @@ impl<P: Policy> Node<P> {
         };
         if p.attempts > self.retries {
             let dropped = p.queue.len() as u64;
+            self.pending_packets -= p.queue.len();
             self.pending.remove(&vpn_ip);
             self.counters.handshakes_timed_out += 1;
             self.counters.tun_dropped_no_route += dropped;

@@ -26,6 +26,8 @@ pub struct Counters {
     pub tun_dropped_not_ipv4: u64,
     pub tun_dropped_no_route: u64,
     pub tun_dropped_pending_full: u64,
+    /// Packets from the host in cos-mesh's own control protocol (253), which only the daemon speaks.
+    pub tun_dropped_control: u64,
     pub firewall_dropped_inbound: u64,
     pub firewall_dropped_outbound: u64,
     pub handshakes_initiated: u64,

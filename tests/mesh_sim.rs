@@ -178,7 +178,8 @@ fn blocklist_on_reload_disconnects_and_refuses() {
     let mut bl = Blocklist::default();
     bl.insert(fp);
     let wall = sim.wall();
-    sim.nodes[b].node.update_trust(ca.pool(), bl, wall).unwrap();
+    let own = (**sim.nodes[b].node.cert()).clone();
+    sim.nodes[b].node.reload_trust(ca.pool(), bl, own, wall).unwrap();
     sim.drain(b);
     assert!(
         sim.nodes[b]
@@ -441,4 +442,36 @@ fn packets_queued_for_a_peer_leave_when_it_calls_first() {
     assert!(sim.received(a, b"calling"));
     assert!(sim.received(b, b"waiting"), "the queued packet left once the session was up");
     assert!(!sim.nodes[a].events.iter().any(|e| matches!(e, Event::HandshakeTimedOut { .. })));
+}
+
+#[test]
+fn a_node_whose_certificate_expired_recovers_with_a_reload() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (ca_cert, ka) = ca.node("a", 1, 30);
+    let (cb_cert, kb) = ca.node("b", 2, 86_400);
+    let a = sim.add(Sim::config(&ca, ca_cert.clone(), ka, &[(2, underlay(2))]), 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    sim.send(a, vpn(2), b"before");
+    sim.run(Duration::from_secs(1));
+    assert!(sim.received(b, b"before"));
+    sim.run(Duration::from_secs(40)); // a's certificate expires; b drops a
+    // The operator renews a's certificate for the same key and reloads.
+    let renewed = ca.renew(&ca_cert, 86_400);
+    let wall = sim.wall();
+    sim.nodes[a]
+        .node
+        .reload_trust(ca.pool(), Default::default(), renewed, wall)
+        .expect("the renewed certificate is accepted");
+    // The first packet goes out on the session b dropped and makes a re-handshake (as in
+    // WireGuard it is lost); the ones after it arrive.
+    for i in 0..10 {
+        sim.send(a, vpn(2), format!("after-renewal-{i}").as_bytes());
+        sim.run(Duration::from_millis(200));
+    }
+    assert!(sim.received(b, b"after-renewal-9"), "b accepts a again with its renewed certificate");
+    // A certificate for another overlay IP is refused, and nothing changes.
+    let (other, _) = ca.node("a", 9, 86_400);
+    let err = sim.nodes[a].node.reload_trust(ca.pool(), Default::default(), other, wall).unwrap_err();
+    assert!(err.contains("needs a restart"), "{err}");
 }

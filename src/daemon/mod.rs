@@ -6,6 +6,7 @@ pub mod control;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod resolver;
 pub mod setup;
 
 use std::io;
@@ -28,8 +29,8 @@ use setup::Setup;
 
 /// Largest datagram a batch slot holds (a relayed full-size packet plus headers fits).
 const SLOT: usize = 65_536;
-/// How often `static_host_map` names are resolved again.
-const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// How often idle firewall flows are expired.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How often the host's addresses are checked (a move re-registers and re-probes peers).
 const ADDR_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Warn about our own certificate expiring this long ahead, once a day.
@@ -50,13 +51,13 @@ struct Daemon {
     tx: SendBatch,
     tx_dropped: u64,
     tun_write_errors: u64,
-    next_resolve: Instant,
+    next_expire: Instant,
     next_expiry_check: Instant,
     next_watchdog: Option<Instant>,
     next_addr_check: Instant,
     overlay_net: ipnet::Ipv4Net,
-    /// The running config's static host map, whose names are resolved again periodically.
-    static_map: setup::StaticHostMap,
+    /// Resolves the running static_host_map's names off the loop.
+    resolver: resolver::Resolver,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
@@ -69,10 +70,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     for w in &setup.warnings {
         warn!("{w}");
     }
-    let (static_hosts, problems) = setup.resolve_static_hosts();
-    for p in &problems {
-        warn!("{p}");
-    }
+    // IP literals now; names arrive from the resolver thread within moments.
+    let static_hosts = resolver::literals(&setup.config().static_host_map);
     let cfg = setup.config();
     let udp = Udp::from_config(&cfg.listen)
         .with_context(|| format!("binding listen {}:{}", cfg.listen.host, cfg.listen.port))?;
@@ -124,12 +123,12 @@ pub fn run(config_path: &Path) -> Result<()> {
         tx: SendBatch::new(c.listen.batch.max(1), SLOT),
         tx_dropped: 0,
         tun_write_errors: 0,
-        next_resolve: now + RESOLVE_EVERY,
+        next_expire: now + EXPIRE_EVERY,
         next_expiry_check: now,
         next_watchdog: notifier.watchdog_interval().map(|_| now),
         next_addr_check: now + ADDR_CHECK_EVERY,
         overlay_net: overlay.trunc(),
-        static_map: c.static_host_map.clone(),
+        resolver: resolver::Resolver::start(c.static_host_map.clone()),
         notifier,
     };
     let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
@@ -303,13 +302,16 @@ impl Daemon {
     }
 
     fn housekeeping(&mut self, now: Instant, wall: UnixTime) {
-        self.node.policy_mut().fw.expire(now);
-        if now >= self.next_resolve {
-            self.next_resolve = now + RESOLVE_EVERY;
-            // Names in the running static_host_map are looked up again (a lighthouse may move);
-            // the config file itself is read only on reload.
-            let (hosts, _) = setup::resolve_static_hosts(&self.static_map);
+        if let Some((hosts, problems)) = self.resolver.poll() {
+            for p in &problems {
+                warn!("{p}");
+            }
             self.node.set_static_hosts(hosts);
+        }
+        if now >= self.next_expire {
+            self.next_expire = now + EXPIRE_EVERY;
+            // Conntrack expiry is a scan of every flow: once a second, not per wakeup.
+            self.node.policy_mut().fw.expire(now);
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
@@ -361,27 +363,14 @@ impl Daemon {
         for w in &setup.warnings {
             warn!("{w}");
         }
-        let new_cert = setup.pki.cert.clone();
-        if new_cert.vpn_ip() != Some(self.node.vpn_ip())
-            || new_cert.details().public_key != self.node.cert().details().public_key
-        {
-            return Err(format!(
-                "pki.cert: the new certificate is for {} with another IP or key; changing them needs a restart",
-                new_cert.name()
-            ));
-        }
-        let (hosts, problems) = setup.resolve_static_hosts();
-        for p in &problems {
-            warn!("{p}");
-        }
         let discovery = setup.discovery();
         let static_map = setup.config().static_host_map.clone();
         let log_level = setup.config().logging.level;
         let Setup { pki, firewall, .. } = setup;
-        self.node.update_trust(pki.pool, pki.blocklist, wall).map_err(|e| format!("pki: {e}"))?;
-        self.node.set_own_cert(new_cert, wall)?;
-        self.node.set_static_hosts(hosts);
-        self.static_map = static_map;
+        // The one step that can still refuse; nothing has changed before it.
+        self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
+        self.node.set_static_hosts(resolver::literals(&static_map));
+        self.resolver.update(static_map);
         self.node.set_discovery(Instant::now(), discovery);
         self.node.policy_mut().fw.reload(firewall);
         // Last, once nothing can fail: a refused reload changes nothing at all.

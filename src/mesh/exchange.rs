@@ -7,16 +7,17 @@ use super::*;
 impl<P: Policy> Node<P> {
     fn take_verify_budget(&mut self, from: Path) -> bool {
         let left = self.verify_budget.entry(from.source_ip()).or_insert(VERIFY_PER_SOURCE_PER_SEC);
-        if *left == 0 {
+        if *left == 0 || self.verify_budget_total == 0 {
             self.counters.rx_rate_limited += 1;
             return false;
         }
         *left -= 1;
+        self.verify_budget_total -= 1;
         true
     }
 
     /// Parses and verifies a peer certificate from the wire or a lighthouse, with rate
-    /// limiting per source. Refusals are counted and reported as events.
+    /// limiting per source and per node. Refusals are counted; a few a second become events.
     pub(super) fn verify_wire_cert(
         &mut self,
         now: Instant,
@@ -26,11 +27,12 @@ impl<P: Policy> Node<P> {
     ) -> Option<VerifiedCert> {
         let fp = Fingerprint::of(cert);
         // A certificate we already verified (same fingerprint) costs no signature check.
-        let cached = self.known_certs.values().find(|(v, _)| v.cert().fingerprint() == fp).map(|(v, _)| v.clone());
-        if let Some(v) = cached
-            && self.pool.recheck(&v, wall, &self.blocklist).is_ok()
+        if let Some(key) = self.known_by_fingerprint.get(&fp)
+            && let Some((v, _)) = self.known_certs.get(key)
+            && v.cert().fingerprint() == fp
+            && self.pool.recheck(v, wall, &self.blocklist).is_ok()
         {
-            return Some(v);
+            return Some(v.clone());
         }
         if !self.take_verify_budget(from) {
             return None;
@@ -51,16 +53,25 @@ impl<P: Policy> Node<P> {
             Ok(v) => {
                 if self.known_certs.len() >= KNOWN_CERTS {
                     let oldest = self.known_certs.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k);
-                    if let Some(k) = oldest {
-                        self.known_certs.remove(&k);
+                    if let Some(k) = oldest
+                        && let Some((old, _)) = self.known_certs.remove(&k)
+                    {
+                        self.known_by_fingerprint.remove(&old.cert().fingerprint());
                     }
                 }
-                self.known_certs.insert(v.cert().details().public_key, (v.clone(), now));
+                let key = v.cert().details().public_key;
+                if let Some((old, _)) = self.known_certs.insert(key, (v.clone(), now)) {
+                    self.known_by_fingerprint.remove(&old.cert().fingerprint());
+                }
+                self.known_by_fingerprint.insert(fp, key);
                 Some(v)
             }
             Err(reason) => {
                 self.counters.rx_cert_rejected += 1;
-                self.events.push_back(Event::CertRejected { source: from, reason });
+                if self.refusals_to_log > 0 {
+                    self.refusals_to_log -= 1;
+                    self.events.push_back(Event::CertRejected { source: from, reason });
+                }
                 None
             }
         }

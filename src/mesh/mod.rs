@@ -59,8 +59,12 @@ const PENDING_PEERS: usize = 1024;
 const PENDING_PACKETS: usize = 8192;
 /// Verified certificates remembered from Hellos, awaiting the handshake that proves the key.
 const KNOWN_CERTS: usize = 4096;
-/// Per-source budget of certificate verifications (Ed25519 checks) per second.
+/// Certificate verifications (Ed25519 checks) per second: per source, and for the whole node
+/// (a spoofer picks any source address); refusals reported as events (logged) per second (all
+/// are counted).
 const VERIFY_PER_SOURCE_PER_SEC: u32 = 20;
+const VERIFY_PER_SEC: u32 = 200;
+const REFUSALS_LOGGED_PER_SEC: u32 = 5;
 /// Handshake initiations per second the node answers without demanding a cookie (boringtun's
 /// device uses the same figure).
 const HANDSHAKES_PER_SEC: u64 = 100;
@@ -214,6 +218,9 @@ pub struct Node<P: Policy> {
     pending: HashMap<Ipv4Addr, Pending>,
     pending_packets: usize,
     known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
+    known_by_fingerprint: HashMap<Fingerprint, [u8; 32]>,
+    verify_budget_total: u32,
+    refusals_to_log: u32,
     held_inits: HashMap<Path, (Vec<u8>, Instant)>,
     verify_budget: HashMap<IpAddr, u32>,
     unknown_index_budget: u32,
@@ -273,6 +280,9 @@ impl<P: Policy> Node<P> {
             pending: HashMap::new(),
             pending_packets: 0,
             known_certs: HashMap::new(),
+            known_by_fingerprint: HashMap::new(),
+            verify_budget_total: VERIFY_PER_SEC,
+            refusals_to_log: REFUSALS_LOGGED_PER_SEC,
             held_inits: HashMap::new(),
             verify_budget: HashMap::new(),
             unknown_index_budget: 10,
@@ -367,33 +377,36 @@ impl<P: Policy> Node<P> {
         t
     }
 
-    /// Replaces the trust settings (reload): peers whose certificates no longer verify are
-    /// disconnected; tunnels of the others stay up.
-    pub fn update_trust(&mut self, pool: CaPool, blocklist: Blocklist, wall: UnixTime) -> Result<(), VerifyError> {
-        pool.verify(&self.cert, wall, &blocklist)?;
-        self.pool = pool;
-        self.blocklist = blocklist;
-        self.known_certs.clear();
-        self.recheck_peers(wall, true);
-        Ok(())
-    }
-
-    /// Adopts a renewed certificate for this node (reload). It must keep the overlay IP and
-    /// the key: peers know us by both.
-    pub fn set_own_cert(&mut self, cert: Certificate, wall: UnixTime) -> Result<(), String> {
+    /// Reload of the PKI: a new CA pool, blocklist and (possibly renewed) certificate for this
+    /// node, checked together before anything changes. The certificate must keep our overlay IP
+    /// and key (peers know us by both) and verify against the new pool, so a node whose old
+    /// certificate expired recovers with a reload. Peers whose certificates no longer verify
+    /// are disconnected; the tunnels of the others stay up.
+    pub fn reload_trust(
+        &mut self,
+        pool: CaPool,
+        blocklist: Blocklist,
+        cert: Certificate,
+        wall: UnixTime,
+    ) -> Result<(), String> {
         if cert.vpn_ip() != Some(self.vpn_ip) {
             return Err(format!(
-                "the new certificate is for {:?} but this node runs as {}; changing the overlay IP needs a restart",
+                "pki.cert: the new certificate is for {:?} but this node runs as {}; changing the overlay IP needs a restart",
                 cert.vpn_ip(),
                 self.vpn_ip
             ));
         }
         if cert.details().public_key != self.public.to_bytes() {
-            return Err("the new certificate is for another key; changing the key needs a restart".into());
+            return Err("pki.cert: the new certificate is for another key; changing the key needs a restart".into());
         }
-        self.pool.verify(&cert, wall, &self.blocklist).map_err(|e| e.to_string())?;
+        pool.verify(&cert, wall, &blocklist).map_err(|e| format!("pki.cert: {e}"))?;
+        self.pool = pool;
+        self.blocklist = blocklist;
         self.hello_cert = cert.to_bytes().to_vec();
         self.cert = Arc::new(cert);
+        self.known_certs.clear();
+        self.known_by_fingerprint.clear();
+        self.recheck_peers(wall, true);
         Ok(())
     }
 

@@ -8,6 +8,8 @@ impl<P: Policy> Node<P> {
         if now >= self.next_second {
             self.next_second = now + Duration::from_secs(1);
             self.verify_budget.clear();
+            self.verify_budget_total = VERIFY_PER_SEC;
+            self.refusals_to_log = REFUSALS_LOGGED_PER_SEC;
             self.limiter.reset_count();
             self.unknown_index_budget = 10;
             self.held_inits.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(5));

@@ -54,6 +54,13 @@ impl Ca {
         self.node_full(name, n, life, groups, &[])
     }
 
+    /// The same certificate (name, IP, groups, key) valid until `WALL0 + life`: a renewal.
+    pub fn renew(&self, old: &Certificate, life: i64) -> Certificate {
+        let mut d = old.details().clone();
+        d.not_after = UnixTime(WALL0 + life);
+        Certificate::sign(&d, self.key.signing_key()).unwrap()
+    }
+
     /// A node certificate that also routes for `subnets` (`unsafe_routes` on its peers).
     pub fn node_full(
         &self,

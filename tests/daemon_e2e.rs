@@ -404,7 +404,16 @@ fn the_metrics_endpoint_is_scraped_and_parsed() {
             text
         })
     };
-    let text = scrape("/metrics");
+    // A scraper that connects and never speaks holds the metrics thread, never the tunnels.
+    let idle = a.ns.run(|| TcpStream::connect("127.0.0.1:9109").unwrap());
+    assert!(a.ping("100.64.0.2") && a.ping("100.64.0.2"), "traffic flows while a scraper stalls");
+    drop(idle);
+    // The snapshot is refreshed once a second.
+    let mut text = String::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        text = scrape("/metrics");
+        text.contains("\ncos_mesh_tunnels 1\n")
+    }));
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     let body = text.split("\r\n\r\n").nth(1).unwrap();
     let value = |name: &str| -> f64 {

@@ -4,52 +4,75 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Scrapes answered at once.
+const MAX_SCRAPES: usize = 4;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+/// Serves the latest exposition text from its own thread: a slow or idle scraper can never
+/// stall the event loop, which only replaces the snapshot (once a second).
 pub struct MetricsServer {
-    listener: TcpListener,
-    path: String,
+    snapshot: Arc<Mutex<String>>,
 }
 
 impl MetricsServer {
-    pub fn bind(listen: &str, path: &str) -> Result<MetricsServer> {
+    pub fn start(listen: &str, path: &str) -> Result<MetricsServer> {
         let addr = if listen.starts_with(':') { format!("0.0.0.0{listen}") } else { listen.to_string() };
         let listener = TcpListener::bind(&addr).with_context(|| format!("binding stats.listen {listen}"))?;
-        listener.set_nonblocking(true)?;
-        Ok(MetricsServer { listener, path: path.to_string() })
+        let snapshot = Arc::new(Mutex::new(String::new()));
+        let (shared, path) = (snapshot.clone(), path.to_string());
+        let active = Arc::new(AtomicUsize::new(0));
+        std::thread::Builder::new().name("cos-mesh-metrics".into()).spawn(move || {
+            for stream in listener.incoming().flatten() {
+                // Each scrape on its own short-lived thread (a few at most), so an idle client
+                // holds only itself up.
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_SCRAPES {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let body = shared.lock().map(|s| s.clone()).unwrap_or_default();
+                let (path, done) = (path.clone(), active.clone());
+                let spawned = std::thread::Builder::new().name("cos-mesh-scrape".into()).spawn(move || {
+                    let _ = answer(stream, &path, &body);
+                    done.fetch_sub(1, Ordering::SeqCst);
+                });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        })?;
+        Ok(MetricsServer { snapshot })
     }
 
-    pub fn listener(&self) -> &TcpListener {
-        &self.listener
-    }
-
-    /// Answers every waiting scrape with `body()`.
-    pub fn serve(&self, body: impl Fn() -> String) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            let _ = self.answer(stream, &body);
+    /// Replaces what scrapes get.
+    pub fn set(&self, body: String) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = body;
         }
     }
+}
 
-    fn answer(&self, mut s: TcpStream, body: &impl Fn() -> String) -> std::io::Result<()> {
-        s.set_nonblocking(false)?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let mut req = [0u8; 1024];
-        let n = s.read(&mut req)?;
-        let line = String::from_utf8_lossy(&req[..n]);
-        let target = line.split_whitespace().nth(1).unwrap_or("");
-        let (status, text) = if line.starts_with("GET ") && target == self.path {
-            ("200 OK", body())
-        } else {
-            ("404 Not Found", format!("metrics are at {}\n", self.path))
-        };
-        write!(
-            s,
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-            text.len()
-        )
-    }
+fn answer(mut s: TcpStream, path: &str, body: &str) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut req = [0u8; 1024];
+    let n = s.read(&mut req)?;
+    let line = String::from_utf8_lossy(&req[..n]);
+    let target = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, text) = if line.starts_with("GET ") && target == path {
+        ("200 OK", body.to_string())
+    } else {
+        ("404 Not Found", format!("metrics are at {path}\n"))
+    };
+    write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    )
 }
 
 /// Builds Prometheus exposition text.

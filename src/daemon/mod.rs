@@ -85,7 +85,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let control = ControlServer::bind(&cfg.control_socket())?;
     let metrics = match (&cfg.stats.kind, &cfg.stats.listen) {
         (Some(crate::config::StatsKind::Prometheus), Some(listen)) => {
-            Some(MetricsServer::bind(listen, &cfg.stats.path)?)
+            Some(MetricsServer::start(listen, &cfg.stats.path)?)
         }
         _ => None,
     };
@@ -123,7 +123,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         tx: SendBatch::new(c.listen.batch.max(1), SLOT),
         tx_dropped: 0,
         tun_write_errors: 0,
-        next_expire: now + EXPIRE_EVERY,
+        next_expire: now,
         next_expiry_check: now,
         next_watchdog: notifier.watchdog_interval().map(|_| now),
         next_addr_check: now + ADDR_CHECK_EVERY,
@@ -154,15 +154,12 @@ impl Daemon {
                 deadline = deadline.min(w);
             }
             let timeout = deadline.saturating_duration_since(now);
-            let (udp_r, tun_r, sig_r, ctl_r, met_r) = {
+            let (udp_r, tun_r, sig_r, ctl_r) = {
                 let mut fds = vec![
                     PollFd::new(self.udp.as_fd(), !self.tx.is_empty()),
                     PollFd::new(self.signals.as_fd(), false),
                     PollFd::new(self.control.listener().as_fd(), false),
                 ];
-                if let Some(m) = &self.metrics {
-                    fds.push(PollFd::new(m.listener().as_fd(), false));
-                }
                 let tun_at = fds.len();
                 if let Some(t) = &self.tun {
                     fds.push(PollFd::new(t.as_fd(), false));
@@ -172,13 +169,7 @@ impl Daemon {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e).context("poll"),
                 }
-                (
-                    fds[0].readable(),
-                    fds.get(tun_at).is_some_and(|f| f.readable()),
-                    fds[1].readable(),
-                    fds[2].readable(),
-                    self.metrics.is_some() && fds[3].readable(),
-                )
+                (fds[0].readable(), fds.get(tun_at).is_some_and(|f| f.readable()), fds[1].readable(), fds[2].readable())
             };
             let now = Instant::now();
             let wall = UnixTime::now();
@@ -205,12 +196,6 @@ impl Daemon {
             }
             if ctl_r {
                 self.serve_control(now);
-            }
-            if met_r {
-                let body = self.metrics_text(now, wall);
-                if let Some(m) = &self.metrics {
-                    m.serve(|| body.clone());
-                }
             }
         }
     }
@@ -312,6 +297,12 @@ impl Daemon {
             self.next_expire = now + EXPIRE_EVERY;
             // Conntrack expiry is a scan of every flow: once a second, not per wakeup.
             self.node.policy_mut().fw.expire(now);
+            if self.metrics.is_some() {
+                let body = self.metrics_text(now, wall);
+                if let Some(m) = &self.metrics {
+                    m.set(body);
+                }
+            }
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;

@@ -475,3 +475,24 @@ fn a_node_whose_certificate_expired_recovers_with_a_reload() {
     let err = sim.nodes[a].node.reload_trust(ca.pool(), Default::default(), other, wall).unwrap_err();
     assert!(err.contains("needs a restart"), "{err}");
 }
+
+#[test]
+fn idle_peers_are_forgotten_and_met_again() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (a, b) = pair(&mut sim, &ca);
+    sim.send(a, vpn(2), b"hello");
+    sim.run(Duration::from_millis(100));
+    assert_eq!(sim.nodes[b].node.peers(sim.now).len(), 1);
+    sim.run(Duration::from_secs(25 * 60)); // the session ends (9 min), then 10 silent minutes
+    assert!(sim.nodes[a].node.peers(sim.now).is_empty() && sim.nodes[b].node.peers(sim.now).is_empty());
+    assert!(
+        sim.nodes[b]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::PeerRemoved { reason, .. } if reason.starts_with("idle")))
+    );
+    sim.send(a, vpn(2), b"again");
+    sim.run(Duration::from_millis(200));
+    assert!(sim.received(b, b"again"));
+}

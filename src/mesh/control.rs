@@ -259,11 +259,7 @@ impl<'a> Reader<'a> {
 
 /// The IPv4 header checksum (RFC 1071).
 fn checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    crate::packet::checksum_finish(crate::packet::checksum_add(0, header))
 }
 
 #[cfg(test)]

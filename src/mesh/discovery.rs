@@ -44,16 +44,18 @@ impl<P: Policy> Node<P> {
             Control::RelayTo { peer: target, datagram } => self.relay(now, from_ip, target, datagram),
             Control::MembersQuery if self.disc.am_lighthouse => self.answer_members(now, from_ip),
             Control::MembersReply { certs, last } if from_lighthouse => {
+                // Each lighthouse's list is assembled on its own (two answering at once must not
+                // mix), and certificates seen before cost no signature check.
+                let from = Path::Relay { relay: from_ip, peer: from_ip };
                 for c in certs {
-                    if let Ok(c) = Certificate::from_bytes(&c)
-                        && let Ok(v) = self.pool.verify(&c, wall, &self.blocklist)
-                        && let Some(ip) = c.vpn_ip()
+                    if let Some(v) = self.verify_cert(now, wall, from, &c, false)
+                        && let Some(ip) = v.cert().vpn_ip()
                     {
-                        self.members_incoming.insert(ip, v.cert().clone());
+                        self.members_incoming.entry(from_ip).or_default().insert(ip, v.cert().clone());
                     }
                 }
                 if last {
-                    self.members = std::mem::take(&mut self.members_incoming);
+                    self.members = self.members_incoming.remove(&from_ip).unwrap_or_default();
                 }
             }
             Control::Ping => {}

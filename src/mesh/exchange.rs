@@ -16,14 +16,27 @@ impl<P: Policy> Node<P> {
         true
     }
 
-    /// Parses and verifies a peer certificate from the wire or a lighthouse, with rate
-    /// limiting per source and per node. Refusals are counted; a few a second become events.
+    /// Parses and verifies a peer certificate from the wire, with rate limiting per source and
+    /// per node. Refusals are counted; a few a second become events.
     pub(super) fn verify_wire_cert(
         &mut self,
         now: Instant,
         wall: UnixTime,
         from: Path,
         cert: &[u8],
+    ) -> Option<VerifiedCert> {
+        self.verify_cert(now, wall, from, cert, true)
+    }
+
+    /// As [`Node::verify_wire_cert`]; `budgeted: false` for certificates an authenticated
+    /// lighthouse sent (member lists), which must not be cut short by the per-source budget.
+    pub(super) fn verify_cert(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        from: Path,
+        cert: &[u8],
+        budgeted: bool,
     ) -> Option<VerifiedCert> {
         let fp = Fingerprint::of(cert);
         // A certificate we already verified (same fingerprint) costs no signature check.
@@ -34,7 +47,7 @@ impl<P: Policy> Node<P> {
         {
             return Some(v.clone());
         }
-        if !self.take_verify_budget(from) {
+        if budgeted && !self.take_verify_budget(from) {
             return None;
         }
         let result = Certificate::from_bytes(cert)
@@ -177,6 +190,7 @@ impl<P: Policy> Node<P> {
                     }
                 };
                 let mut peer = Peer::new(v.clone(), self.policy.peer(&v), tunn);
+                peer.since = Some(now);
                 peer.add_candidates(self.static_hosts.get(&vpn_ip).map(Vec::as_slice).unwrap_or_default());
                 if let Some(d) = self.discovered.get(&vpn_ip) {
                     peer.add_candidates(&d.addrs);

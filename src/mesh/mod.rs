@@ -70,6 +70,9 @@ const REFUSALS_LOGGED_PER_SEC: u32 = 5;
 const HANDSHAKES_PER_SEC: u64 = 100;
 /// Smallest buffer the data-path calls accept (boringtun's limits plus the largest packet).
 pub const MIN_BUFFER: usize = 65_535 + 32;
+/// A peer whose session has ended and that has been silent this long is forgotten (any new
+/// packet meets it again); lighthouses and our relays are kept.
+const IDLE_PEER: Duration = Duration::from_secs(600);
 /// How long our own fast initiation retries run before boringtun's (5 s) take over.
 const FAST_RETRY_FOR: Duration = Duration::from_secs(5);
 
@@ -230,7 +233,8 @@ pub struct Node<P: Policy> {
     discovered: HashMap<Ipv4Addr, Discovered>,
     registrations: HashMap<Ipv4Addr, Registration>,
     members: BTreeMap<Ipv4Addr, Arc<Certificate>>,
-    members_incoming: BTreeMap<Ipv4Addr, Arc<Certificate>>,
+    /// Member lists being received, per lighthouse.
+    members_incoming: HashMap<Ipv4Addr, BTreeMap<Ipv4Addr, Arc<Certificate>>>,
     scheduled: Vec<(Instant, Scheduled)>,
     next_update: Instant,
     next_punch: Instant,
@@ -291,7 +295,7 @@ impl<P: Policy> Node<P> {
             discovered: HashMap::new(),
             registrations: HashMap::new(),
             members: BTreeMap::new(),
-            members_incoming: BTreeMap::new(),
+            members_incoming: HashMap::new(),
             scheduled: vec![],
             next_update: now,
             next_punch: now + Duration::from_secs(10),

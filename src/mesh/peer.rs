@@ -62,6 +62,8 @@ pub(super) struct Peer<I> {
     /// A session is established and the peer has confirmed it.
     pub up: bool,
     pub last_rx: Option<Instant>,
+    /// When the peer was created (idle peers are forgotten after a while).
+    pub since: Option<Instant>,
     pub last_direct_rx: Option<Instant>,
     pub last_handshake: Option<Instant>,
     pub last_forced_handshake: Option<Instant>,
@@ -122,6 +124,7 @@ impl<I> Peer<I> {
             relays: Vec::new(),
             up: false,
             last_rx: None,
+            since: None,
             last_direct_rx: None,
             last_handshake: None,
             last_forced_handshake: None,

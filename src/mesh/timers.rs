@@ -14,6 +14,7 @@ impl<P: Policy> Node<P> {
             self.unknown_index_budget = 10;
             self.held_inits.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(5));
             self.recheck_peers(wall, false);
+            self.forget_idle_peers(now);
         }
         let due: Vec<Ipv4Addr> = self.pending.iter().filter(|(_, p)| p.next_try <= now).map(|(ip, _)| *ip).collect();
         for ip in due {
@@ -69,6 +70,20 @@ impl<P: Policy> Node<P> {
             }
         }
         self.put_buffer(buf);
+    }
+
+    fn forget_idle_peers(&mut self, now: Instant) {
+        let keep: Vec<Ipv4Addr> = self.disc.lighthouses.iter().chain(&self.disc.relays).copied().collect();
+        let idle: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.up && p.init.is_none() && !keep.contains(&p.vpn_ip))
+            .filter(|(_, p)| p.last_rx.or(p.since).is_some_and(|t| now.duration_since(t) >= IDLE_PEER))
+            .map(|(i, _)| *i)
+            .collect();
+        for idx in idle {
+            self.remove_peer(idx, "idle: no traffic for 10 minutes");
+        }
     }
 
     /// Disconnects peers whose certificates stopped verifying (expiry; blocklist or CA change

@@ -437,3 +437,34 @@ fn the_metrics_endpoint_is_scraped_and_parsed() {
     }
     assert!(scrape("/other").starts_with("HTTP/1.1 404"));
 }
+
+#[test]
+fn reject_answers_a_closed_port_with_a_reset_through_the_tunnel() {
+    let pki = Pki::new("reject");
+    let seg = Segment::new();
+    let mut a = Host::new(&seg, "a", "198.18.0.1", "100.64.0.1");
+    let mut b = Host::new(&seg, "b", "198.18.0.2", "100.64.0.2");
+    let (ca_crt, ka) = pki.sign("a", "100.64.0.1/10", "nomad-server");
+    let (cb_crt, kb) = pki.sign("b", "100.64.0.2/10", "nomad-client");
+    a.configure(
+        &pki.ca_crt(),
+        &ca_crt,
+        &ka,
+        &[("100.64.0.2", "198.18.0.2")],
+        &format!("{}\n  inbound_action: reject", rules(&["base"])),
+        "",
+    );
+    b.configure(&pki.ca_crt(), &cb_crt, &kb, &[("100.64.0.1", "198.18.0.1")], &rules(&["base"]), "");
+    a.start();
+    b.start();
+    assert!(wait_until(Duration::from_secs(10), || b.ping("100.64.0.1")));
+    let (kind, took) = b.ns.run(|| {
+        let started = Instant::now();
+        let r = TcpStream::connect_timeout(&"100.64.0.1:4646".parse().unwrap(), Duration::from_secs(5));
+        (r.err().map(|e| e.kind()), started.elapsed())
+    });
+    assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused), "a TCP reset, not a timeout");
+    assert!(took < Duration::from_secs(1), "refused at once: {took:?}");
+    let rejected = a.status()["firewall"]["counters"]["rejected"].as_u64().unwrap();
+    assert!(rejected >= 1);
+}

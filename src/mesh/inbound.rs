@@ -262,12 +262,11 @@ impl<P: Policy> Node<P> {
             Verdict::Reject(reply) => {
                 self.counters.firewall_dropped_inbound += 1;
                 peer.fw_dropped += 1;
-                // The reject travels back through the tunnel to the sender.
-                let path = peer.endpoint.unwrap_or(from);
+                // The reject travels back through the tunnel to the sender (not firewalled itself).
                 let mut buf = vec![0; reply.len() + 148];
-                if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&reply, &mut buf) {
-                    let d = d.to_vec();
-                    self.send_path(now, path, d);
+                if let Some((dst, d)) = self.encapsulate(now, idx, &reply, &mut buf, true) {
+                    let data = d.to_vec();
+                    self.transmits.push_back(Transmit { dst, data });
                 }
                 None
             }

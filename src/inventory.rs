@@ -23,6 +23,33 @@ const MAX_FILE: u64 = 8 << 20;
 pub struct Inventory {
     pub path: PathBuf,
     pub nodes: Vec<Node>,
+    /// Where the nodes run for Nomad and Consul (`region`, `datacenter`, `gossip_key`).
+    pub nomad: NomadSite,
+}
+
+/// The inventory's Nomad and Consul settings: one region per inventory, a datacenter per node
+/// (the file's default unless a node names its own), and the file holding the mesh's gossip
+/// encryption key (kept next to the inventory, generated once by `cos-mesh nomad tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NomadSite {
+    pub region: String,
+    pub datacenter: String,
+    /// Node name → datacenter, for nodes that name their own.
+    pub node_datacenters: BTreeMap<String, String>,
+    /// Absolute, or relative to the inventory's directory as written.
+    pub gossip_key: PathBuf,
+}
+
+impl NomadSite {
+    /// Nomad's own defaults.
+    pub const DEFAULT_REGION: &str = "global";
+    pub const DEFAULT_DATACENTER: &str = "dc1";
+    pub const DEFAULT_GOSSIP_KEY: &str = "nomad-gossip.key";
+
+    /// The datacenter of the node named `name`.
+    pub fn datacenter_of(&self, name: &str) -> &str {
+        self.node_datacenters.get(name).map(String::as_str).unwrap_or(&self.datacenter)
+    }
 }
 
 /// One node, with its groups resolved (role groups first, then extra groups, no duplicates).
@@ -60,6 +87,15 @@ struct File {
     #[serde(default)]
     roles: BTreeMap<String, Vec<String>>,
     nodes: Vec<Spanned<NodeSpec>>,
+    /// Nomad region of every node (default `global`).
+    #[serde(default)]
+    region: Option<String>,
+    /// Default Nomad/Consul datacenter (default `dc1`).
+    #[serde(default)]
+    datacenter: Option<String>,
+    /// The gossip encryption key file, relative to the inventory (default `nomad-gossip.key`).
+    #[serde(default)]
+    gossip_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +109,9 @@ struct NodeSpec {
     groups: Vec<String>,
     #[serde(default)]
     subnets: Vec<String>,
+    /// This node's Nomad/Consul datacenter, when not the file's default.
+    #[serde(default)]
+    datacenter: Option<String>,
 }
 
 impl Inventory {
@@ -97,6 +136,7 @@ impl Inventory {
         let mut nodes: Vec<Node> = Vec::with_capacity(file.nodes.len());
         let mut by_name: HashMap<String, String> = HashMap::new();
         let mut by_ip: HashMap<std::net::Ipv4Addr, String> = HashMap::new();
+        let mut node_datacenters = BTreeMap::new();
         for (i, spanned) in file.nodes.iter().enumerate() {
             let spec = &spanned.value;
             let entry = format!("nodes[{i}] {:?} (line {})", spec.name, spanned.referenced.line());
@@ -108,9 +148,28 @@ impl Inventory {
             if let Some(first) = by_ip.insert(node.ip.addr(), entry.clone()) {
                 return Err(bad(format!("ip {} is already used by {first}", node.ip.addr())));
             }
+            if let Some(dc) = &spec.datacenter {
+                site_name("datacenter", dc).map_err(bad)?;
+                node_datacenters.insert(node.name.clone(), dc.clone());
+            }
             nodes.push(node);
         }
-        Ok(Inventory { path: path.to_path_buf(), nodes })
+        let top = |field: &str, value: &Option<String>, default: &str| match value {
+            Some(v) => site_name(field, v).map(|()| v.clone()).map_err(|reason| InventoryError::Entry {
+                file: path.to_path_buf(),
+                entry: field.into(),
+                reason,
+            }),
+            None => Ok(default.to_string()),
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let nomad = NomadSite {
+            region: top("region", &file.region, NomadSite::DEFAULT_REGION)?,
+            datacenter: top("datacenter", &file.datacenter, NomadSite::DEFAULT_DATACENTER)?,
+            node_datacenters,
+            gossip_key: dir.join(file.gossip_key.as_deref().unwrap_or(Path::new(NomadSite::DEFAULT_GOSSIP_KEY))),
+        };
+        Ok(Inventory { path: path.to_path_buf(), nodes, nomad })
     }
 
     /// Nodes whose groups include `group`.
@@ -154,6 +213,19 @@ fn resolve_node(spec: &NodeSpec, roles: &BTreeMap<String, Vec<String>>, entry: S
     Ok(Node { name: name.to_string(), ip, role: spec.role.clone(), groups, subnets, entry })
 }
 
+/// A region or datacenter: it becomes part of certificate names (`server.<region>.nomad`) and
+/// file names, so a DNS label's characters only.
+fn site_name(field: &str, s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > 63
+        || s.starts_with('-')
+        || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("{field} {s:?}: use letters, digits, '-' and '_' (at most 63, a DNS label)"));
+    }
+    Ok(())
+}
+
 /// An IPv4 network with prefix; Nebula v1 certificates carry IPv4 only.
 fn ipv4_net(field: &str, s: &str) -> Result<Ipv4Net, String> {
     s.trim().parse::<Ipv4Net>().map_err(|_| {
@@ -177,6 +249,20 @@ mod tests {
         assert_eq!(inv.nodes[1].groups, ["nomad-client", "ops"]);
         assert_eq!(inv.nodes[1].subnets, ["10.1.2.0/24".parse::<Ipv4Net>().unwrap()]);
         assert_eq!(inv.with_group("nomad-server").map(|n| n.name.as_str()).collect::<Vec<_>>(), ["s1"]);
+        assert_eq!((inv.nomad.region.as_str(), inv.nomad.datacenter_of("c1")), ("global", "dc1"));
+        assert_eq!(inv.nomad.gossip_key, Path::new("nomad-gossip.key"));
+    }
+
+    #[test]
+    fn region_datacenters_and_gossip_key_place() {
+        let text = format!(
+            "region: eu\ndatacenter: fra\ngossip_key: keys/g.key\n{}",
+            GOOD.replace("role: client\n", "role: client\n    datacenter: ams\n")
+        );
+        let inv = Inventory::parse(&text, Path::new("/pki/inv.yaml")).unwrap();
+        assert_eq!(inv.nomad.region, "eu");
+        assert_eq!((inv.nomad.datacenter_of("s1"), inv.nomad.datacenter_of("c1")), ("fra", "ams"));
+        assert_eq!(inv.nomad.gossip_key, Path::new("/pki/keys/g.key"));
     }
 
     #[test]
@@ -193,6 +279,8 @@ mod tests {
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(want), "{err}\nwanted: {want}");
         }
+        let err = parse(&format!("region: eu.west\n{GOOD}")).unwrap_err().to_string();
+        assert!(err.contains("region \"eu.west\": use letters"), "{err}");
         let err = parse("nodes:\n  - {name: a, ip: 100.64.0.1/10, colour: red}\n").unwrap_err().to_string();
         assert!(err.starts_with("inv.yaml:2:") && err.contains("colour"), "{err}");
     }

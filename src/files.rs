@@ -66,6 +66,25 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32, what: &str) -> Result<
     Ok(())
 }
 
+/// Replaces `path` atomically: the new contents go to a fresh file in the same directory
+/// (0600, fsynced, via [`write_new`]), which is then renamed over the old one, so a reader sees
+/// the old or the new file and never half of one.
+pub fn replace(path: &Path, contents: &[u8], what: &str) -> Result<()> {
+    let name = path.file_name().with_context(|| format!("{what} path {} has no file name", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.renew-{:016x}", name.to_string_lossy(), OsRng.next_u64()));
+    write_new(&tmp, contents, SECRET_MODE, what)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!("replacing {what} {}", path.display()))
+    })?;
+    if let Some(dir) =
+        path.parent().and_then(|d| File::open(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

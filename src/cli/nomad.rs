@@ -7,6 +7,7 @@ use crate::cert::Certificate;
 use crate::config::Config;
 use crate::daemon::control::{Request, ask};
 use crate::inventory::Inventory;
+use crate::inventory::renewal::Action;
 use crate::nomad::ports::{self, DynamicPorts};
 use crate::nomad::{AgentSnippet, INSTALL_PATH, Role, SERVER_GROUP, servers};
 
@@ -25,6 +26,46 @@ docker0 (172.17.0.0/16), or no Nomad server is found. Install with
   cos-mesh nomad config --role client -c /etc/cos-mesh/config.yaml > 10-cos-mesh.hcl.new &&
   mv 10-cos-mesh.hcl.new /etc/nomad.d/10-cos-mesh.hcl && systemctl restart nomad")]
     Config(ConfigArgs),
+    /// Make Nomad's mutual-TLS files for every node of the inventory: a Nomad CA (ECDSA P-256),
+    /// the certificates `nomad tls cert create` makes plus the overlay IP, an env file for the CLI.
+    #[command(after_help = "\
+Layout of --out-dir (copy DIR/<node>/ to the host's /etc/nomad.d/tls/):
+  nomad-agent-ca.pem, nomad-agent-ca-key.pem      the Nomad CA; its key never leaves this directory
+  <node>/nomad-agent-ca.pem                        the CA certificate
+  <node>/<region>-server-nomad.pem, -key.pem       group nomad-server (CN server.<region>.nomad)
+  <node>/<region>-client-nomad.pem, -key.pem       group nomad-client
+  <node>/<region>-cli-nomad.pem, -key.pem          agents, ops and monitoring: the CLI, Prometheus
+  <node>/nomad-cli.env                             NOMAD_ADDR, NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY
+Run it again whenever the inventory changes, and regularly for renewals: a certificate is renewed
+(same key, replaced atomically) when it expires within --renew-before or its names or overlay IP
+differ; everything else is left alone, so a second run changes nothing. The inventory's gossip key
+(gossip_key:, default nomad-gossip.key beside it) is generated once, 0600.")]
+    Tls(TlsArgs),
+}
+
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// The PKI inventory (pki/inventory.example.yaml): nodes, groups, region.
+    #[arg(long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Where the CA and the per-node directories live (created 0700).
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+    /// Nomad region in the certificate names (default: the inventory's region:, else global).
+    #[arg(long, value_name = "R")]
+    region: Option<String>,
+    /// Renew certificates that expire within this time (Go duration).
+    #[arg(long, value_parser = super::parse_duration, default_value = "720h")]
+    renew_before: std::time::Duration,
+    /// Lifetime of new certificates in days (never past the CA's).
+    #[arg(long, default_value_t = crate::nomad::tls::CERT_DAYS)]
+    days: u64,
+    /// Where the node's files are installed on the host, for the env file's paths.
+    #[arg(long, value_name = "DIR", default_value = crate::nomad::tls::issue::INSTALL_DIR)]
+    install_dir: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -68,7 +109,50 @@ enum ServersFrom {
 pub fn run(a: Args) -> Result<ExitCode> {
     match a.command {
         Command::Config(c) => config(c),
+        Command::Tls(t) => tls(t),
     }
+}
+
+fn tls(a: TlsArgs) -> Result<ExitCode> {
+    use crate::nomad::tls::issue::{self, Options};
+    let inv = Inventory::load(&a.inventory)?;
+    let region = a.region.clone().unwrap_or_else(|| inv.nomad.region.clone());
+    if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+        bail!("--region {region:?}: use letters, digits, '-' and '_' (it becomes server.<region>.nomad)");
+    }
+    if a.days == 0 {
+        bail!("--days 0: a certificate must live at least a day");
+    }
+    let opts = Options {
+        out_dir: a.out_dir.clone(),
+        region,
+        renew_before: a.renew_before,
+        days: a.days,
+        install_dir: a.install_dir.clone(),
+    };
+    let report = issue::run(&inv, &opts, crate::unixtime::UnixTime::now())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let word = |a: Action| match a {
+        Action::Issued => "issued",
+        Action::Renewed => "renewed",
+        Action::Unchanged => "unchanged",
+    };
+    println!("Nomad CA {}: {}", a.out_dir.join(crate::nomad::tls::CA_FILE).display(), word(report.ca));
+    println!("gossip key {}: {}", report.gossip_key_file.display(), word(report.gossip_key));
+    for c in &report.certificates {
+        println!("{:<9} {} ({})", word(c.action), c.file.display(), c.reasons.join("; "));
+    }
+    let count = |x: Action| report.certificates.iter().filter(|c| c.action == x).count();
+    println!(
+        "{} issued, {} renewed, {} unchanged",
+        count(Action::Issued),
+        count(Action::Renewed),
+        count(Action::Unchanged)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config(a: ConfigArgs) -> Result<ExitCode> {

@@ -11,7 +11,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rand_core::{OsRng, RngCore};
 
 use super::Inventory;
 use super::renewal::{Action, Decision, Existing, KeySource, Policy, decide};
@@ -97,7 +96,7 @@ pub fn run(
             }
             match action {
                 Action::Issued => files::write_new(&paths.crt, cert.to_pem().as_bytes(), SECRET_MODE, "certificate")?,
-                Action::Renewed => replace(&paths.crt, cert.to_pem().as_bytes())?,
+                Action::Renewed => files::replace(&paths.crt, cert.to_pem().as_bytes(), "certificate")?,
                 Action::Unchanged => {}
             }
         } else if secret.is_some() {
@@ -178,22 +177,4 @@ fn existing(p: &Paths) -> Result<(Existing, Option<HostSecret>)> {
     }
     let secret = HostSecret::generate();
     Ok((Existing { cert: None, public_key: secret.public().0, key_source: KeySource::Generated }, Some(secret)))
-}
-
-/// Replaces `path` atomically: the new contents go to a fresh file in the same directory
-/// (0600, fsynced, via [`files::write_new`]), which is then renamed over the old one.
-fn replace(path: &Path, contents: &[u8]) -> Result<()> {
-    let name = path.file_name().context("certificate path has no file name")?.to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.renew-{:016x}", OsRng.next_u64()));
-    files::write_new(&tmp, contents, SECRET_MODE, "certificate")?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        anyhow::Error::new(e).context(format!("replacing certificate {}", path.display()))
-    })?;
-    if let Some(dir) =
-        path.parent().and_then(|d| fs::File::open(if d.as_os_str().is_empty() { Path::new(".") } else { d }).ok())
-    {
-        let _ = dir.sync_all();
-    }
-    Ok(())
 }

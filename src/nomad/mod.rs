@@ -10,6 +10,7 @@ mod hcl;
 pub mod lint;
 pub mod ports;
 pub mod servers;
+pub mod tls;
 
 use std::net::Ipv4Addr;
 

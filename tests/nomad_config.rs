@@ -258,3 +258,84 @@ fn dynamic_ports_follow_the_nodes_own_client_rule() {
     let v = parse_hcl(&ok(mesh.dir.path(), &args));
     assert_eq!(v["client"]["min_dynamic_port"], 24000);
 }
+
+#[test]
+fn tls_gossip_key_region_and_datacenter_from_the_inventory() {
+    let inventory = format!(
+        "region: eu\ndatacenter: fra\n{}",
+        INVENTORY.replace("role: client,", "role: client, datacenter: ams,")
+    );
+    let mesh = Mesh::new("100.64.0.0/10", &inventory);
+    let inv = mesh.path("inventory.yaml");
+    ok(mesh.dir.path(), &["nomad", "tls", "--inventory", &inv, "--out-dir", &mesh.path("nomad-tls")]);
+    let key = std::fs::read_to_string(mesh.path("nomad-gossip.key")).unwrap().trim().to_string();
+
+    let cfg = mesh.node_config("s1", "server", "nebula1", &mesh.path("none.sock"));
+    let base = ["nomad", "config", "--role", "server", "-c", &cfg, "--servers-from", "inventory", "--inventory", &inv];
+    // On stdout the gossip key is never printed.
+    let out = cos(mesh.dir.path(), &base);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(!printed.contains(&key), "the gossip key must not be printed:\n{printed}");
+    assert!(parse_hcl(&printed)["server"].get("encrypt").is_none());
+    // Written with --out: 0600, with the key, parsed by both parsers.
+    let file = mesh.path("10-cos-mesh.hcl");
+    let mut args = base.to_vec();
+    args.extend(["--out", &file]);
+    let out = cos(mesh.dir.path(), &args);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let v = parse_hcl(&std::fs::read_to_string(&file).unwrap());
+    assert_eq!(v["server"]["encrypt"], key.as_str());
+    assert_eq!((v["region"].as_str(), v["datacenter"].as_str()), (Some("eu"), Some("fra")));
+    assert_eq!(v["server"]["bootstrap_expect"], 3);
+    let tls = &v["tls"];
+    assert_eq!((tls["http"].as_bool(), tls["rpc"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(tls["verify_server_hostname"], true);
+    assert_eq!(tls["verify_https_client"], true);
+    assert_eq!(tls["ca_file"], "/etc/nomad.d/tls/nomad-agent-ca.pem");
+    assert_eq!(tls["cert_file"], "/etc/nomad.d/tls/eu-server-nomad.pem");
+    assert_eq!(tls["key_file"], "/etc/nomad.d/tls/eu-server-nomad-key.pem");
+    // The files named there exist in the node's directory of `nomad tls`.
+    for f in ["nomad-agent-ca.pem", "eu-server-nomad.pem", "eu-server-nomad-key.pem"] {
+        assert!(Path::new(&mesh.path("nomad-tls/s1")).join(f).exists(), "{f}");
+    }
+    // Written again: replaced in place, still 0600.
+    assert!(cos(mesh.dir.path(), &args).status.success());
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The client in data center ams: its client certificate, the overlay as its network.
+    let cfg = mesh.node_config("c1", "client", "nebula1", &mesh.path("none.sock"));
+    let args = ["nomad", "config", "--role", "client", "-c", &cfg, "--servers-from", "inventory", "--inventory", &inv];
+    let v = parse_hcl(&ok(mesh.dir.path(), &args));
+    assert_eq!(v["datacenter"], "ams");
+    assert_eq!(v["client"]["network_interface"], "nebula1");
+    assert_eq!(v["tls"]["cert_file"], "/etc/nomad.d/tls/eu-client-nomad.pem");
+    assert!(v.get("server").is_none());
+}
+
+#[test]
+fn combined_server_and_client_and_the_two_server_warning() {
+    let two = INVENTORY.replace("  - {name: s3, ip: 100.64.0.13/10, role: server}\n", "");
+    let mesh = Mesh::new("100.64.0.0/10", &two);
+    let inv = mesh.path("inventory.yaml");
+    let cfg = mesh.node_config("s1", "server", "nebula1", &mesh.path("none.sock"));
+    let args =
+        ["nomad", "config", "--role", "server,client", "-c", &cfg, "--servers-from", "inventory", "--inventory", &inv];
+    let out = cos(mesh.dir.path(), &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: bootstrap_expect = 2") && stderr.contains("3 (or 5) servers"), "{stderr}");
+    assert!(stderr.contains("warning: no gossip key"), "{stderr}");
+    let v = parse_hcl(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(v["server"]["enabled"], true);
+    assert_eq!(v["client"]["enabled"], true);
+    assert_eq!(v["server"]["bootstrap_expect"], 2);
+    assert_eq!(v["client"]["host_network"]["overlay"]["interface"], "nebula1");
+    assert_eq!(v["tls"]["cert_file"], "/etc/nomad.d/tls/global-server-nomad.pem");
+    // --no-tls leaves the block out.
+    let mut no_tls = args.to_vec();
+    no_tls.push("--no-tls");
+    assert!(parse_hcl(&ok(mesh.dir.path(), &no_tls)).get("tls").is_none());
+}

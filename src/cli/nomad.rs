@@ -9,7 +9,7 @@ use crate::daemon::control::{Request, ask};
 use crate::inventory::Inventory;
 use crate::inventory::renewal::Action;
 use crate::nomad::ports::{self, DynamicPorts};
-use crate::nomad::{AgentSnippet, INSTALL_PATH, Role, SERVER_GROUP, servers};
+use crate::nomad::{AgentSnippet, Gossip, INSTALL_PATH, Role, Roles, SERVER_GROUP, TlsFiles, servers};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -70,9 +70,9 @@ struct TlsArgs {
 
 #[derive(clap::Args)]
 struct ConfigArgs {
-    /// The Nomad agent this node runs.
-    #[arg(long, value_enum)]
-    role: Role,
+    /// The Nomad agent this node runs: server, client, or both (`server,client`).
+    #[arg(long, value_enum, value_delimiter = ',', required = true)]
+    role: Vec<Role>,
     /// This node's cos-mesh config (file or directory): tun.dev, pki.cert, firewall, control socket.
     #[arg(short = 'c', long = "config", value_name = "FILE|DIR")]
     config: PathBuf,
@@ -80,15 +80,32 @@ struct ConfigArgs {
     /// PKI inventory (nodes in group nomad-server).
     #[arg(long, value_enum, default_value = "members")]
     servers_from: ServersFrom,
-    /// The PKI inventory (with --servers-from inventory).
+    /// The PKI inventory: the servers (with --servers-from inventory), and this node's region,
+    /// datacenter and the mesh's gossip key.
     #[arg(long, value_name = "FILE", required_if_eq("servers_from", "inventory"))]
     inventory: Option<PathBuf>,
     /// The daemon's control socket (default: control.socket of -c, /run/cos-mesh/<tun.dev>.sock).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Nomad datacenter of this node (left to Nomad's config when absent).
+    /// Nomad datacenter of this node (default: the inventory's; else left to Nomad's config).
     #[arg(long, value_name = "DC")]
     datacenter: Option<String>,
+    /// Nomad region (default: the inventory's; else left to Nomad's config, `global`).
+    #[arg(long, value_name = "R")]
+    region: Option<String>,
+    /// Where the files of `cos-mesh nomad tls` are installed on this host, for tls {}.
+    #[arg(long, value_name = "DIR", default_value = crate::nomad::tls::issue::INSTALL_DIR)]
+    tls_dir: PathBuf,
+    /// Leave out the tls {} block (Nomad without mutual TLS: not recommended).
+    #[arg(long)]
+    no_tls: bool,
+    /// Servers: the gossip key file (default: the inventory's gossip_key).
+    #[arg(long, value_name = "FILE")]
+    gossip_key: Option<PathBuf>,
+    /// Write the snippet to FILE (atomically, 0600) instead of stdout. Needed for a server's
+    /// gossip key, which is never printed.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
     /// Servers: how many servers to wait for before electing a leader (default: the number found, at least 1).
     #[arg(long, value_name = "N")]
     bootstrap_expect: Option<u32>,
@@ -156,14 +173,12 @@ fn tls(a: TlsArgs) -> Result<ExitCode> {
 }
 
 fn config(a: ConfigArgs) -> Result<ExitCode> {
-    match a.role {
-        Role::Server if a.dynamic_ports.is_some() => {
-            bail!("--dynamic-ports is a client setting; drop it for --role server")
-        }
-        Role::Client if a.bootstrap_expect.is_some() => {
-            bail!("--bootstrap-expect is a server setting; drop it for --role client")
-        }
-        _ => {}
+    let roles = Roles::from_list(&a.role).context("--role: server, client or server,client")?;
+    if !roles.client && a.dynamic_ports.is_some() {
+        bail!("--dynamic-ports is a client setting; drop it for --role server");
+    }
+    if !roles.server && a.bootstrap_expect.is_some() {
+        bail!("--bootstrap-expect is a server setting; drop it for --role client");
     }
     let loaded = Config::load(&a.config)?;
     let cfg = &loaded.config;
@@ -174,6 +189,7 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
     let cert = Certificate::from_pem(&pem).with_context(|| format!("parsing pki.cert {}", cert_src.describe()))?;
     let overlay_ip =
         *cert.details().ips.first().with_context(|| format!("pki.cert {} has no IP", cert_src.describe()))?;
+    let inventory = a.inventory.as_ref().map(|p| Inventory::load(p)).transpose()?;
 
     let (servers, servers_from) = match a.servers_from {
         ServersFrom::Members => {
@@ -185,12 +201,15 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
             (servers::from_members(&answer), format!("the daemon's members at {}", socket.display()))
         }
         ServersFrom::Inventory => {
-            let path = a.inventory.as_ref().context("--servers-from inventory needs --inventory FILE")?;
-            let inv = Inventory::load(path)?;
-            (servers::from_inventory(&inv), format!("inventory {}", path.display()))
+            let (path, inv) = a
+                .inventory
+                .as_ref()
+                .zip(inventory.as_ref())
+                .context("--servers-from inventory needs --inventory FILE")?;
+            (servers::from_inventory(inv), format!("inventory {}", path.display()))
         }
     };
-    if a.role == Role::Server && !servers.contains(&overlay_ip.addr()) {
+    if roles.server && !servers.contains(&overlay_ip.addr()) {
         eprintln!(
             "warning: this node ({}, {}) is not among the {SERVER_GROUP} members found; other servers will not find it \
              unless its certificate carries group {SERVER_GROUP}",
@@ -198,25 +217,53 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
             overlay_ip.addr()
         );
     }
-    let dynamic_ports = match (a.role, a.dynamic_ports) {
-        (Role::Client, None) => {
+    let dynamic_ports = match (roles.client, a.dynamic_ports) {
+        (true, None) => {
             let sections = crate::daemon::setup::firewall_sections(&loaded.files)?;
             ports::from_firewall(&sections)?.unwrap_or_else(DynamicPorts::nomad_default)
         }
         (_, p) => p.unwrap_or_else(DynamicPorts::nomad_default),
     };
+    let region = a.region.clone().or_else(|| inventory.as_ref().map(|i| i.nomad.region.clone()));
+    let datacenter =
+        a.datacenter.clone().or_else(|| inventory.as_ref().map(|i| i.nomad.datacenter_of(cert.name()).to_string()));
+    let key_file = a.gossip_key.clone().or_else(|| inventory.as_ref().map(|i| i.nomad.gossip_key.clone()));
+    let gossip = match key_file {
+        Some(f) if roles.server && (a.gossip_key.is_some() || f.exists()) => {
+            let key = String::from_utf8(crate::files::read(&f, "Nomad gossip key")?)
+                .with_context(|| format!("gossip key {}: not base64 text", f.display()))?;
+            if a.out.is_some() { Gossip::Key(key.trim().to_string()) } else { Gossip::Withheld }
+        }
+        _ => Gossip::Missing,
+    };
+    let tls = (!a.no_tls).then(|| TlsFiles {
+        dir: a.tls_dir.clone(),
+        region: region.clone().unwrap_or_else(|| crate::inventory::NomadSite::DEFAULT_REGION.into()),
+    });
     let snippet = AgentSnippet {
-        role: a.role,
+        roles,
         node_name: cert.name().to_string(),
         overlay_ip,
         dev: cfg.tun.dev.clone(),
         servers,
         servers_from,
-        datacenter: a.datacenter,
+        region,
+        datacenter,
         bootstrap_expect: a.bootstrap_expect,
         dynamic_ports,
+        tls,
+        gossip,
     };
     let text = snippet.render().with_context(|| format!("generating {INSTALL_PATH} for {}", cert.name()))?;
-    print!("{text}");
+    for w in snippet.warnings() {
+        eprintln!("warning: {w}");
+    }
+    match &a.out {
+        Some(path) if path.exists() => crate::files::replace(path, text.as_bytes(), "Nomad agent settings")?,
+        Some(path) => {
+            crate::files::write_new(path, text.as_bytes(), crate::files::SECRET_MODE, "Nomad agent settings")?
+        }
+        None => print!("{text}"),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 use ipnet::Ipv4Net;
 use thiserror::Error;
 
-use super::{AgentSnippet, Role};
+use super::{AgentSnippet, Gossip};
 
 /// Networks Nomad and Docker put on every client by default. An overlay overlapping one of them
 /// is routed into the bridge instead of `nebula1`, so allocations cannot reach the mesh.
@@ -49,7 +49,21 @@ pub fn check(s: &AgentSnippet) -> Result<(), LintError> {
     if let Some(dc) = &s.datacenter {
         plain("datacenter", dc, |c| c.is_ascii_alphanumeric() || "-_.".contains(c))?;
     }
-    if s.role == Role::Client && s.dynamic_ports.min >= s.dynamic_ports.max {
+    if let Some(region) = &s.region {
+        plain("region", region, |c| c.is_ascii_alphanumeric() || "-_".contains(c))?;
+    }
+    if let Gossip::Key(key) = &s.gossip {
+        use base64::Engine;
+        let len = base64::engine::general_purpose::STANDARD.decode(key.trim()).map(|k| k.len());
+        if !matches!(len, Ok(16 | 24 | 32)) {
+            return Err(LintError::BadValue {
+                field: "gossip key",
+                value: "(not shown)".into(),
+                reason: "expected 16, 24 or 32 bytes in base64 (what `nomad operator gossip keyring generate` prints)",
+            });
+        }
+    }
+    if s.roles.client && s.dynamic_ports.min >= s.dynamic_ports.max {
         return Err(LintError::PortRange { min: s.dynamic_ports.min, max: s.dynamic_ports.max });
     }
     Ok(())

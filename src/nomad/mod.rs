@@ -6,7 +6,7 @@
 //! config, the mesh's members or the inventory, the firewall) into HCL1, the dialect of Nomad's
 //! agent config parser, after [`lint`] has refused what Nomad could not run with.
 
-mod hcl;
+pub mod hcl;
 pub mod lint;
 pub mod ports;
 pub mod servers;
@@ -28,7 +28,7 @@ pub const SERVER_GROUP: &str = "nomad-server";
 /// Where the snippet goes: Nomad loads `/etc/nomad.d/*.hcl` in name order.
 pub const INSTALL_PATH: &str = "/etc/nomad.d/10-cos-mesh.hcl";
 
-/// Which Nomad agent this node runs.
+/// Which Nomad agent this node runs (`--role server,client` for both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     /// A server: Raft, scheduling; joins the other servers over Serf (4648).
@@ -37,19 +37,56 @@ pub enum Role {
     Client,
 }
 
-impl Role {
+/// The agent's roles: a server, a client, or both in one agent (a small cluster's servers
+/// often run allocations too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub server: bool,
+    pub client: bool,
+}
+
+impl Roles {
+    pub const SERVER: Roles = Roles { server: true, client: false };
+    pub const CLIENT: Roles = Roles { server: false, client: true };
+    pub const BOTH: Roles = Roles { server: true, client: true };
+
+    /// From `--role` values; `None` for an empty list.
+    pub fn from_list(roles: &[Role]) -> Option<Roles> {
+        let r = Roles { server: roles.contains(&Role::Server), client: roles.contains(&Role::Client) };
+        (r.server || r.client).then_some(r)
+    }
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Server => "server",
-            Role::Client => "client",
+        match (self.server, self.client) {
+            (true, true) => "server,client",
+            (true, false) => "server",
+            _ => "client",
         }
     }
+}
+
+/// The `tls {}` block: files from `cos-mesh nomad tls` installed in `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub dir: std::path::PathBuf,
+    pub region: String,
+}
+
+/// The servers' gossip encryption key (`server.encrypt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gossip {
+    /// No key known: a comment says how to get one.
+    Missing,
+    /// Known, but the snippet goes to a terminal or pipe: a secret is never printed.
+    Withheld,
+    /// The base64 key, for a snippet written to a 0600 file.
+    Key(String),
 }
 
 /// Everything the snippet says, gathered by the caller.
 #[derive(Debug, Clone)]
 pub struct AgentSnippet {
-    pub role: Role,
+    pub roles: Roles,
     /// The node's name (from its certificate), for the header comment.
     pub node_name: String,
     /// The node's overlay address with the overlay's prefix (`ips[0]` of its certificate).
@@ -59,12 +96,19 @@ pub struct AgentSnippet {
     /// Overlay IPs of the Nomad servers to join, and where that list came from (for a comment).
     pub servers: Vec<Ipv4Addr>,
     pub servers_from: String,
+    pub region: Option<String>,
     pub datacenter: Option<String>,
     /// Servers only: default the number of servers found.
     pub bootstrap_expect: Option<u32>,
     /// Clients only.
     pub dynamic_ports: DynamicPorts,
+    pub tls: Option<TlsFiles>,
+    /// Servers only.
+    pub gossip: Gossip,
 }
+
+/// Raft keeps a quorum through the loss of one server only with three or more.
+pub const MIN_SAFE_SERVERS: u32 = 3;
 
 impl AgentSnippet {
     /// The overlay network: the certificate's address masked to its prefix.
@@ -78,8 +122,29 @@ impl AgentSnippet {
         Ok(self.body().render())
     }
 
+    /// What works but will hurt: said on stderr by the CLI and as comments in the snippet.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = vec![];
+        if self.roles.server && self.bootstrap_expect() < MIN_SAFE_SERVERS {
+            w.push(format!(
+                "bootstrap_expect = {}: with fewer than {MIN_SAFE_SERVERS} servers Raft loses its quorum when one \
+                 server fails; run 3 (or 5) servers in group {SERVER_GROUP}",
+                self.bootstrap_expect()
+            ));
+        }
+        if self.roles.server && self.gossip == Gossip::Missing {
+            w.push(
+                "no gossip key: server.encrypt is left out (Serf gossip unencrypted by Nomad); make one with \
+                 `cos-mesh nomad tls --inventory FILE` and pass --inventory FILE or --gossip-key FILE"
+                    .into(),
+            );
+        }
+        w
+    }
+
     fn body(&self) -> Body {
         let dev = &self.dev;
+        let roles = self.roles;
         // go-sockaddr template, resolved by Nomad at start; the quotes are escaped by the writer.
         let on_overlay = format!("{{{{ GetInterfaceIP \"{dev}\" }}}}");
         let mut top = Body::new();
@@ -88,11 +153,11 @@ impl AgentSnippet {
             self.node_name,
             self.overlay_ip.addr(),
             self.overlay(),
-            self.role.as_str()
+            roles.as_str()
         ))
         .comment(&format!(
             "Generated by `cos-mesh nomad config --role {}`: regenerate instead of editing.",
-            self.role.as_str()
+            roles.as_str()
         ))
         .comment(&format!(
             "Install as {INSTALL_PATH} (files in /etc/nomad.d load in name order; a later file's\n\
@@ -101,10 +166,19 @@ impl AgentSnippet {
         .comment(&format!(
             "Nomad reads {dev}'s address once at start: install systemd/nomad.service.d/cos-mesh.conf so it\n\
              starts after cos-mesh, and restart Nomad (a reload is not enough) after changing host_network."
-        ))
-        .blank();
+        ));
+        for w in self.warnings() {
+            top.comment(&format!("WARNING: {w}"));
+        }
+        top.blank();
+        if let Some(region) = &self.region {
+            top.attr("region", Value::str(region.as_str()));
+        }
         if let Some(dc) = &self.datacenter {
-            top.attr("datacenter", Value::str(dc.as_str())).blank();
+            top.attr("datacenter", Value::str(dc.as_str()));
+        }
+        if self.region.is_some() || self.datacenter.is_some() {
+            top.blank();
         }
         top.attr("bind_addr", Value::str(on_overlay.as_str())).blank();
 
@@ -115,51 +189,93 @@ impl AgentSnippet {
 
         let mut advertise = Body::new();
         advertise.attr("http", Value::str(on_overlay.as_str()));
-        if self.role == Role::Server {
+        if roles.server {
             advertise.attr("rpc", Value::str(on_overlay.as_str())).attr("serf", Value::str(on_overlay.as_str()));
         }
         top.comment("Explicit: addresses.http starts with loopback, which Nomad would otherwise advertise.");
-        if self.role == Role::Client {
+        if !roles.server {
             top.comment("advertise.rpc and advertise.serf have no effect on clients.");
         }
         top.block("advertise", &[], advertise).blank();
 
+        if roles.server {
+            top.block("server", &[], self.server_body()).blank();
+        }
+        if roles.client {
+            top.block("client", &[], self.client_body()).blank();
+        }
+        if let Some(tls) = &self.tls {
+            top.block("tls", &[], self.tls_body(tls));
+        }
+        top
+    }
+
+    fn join(&self, port: &str) -> Body {
         let mut join = Body::new();
         let ips = Value::List(self.servers.iter().map(|ip| Value::str(ip.to_string())).collect());
-        let port = match self.role {
-            Role::Server => "Serf, 4648",
-            Role::Client => "RPC, 4647",
-        };
         join.comment(&format!(
             "Overlay IPs of group {SERVER_GROUP}, from {}; port defaults to {port}.",
             self.servers_from
         ))
         .attr("retry_join", ips)
         .attr("retry_interval", Value::str("15s"));
+        join
+    }
 
-        let mut role = Body::new();
-        role.attr("enabled", Value::Bool(true));
-        match self.role {
-            Role::Server => {
-                role.attr("bootstrap_expect", Value::Int(i64::from(self.bootstrap_expect())));
+    fn server_body(&self) -> Body {
+        let mut b = Body::new();
+        b.attr("enabled", Value::Bool(true)).attr("bootstrap_expect", Value::Int(i64::from(self.bootstrap_expect())));
+        match &self.gossip {
+            Gossip::Key(key) => {
+                b.attr_noted("encrypt", Value::str(key.as_str()), "the mesh's gossip key: keep this file 0600");
             }
-            Role::Client => {
-                let p = &self.dynamic_ports;
-                role.attr_noted("min_dynamic_port", Value::Int(i64::from(p.min)), &p.source)
-                    .attr("max_dynamic_port", Value::Int(i64::from(p.max)))
-                    .blank();
-                let mut net = Body::new();
-                net.attr("interface", Value::str(dev.as_str())).attr("cidr", Value::str(self.overlay().to_string()));
-                role.comment("Jobs opt in per port: network { port \"http\" { host_network = \"overlay\" } }.").block(
-                    "host_network",
-                    &["overlay"],
-                    net,
-                );
+            Gossip::Withheld => {
+                b.comment("encrypt: the gossip key is a secret and never printed; write the file with --out FILE.");
             }
+            Gossip::Missing => {}
         }
-        role.blank().block("server_join", &[], join);
-        top.block(self.role.as_str(), &[], role);
-        top
+        b.blank().block("server_join", &[], self.join("Serf, 4648"));
+        b
+    }
+
+    fn client_body(&self) -> Body {
+        let dev = &self.dev;
+        let p = &self.dynamic_ports;
+        let mut b = Body::new();
+        b.attr("enabled", Value::Bool(true))
+            .attr_noted("network_interface", Value::str(dev.as_str()), "allocations' default network: the overlay")
+            .attr_noted("min_dynamic_port", Value::Int(i64::from(p.min)), &p.source)
+            .attr("max_dynamic_port", Value::Int(i64::from(p.max)))
+            .blank();
+        let mut net = Body::new();
+        net.attr("interface", Value::str(dev.as_str())).attr("cidr", Value::str(self.overlay().to_string()));
+        b.comment("Jobs opt in per port: network { port \"http\" { host_network = \"overlay\" } }.").block(
+            "host_network",
+            &["overlay"],
+            net,
+        );
+        if self.roles.server {
+            b.blank().comment("A client in a server agent uses its own server: no server_join here.");
+        } else {
+            b.blank().block("server_join", &[], self.join("RPC, 4647"));
+        }
+        b
+    }
+
+    fn tls_body(&self, tls: &TlsFiles) -> Body {
+        // A server that is also a client presents its server certificate for both.
+        let kind = if self.roles.server { "server" } else { "client" };
+        let file = |name: String| Value::str(tls.dir.join(name).display().to_string());
+        let mut b = Body::new();
+        b.comment("Files from `cos-mesh nomad tls` (copy DIR/<node>/ here).")
+            .attr("http", Value::Bool(true))
+            .attr("rpc", Value::Bool(true))
+            .attr("ca_file", file(tls::CA_FILE.into()))
+            .attr("cert_file", file(format!("{}-{kind}-nomad.pem", tls.region)))
+            .attr("key_file", file(format!("{}-{kind}-nomad-key.pem", tls.region)))
+            .attr("verify_server_hostname", Value::Bool(true))
+            .attr("verify_https_client", Value::Bool(true));
+        b
     }
 
     /// `bootstrap_expect`: as given, else the number of servers found, at least 1.

@@ -6,6 +6,7 @@
 pub mod cert;
 pub mod cli;
 pub mod config;
+pub mod consul;
 pub mod daemon;
 pub mod demo;
 pub mod duration;

@@ -339,3 +339,82 @@ fn combined_server_and_client_and_the_two_server_warning() {
     no_tls.push("--no-tls");
     assert!(parse_hcl(&ok(mesh.dir.path(), &no_tls)).get("tls").is_none());
 }
+
+// Consul, next to Nomad: the same mesh workspace, `cos-mesh consul config`.
+
+const CONSUL_INVENTORY: &str = "\
+roles:
+  server: [nomad-server, consul-server]
+  client: [nomad-client, consul-client]
+nodes:
+  - {name: s1, ip: 100.64.0.11/10, role: server}
+  - {name: s2, ip: 100.64.0.12/10, role: server}
+  - {name: s3, ip: 100.64.0.13/10, role: server}
+  - {name: c1, ip: 100.64.1.1/10, role: client, datacenter: ams}
+";
+
+fn consul_mesh() -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let groups = "nomad-server,nomad-client,consul-server,consul-client,ops";
+    ok(p, &["ca", "--name", "test CA", "--ips", "100.64.0.0/10", "--groups", groups]);
+    std::fs::write(p.join("inventory.yaml"), CONSUL_INVENTORY).unwrap();
+    ok(p, &["sign", "--inventory", "inventory.yaml", "--out-dir", "certs"]);
+    Mesh { dir }
+}
+
+/// Every address Consul binds or advertises is the overlay device's (or loopback for the
+/// local API): never 0.0.0.0, which makes Consul pick among the host's private addresses.
+fn assert_overlay_only(v: &Value, text: &str, dev: &str) {
+    let t = format!(r#"{{{{ GetInterfaceIP "{dev}" }}}}"#);
+    assert_eq!(v["bind_addr"], t.as_str());
+    assert_eq!(v["advertise_addr"], t.as_str());
+    let client = v["client_addr"].as_str().unwrap();
+    assert_eq!(client, format!("127.0.0.1 {t}"));
+    assert!(!text.contains("0.0.0.0") && !text.contains("GetPrivateIP"), "{text}");
+}
+
+#[test]
+fn consul_client_binds_to_the_overlay_and_joins_the_consul_servers() {
+    let mesh = consul_mesh();
+    let inv = mesh.path("inventory.yaml");
+    let cfg = mesh.node_config("c1", "client", "nebula1", &mesh.path("none.sock"));
+    let args = ["consul", "config", "--role", "client", "-c", &cfg, "--servers-from", "inventory", "--inventory", &inv];
+    let text = ok(mesh.dir.path(), &args);
+    let v = parse_hcl(&text);
+    assert_overlay_only(&v, &text, "nebula1");
+    assert_eq!(v["server"], false);
+    assert_eq!(v["datacenter"], "ams");
+    assert_eq!(v["retry_join"], json!(["100.64.0.11", "100.64.0.12", "100.64.0.13"]));
+    assert_eq!(v["ports"]["server"], 8300);
+    assert_eq!(v["ports"]["serf_lan"], 8301);
+    assert_eq!(v["ports"]["serf_wan"], 8302);
+    assert!(text.contains("/etc/consul.d/10-cos-mesh.hcl"), "{text}");
+}
+
+#[test]
+fn consul_server_from_the_daemons_members_and_a_dns_name() {
+    let mesh = consul_mesh();
+    let socket = mesh.path("control.sock");
+    let cfg = mesh.node_config("s1", "server", "mesh3", &socket);
+    let daemon = fake_daemon(
+        &socket,
+        json!([
+            {"name": "s1", "vpn_ip": "100.64.0.11", "groups": ["nomad-server", "consul-server"]},
+            {"name": "n9", "vpn_ip": "100.64.0.19", "groups": ["nomad-server"]},
+            {"name": "s2", "vpn_ip": "100.64.0.12", "groups": ["consul-server"]},
+        ]),
+    );
+    let args = ["consul", "config", "--role", "server", "-c", &cfg, "--retry-join-dns", "consul-server.mesh"];
+    let text = ok(mesh.dir.path(), &args);
+    assert_eq!(daemon.join().unwrap().trim(), "members");
+    let v = parse_hcl(&text);
+    assert_overlay_only(&v, &text, "mesh3");
+    assert_eq!(v["server"], true);
+    assert_eq!(v["bootstrap_expect"], 2);
+    assert_eq!(v["retry_join"], json!(["100.64.0.11", "100.64.0.12", "consul-server.mesh"]));
+
+    // No daemon and no DNS name: refused with what to do.
+    let err = fails(mesh.dir.path(), &["consul", "config", "--role", "client", "-c", &cfg]);
+    assert!(err.contains("asking the running daemon"), "{err}");
+}

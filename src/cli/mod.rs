@@ -4,6 +4,7 @@
 mod ca;
 mod check;
 mod completions;
+mod consul;
 mod demo;
 mod firewall;
 mod keygen;
@@ -68,6 +69,8 @@ enum Command {
     Firewall(firewall::Args),
     /// Nomad glue: the agent settings that put Nomad on the overlay.
     Nomad(nomad::Args),
+    /// Consul glue: the agent settings that put Consul on the overlay.
+    Consul(consul::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Print the man page (roff), or write one page per command with --out-dir.
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Firewall(a) => firewall::run(a),
         Command::Nomad(a) => nomad::run(a),
+        Command::Consul(a) => consul::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
     };

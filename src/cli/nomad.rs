@@ -73,20 +73,8 @@ struct ConfigArgs {
     /// The Nomad agent this node runs: server, client, or both (`server,client`).
     #[arg(long, value_enum, value_delimiter = ',', required = true)]
     role: Vec<Role>,
-    /// This node's cos-mesh config (file or directory): tun.dev, pki.cert, firewall, control socket.
-    #[arg(short = 'c', long = "config", value_name = "FILE|DIR")]
-    config: PathBuf,
-    /// Where the Nomad servers' overlay IPs come from: the running daemon's member list, or the
-    /// PKI inventory (nodes in group nomad-server).
-    #[arg(long, value_enum, default_value = "members")]
-    servers_from: ServersFrom,
-    /// The PKI inventory: the servers (with --servers-from inventory), and this node's region,
-    /// datacenter and the mesh's gossip key.
-    #[arg(long, value_name = "FILE", required_if_eq("servers_from", "inventory"))]
-    inventory: Option<PathBuf>,
-    /// The daemon's control socket (default: control.socket of -c, /run/cos-mesh/<tun.dev>.sock).
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Nomad datacenter of this node (default: the inventory's; else left to Nomad's config).
     #[arg(long, value_name = "DC")]
     datacenter: Option<String>,
@@ -115,8 +103,27 @@ struct ConfigArgs {
     dynamic_ports: Option<DynamicPorts>,
 }
 
+/// This node and where its agent finds the servers: shared by `nomad config` and `consul config`.
+#[derive(clap::Args)]
+pub(super) struct NodeArgs {
+    /// This node's cos-mesh config (file or directory): tun.dev, pki.cert, firewall, control socket.
+    #[arg(short = 'c', long = "config", value_name = "FILE|DIR")]
+    pub config: PathBuf,
+    /// Where the servers' overlay IPs come from: the running daemon's member list, or the PKI
+    /// inventory (nodes in group nomad-server, or consul-server).
+    #[arg(long, value_enum, default_value = "members")]
+    pub servers_from: ServersFrom,
+    /// The PKI inventory: the servers (with --servers-from inventory), and this node's region,
+    /// datacenter and the mesh's gossip key.
+    #[arg(long, value_name = "FILE", required_if_eq("servers_from", "inventory"))]
+    pub inventory: Option<PathBuf>,
+    /// The daemon's control socket (default: control.socket of -c, /run/cos-mesh/<tun.dev>.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ServersFrom {
+pub(super) enum ServersFrom {
     /// Ask the running cos-mesh daemon (`cos-mesh members --group nomad-server`).
     Members,
     /// Read the PKI inventory given with --inventory.
@@ -180,42 +187,13 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
     if !roles.server && a.bootstrap_expect.is_some() {
         bail!("--bootstrap-expect is a server setting; drop it for --role client");
     }
-    let loaded = Config::load(&a.config)?;
+    let node = ThisNode::load(&a.node.config, "Nomad")?;
+    let (loaded, cert, overlay_ip) = (&node.loaded, &node.cert, node.overlay_ip);
     let cfg = &loaded.config;
-    let cert_src = cfg.pki.cert.as_ref().with_context(|| {
-        format!("{}: pki.cert is not set; the Nomad settings need this node's certificate", a.config.display())
-    })?;
-    let pem = cert_src.read().with_context(|| format!("reading pki.cert {}", cert_src.describe()))?;
-    let cert = Certificate::from_pem(&pem).with_context(|| format!("parsing pki.cert {}", cert_src.describe()))?;
-    let overlay_ip =
-        *cert.details().ips.first().with_context(|| format!("pki.cert {} has no IP", cert_src.describe()))?;
-    let inventory = a.inventory.as_ref().map(|p| Inventory::load(p)).transpose()?;
-
-    let (servers, servers_from) = match a.servers_from {
-        ServersFrom::Members => {
-            let socket = a.socket.clone().unwrap_or_else(|| cfg.control_socket());
-            let answer = ask(&socket, Request::Members).context(
-                "asking the running daemon for the mesh's members (or take the servers from the PKI \
-                 inventory: --servers-from inventory --inventory FILE)",
-            )?;
-            (servers::from_members(&answer), format!("the daemon's members at {}", socket.display()))
-        }
-        ServersFrom::Inventory => {
-            let (path, inv) = a
-                .inventory
-                .as_ref()
-                .zip(inventory.as_ref())
-                .context("--servers-from inventory needs --inventory FILE")?;
-            (servers::from_inventory(inv), format!("inventory {}", path.display()))
-        }
-    };
+    let (inventory, found) = find_servers(SERVER_GROUP, &a.node, &node)?;
+    let (servers, servers_from) = found?;
     if roles.server && !servers.contains(&overlay_ip.addr()) {
-        eprintln!(
-            "warning: this node ({}, {}) is not among the {SERVER_GROUP} members found; other servers will not find it \
-             unless its certificate carries group {SERVER_GROUP}",
-            cert.name(),
-            overlay_ip.addr()
-        );
+        warn_not_a_server(&node, SERVER_GROUP);
     }
     let dynamic_ports = match (roles.client, a.dynamic_ports) {
         (true, None) => {
@@ -266,4 +244,71 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// This node as its cos-mesh config and certificate say.
+pub(super) struct ThisNode {
+    pub loaded: crate::config::LoadedConfig,
+    pub cert: Certificate,
+    pub overlay_ip: ipnet::Ipv4Net,
+}
+
+impl ThisNode {
+    /// Loads `config` and the certificate it names; `what` ("Nomad") says who needs it.
+    pub fn load(config: &std::path::Path, what: &str) -> Result<ThisNode> {
+        let loaded = Config::load(config)?;
+        let cert_src = loaded.config.pki.cert.as_ref().with_context(|| {
+            format!("{}: pki.cert is not set; the {what} settings need this node's certificate", config.display())
+        })?;
+        let pem = cert_src.read().with_context(|| format!("reading pki.cert {}", cert_src.describe()))?;
+        let cert = Certificate::from_pem(&pem).with_context(|| format!("parsing pki.cert {}", cert_src.describe()))?;
+        let overlay_ip =
+            *cert.details().ips.first().with_context(|| format!("pki.cert {} has no IP", cert_src.describe()))?;
+        Ok(ThisNode { loaded, cert, overlay_ip })
+    }
+}
+
+/// Servers' overlay IPs and where they came from.
+pub(super) type ServerList = (Vec<std::net::Ipv4Addr>, String);
+
+/// The inventory (when given) and the overlay IPs of group `group`'s members, from the running
+/// daemon or the inventory, with where they came from (for a comment in the snippet). The
+/// member list's error is separate: a caller may have another way to find the servers.
+pub(super) fn find_servers(
+    group: &str,
+    a: &NodeArgs,
+    node: &ThisNode,
+) -> Result<(Option<Inventory>, Result<ServerList>)> {
+    let inventory = a.inventory.as_ref().map(|p| Inventory::load(p)).transpose()?;
+    let found = match a.servers_from {
+        ServersFrom::Members => {
+            let socket = a.socket.clone().unwrap_or_else(|| node.loaded.config.control_socket());
+            ask(&socket, Request::Members)
+                .context(
+                    "asking the running daemon for the mesh's members (or take the servers from the PKI \
+                     inventory: --servers-from inventory --inventory FILE)",
+                )
+                .map(|answer| {
+                    (servers::members_in_group(&answer, group), format!("the daemon's members at {}", socket.display()))
+                })
+        }
+        ServersFrom::Inventory => {
+            let (path, inv) = a
+                .inventory
+                .as_ref()
+                .zip(inventory.as_ref())
+                .context("--servers-from inventory needs --inventory FILE")?;
+            Ok((servers::inventory_group(inv, group), format!("inventory {}", path.display())))
+        }
+    };
+    Ok((inventory, found))
+}
+
+pub(super) fn warn_not_a_server(node: &ThisNode, group: &str) {
+    eprintln!(
+        "warning: this node ({}, {}) is not among the {group} members found; other servers will not find it \
+         unless its certificate carries group {group}",
+        node.cert.name(),
+        node.overlay_ip.addr()
+    );
 }

@@ -12,18 +12,25 @@ use crate::inventory::Inventory;
 /// Servers in the daemon's answer to `members` (`{"members":[{"name","vpn_ip","groups"}]}`),
 /// sorted and without duplicates.
 pub fn from_members(answer: &Value) -> Vec<Ipv4Addr> {
-    let members = answer["members"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let ips = members.iter().filter(|m| in_group(m)).filter_map(|m| m["vpn_ip"].as_str()?.parse().ok());
-    sorted(ips.collect())
+    members_in_group(answer, SERVER_GROUP)
 }
 
 /// Nodes of the inventory whose groups (role groups and extra groups) include `nomad-server`.
 pub fn from_inventory(inv: &Inventory) -> Vec<Ipv4Addr> {
-    sorted(inv.with_group(SERVER_GROUP).map(|n| n.ip.addr()).collect())
+    inventory_group(inv, SERVER_GROUP)
 }
 
-fn in_group(member: &Value) -> bool {
-    member["groups"].as_array().is_some_and(|gs| gs.iter().any(|g| g == SERVER_GROUP))
+/// Members of `group` in the daemon's answer (e.g. `consul-server` for Consul's retry_join).
+pub fn members_in_group(answer: &Value, group: &str) -> Vec<Ipv4Addr> {
+    let members = answer["members"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let in_group = |m: &&Value| m["groups"].as_array().is_some_and(|gs| gs.iter().any(|g| g == group));
+    let ips = members.iter().filter(in_group).filter_map(|m| m["vpn_ip"].as_str()?.parse().ok());
+    sorted(ips.collect())
+}
+
+/// Nodes of the inventory in `group`.
+pub fn inventory_group(inv: &Inventory, group: &str) -> Vec<Ipv4Addr> {
+    sorted(inv.with_group(group).map(|n| n.ip.addr()).collect())
 }
 
 fn sorted(mut ips: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {

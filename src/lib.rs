@@ -9,6 +9,7 @@ pub mod config;
 pub mod consul;
 pub mod daemon;
 pub mod demo;
+pub mod dns;
 pub mod duration;
 pub mod files;
 pub mod firewall;

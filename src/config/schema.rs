@@ -157,11 +157,13 @@ pub struct Dns {
     pub host: IpAddr,
     #[serde(deserialize_with = "dns_port")]
     pub port: u16,
+    /// cos-mesh extension: the zone of `<group>.<zone>` and `<name>.<zone>` records.
+    pub zone: String,
 }
 
 impl Default for Dns {
     fn default() -> Self {
-        Dns { host: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 53 }
+        Dns { host: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 53, zone: crate::dns::DEFAULT_ZONE.to_string() }
     }
 }
 

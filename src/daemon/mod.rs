@@ -58,6 +58,8 @@ struct Daemon {
     overlay_net: ipnet::Ipv4Net,
     /// Resolves the running static_host_map's names off the loop.
     resolver: resolver::Resolver,
+    /// A lighthouse's DNS (`serve_dns`), answering from the members published once a second.
+    dns: Option<crate::dns::server::DnsServer>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
@@ -129,6 +131,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         next_addr_check: now + ADDR_CHECK_EVERY,
         overlay_net: overlay.trunc(),
         resolver: resolver::Resolver::start(c.static_host_map.clone()),
+        dns: crate::dns::server::DnsServer::from_config(c)?,
         notifier,
     };
     let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
@@ -297,6 +300,9 @@ impl Daemon {
             self.next_expire = now + EXPIRE_EVERY;
             // Conntrack expiry is a scan of every flow: once a second, not per wakeup.
             self.node.policy_mut().fw.expire(now);
+            if let Some(dns) = &self.dns {
+                dns.set(&self.node.members());
+            }
             if self.metrics.is_some() {
                 let body = self.metrics_text(now, wall);
                 if let Some(m) = &self.metrics {
@@ -417,6 +423,9 @@ impl Daemon {
     fn metrics_text(&mut self, now: Instant, wall: UnixTime) -> String {
         let peers = self.node.peers(now);
         let mut e = metrics::Exposition::default();
+        if let Some(dns) = &self.dns {
+            dns.expose(&mut e);
+        }
         let up = peers.iter().filter(|p| p.up).count() as f64;
         e.metric("tunnels", "gauge", "Peers with an established session.", &[("", up)]);
         e.metric("peers", "gauge", "Peers with a verified certificate.", &[("", peers.len() as f64)]);

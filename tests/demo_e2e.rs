@@ -10,7 +10,7 @@ fn the_demo_runs_to_completion_and_its_matrix_matches_the_rules() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("Every cell matches the role rule sets"), "{text}");
-    // 7 services × 3 sources, each cell a verdict, none disagreeing.
+    // 14 services × 4 sources, each cell a verdict, none disagreeing.
     let cells: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("server-1 ") || l.starts_with("client-1 "))
@@ -18,7 +18,7 @@ fn the_demo_runs_to_completion_and_its_matrix_matches_the_rules() {
         .flat_map(|l| l.split_whitespace())
         .filter(|w| *w == "allowed" || *w == "blocked" || *w == "!")
         .collect();
-    assert_eq!(cells.len(), 21, "{text}");
+    assert_eq!(cells.len(), 56, "{text}");
     assert!(!cells.contains(&"!"));
     // What the role rules promise, as observed by the demo's real connections:
     let row = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).unwrap().to_string();
@@ -26,12 +26,29 @@ fn the_demo_runs_to_completion_and_its_matrix_matches_the_rules() {
         row("server-1 4647/tcp").split_whitespace().filter(|w| *w == "allowed").count() == 2,
         "RPC from servers and clients"
     );
-    assert!(row("client-1 22/tcp").split_whitespace().filter(|w| *w == "blocked").count() == 3, "ssh closed to all");
+    let verdicts = |prefix: &str| -> Vec<String> {
+        row(prefix).split_whitespace().filter(|w| *w == "allowed" || *w == "blocked").map(str::to_string).collect()
+    };
+    assert!(row("client-1 22/tcp").split_whitespace().filter(|w| *w == "blocked").count() == 4, "ssh closed to all");
+    // Columns: server-2, client-2, operator, prometheus.
+    assert_eq!(verdicts("client-1 4646/tcp"), ["blocked", "allowed", "allowed", "allowed"], "Nomad HTTP on clients");
+    assert_eq!(verdicts("server-1 4646/tcp"), ["allowed", "blocked", "allowed", "allowed"], "Nomad HTTP on servers");
+    assert_eq!(verdicts("server-1 8300/tcp"), ["allowed", "allowed", "blocked", "blocked"], "Consul RPC");
+    assert_eq!(verdicts("server-1 8301/udp"), ["allowed", "allowed", "blocked", "blocked"], "Consul LAN");
+    assert_eq!(verdicts("client-1 8301/tcp"), ["allowed", "allowed", "blocked", "blocked"], "Consul LAN on clients");
+    assert_eq!(verdicts("server-1 8302/tcp"), ["allowed", "blocked", "blocked", "blocked"], "Consul WAN");
+    assert_eq!(verdicts("server-1 8500/tcp"), ["blocked"; 4], "Consul HTTP is not on the mesh");
+    assert_eq!(verdicts("client-1 8080/tcp"), ["blocked", "blocked", "blocked", "allowed"], "cos-mesh metrics");
+    // Mutual TLS over the overlay with the certificates of `cos-mesh nomad tls`.
+    assert!(text.contains("client-1 with its client certificate (CN client.global.nomad): accepted"), "{text}");
+    assert!(text.contains("client-1 without a certificate: refused (TLS alert"), "{text}");
     // The clients found each other and the servers through the NATs (direct, or relayed while a
     // punch is still under way on a loaded machine).
     assert!(text.contains("client-1 (direct)") || text.contains("client-1 (relayed)"), "{text}");
     // The Nomad snippets, rendered from the running mesh: the client joins the two servers.
     assert!(text.contains("host_network \"overlay\""), "{text}");
+    assert!(text.contains("verify_https_client    = true") && text.contains("# WARNING: bootstrap_expect = 2"), "{text}");
+    assert!(text.contains("consul agent snippet for client-1") && text.contains("advertise_addr"), "{text}");
     assert!(
         text.contains("\"100.64.0.11\"") && text.contains("\"100.64.0.12\""),
         "retry_join lists both servers: {text}"

@@ -1,6 +1,6 @@
-//! The reachability matrix: for each Nomad port of a server and a client, and each role that
-//! might connect, what the role rule sets say (the firewall engine's own verdict on the rule
-//! files) against what a real connection through the mesh observes.
+//! The reachability matrix: for each Nomad, Consul and monitoring port of a server and a
+//! client, and each role that might connect, what the role rule sets say (the firewall engine's
+//! own verdict on the rule files) against what a real connection through the mesh observes.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -30,19 +30,32 @@ pub struct Service {
     pub port: u16,
     pub proto: Proto,
     pub what: &'static str,
+    /// Whether the matrix listens itself; `false`: the daemon does (its metrics endpoint).
+    pub stand_in: bool,
 }
 
-pub const SERVICES: [Service; 7] = [
-    Service { target: "server-1", port: 4646, proto: Proto::Tcp, what: "HTTP API" },
-    Service { target: "server-1", port: 4647, proto: Proto::Tcp, what: "RPC" },
-    Service { target: "server-1", port: 4648, proto: Proto::Tcp, what: "Serf" },
-    Service { target: "server-1", port: 4648, proto: Proto::Udp, what: "Serf" },
-    Service { target: "client-1", port: 4647, proto: Proto::Tcp, what: "RPC (servers only)" },
-    Service { target: "client-1", port: 25417, proto: Proto::Tcp, what: "allocation" },
-    Service { target: "client-1", port: 22, proto: Proto::Tcp, what: "ssh" },
+const fn svc(target: &'static str, port: u16, proto: Proto, what: &'static str) -> Service {
+    Service { target, port, proto, what, stand_in: true }
+}
+
+pub const SERVICES: [Service; 14] = [
+    svc("server-1", 4646, Proto::Tcp, "Nomad HTTP"),
+    svc("server-1", 4647, Proto::Tcp, "Nomad RPC"),
+    svc("server-1", 4648, Proto::Tcp, "Nomad Serf"),
+    svc("server-1", 4648, Proto::Udp, "Nomad Serf"),
+    svc("server-1", 8300, Proto::Tcp, "Consul RPC"),
+    svc("server-1", 8301, Proto::Udp, "Consul LAN"),
+    svc("server-1", 8302, Proto::Tcp, "Consul WAN"),
+    svc("server-1", 8500, Proto::Tcp, "Consul HTTP"),
+    svc("client-1", 4646, Proto::Tcp, "Nomad HTTP"),
+    svc("client-1", 4647, Proto::Tcp, "RPC (servers only)"),
+    svc("client-1", 25417, Proto::Tcp, "allocation"),
+    svc("client-1", 8301, Proto::Tcp, "Consul LAN"),
+    Service { stand_in: false, ..svc("client-1", super::world::METRICS_PORT, Proto::Tcp, "cos-mesh metrics") },
+    svc("client-1", 22, Proto::Tcp, "ssh"),
 ];
 
-pub const SOURCES: [&str; 3] = ["server-2", "client-2", "operator"];
+pub const SOURCES: [&str; 4] = ["server-2", "client-2", "operator", "prometheus"];
 
 pub struct Cell {
     pub source: &'static str,
@@ -69,7 +82,7 @@ impl Drop for Listeners {
 fn listen(world: &World) -> Result<Listeners> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = vec![];
-    for s in SERVICES {
+    for s in SERVICES.into_iter().filter(|s| s.stand_in) {
         let host = world.host(s.target);
         let addr = SocketAddr::new(IpAddr::V4(host.vpn_ip), s.port);
         let stop = stop.clone();
@@ -160,37 +173,29 @@ fn expected(world: &World, source: &Host, target: &Host, s: Service) -> Result<b
         && compile(source)?.evaluate(Direction::Outbound, &outbound, &identity(target)).is_some())
 }
 
-/// Probes every cell; sources run in parallel.
+/// Probes every cell, all in parallel (a blocked probe waits out its timeout).
 pub fn measure(world: &World) -> Result<Vec<Cell>> {
     let _listeners = listen(world)?;
-    let results: Vec<Result<Vec<Cell>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = SOURCES
+    let cells: Vec<(&'static str, Service)> =
+        SOURCES.iter().flat_map(|src| SERVICES.iter().map(move |s| (*src, *s))).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = cells
             .iter()
-            .map(|src| {
-                scope.spawn(move || -> Result<Vec<Cell>> {
-                    let source = world.host(src);
-                    let mut cells = vec![];
-                    for s in SERVICES {
-                        let target = world.host(s.target);
-                        let addr = SocketAddr::new(IpAddr::V4(target.vpn_ip), s.port);
-                        let expected = expected(world, source, target, s)?;
-                        // One retry for an allowed-but-failed first contact (a handshake racing
-                        // the probe's own timeout), never a reason to call blocked allowed.
-                        let mut observed = probe(source, addr, s.proto)?;
-                        if !observed && expected {
-                            observed = probe(source, addr, s.proto)?;
-                        }
-                        cells.push(Cell { source: src, service: s, expected, observed });
+            .map(|&(src, s)| {
+                scope.spawn(move || -> Result<Cell> {
+                    let (source, target) = (world.host(src), world.host(s.target));
+                    let addr = SocketAddr::new(IpAddr::V4(target.vpn_ip), s.port);
+                    let expected = expected(world, source, target, s)?;
+                    // One retry for an allowed-but-failed first contact (a handshake racing
+                    // the probe's own timeout), never a reason to call blocked allowed.
+                    let mut observed = probe(source, addr, s.proto)?;
+                    if !observed && expected {
+                        observed = probe(source, addr, s.proto)?;
                     }
-                    Ok(cells)
+                    Ok(Cell { source: src, service: s, expected, observed })
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a probe thread panicked")))).collect()
-    });
-    let mut all = vec![];
-    for r in results {
-        all.extend(r?);
-    }
-    Ok(all)
+    })
 }

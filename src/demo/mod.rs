@@ -3,6 +3,7 @@
 //! connections, the Nomad snippets), then torn down.
 
 mod matrix;
+mod mtls;
 mod world;
 
 use std::fmt::Write as _;
@@ -34,11 +35,17 @@ pub fn run(opts: Options) -> Result<bool> {
     let signals = Signals::new()?;
     let exe = std::env::current_exe()?;
     let started = Instant::now();
-    println!("Building the world: 2 lighthouses, a relay and an operator on a public segment (198.18.0.0/24);");
+    println!(
+        "Building the world: 2 lighthouses, a relay, an operator and Prometheus on a public segment (198.18.0.0/24);"
+    );
     println!("Nomad servers in environment A (198.19.1.0/24) and clients in environment B (198.19.2.0/24),");
     println!("each behind its own NAT router (nft masquerade). Overlay 100.64.0.0/10 on nebula1 in every host.\n");
     let world = World::build(&exe)?;
-    println!("All 8 daemons up and registered with both lighthouses in {:.1}s.\n", started.elapsed().as_secs_f64());
+    println!(
+        "All {} daemons up and registered with both lighthouses in {:.1}s.\n",
+        world.hosts.len(),
+        started.elapsed().as_secs_f64()
+    );
     if interrupted(&signals) {
         return Ok(true);
     }
@@ -47,12 +54,16 @@ pub fn run(opts: Options) -> Result<bool> {
     println!();
     print!("{}", matrix_table(&cells));
     println!();
+    let handshake = mtls::run(&world)?;
+    print!("{}", mtls::describe(&handshake, &world.dir.0));
+    println!();
     print!("{}", snippets(&world, &exe));
-    let ok = cells.iter().all(|c| c.expected == c.observed);
+    let tls_ok = handshake.as_ref().is_none_or(|h| h.accepted && h.refused);
+    let ok = cells.iter().all(|c| c.expected == c.observed) && tls_ok;
     if ok {
         println!("Every cell matches the role rule sets in firewall/.");
     } else {
-        println!("MISMATCH: cells marked ! disagree with the role rule sets.");
+        println!("MISMATCH: cells (or handshakes) marked ! disagree with the role rule sets.");
     }
     if opts.keep {
         println!("\nThe world stays up (configs and logs in {}). Ctrl-C tears it down.", world.dir.0.display());
@@ -111,7 +122,8 @@ fn status_table(world: &World) -> String {
 
 fn matrix_table(cells: &[Cell]) -> String {
     let mut s = String::from(
-        "Reachability of Nomad ports over the overlay (observed with real connections; expected from firewall/):\n",
+        "Reachability of Nomad, Consul and monitoring ports over the overlay (observed with real connections;\n\
+         expected from firewall/):\n",
     );
     let _ = write!(s, "{:<36}", "target port");
     for src in matrix::SOURCES {
@@ -144,25 +156,24 @@ fn matrix_table(cells: &[Cell]) -> String {
     s
 }
 
-/// The Nomad agent snippets for a server and a client, rendered by `cos-mesh nomad config`
-/// from each node's running daemon (its members list gives `retry_join`).
+/// The Nomad agent snippets for a server and a client and a client's Consul snippet, rendered
+/// by `cos-mesh nomad config` / `consul config` from each node's running daemon (its members
+/// list gives `retry_join`).
 fn snippets(world: &World, exe: &std::path::Path) -> String {
     let mut s = String::new();
-    for (host, role) in [("server-1", "server"), ("client-1", "client")] {
+    for (tool, host, role) in
+        [("nomad", "server-1", "server"), ("nomad", "client-1", "client"), ("consul", "client-1", "client")]
+    {
         let h = world.host(host);
-        let out = std::process::Command::new(exe)
-            .args([
-                "nomad",
-                "config",
-                "--role",
-                role,
-                "-c",
-                &h.config.to_string_lossy(),
-                "--socket",
-                &h.socket.to_string_lossy(),
-            ])
-            .output();
-        let _ = writeln!(s, "Nomad agent snippet for {host} (cos-mesh nomad config --role {role}):");
+        let (config, socket) = (h.config.to_string_lossy(), h.socket.to_string_lossy());
+        let mut args = vec![tool, "config", "--role", role, "-c", &config, "--socket", &socket];
+        // The inventory the mutual-TLS step wrote: region, datacenter (and the gossip key, withheld).
+        let inventory = world.dir.0.join("inventory.yaml").to_string_lossy().into_owned();
+        if std::path::Path::new(&inventory).exists() {
+            args.extend(["--inventory", &inventory]);
+        }
+        let out = std::process::Command::new(exe).args(&args).output();
+        let _ = writeln!(s, "{tool} agent snippet for {host} (cos-mesh {tool} config --role {role}):");
         match out {
             Ok(o) if o.status.success() => {
                 for line in String::from_utf8_lossy(&o.stdout).lines() {

@@ -23,6 +23,7 @@ pub enum Role {
     Operator,
     Server,
     Client,
+    Monitoring,
 }
 
 impl Role {
@@ -31,16 +32,18 @@ impl Role {
             Role::Lighthouse => &["lighthouse"],
             Role::Relay => &["relay"],
             Role::Operator => &["ops"],
-            Role::Server => &["nomad-server"],
-            Role::Client => &["nomad-client"],
+            Role::Server => &["nomad-server", "consul-server"],
+            Role::Client => &["nomad-client", "consul-client"],
+            Role::Monitoring => &["monitoring"],
         }
     }
 
     /// The rule files of `firewall/` this role includes.
     pub fn rule_files(self) -> &'static [&'static str] {
         match self {
-            Role::Server => &["base.yaml", "nomad-server.yaml"],
-            Role::Client => &["base.yaml", "nomad-client.yaml"],
+            Role::Server => &["base.yaml", "nomad-server.yaml", "consul-server.yaml"],
+            Role::Client => &["base.yaml", "nomad-client.yaml", "consul-client.yaml"],
+            Role::Monitoring => &["base.yaml", "monitoring.yaml"],
             _ => &["base.yaml"],
         }
     }
@@ -52,16 +55,24 @@ impl Role {
             Role::Operator => "operator",
             Role::Server => "nomad server",
             Role::Client => "nomad client",
+            Role::Monitoring => "prometheus",
         }
     }
 }
 
 /// The role rule sets, built into the binary so the demo runs from anywhere.
-pub const RULE_FILES: [(&str, &str); 3] = [
+pub const RULE_FILES: [(&str, &str); 6] = [
     ("base.yaml", include_str!("../../firewall/base.yaml")),
     ("nomad-server.yaml", include_str!("../../firewall/nomad-server.yaml")),
     ("nomad-client.yaml", include_str!("../../firewall/nomad-client.yaml")),
+    ("consul-server.yaml", include_str!("../../firewall/consul-server.yaml")),
+    ("consul-client.yaml", include_str!("../../firewall/consul-client.yaml")),
+    ("monitoring.yaml", include_str!("../../firewall/monitoring.yaml")),
 ];
+
+/// The port of cos-mesh's own metrics endpoint (`stats.listen`) on the demo's clients, which
+/// `firewall/base.yaml` opens to group monitoring.
+pub const METRICS_PORT: u16 = 8080;
 
 pub struct Host {
     // Declared first: dropped (SIGTERM) before the namespace goes.
@@ -102,11 +113,12 @@ impl Drop for TempDir {
 }
 
 /// (name, role, overlay last octet, environment: 0 public / 1 A / 2 B, underlay last octet)
-const PLAN: [(&str, Role, u8, u8, u8); 8] = [
+pub const PLAN: [(&str, Role, u8, u8, u8); 9] = [
     ("lighthouse-1", Role::Lighthouse, 1, 0, 1),
     ("lighthouse-2", Role::Lighthouse, 2, 0, 2),
     ("relay", Role::Relay, 3, 0, 3),
     ("operator", Role::Operator, 4, 0, 4),
+    ("prometheus", Role::Monitoring, 5, 0, 5),
     ("server-1", Role::Server, 11, 1, 11),
     ("server-2", Role::Server, 12, 1, 12),
     ("client-1", Role::Client, 21, 2, 21),
@@ -231,6 +243,10 @@ fn write_node(dir: &Path, h: &Host, ca: &Certificate, ca_key: &CaSecret) -> Resu
         h.socket.display(),
         includes.join(", ")
     );
+    if h.role == Role::Client {
+        // The real metrics endpoint on the overlay, for the matrix's monitoring column.
+        text.push_str(&format!("stats:\n  type: prometheus\n  listen: \"{}:{METRICS_PORT}\"\n", h.vpn_ip));
+    }
     text.push_str(match h.role {
         Role::Lighthouse => "lighthouse:\n  am_lighthouse: true\n",
         Role::Relay => "lighthouse:\n  hosts: [100.64.0.1, 100.64.0.2]\n  interval: 5\nrelay:\n  am_relay: true\n",

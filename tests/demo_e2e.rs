@@ -47,7 +47,10 @@ fn the_demo_runs_to_completion_and_its_matrix_matches_the_rules() {
     assert!(text.contains("client-1 (direct)") || text.contains("client-1 (relayed)"), "{text}");
     // The Nomad snippets, rendered from the running mesh: the client joins the two servers.
     assert!(text.contains("host_network \"overlay\""), "{text}");
-    assert!(text.contains("verify_https_client    = true") && text.contains("# WARNING: bootstrap_expect = 2"), "{text}");
+    assert!(
+        text.contains("verify_https_client    = true") && text.contains("# WARNING: bootstrap_expect = 2"),
+        "{text}"
+    );
     assert!(text.contains("consul agent snippet for client-1") && text.contains("advertise_addr"), "{text}");
     assert!(
         text.contains("\"100.64.0.11\"") && text.contains("\"100.64.0.12\""),

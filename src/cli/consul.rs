@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::nomad::{NodeArgs, ThisNode, find_servers, warn_not_a_server};
+use super::nomad::{NodeArgs, ThisNode, find_servers, or_dns, warn_not_a_server};
 use crate::consul::{AgentSnippet, INSTALL_PATH, SERVER_GROUP};
 
 #[derive(clap::Args)]
@@ -60,12 +60,7 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
     }
     let node = ThisNode::load(&a.node.config, "Consul")?;
     let (inventory, found) = find_servers(SERVER_GROUP, &a.node, &node)?;
-    // A DNS name to join can stand in for a member list that could not be read.
-    let (servers, servers_from) = match (found, &a.retry_join_dns) {
-        (Ok(found), _) => found,
-        (Err(e), Some(_)) => (vec![], format!("nowhere ({e:#})")),
-        (Err(e), None) => return Err(e),
-    };
+    let (servers, servers_from) = or_dns(found, a.retry_join_dns.as_deref())?;
     if server && !servers.contains(&node.overlay_ip.addr()) && a.retry_join_dns.is_none() {
         warn_not_a_server(&node, SERVER_GROUP);
     }

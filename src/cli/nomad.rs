@@ -90,6 +90,10 @@ struct ConfigArgs {
     /// Servers: the gossip key file (default: the inventory's gossip_key).
     #[arg(long, value_name = "FILE")]
     gossip_key: Option<PathBuf>,
+    /// Also join this DNS name, e.g. nomad-server.mesh from a lighthouse serving DNS (the host's
+    /// resolver must send the zone to the lighthouse).
+    #[arg(long, value_name = "NAME")]
+    retry_join_dns: Option<String>,
     /// Write the snippet to FILE (atomically, 0600) instead of stdout. Needed for a server's
     /// gossip key, which is never printed.
     #[arg(long, value_name = "FILE")]
@@ -191,8 +195,8 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
     let (loaded, cert, overlay_ip) = (&node.loaded, &node.cert, node.overlay_ip);
     let cfg = &loaded.config;
     let (inventory, found) = find_servers(SERVER_GROUP, &a.node, &node)?;
-    let (servers, servers_from) = found?;
-    if roles.server && !servers.contains(&overlay_ip.addr()) {
+    let (servers, servers_from) = or_dns(found, a.retry_join_dns.as_deref())?;
+    if roles.server && !servers.contains(&overlay_ip.addr()) && a.retry_join_dns.is_none() {
         warn_not_a_server(&node, SERVER_GROUP);
     }
     let dynamic_ports = match (roles.client, a.dynamic_ports) {
@@ -225,6 +229,7 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
         dev: cfg.tun.dev.clone(),
         servers,
         servers_from,
+        join_dns: a.retry_join_dns.clone(),
         region,
         datacenter,
         bootstrap_expect: a.bootstrap_expect,
@@ -302,6 +307,15 @@ pub(super) fn find_servers(
         }
     };
     Ok((inventory, found))
+}
+
+/// A DNS name to join can stand in for a member list that could not be read.
+pub(super) fn or_dns(found: Result<ServerList>, dns: Option<&str>) -> Result<ServerList> {
+    match (found, dns) {
+        (Ok(found), _) => Ok(found),
+        (Err(e), Some(_)) => Ok((vec![], format!("nowhere ({e:#})"))),
+        (Err(e), None) => Err(e),
+    }
 }
 
 pub(super) fn warn_not_a_server(node: &ThisNode, group: &str) {

@@ -55,6 +55,14 @@ impl DnsServer {
         if !(l.am_lighthouse && l.serve_dns) {
             return Ok(None);
         }
+        if l.dns.host.is_unspecified() {
+            tracing::warn!(
+                "lighthouse.dns.host {}: DNS answers on every address of this host, the underlay included, and \
+                 tells anyone who asks the mesh's names and overlay addresses; set it to this lighthouse's \
+                 overlay IP to serve the mesh only",
+                l.dns.host
+            );
+        }
         Ok(Some(DnsServer::start(SocketAddr::new(l.dns.host, l.dns.port), &l.dns.zone)?))
     }
 

@@ -35,7 +35,10 @@ pub enum LintError {
 /// The checks [`AgentSnippet::render`] runs.
 pub fn check(s: &AgentSnippet) -> Result<(), LintError> {
     overlay_clear_of_bridges(s.overlay())?;
-    if s.servers.is_empty() {
+    if let Some(name) = &s.join_dns {
+        plain("--retry-join-dns", name, |c| c.is_ascii_alphanumeric() || "-_.".contains(c))?;
+    }
+    if s.servers.is_empty() && s.join_dns.is_none() {
         return Err(LintError::NoServers { source_desc: s.servers_from.clone(), group: super::SERVER_GROUP });
     }
     plain("tun.dev", &s.dev, |c| c.is_ascii_alphanumeric() || "-_.@".contains(c))?;

@@ -96,6 +96,8 @@ pub struct AgentSnippet {
     /// Overlay IPs of the Nomad servers to join, and where that list came from (for a comment).
     pub servers: Vec<Ipv4Addr>,
     pub servers_from: String,
+    /// A DNS name answering every server (`nomad-server.mesh` from a lighthouse), joined too.
+    pub join_dns: Option<String>,
     pub region: Option<String>,
     pub datacenter: Option<String>,
     /// Servers only: default the number of servers found.
@@ -212,13 +214,15 @@ impl AgentSnippet {
 
     fn join(&self, port: &str) -> Body {
         let mut join = Body::new();
-        let ips = Value::List(self.servers.iter().map(|ip| Value::str(ip.to_string())).collect());
-        join.comment(&format!(
-            "Overlay IPs of group {SERVER_GROUP}, from {}; port defaults to {port}.",
-            self.servers_from
-        ))
-        .attr("retry_join", ips)
-        .attr("retry_interval", Value::str("15s"));
+        let mut ips: Vec<Value> = self.servers.iter().map(|ip| Value::str(ip.to_string())).collect();
+        let mut from = format!("Overlay IPs of group {SERVER_GROUP}, from {}", self.servers_from);
+        if let Some(name) = &self.join_dns {
+            ips.push(Value::str(name.as_str()));
+            from.push_str(&format!(", and {name} (every member, from a lighthouse's DNS)"));
+        }
+        join.comment(&format!("{from}; port defaults to {port}."))
+            .attr("retry_join", Value::List(ips))
+            .attr("retry_interval", Value::str("15s"));
         join
     }
 

@@ -12,6 +12,7 @@ fn snippet(roles: Roles) -> AgentSnippet {
         dev: "nebula1".into(),
         servers: vec!["100.64.0.11".parse().unwrap(), "100.64.0.12".parse().unwrap()],
         servers_from: "a test".into(),
+        join_dns: None,
         region: None,
         datacenter: Some("aws-eu-west-1".into()),
         bootstrap_expect: None,
@@ -175,4 +176,19 @@ fn fewer_than_three_servers_is_warned_about() {
     three.gossip = Gossip::Withheld;
     assert!(three.warnings().is_empty(), "{:?}", three.warnings());
     assert!(snippet(Roles::CLIENT).warnings().is_empty());
+}
+
+#[test]
+fn a_dns_name_joins_too_and_can_stand_alone() {
+    let mut s = snippet(Roles::CLIENT);
+    s.join_dns = Some("nomad-server.mesh".into());
+    let v = parse(&s);
+    assert_eq!(
+        v["client"]["server_join"]["retry_join"],
+        serde_json::json!(["100.64.0.11", "100.64.0.12", "nomad-server.mesh"])
+    );
+    s.servers.clear();
+    assert_eq!(parse(&s)["client"]["server_join"]["retry_join"], serde_json::json!(["nomad-server.mesh"]));
+    s.join_dns = Some("a b".into());
+    assert!(matches!(s.render(), Err(LintError::BadValue { field: "--retry-join-dns", .. })));
 }

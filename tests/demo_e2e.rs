@@ -42,6 +42,12 @@ fn the_demo_runs_to_completion_and_its_matrix_matches_the_rules() {
     // Mutual TLS over the overlay with the certificates of `cos-mesh nomad tls`.
     assert!(text.contains("client-1 with its client certificate (CN client.global.nomad): accepted"), "{text}");
     assert!(text.contains("client-1 without a certificate: refused (TLS alert"), "{text}");
+    // DNS for the mesh from a lighthouse, over the overlay: a group, a node, a stranger.
+    let section = text.split("DNS for the mesh").nth(1).unwrap_or("");
+    let dns = |name: &str| section.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or("").to_string();
+    assert!(dns("nomad-server.mesh").ends_with("100.64.0.11, 100.64.0.12"), "{text}");
+    assert!(dns("client-1 ").ends_with("100.64.0.21"), "{text}");
+    assert!(dns("nobody.mesh").ends_with("NXDOMAIN"), "{text}");
     // The clients found each other and the servers through the NATs (direct, or relayed while a
     // punch is still under way on a loaded machine).
     assert!(text.contains("client-1 (direct)") || text.contains("client-1 (relayed)"), "{text}");

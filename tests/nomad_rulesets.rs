@@ -156,3 +156,20 @@ fn the_data_center_inventory_signs_with_a_ca_limited_to_its_groups() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("12 issued, 0 renewed"), "{out}");
 }
+
+#[test]
+fn the_data_center_inventory_gets_nomad_certificates_per_role_and_region() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = d.path().join("inventory.yaml");
+    std::fs::copy(repo("examples/cos-datacenters/inventory.yaml"), &inv).unwrap();
+    let out = d.path().join("nomad-tls");
+    let o = bin(&["nomad", "tls", "--inventory", inv.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Region `cos` from the inventory; servers, clients, Prometheus and operators get theirs.
+    for f in ["server-1/cos-server-nomad.pem", "fra-1/cos-client-nomad.pem", "prometheus-1/cos-cli-nomad.pem"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    assert!(!out.join("lighthouse-1").exists() && !out.join("prometheus-1/cos-client-nomad.pem").exists());
+    let env = std::fs::read_to_string(out.join("prometheus-1/nomad-cli.env")).unwrap();
+    assert!(env.contains("NOMAD_ADDR=https://100.64.0.11:4646"), "{env}");
+}

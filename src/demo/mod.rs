@@ -2,6 +2,7 @@
 //! shown working (status, a reachability matrix of the Nomad ports per role observed with real
 //! connections, the Nomad snippets), then torn down.
 
+mod lookup;
 mod matrix;
 mod mtls;
 mod world;
@@ -57,9 +58,12 @@ pub fn run(opts: Options) -> Result<bool> {
     let handshake = mtls::run(&world)?;
     print!("{}", mtls::describe(&handshake, &world.dir.0));
     println!();
+    let answers = lookup::run(&world)?;
+    print!("{}", lookup::describe(&answers));
+    println!();
     print!("{}", snippets(&world, &exe));
     let tls_ok = handshake.as_ref().is_none_or(|h| h.accepted && h.refused);
-    let ok = cells.iter().all(|c| c.expected == c.observed) && tls_ok;
+    let ok = cells.iter().all(|c| c.expected == c.observed) && tls_ok && answers.iter().all(lookup::Answer::ok);
     if ok {
         println!("Every cell matches the role rule sets in firewall/.");
     } else {

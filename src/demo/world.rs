@@ -44,6 +44,7 @@ impl Role {
             Role::Server => &["base.yaml", "nomad-server.yaml", "consul-server.yaml"],
             Role::Client => &["base.yaml", "nomad-client.yaml", "consul-client.yaml"],
             Role::Monitoring => &["base.yaml", "monitoring.yaml"],
+            Role::Lighthouse => &["base.yaml", "lighthouse.yaml"],
             _ => &["base.yaml"],
         }
     }
@@ -61,7 +62,8 @@ impl Role {
 }
 
 /// The role rule sets, built into the binary so the demo runs from anywhere.
-pub const RULE_FILES: [(&str, &str); 6] = [
+pub const RULE_FILES: [(&str, &str); 7] = [
+    ("lighthouse.yaml", include_str!("../../firewall/lighthouse.yaml")),
     ("base.yaml", include_str!("../../firewall/base.yaml")),
     ("nomad-server.yaml", include_str!("../../firewall/nomad-server.yaml")),
     ("nomad-client.yaml", include_str!("../../firewall/nomad-client.yaml")),
@@ -247,8 +249,15 @@ fn write_node(dir: &Path, h: &Host, ca: &Certificate, ca_key: &CaSecret) -> Resu
         // The real metrics endpoint on the overlay, for the matrix's monitoring column.
         text.push_str(&format!("stats:\n  type: prometheus\n  listen: \"{}:{METRICS_PORT}\"\n", h.vpn_ip));
     }
+    if h.role == Role::Lighthouse {
+        // DNS for the mesh on the overlay address only (firewall/lighthouse.yaml opens 53/udp).
+        text.push_str(&format!(
+            "lighthouse:\n  am_lighthouse: true\n  serve_dns: true\n  dns:\n    host: {}\n    port: 53\n",
+            h.vpn_ip
+        ));
+    }
     text.push_str(match h.role {
-        Role::Lighthouse => "lighthouse:\n  am_lighthouse: true\n",
+        Role::Lighthouse => "",
         Role::Relay => "lighthouse:\n  hosts: [100.64.0.1, 100.64.0.2]\n  interval: 5\nrelay:\n  am_relay: true\n",
         _ => "lighthouse:\n  hosts: [100.64.0.1, 100.64.0.2]\n  interval: 5\nrelay:\n  relays: [100.64.0.3]\n",
     });

@@ -155,6 +155,24 @@ fn a_second_run_changes_nothing_and_an_inventory_change_renews_with_the_same_key
     assert!(verify(&ca, &server, &["-verify_ip", "100.64.0.111"]).status.success());
     // No temporary files are left behind.
     assert!(walk(&out).iter().all(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')));
+
+    // laptop-alice leaves the inventory, nomad-client-onprem-1 stops being a client: their
+    // files are left alone and named.
+    let text = std::fs::read_to_string(&inv).unwrap();
+    let text = text.replace("  - name: laptop-alice\n    ip: 100.64.9.1/10\n    role: ops\n", "");
+    let text = text.replace(
+        "    datacenter: onprem-fra-1\n    groups: [ops]",
+        "    datacenter: onprem-fra-1\n    groups: [ops]\n    role: ops",
+    );
+    std::fs::write(
+        &inv,
+        text.replace("    role: client\n    datacenter: onprem-fra-1\n", "    datacenter: onprem-fra-1\n"),
+    )
+    .unwrap();
+    let after = tls(&inv, &out);
+    assert!(after.contains(&format!("left alone {} ", out.join("laptop-alice").display())), "{after}");
+    let stale = out.join("nomad-client-onprem-1/global-client-nomad.pem");
+    assert!(after.contains(&format!("left alone {} ", stale.display())), "{after}");
 }
 
 #[test]

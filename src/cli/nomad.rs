@@ -173,6 +173,9 @@ fn tls(a: TlsArgs) -> Result<ExitCode> {
     for c in &report.certificates {
         println!("{:<9} {} ({})", word(c.action), c.file.display(), c.reasons.join("; "));
     }
+    for p in &report.not_in_inventory {
+        println!("left alone {} (the inventory no longer asks for it: remove it from the host)", p.display());
+    }
     let count = |x: Action| report.certificates.iter().filter(|c| c.action == x).count();
     println!(
         "{} issued, {} renewed, {} unchanged",

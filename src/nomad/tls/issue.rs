@@ -57,6 +57,9 @@ pub struct Report {
     pub gossip_key: Action,
     pub gossip_key_file: PathBuf,
     pub certificates: Vec<Outcome>,
+    /// Node directories and certificates the inventory no longer asks for: left alone (a
+    /// retired node's certificate stays valid until it expires; remove it from the host).
+    pub not_in_inventory: Vec<PathBuf>,
 }
 
 struct Plan {
@@ -87,6 +90,14 @@ pub fn run(inv: &Inventory, o: &Options, now: UnixTime) -> Result<Report> {
         ),
     };
     let ca_end = ca.not_after()?;
+    if ca_end.seconds() <= now.seconds() + 86_400 {
+        bail!(
+            "the Nomad CA {} expires {}: nothing it signs would be valid. Move nomad-agent-ca.pem and \
+             nomad-agent-ca-key.pem away to make a new CA (then every Nomad agent needs its new certificates)",
+            ca_crt.display(),
+            ca_end.rfc3339()
+        );
+    }
 
     let mut plans = vec![];
     for node in &inv.nodes {
@@ -160,7 +171,40 @@ pub fn run(inv: &Inventory, o: &Options, now: UnixTime) -> Result<Report> {
         files::write_new(&inv.nomad.gossip_key, text.as_bytes(), SECRET_MODE, "Nomad gossip key")?;
         Action::Issued
     };
-    Ok(Report { ca: ca_action, gossip_key, gossip_key_file: inv.nomad.gossip_key.clone(), certificates: outcomes })
+    let not_in_inventory = leftovers(&o.out_dir, &plans)?;
+    Ok(Report {
+        ca: ca_action,
+        gossip_key,
+        gossip_key_file: inv.nomad.gossip_key.clone(),
+        certificates: outcomes,
+        not_in_inventory,
+    })
+}
+
+/// Directories of nodes without certificates now, and `*-nomad.pem` certificates no plan has.
+fn leftovers(out_dir: &Path, plans: &[Plan]) -> Result<Vec<PathBuf>> {
+    let mut found = vec![];
+    for entry in fs::read_dir(out_dir).with_context(|| format!("listing {}", out_dir.display()))? {
+        let dir = entry?.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let planned: Vec<String> =
+            plans.iter().filter(|p| p.dir == dir).map(|p| format!("{}.pem", p.spec.file_stem())).collect();
+        if planned.is_empty() {
+            found.push(dir);
+            continue;
+        }
+        for f in fs::read_dir(&dir)? {
+            let f = f?.path();
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.ends_with("-nomad.pem") && !planned.contains(&name) {
+                found.push(f);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn paths(dir: &Path, spec: &Spec) -> (PathBuf, PathBuf) {

@@ -113,3 +113,27 @@ fn ca_load_checks_key_and_ca_flag() {
     assert!(matches!(Ca::load(&leaf, &key.serialize_pem()), Err(TlsError::NotCa)));
     assert!(matches!(Ca::load("junk", &ca.key_pem()), Err(TlsError::Unreadable { .. })));
 }
+
+#[test]
+fn an_expiring_ca_signs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = UnixTime(NOW.seconds() - (CA_DAYS * DAY) as i64 + 3600);
+    let ca = Ca::generate(old).unwrap();
+    std::fs::write(dir.path().join(CA_FILE), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join(CA_KEY_FILE), ca.key_pem()).unwrap();
+    let inv = crate::inventory::Inventory::parse(
+        "nodes:\n  - {name: s1, ip: 100.64.0.11/10, groups: [nomad-server]}\n",
+        &dir.path().join("inv.yaml"),
+    )
+    .unwrap();
+    let opts = issue::Options {
+        out_dir: dir.path().to_path_buf(),
+        region: "global".into(),
+        renew_before: MONTH,
+        days: CERT_DAYS,
+        install_dir: "/t".into(),
+    };
+    let err = issue::run(&inv, &opts, NOW).unwrap_err().to_string();
+    assert!(err.contains("expires") && err.contains("make a new CA"), "{err}");
+    assert!(!dir.path().join("s1").exists(), "nothing written");
+}

@@ -418,3 +418,14 @@ fn consul_server_from_the_daemons_members_and_a_dns_name() {
     let err = fails(mesh.dir.path(), &["consul", "config", "--role", "client", "-c", &cfg]);
     assert!(err.contains("asking the running daemon"), "{err}");
 }
+
+#[test]
+fn a_lighthouse_dns_name_stands_in_for_an_unreachable_daemon() {
+    let mesh = Mesh::new("100.64.0.0/10", INVENTORY);
+    let cfg = mesh.node_config("c1", "client", "nebula1", &mesh.path("none.sock"));
+    let args = ["nomad", "config", "--role", "client", "-c", &cfg, "--retry-join-dns", "nomad-server.mesh"];
+    let v = parse_hcl(&ok(mesh.dir.path(), &args));
+    assert_eq!(v["client"]["server_join"]["retry_join"], json!(["nomad-server.mesh"]));
+    let err = fails(mesh.dir.path(), &["nomad", "config", "--role", "client", "-c", &cfg, "--retry-join-dns", "a b"]);
+    assert!(err.contains("--retry-join-dns \"a b\""), "{err}");
+}

@@ -93,12 +93,12 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
 
     let (servers, servers_from) = match a.servers_from {
         ServersFrom::Members => {
-            let socket = a.socket.clone().unwrap_or_else(|| cfg.control_socket());
+            let socket = a.socket.clone().map(crate::config::ControlAddr::from).unwrap_or_else(|| cfg.control_socket());
             let answer = ask(&socket, Request::Members).context(
                 "asking the running daemon for the mesh's members (or take the servers from the PKI \
                  inventory: --servers-from inventory --inventory FILE)",
             )?;
-            (servers::from_members(&answer), format!("the daemon's members at {}", socket.display()))
+            (servers::from_members(&answer), format!("the daemon's members at {socket}"))
         }
         ServersFrom::Inventory => {
             let path = a.inventory.as_ref().context("--servers-from inventory needs --inventory FILE")?;

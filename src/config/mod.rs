@@ -117,6 +117,41 @@ impl Config {
     }
 }
 
+/// The control socket of the daemon started with `path`, from `control.socket` and `tun.dev`
+/// alone: `status`, `members` and `reload` must find a running daemon even when the file on
+/// disk has since been broken (that is often why the operator is asking). Of a file with a
+/// YAML syntax error, the part before the error is read; nothing else is validated.
+pub fn control_addr_of(path: &Path) -> Result<ControlAddr, ConfigError> {
+    let mut merged = merge::Merged::default();
+    for file in config_files(path)? {
+        let text = read_text(&file)?;
+        if let Some(doc) = readable_prefix(&text) {
+            merged.add(&file, doc);
+        }
+    }
+    let get = |section: &str, key: &str| merged.value.get(section)?.get(key)?.as_str().map(str::to_string);
+    Ok(match (get("control", "socket"), get("tun", "dev")) {
+        (Some(socket), _) => ControlAddr::from(PathBuf::from(socket)),
+        (None, dev) => ControlAddr::for_tun(dev.as_deref().unwrap_or(&Tun::default().dev)),
+    })
+}
+
+/// The document of `text`, or of its lines before the first syntax error (a few tries, as the
+/// cut itself can leave a dangling key).
+fn readable_prefix(text: &str) -> Option<serde_json::Value> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    for _ in 0..4 {
+        match serde_saphyr::from_str::<serde_json::Value>(&lines.join("\n")) {
+            Ok(doc) => return Some(doc),
+            Err(e) => {
+                let bad = e.location().map(|l| l.line() as usize).filter(|l| *l >= 1 && *l <= lines.len())?;
+                lines.truncate(bad - 1);
+            }
+        }
+    }
+    None
+}
+
 /// The files `path` stands for, in merge order.
 fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let read_err = |error| ConfigError::Read { path: path.to_path_buf(), error };

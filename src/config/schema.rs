@@ -392,28 +392,75 @@ impl Default for Handshakes {
     }
 }
 
-/// `control`: the local socket `cos-mesh status` / `members` talk to (cos-mesh's own key).
-/// Unset, it is `/run/cos-mesh/<tun.dev>.sock`: two daemons on one host cannot share a TUN
-/// device, so they never share a socket either.
+/// `control`: the local socket `cos-mesh status` / `members` / `reload` talk to (cos-mesh's own
+/// key). Unset, it is the abstract socket `@cos-mesh/<tun.dev>`: abstract sockets belong to a
+/// network namespace, so one config runs unchanged in several namespaces, and two daemons in
+/// one namespace cannot share a TUN device, so they never share a socket either. A value
+/// starting with `@` names another abstract socket; anything else is a filesystem path.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Control {
     pub socket: Option<PathBuf>,
 }
 
-/// Where the control sockets live by default (systemd's `RuntimeDirectory=cos-mesh`).
-pub const CONTROL_DIR: &str = "/run/cos-mesh";
+/// Where a daemon's control socket is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAddr {
+    /// A socket file (mode 0600).
+    Path(PathBuf),
+    /// A name in the network namespace's abstract socket namespace (no file; `@name`).
+    Abstract(String),
+}
 
-impl Config {
-    /// The control socket: `control.socket`, or `/run/cos-mesh/<tun.dev>.sock`.
-    pub fn control_socket(&self) -> PathBuf {
-        self.control.socket.clone().unwrap_or_else(|| default_control_socket(&self.tun.dev))
+impl ControlAddr {
+    /// The default for the daemon owning TUN device `dev`.
+    pub fn for_tun(dev: &str) -> ControlAddr {
+        ControlAddr::Abstract(format!("cos-mesh/{dev}"))
     }
 }
 
-/// The socket of the daemon that owns TUN device `dev` when its config does not say.
-pub fn default_control_socket(dev: &str) -> PathBuf {
-    PathBuf::from(CONTROL_DIR).join(format!("{dev}.sock"))
+impl From<PathBuf> for ControlAddr {
+    /// `@name` is an abstract socket, anything else a path.
+    fn from(p: PathBuf) -> ControlAddr {
+        match p.to_str().and_then(|s| s.strip_prefix('@')) {
+            Some(name) => ControlAddr::Abstract(name.to_string()),
+            None => ControlAddr::Path(p),
+        }
+    }
+}
+
+impl From<&std::path::Path> for ControlAddr {
+    fn from(p: &std::path::Path) -> ControlAddr {
+        ControlAddr::from(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for ControlAddr {
+    fn from(p: &PathBuf) -> ControlAddr {
+        ControlAddr::from(p.clone())
+    }
+}
+
+impl From<&ControlAddr> for ControlAddr {
+    fn from(a: &ControlAddr) -> ControlAddr {
+        a.clone()
+    }
+}
+
+impl std::fmt::Display for ControlAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlAddr::Path(p) => write!(f, "{}", p.display()),
+            ControlAddr::Abstract(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+impl Config {
+    /// The control socket: `control.socket`, or `@cos-mesh/<tun.dev>`.
+    pub fn control_socket(&self) -> ControlAddr {
+        self.control.socket.clone().map(ControlAddr::from).unwrap_or_else(|| ControlAddr::for_tun(&self.tun.dev))
+    }
 }
 
 /// `stats`: metrics export. Only Prometheus is implemented.

@@ -113,7 +113,7 @@ fn defaults() {
     let c = load_str(PKI).unwrap().config;
     assert_eq!((c.listen.host.to_string().as_str(), c.listen.port, c.listen.batch), ("0.0.0.0", 4242, 64));
     assert_eq!((c.tun.dev.as_str(), c.tun.mtu, c.tun.tx_queue, c.tun.disabled), ("nebula1", 1420, 500, false));
-    assert_eq!(c.control_socket(), Path::new("/run/cos-mesh/nebula1.sock"));
+    assert_eq!(c.control_socket(), ControlAddr::Abstract("cos-mesh/nebula1".into()));
     assert!(c.pki.disconnect_invalid);
     assert_eq!(c.lighthouse.interval, 10);
     assert_eq!((c.punchy.delay.0, c.punchy.respond_delay.0), (Duration::from_millis(100), Duration::from_millis(500)));

@@ -152,7 +152,14 @@ fn parse_errors_name_line_and_key() {
         ("static_host_map:\n  \"100.64.0.1\": [\"198.18.0.1\"]\n", 2, "is not an underlay address: no port"),
         ("logging:\n  format: xml\n", 2, "xml"),
         ("punchy:\n  delay: 5 seconds\n", 2, "invalid duration"),
-        ("tun: [1, 2\n", 1, "expected mapping"),
+        ("tun: [1, 2\n", 1, "tun: expected a map of keys"),
+        (
+            "lighthouse:\n  am_lighthouse: maybe\n",
+            2,
+            "lighthouse.am_lighthouse: expected true or false, found \"maybe\"",
+        ),
+        ("listen:\n  port: fourtwo\n", 2, "listen.port: expected a whole number, found \"fourtwo\""),
+        ("tun:\n  mtu: [1]\n", 2, "tun.mtu: expected a single value (not a list or map), found a list"),
         ("tun:\n  mtu: 1\ntun:\n  mtu: 2\n", 3, "duplicate mapping key: tun (a key may appear only once per map)"),
         ("tun: {}\n---\ntun: {}\n", 3, "a config file holds one YAML document"),
     ];
@@ -240,6 +247,11 @@ fn directory_merges_in_name_order_and_errors_name_the_file() {
         matches!(&err, ConfigError::Invalid { file, field, .. } if file.ends_with("30-bad.yaml") && field == "tun.mtu"),
         "{err}"
     );
+    // A value the YAML parser takes but the merged config refuses still names file, line, key.
+    write(dir.path(), "30-bad.yaml", "# comment\nlighthouse:\n  am_lighthouse: \"yes\"\n");
+    let err = Config::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("30-bad.yaml:3:"), "{err}");
+    assert!(err.ends_with("lighthouse.am_lighthouse: expected true or false, found \"yes\""), "{err}");
     // An unknown key carries that file's line.
     write(dir.path(), "30-bad.yaml", "# comment\nlisten:\n  prot: 1\n");
     let err = Config::load(dir.path()).unwrap_err().to_string();

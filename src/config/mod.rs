@@ -11,6 +11,7 @@
 //!                     └─ validate the merged config (validate: errors name file and field)
 //! ```
 
+mod allow_list;
 mod compat;
 mod located;
 mod merge;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use allow_list::LocalAllowList;
 pub use schema::*;
 pub use validate::validate_overlay;
 

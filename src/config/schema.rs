@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Deserializer, de};
 
-pub use super::values::{GoDuration, OverlayIp, PemSource, Underlay, UnderlayHost};
+pub use super::values::{AdvertiseAddr, Gateway, GoDuration, OverlayIp, PemSource, Underlay, UnderlayHost, Via};
 
 /// The `firewall` section, validated here (unknown keys are errors with file and line); the
 /// daemon compiles it from each file again to keep every rule's `file:line`.
@@ -118,9 +118,9 @@ pub struct Lighthouse {
     /// CIDR → allow, plus `interfaces: {regex: bool}`.
     #[serde(deserialize_with = "nullable")]
     pub local_allow_list: BTreeMap<String, AllowEntry>,
-    /// Extra underlay addresses to report (`host:port`).
+    /// Extra underlay addresses to report (`host:port`; port 0 is `listen.port`).
     #[serde(deserialize_with = "nullable")]
-    pub advertise_addrs: Vec<Underlay>,
+    pub advertise_addrs: Vec<AdvertiseAddr>,
     pub remote_allow_ranges: Unimplemented,
     pub calculated_remotes: Unimplemented,
 }
@@ -186,6 +186,8 @@ pub struct Listen {
     pub so_mark: Unimplemented,
     pub udp_offloads: Unimplemented,
     pub routines: Unimplemented,
+    pub windows_bypass_wdf: Unimplemented,
+    pub rebind_on_network_change: Unimplemented,
 }
 
 impl Default for Listen {
@@ -201,6 +203,8 @@ impl Default for Listen {
             so_mark: None,
             udp_offloads: None,
             routines: None,
+            windows_bypass_wdf: None,
+            rebind_on_network_change: None,
         }
     }
 }
@@ -292,6 +296,9 @@ pub struct Tun {
     pub pin_threads: Unimplemented,
     pub cpu_affinity: Unimplemented,
     pub routines: Unimplemented,
+    pub network_category: Unimplemented,
+    pub windows_bypass_wdf: Unimplemented,
+    pub use_system_route_table_buffer_size: Unimplemented,
 }
 
 impl Default for Tun {
@@ -310,6 +317,9 @@ impl Default for Tun {
             pin_threads: None,
             cpu_affinity: None,
             routines: None,
+            network_category: None,
+            windows_bypass_wdf: None,
+            use_system_route_table_buffer_size: None,
         }
     }
 }
@@ -327,7 +337,8 @@ pub struct TunRoute {
 #[serde(deny_unknown_fields)]
 pub struct UnsafeRoute {
     pub route: Ipv4Net,
-    pub via: Ipv4Addr,
+    /// One gateway, or several with weights; all traffic goes through [`Via::primary`].
+    pub via: Via,
     pub mtu: Option<u32>,
     pub metric: Option<u32>,
     #[serde(default = "yes")]
@@ -457,6 +468,11 @@ impl std::fmt::Display for ControlAddr {
 }
 
 impl Config {
+    /// `lighthouse.local_allow_list`, compiled (validation has refused a bad one).
+    pub fn local_allow_list(&self) -> super::LocalAllowList {
+        super::LocalAllowList::new(&self.lighthouse.local_allow_list).unwrap_or_default()
+    }
+
     /// The control socket: `control.socket`, or `@cos-mesh/<tun.dev>`.
     pub fn control_socket(&self) -> ControlAddr {
         self.control.socket.clone().map(ControlAddr::from).unwrap_or_else(|| ControlAddr::for_tun(&self.tun.dev))

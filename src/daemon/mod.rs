@@ -62,6 +62,8 @@ struct Daemon {
     resolver: resolver::Resolver,
     /// The settings a reload cannot change, as started (reload names those that differ).
     restart_only: restart::RestartOnly,
+    /// `lighthouse.local_allow_list`: which host addresses are reported to lighthouses.
+    local_allow: crate::config::LocalAllowList,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
@@ -111,7 +113,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         discovery,
     };
     let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
-    node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev));
+    node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev, &c.local_allow_list()));
     let notifier = Notifier::from_env();
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
@@ -134,6 +136,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         overlay_net: overlay.trunc(),
         resolver: resolver::Resolver::start(c.static_host_map.clone()),
         restart_only: restart::RestartOnly::of(c),
+        local_allow: c.local_allow_list(),
         notifier,
     };
     let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
@@ -311,7 +314,7 @@ impl Daemon {
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
-            let addrs = local_addrs(self.listen, self.overlay_net, &self.tun_name);
+            let addrs = local_addrs(self.listen, self.overlay_net, &self.tun_name, &self.local_allow);
             self.node.set_local_addrs(now, addrs);
         }
         if now >= self.next_expiry_check {
@@ -370,12 +373,14 @@ impl Daemon {
         let static_map = setup.config().static_host_map.clone();
         let log_level = setup.config().logging.level;
         let needs_restart = self.restart_only.changed(&restart::RestartOnly::of(setup.config()));
+        let local_allow = setup.config().local_allow_list();
         let Setup { pki, firewall, .. } = setup;
         // The one step that can still refuse; nothing has changed before it.
         self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
         self.node.set_static_hosts(resolver::literals(&static_map));
         self.resolver.update(static_map);
         self.node.set_discovery(Instant::now(), discovery);
+        self.local_allow = local_allow;
         self.node.policy_mut().fw.reload(firewall);
         // Last, once nothing can fail: a refused reload changes nothing at all.
         self.log.set(log_level);
@@ -478,14 +483,21 @@ struct Reloaded {
 }
 
 /// The underlay addresses to report to lighthouses: the bound address if specific, else every
-/// IPv4 address of the host except loopback, link-local, the overlay and our own TUN.
-fn local_addrs(listen: SocketAddr, overlay: ipnet::Ipv4Net, tun: &str) -> Vec<SocketAddr> {
+/// IPv4 address of the host except loopback, link-local, the overlay and our own TUN, and those
+/// `lighthouse.local_allow_list` keeps out (docker0, Nomad's bridge, ...).
+fn local_addrs(
+    listen: SocketAddr,
+    overlay: ipnet::Ipv4Net,
+    tun: &str,
+    allow: &crate::config::LocalAllowList,
+) -> Vec<SocketAddr> {
     if !listen.ip().is_unspecified() {
         return vec![listen];
     }
     ifaddrs::ipv4_addresses()
         .into_iter()
         .filter(|(name, ip)| name != tun && !ip.is_loopback() && !ip.is_link_local() && !overlay.contains(ip))
+        .filter(|(name, ip)| allow.allows(name, IpAddr::V4(*ip)))
         .map(|(_, ip)| SocketAddr::new(IpAddr::V4(ip), listen.port()))
         .collect()
 }

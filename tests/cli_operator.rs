@@ -131,7 +131,7 @@ fn reload_names_what_needs_a_restart_and_members_answers_the_questions() {
     let tun = unique("t");
     let cfg = config(dir.path(), &pki, "reloader", &tun, 4242);
     let ns = Netns::new("r");
-    let _d = start(&ns, &cfg);
+    let mut daemon = start(&ns, &cfg);
     let c = cfg.to_str().unwrap();
 
     // members: the table, a known group, an unknown group, the picture.
@@ -157,4 +157,8 @@ fn reload_names_what_needs_a_restart_and_members_answers_the_questions() {
     let err = text(&out.stderr);
     assert!(err.contains("not applied until cos-mesh restarts"), "{err}");
     assert!(err.contains(&format!("tun.dev ({tun} → {tun}x)")) && err.contains("listen.port (4242 → 4243)"), "{err}");
+    // And the daemon's log says the same.
+    let _ = daemon.child().kill();
+    let log = text(&daemon.wait().stderr);
+    assert!(log.contains("WARN") && log.contains("not applied until cos-mesh restarts: tun.dev"), "{log}");
 }

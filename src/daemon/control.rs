@@ -147,7 +147,7 @@ pub fn ask(addr: impl Into<ControlAddr>, req: Request) -> Result<serde_json::Val
     };
     let mut s = connected.with_context(|| {
         format!(
-            "connecting to the daemon's control socket {addr} (is cos-mesh running, in this network namespace? \
+            "connecting to the daemon's control socket {addr} (is cos-mesh running? is it in this network namespace? \
              are you root?)"
         )
     })?;

@@ -72,6 +72,8 @@ pub struct PeerReport {
     pub tx_packets: u64,
     /// Packets from or to this peer dropped, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// The same as `drops["firewall"]`, kept for scripts written against schema 0.
+    pub firewall_dropped: u64,
     pub cert_fingerprint: String,
     pub cert_not_after: String,
 }
@@ -230,6 +232,7 @@ fn peer_report(p: &PeerInfo, names: &BTreeMap<Ipv4Addr, &str>) -> PeerReport {
         rx_packets: p.rx_packets,
         tx_packets: p.tx_packets,
         drops: BTreeMap::from([("firewall".to_string(), p.firewall_dropped)]),
+        firewall_dropped: p.firewall_dropped,
         cert_fingerprint: p.cert_fingerprint.clone(),
         cert_not_after: p.cert_not_after.clone(),
     }

@@ -144,3 +144,65 @@ fn dot(r: &MembersReport, out: &mut impl Write) -> std::io::Result<()> {
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(
+        name: &str,
+        ip: &str,
+        group: &str,
+        state: MemberState,
+        direct: Option<&str>,
+        relay: Option<&str>,
+    ) -> MemberReport {
+        MemberReport {
+            name: name.into(),
+            vpn_ip: ip.parse().unwrap(),
+            groups: vec![group.into()],
+            state,
+            last_seen_secs: Some(3),
+            underlay: direct.map(|d| d.parse().unwrap()).into_iter().collect(),
+            relay: relay.map(|r| r.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn dot_draws_direct_and_relayed_edges_with_group_colours() {
+        let r = MembersReport {
+            schema_version: 1,
+            generated_at: "2026-01-01T00:00:00Z".into(),
+            this_node: "100.64.0.21".parse().unwrap(),
+            members: vec![
+                member("lighthouse", "100.64.0.1", "lighthouse", MemberState::Online, Some("198.18.0.1:4242"), None),
+                member("server-1", "100.64.0.11", "nomad-server", MemberState::Online, None, Some("100.64.0.1")),
+                member("client-1", "100.64.0.21", "nomad-client", MemberState::This, Some("198.18.0.21:4242"), None),
+                member("client-2", "100.64.0.22", "nomad-client", MemberState::Unknown, None, None),
+            ],
+        };
+        let mut out = Vec::new();
+        dot(&r, &mut out).unwrap();
+        let g = String::from_utf8(out).unwrap();
+        assert!(g.starts_with("graph mesh {") && g.trim_end().ends_with('}'), "{g}");
+        assert!(g.contains("\"100.64.0.21\" -- \"100.64.0.1\" [label=\"198.18.0.1:4242\"]"), "direct edge: {g}");
+        assert!(g.contains("\"100.64.0.1\" -- \"100.64.0.11\" [style=dashed, label=\"relayed\"]"), "relayed edge: {g}");
+        assert!(!g.contains("-- \"100.64.0.22\""), "no edge to a member without a session: {g}");
+        // One colour per group: both clients share one, the server has another.
+        let fill = |ip: &str| {
+            g.lines()
+                .find(|l| l.contains(&format!("\"{ip}\" [label")))
+                .unwrap()
+                .split("fillcolor=")
+                .nth(1)
+                .unwrap()
+                .split([',', ']'])
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(fill("100.64.0.21"), fill("100.64.0.22"));
+        assert_ne!(fill("100.64.0.21"), fill("100.64.0.11"));
+        assert!(g.contains("penwidth=3"), "this node stands out: {g}");
+    }
+}

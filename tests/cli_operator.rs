@@ -146,6 +146,11 @@ fn reload_names_what_needs_a_restart_and_members_answers_the_questions() {
     let out = in_ns(&ns, &["members", "-c", c, "--format", "dot"]);
     let dot = text(&out.stdout);
     assert!(dot.starts_with("graph mesh {") && dot.contains("\"100.64.0.21\"") && dot.trim_end().ends_with('}'));
+    // Graphviz draws it (Debian: graphviz).
+    let mut render = Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut render.stdin.take().unwrap(), dot.as_bytes()).unwrap();
+    let svg = render.wait_with_output().unwrap();
+    assert!(svg.status.success() && text(&svg.stdout).contains("<svg"), "dot refused:\n{dot}");
 
     // tun.dev and listen.port changed: reload applies the rest, exits 0, and names both.
     let changed =

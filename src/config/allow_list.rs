@@ -42,7 +42,11 @@ impl LocalAllowList {
                     }
                     for name in rules.keys() {
                         let re = regex::Regex::new(&format!("^(?:{name})$")).map_err(|e| {
-                            (format!("interfaces.{name}"), format!("{name:?} is not a regular expression: {e}"))
+                            // The regex crate's message spans lines (pattern, caret); its last says why.
+                            let e = e.to_string();
+                            let why = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+                            let why = why.trim_start_matches("error: ");
+                            (format!("interfaces.{name}"), format!("{name:?} is not a regular expression: {why}"))
                         })?;
                         list.names.push(re);
                     }

@@ -88,6 +88,8 @@ pub fn dotted(path: &serde_path_to_error::Path) -> String {
     for seg in path.iter() {
         match seg {
             serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            // The firewall section keeps positions with `Spanned`, whose field is `value`.
+            serde_path_to_error::Segment::Map { key } if key == "value" => {}
             serde_path_to_error::Segment::Map { key } => {
                 if !out.is_empty() {
                     out.push('.');
@@ -104,19 +106,24 @@ pub fn dotted(path: &serde_path_to_error::Path) -> String {
 fn locate(text: &str, path: &str) -> Option<(usize, usize, String)> {
     let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
     let mut node = &root;
-    for part in path.split('.').filter(|p| !p.is_empty()) {
-        let (key, indices) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            let Node::Map(entries) = &node.value else { return None };
-            node = &entries.iter().find(|(k, _)| k == key)?.1;
-        }
-        for index in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+    let mut rest = path;
+    // Keys may hold dots themselves (`remote_allow_list."10.0.0.0/8"`): match whole keys.
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('[') {
+            let (index, tail) = after.split_once(']')?;
             let Node::Seq(items) = &node.value else { return None };
             node = items.get(index.parse::<usize>().ok()?)?;
+            rest = tail.strip_prefix('.').unwrap_or(tail);
+            continue;
         }
+        let Node::Map(entries) = &node.value else { return None };
+        let (key, value) = entries
+            .iter()
+            .filter(|(k, _)| rest == k || rest.starts_with(&format!("{k}.")) || rest.starts_with(&format!("{k}[")))
+            .max_by_key(|(k, _)| k.len())?;
+        node = value;
+        rest = &rest[key.len()..];
+        rest = rest.strip_prefix('.').unwrap_or(rest);
     }
     let found = match &node.value {
         Node::Scalar(s) => s.clone(),
@@ -152,6 +159,19 @@ pub fn operator_words(raw: &str, found: Option<&str>) -> String {
         && ["boolean", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "usize", "f32", "f64"].contains(&ty)
     {
         return format!("expected {}, found {}", expectation(ty), found.unwrap_or("another value"));
+    }
+    if let Some(rest) = raw.strip_prefix("unknown variant `")
+        && let Some((variant, allowed)) = rest.split_once("`, expected ")
+    {
+        return format!("expected {}, found {variant:?}", allowed.replace('`', ""));
+    }
+    if let Some(field) = raw.strip_prefix("missing field `").and_then(|f| f.strip_suffix('`')) {
+        return format!("the key {field} is required here");
+    }
+    if let Some(kind) = raw.strip_prefix("invalid ").and_then(|r| r.strip_suffix(" syntax")) {
+        // std's address parsers: "invalid IPv4 address syntax", "invalid IP address syntax".
+        let kind = kind.replace("IP address/prefix", "CIDR (address/prefix)");
+        return format!("expected an {kind}, found {}", found.unwrap_or("another value"));
     }
     if raw.contains("null into") || raw.contains("use Option<") {
         return "a value is required here, found nothing (an empty value)".to_string();
@@ -207,6 +227,11 @@ mod tests {
         assert_eq!(locate(text, "lighthouse.am_lighthouse"), Some((7, 18, "\"yes\"".into())));
         assert_eq!(locate(text, "tun.unsafe_routes[0].via").map(|l| (l.0, l.2)), Some((5, "\"x\"".into())));
         assert_eq!(locate(text, "tun.nope"), None);
+        let text = "lighthouse:\n  remote_allow_list:\n    \"10.0.0.0/8\": maybe\n";
+        assert_eq!(
+            locate(text, "lighthouse.remote_allow_list.10.0.0.0/8").map(|l| (l.0, l.2)),
+            Some((3, "\"maybe\"".into()))
+        );
     }
 
     #[test]

@@ -108,3 +108,89 @@ pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::daemon::report::{FirewallReport, IoReport, LighthouseReport, NodeReport, PeerReport};
+
+    fn peer(name: &str, ip: &str, direct: Option<&str>, relay: Option<(&str, &str)>) -> PeerReport {
+        PeerReport {
+            name: name.into(),
+            vpn_ip: ip.parse().unwrap(),
+            groups: vec!["nomad-server".into()],
+            up: true,
+            direct: direct.map(|d| d.parse().unwrap()),
+            relay: relay.map(|r| r.1.parse().unwrap()),
+            relay_name: relay.map(|r| r.0.to_string()),
+            endpoint: None,
+            relayed: relay.is_some(),
+            since_handshake_secs: Some(95),
+            rx_bytes: 3 << 20,
+            tx_bytes: 1536,
+            rx_packets: 1,
+            tx_packets: 1,
+            drops: BTreeMap::from([("firewall".into(), 4)]),
+            firewall_dropped: 4,
+            cert_fingerprint: String::new(),
+            cert_not_after: String::new(),
+        }
+    }
+
+    #[test]
+    fn text_status_answers_in_words_and_units() {
+        let r = StatusReport {
+            schema_version: 1,
+            generated_at: "2026-12-02T05:00:00Z".into(),
+            node: NodeReport {
+                name: "client-1".into(),
+                vpn_ip: "100.64.0.21".parse().unwrap(),
+                overlay: "100.64.0.0/10".into(),
+                groups: vec!["nomad-client".into()],
+                cert_not_after: "2027-12-02T05:00:00Z".into(),
+                cert_fingerprint: String::new(),
+                listen: "0.0.0.0:4242".parse().unwrap(),
+                tun: "nebula1".into(),
+                lighthouse: false,
+                version: "0.1.0".into(),
+                started_at: String::new(),
+                uptime_secs: 7260,
+            },
+            peers: vec![
+                peer("server-1", "100.64.0.11", Some("198.18.0.11:4242"), None),
+                peer("server-2", "100.64.0.12", None, Some(("lighthouse", "100.64.0.1"))),
+            ],
+            lighthouses: vec![LighthouseReport {
+                vpn_ip: "100.64.0.1".parse().unwrap(),
+                name: None,
+                up: false,
+                address: None,
+                problem: Some("no answer yet".into()),
+            }],
+            counters: BTreeMap::from([("rx_malformed".into(), 2), ("rx_datagrams".into(), 100)]),
+            io: IoReport::default(),
+            firewall: FirewallReport {
+                rules_version: 1,
+                conntrack_entries: 3,
+                counters: BTreeMap::from([("dropped_no_rule".into(), 4), ("allowed_by_rule".into(), 9)]),
+            },
+        };
+        let mut out = Vec::new();
+        render(&r, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("node client-1 100.64.0.21 (100.64.0.0/10), cos-mesh 0.1.0, up 2 h 1 min\n"),
+            "{text}"
+        );
+        assert!(text.contains("lighthouse 100.64.0.1 NOT reachable: no answer yet"), "{text}");
+        let s1 = text.lines().find(|l| l.starts_with("server-1")).unwrap();
+        assert!(s1.contains("198.18.0.11:4242") && s1.contains("95 s ago") && s1.contains("3.0 MiB"), "{s1}");
+        let s2 = text.lines().find(|l| l.starts_with("server-2")).unwrap();
+        assert!(s2.contains(" lighthouse ") && s2.contains("1.5 KiB"), "the relay by name: {s2}");
+        assert!(text.contains("drops: no rule 4"), "{text}");
+        assert!(text.contains("tunnel drops: rx malformed 2"), "{text}");
+        assert!(!text.contains('{'), "no JSON in the text: {text}");
+    }
+}

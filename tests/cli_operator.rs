@@ -59,6 +59,10 @@ fn one_config_runs_in_two_namespaces_and_each_answers_from_its_own() {
         assert_eq!(v["node"]["name"], "twin");
         assert_eq!(v["schema_version"], 1);
     }
+    // Root only: the abstract socket has no file mode, the daemon checks the caller's uid.
+    let out = a.command("runuser", &["-u", "nobody", "--", BIN, "status", "-c", c]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("answers root only"), "{}", text(&out.stderr));
     // The root namespace has no daemon on that socket.
     let out = Command::new(BIN).args(["status", "-c", c]).output().unwrap();
     assert!(!out.status.success());

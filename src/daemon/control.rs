@@ -90,17 +90,20 @@ impl ControlServer {
     /// mode to protect it.
     pub fn accept(&self) -> Option<(UnixStream, Option<Request>)> {
         let (stream, _) = self.listener.accept().ok()?;
-        let cred = getsockopt(&stream, PeerCredentials).ok()?;
-        if cred.uid() != 0 && cred.uid() != nix::unistd::geteuid().as_raw() {
-            debug!("control socket: refused a client running as uid {}", cred.uid());
-            return None;
-        }
         stream.set_nonblocking(false).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
         stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
         let mut line = String::new();
         let mut reader = BufReader::new(stream.try_clone().ok()?);
         reader.by_ref().take(256).read_line(&mut line).ok()?;
+        // Checked after the request is read, so the refusal reaches the client (closing on
+        // unread bytes would reset the connection instead).
+        let cred = getsockopt(&stream, PeerCredentials).ok()?;
+        if cred.uid() != 0 && cred.uid() != nix::unistd::geteuid().as_raw() {
+            debug!("control socket: refused a client running as uid {}", cred.uid());
+            reply(stream, &serde_json::json!({ "error": "the control socket answers root only (run with sudo)" }));
+            return None;
+        }
         Some((stream, Request::parse(&line)))
     }
 }

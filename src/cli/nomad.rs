@@ -42,7 +42,7 @@ struct ConfigArgs {
     /// The PKI inventory (with --servers-from inventory).
     #[arg(long, value_name = "FILE", required_if_eq("servers_from", "inventory"))]
     inventory: Option<PathBuf>,
-    /// The daemon's control socket (default: control.socket of -c, /run/cos-mesh/<tun.dev>.sock).
+    /// The daemon's control socket, a path or @NAME (default: control.socket of -c, else @cos-mesh/<tun.dev>).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Nomad datacenter of this node (left to Nomad's config when absent).

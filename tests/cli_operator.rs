@@ -171,3 +171,22 @@ fn reload_names_what_needs_a_restart_and_members_answers_the_questions() {
     let log = text(&daemon.wait().stderr);
     assert!(log.contains("WARN") && log.contains("not applied until cos-mesh restarts: tun.dev"), "{log}");
 }
+
+#[test]
+fn status_says_why_a_lighthouse_is_not_reachable() {
+    let pki = Pki::new("lh-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &pki, "lonely", &unique("t"), 4242);
+    // A lighthouse nobody answers for, at an address this namespace cannot even route to.
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg
+        .push_str("static_host_map:\n  \"100.64.0.1\": [\"198.18.0.99:4242\"]\nlighthouse:\n  hosts: [100.64.0.1]\n");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let ns = Netns::new("l");
+    let _d = start(&ns, &cfg);
+    let out = in_ns(&ns, &["status", "-c", cfg.to_str().unwrap()]);
+    let status = text(&out.stdout);
+    let line = status.lines().find(|l| l.starts_with("lighthouse 100.64.0.1")).unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains("NOT reachable"), "{line}");
+    assert!(line.contains("no handshake has completed") && line.contains("tried at 198.18.0.99:4242"), "{line}");
+}

@@ -53,7 +53,7 @@ pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
                 out,
                 "lighthouse {who}{} NOT reachable{}: {why}",
                 lh.vpn_ip,
-                lh.address.as_deref().map(|a| format!(" (at {a})")).unwrap_or_default()
+                lh.address.as_deref().filter(|a| !why.contains(a)).map(|a| format!(" (at {a})")).unwrap_or_default()
             )?,
         }
     }

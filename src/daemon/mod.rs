@@ -64,6 +64,8 @@ struct Daemon {
     restart_only: restart::RestartOnly,
     /// `lighthouse.local_allow_list`: which host addresses are reported to lighthouses.
     local_allow: crate::config::LocalAllowList,
+    /// `static_host_map` as configured, for `status` to say where a lighthouse is looked for.
+    static_hosts: setup::StaticHostMap,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
@@ -137,6 +139,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         resolver: resolver::Resolver::start(c.static_host_map.clone()),
         restart_only: restart::RestartOnly::of(c),
         local_allow: c.local_allow_list(),
+        static_hosts: c.static_host_map.clone(),
         notifier,
     };
     let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
@@ -378,6 +381,7 @@ impl Daemon {
         // The one step that can still refuse; nothing has changed before it.
         self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
         self.node.set_static_hosts(resolver::literals(&static_map));
+        self.static_hosts = static_map.clone();
         self.resolver.update(static_map);
         self.node.set_discovery(Instant::now(), discovery);
         self.local_allow = local_allow;
@@ -411,6 +415,7 @@ impl Daemon {
             tun: &self.tun_name,
             io: report::IoReport { tx_dropped: self.tx_dropped, tun_write_errors: self.tun_write_errors },
             started: self.control.started(),
+            static_hosts: &self.static_hosts,
         };
         serde_json::to_value(report::status(&mut self.node, now, facts)).unwrap_or_default()
     }

@@ -157,6 +157,8 @@ pub struct DaemonFacts<'a> {
     pub tun: &'a str,
     pub io: IoReport,
     pub started: Started,
+    /// `static_host_map` as configured: where a lighthouse without a session is looked for.
+    pub static_hosts: &'a super::setup::StaticHostMap,
 }
 
 /// Builds the status report from the core's snapshot.
@@ -169,7 +171,11 @@ pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<
     let lighthouses = node
         .lighthouse_status()
         .into_iter()
-        .map(|(ip, up)| lighthouse_report(ip, up, peers.iter().find(|p| p.vpn_ip == ip)))
+        .map(|(ip, up)| {
+            let configured = facts.static_hosts.get(&crate::config::OverlayIp(ip));
+            let configured: Vec<String> = configured.into_iter().flatten().map(|u| u.to_string()).collect();
+            lighthouse_report(ip, up, peers.iter().find(|p| p.vpn_ip == ip), &configured)
+        })
         .collect();
     let counters = named_counters(&serde_json::to_value(node.counters()).unwrap_or_default());
     let fw = &node.policy_mut().fw;
@@ -238,24 +244,30 @@ fn peer_report(p: &PeerInfo, names: &BTreeMap<Ipv4Addr, &str>) -> PeerReport {
     }
 }
 
-fn lighthouse_report(vpn_ip: Ipv4Addr, up: bool, peer: Option<&PeerReport>) -> LighthouseReport {
+fn lighthouse_report(vpn_ip: Ipv4Addr, up: bool, peer: Option<&PeerReport>, configured: &[String]) -> LighthouseReport {
+    let tried = if configured.is_empty() {
+        "it has no static_host_map entry".to_string()
+    } else {
+        format!("tried at {} (static_host_map)", configured.join(", "))
+    };
     let problem = match (up, peer) {
         (true, _) => None,
-        (false, None) => Some(
-            "no answer yet: no handshake has completed with it (is it running, is its static_host_map \
-             address right, does a firewall drop UDP to it?)"
-                .to_string(),
-        ),
+        (false, None) => Some(format!(
+            "no handshake has completed with it; {tried}: is it running, is that address right, does a firewall \
+             drop UDP to it?"
+        )),
         (false, Some(p)) => Some(match p.since_handshake_secs {
-            Some(s) => format!("its session went down; last handshake {} ago, retrying", human_secs(s)),
-            None => "its certificate is known but no session is up; retrying".to_string(),
+            Some(s) => format!("its session went down; last handshake {} ago, retrying; {tried}", human_secs(s)),
+            None => format!("its certificate is known but no session is up; retrying; {tried}"),
         }),
     };
     LighthouseReport {
         vpn_ip,
         name: peer.map(|p| p.name.clone()),
         up,
-        address: peer.and_then(|p| p.endpoint.clone()),
+        address: peer
+            .and_then(|p| p.endpoint.clone())
+            .or_else(|| (!configured.is_empty()).then(|| configured.join(", "))),
         problem,
     }
 }

@@ -1,5 +1,7 @@
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -18,6 +20,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut cmd = super::Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "cos-mesh", &mut std::io::stdout());
+    // Into memory first: clap_complete panics on a write error (a reader that went away).
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "cos-mesh", &mut script);
+    std::io::stdout().lock().write_all(&script)?;
     Ok(ExitCode::SUCCESS)
 }

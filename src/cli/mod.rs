@@ -79,6 +79,7 @@ enum Command {
 
 /// Runs the CLI and returns the process exit status.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ca(a) => ca::run(a),
@@ -100,11 +101,38 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `cos-mesh status | head -1`: the reader has what it wanted.
+        Err(e) if stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether `e` is a write to a stdout whose reader has gone.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Commands write through `writeln!(out, ...)?`, so a closed pipe comes back as an error that
+/// [`stdout_closed`] recognises. `println!` panics instead (Rust ignores SIGPIPE); this hook turns
+/// that one panic into a quiet exit 0, so no command, present or future, dies with exit 101
+/// when its output is piped into `head`.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// clap value parser: a Go duration (`8760h`, `90m`).

@@ -121,7 +121,7 @@ pub(super) struct NodeArgs {
     /// datacenter and the mesh's gossip key.
     #[arg(long, value_name = "FILE", required_if_eq("servers_from", "inventory"))]
     pub inventory: Option<PathBuf>,
-    /// The daemon's control socket (default: control.socket of -c, /run/cos-mesh/<tun.dev>.sock).
+    /// The daemon's control socket, a path or @NAME (default: control.socket of -c, else @cos-mesh/<tun.dev>).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 }
@@ -290,14 +290,14 @@ pub(super) fn find_servers(
     let inventory = a.inventory.as_ref().map(|p| Inventory::load(p)).transpose()?;
     let found = match a.servers_from {
         ServersFrom::Members => {
-            let socket = a.socket.clone().unwrap_or_else(|| node.loaded.config.control_socket());
+            let socket = a.socket.clone().map(crate::config::ControlAddr::from).unwrap_or_else(|| node.loaded.config.control_socket());
             ask(&socket, Request::Members)
                 .context(
                     "asking the running daemon for the mesh's members (or take the servers from the PKI \
                      inventory: --servers-from inventory --inventory FILE)",
                 )
                 .map(|answer| {
-                    (servers::members_in_group(&answer, group), format!("the daemon's members at {}", socket.display()))
+                    (servers::members_in_group(&answer, group), format!("the daemon's members at {socket}"))
                 })
         }
         ServersFrom::Inventory => {

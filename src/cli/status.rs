@@ -1,77 +1,196 @@
+use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use serde_json::Value;
+use anyhow::{Context, Result};
 
 use crate::daemon::control::{Request, ask};
+use crate::daemon::report::{StatusReport, human_bytes, human_secs};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     target: super::socket::Target,
-    /// Print the daemon's answer as JSON.
+    /// Print the daemon's answer as JSON (with `schema_version`).
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let v = ask(&a.target.path()?, Request::Status)?;
+    let v = ask(&a.target.addr()?, Request::Status)?;
+    let mut out = std::io::stdout().lock();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let n = &v["node"];
-    println!(
-        "node {} {} groups [{}] cert until {} listening {} on {}{}",
-        s(&n["name"]),
-        s(&n["vpn_ip"]),
-        list(&n["groups"]),
-        s(&n["cert_not_after"]),
-        s(&n["listen"]),
-        s(&n["tun"]),
-        if n["lighthouse"].as_bool() == Some(true) { " (lighthouse)" } else { "" }
-    );
-    for lh in v["lighthouses"].as_array().into_iter().flatten() {
-        println!(
-            "lighthouse {} {}",
-            s(&lh["vpn_ip"]),
-            if lh["up"].as_bool() == Some(true) { "reachable" } else { "NOT reachable" }
-        );
-    }
-    println!(
-        "{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9} {:>8}",
-        "PEER", "OVERLAY IP", "GROUPS", "ENDPOINT", "UP", "RX BYTES", "TX BYTES", "HANDSHAKE", "FW DROPS"
-    );
-    for p in v["peers"].as_array().into_iter().flatten() {
-        println!(
-            "{:<20} {:<15} {:<24} {:<26} {:<5} {:>12} {:>12} {:>9} {:>8}",
-            s(&p["name"]),
-            s(&p["vpn_ip"]),
-            list(&p["groups"]),
-            s(&p["endpoint"]),
-            if p["up"].as_bool() == Some(true) { "yes" } else { "no" },
-            s(&p["rx_bytes"]),
-            s(&p["tx_bytes"]),
-            p["since_handshake_secs"].as_u64().map(|t| format!("{t}s ago")).unwrap_or_else(|| "-".into()),
-            s(&p["firewall_dropped"]),
-        );
-    }
-    let fw = &v["firewall"]["counters"];
-    println!(
-        "firewall: rules version {}, {} tracked flows, drops {}",
-        v["firewall"]["rules_version"], v["firewall"]["conntrack_entries"], fw
-    );
+    let r: StatusReport = serde_json::from_value(v).context("the daemon's status answer has an unexpected shape")?;
+    render(&r, &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
+/// The status as text: one paragraph for the node, one line per lighthouse, a peer table, and
+/// the drop counters that are not zero.
+pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
+    let n = &r.node;
+    writeln!(
+        out,
+        "node {} {} ({}){}, cos-mesh {}, up {}",
+        n.name,
+        n.vpn_ip,
+        n.overlay,
+        if n.lighthouse { ", lighthouse" } else { "" },
+        n.version,
+        human_secs(n.uptime_secs)
+    )?;
+    writeln!(out, "  groups: {}", if n.groups.is_empty() { "-".into() } else { n.groups.join(", ") })?;
+    writeln!(out, "  listening on {}, tun {}, certificate valid until {}", n.listen, n.tun, n.cert_not_after)?;
+    for lh in &r.lighthouses {
+        let who = lh.name.as_deref().map(|n| format!("{n} ")).unwrap_or_default();
+        match &lh.problem {
+            None => {
+                writeln!(out, "lighthouse {who}{} reachable at {}", lh.vpn_ip, lh.address.as_deref().unwrap_or("?"))?
+            }
+            Some(why) => writeln!(
+                out,
+                "lighthouse {who}{} NOT reachable{}: {why}",
+                lh.vpn_ip,
+                lh.address.as_deref().filter(|a| !why.contains(a)).map(|a| format!(" (at {a})")).unwrap_or_default()
+            )?,
+        }
     }
+    writeln!(
+        out,
+        "{:<20} {:<15} {:<4} {:<22} {:<15} {:>10} {:>10} {:>10} {:>6}",
+        "PEER", "OVERLAY IP", "UP", "DIRECT", "RELAY", "HANDSHAKE", "RX", "TX", "DROPS"
+    )?;
+    for p in &r.peers {
+        let relay = match (&p.relay_name, p.relay) {
+            (Some(name), _) => name.clone(),
+            (None, Some(ip)) => ip.to_string(),
+            (None, None) => "-".into(),
+        };
+        writeln!(
+            out,
+            "{:<20} {:<15} {:<4} {:<22} {:<15} {:>10} {:>10} {:>10} {:>6}",
+            p.name,
+            p.vpn_ip,
+            if p.up { "yes" } else { "no" },
+            p.direct.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+            relay,
+            p.since_handshake_secs.map(|s| format!("{} ago", human_secs(s))).unwrap_or_else(|| "-".into()),
+            human_bytes(p.rx_bytes),
+            human_bytes(p.tx_bytes),
+            p.drops.values().sum::<u64>(),
+        )?;
+    }
+    let drops: Vec<String> = r
+        .firewall
+        .counters
+        .iter()
+        .filter(|(k, v)| (k.starts_with("dropped") || *k == "rejected") && **v > 0)
+        .map(|(k, v)| format!("{} {v}", k.trim_start_matches("dropped_").replace('_', " ")))
+        .collect();
+    writeln!(
+        out,
+        "firewall: rules version {}, {} tracked flows, drops: {}",
+        r.firewall.rules_version,
+        r.firewall.conntrack_entries,
+        if drops.is_empty() { "none".into() } else { drops.join(", ") }
+    )?;
+    let core: Vec<String> = r
+        .counters
+        .iter()
+        .filter(|(k, v)| (k.contains("malformed") || k.contains("rejected") || k.contains("dropped")) && **v > 0)
+        .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+        .chain((r.io.tx_dropped > 0).then(|| format!("socket full {}", r.io.tx_dropped)))
+        .collect();
+    if !core.is_empty() {
+        writeln!(out, "tunnel drops: {}", core.join(", "))?;
+    }
+    Ok(())
 }
 
-fn list(v: &Value) -> String {
-    v.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default()
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::daemon::report::{FirewallReport, IoReport, LighthouseReport, NodeReport, PeerReport};
+
+    fn peer(name: &str, ip: &str, direct: Option<&str>, relay: Option<(&str, &str)>) -> PeerReport {
+        PeerReport {
+            name: name.into(),
+            vpn_ip: ip.parse().unwrap(),
+            groups: vec!["nomad-server".into()],
+            up: true,
+            direct: direct.map(|d| d.parse().unwrap()),
+            relay: relay.map(|r| r.1.parse().unwrap()),
+            relay_name: relay.map(|r| r.0.to_string()),
+            endpoint: None,
+            relayed: relay.is_some(),
+            since_handshake_secs: Some(95),
+            rx_bytes: 3 << 20,
+            tx_bytes: 1536,
+            rx_packets: 1,
+            tx_packets: 1,
+            drops: BTreeMap::from([("firewall".into(), 4)]),
+            firewall_dropped: 4,
+            cert_fingerprint: String::new(),
+            cert_not_after: String::new(),
+        }
+    }
+
+    #[test]
+    fn text_status_answers_in_words_and_units() {
+        let r = StatusReport {
+            schema_version: 1,
+            generated_at: "2026-12-02T05:00:00Z".into(),
+            node: NodeReport {
+                name: "client-1".into(),
+                vpn_ip: "100.64.0.21".parse().unwrap(),
+                overlay: "100.64.0.0/10".into(),
+                groups: vec!["nomad-client".into()],
+                cert_not_after: "2027-12-02T05:00:00Z".into(),
+                cert_fingerprint: String::new(),
+                listen: "0.0.0.0:4242".parse().unwrap(),
+                tun: "nebula1".into(),
+                lighthouse: false,
+                version: "0.1.0".into(),
+                started_at: String::new(),
+                uptime_secs: 7260,
+            },
+            peers: vec![
+                peer("server-1", "100.64.0.11", Some("198.18.0.11:4242"), None),
+                peer("server-2", "100.64.0.12", None, Some(("lighthouse", "100.64.0.1"))),
+            ],
+            lighthouses: vec![LighthouseReport {
+                vpn_ip: "100.64.0.1".parse().unwrap(),
+                name: None,
+                up: false,
+                address: None,
+                problem: Some("no answer yet".into()),
+            }],
+            counters: BTreeMap::from([("rx_malformed".into(), 2), ("rx_datagrams".into(), 100)]),
+            io: IoReport::default(),
+            firewall: FirewallReport {
+                rules_version: 1,
+                conntrack_entries: 3,
+                counters: BTreeMap::from([("dropped_no_rule".into(), 4), ("allowed_by_rule".into(), 9)]),
+            },
+        };
+        let mut out = Vec::new();
+        render(&r, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("node client-1 100.64.0.21 (100.64.0.0/10), cos-mesh 0.1.0, up 2 h 1 min\n"),
+            "{text}"
+        );
+        assert!(text.contains("lighthouse 100.64.0.1 NOT reachable: no answer yet"), "{text}");
+        let s1 = text.lines().find(|l| l.starts_with("server-1")).unwrap();
+        assert!(s1.contains("198.18.0.11:4242") && s1.contains("95 s ago") && s1.contains("3.0 MiB"), "{s1}");
+        let s2 = text.lines().find(|l| l.starts_with("server-2")).unwrap();
+        assert!(s2.contains(" lighthouse ") && s2.contains("1.5 KiB"), "the relay by name: {s2}");
+        assert!(text.contains("drops: no rule 4"), "{text}");
+        assert!(text.contains("tunnel drops: rx malformed 2"), "{text}");
+        assert!(!text.contains('{'), "no JSON in the text: {text}");
+    }
 }

@@ -11,7 +11,9 @@
 //!                     └─ validate the merged config (validate: errors name file and field)
 //! ```
 
+mod allow_list;
 mod compat;
+mod located;
 mod merge;
 pub mod schema;
 mod validate;
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use allow_list::LocalAllowList;
 pub use schema::*;
 pub use validate::validate_overlay;
 
@@ -97,8 +100,15 @@ impl Config {
             let text = read_text(file)?;
             // Typed parse of each file alone: every section defaults, so a partial file is
             // complete, and errors carry this file's line numbers.
-            serde_saphyr::from_str::<Config>(&text).map_err(|e| parse_error(file, &e))?;
-            let doc: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
+            let mut at = String::new();
+            serde_saphyr::with_deserializer_from_str(&text, |de| {
+                serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+                    at = located::dotted(e.path());
+                    e.into_inner()
+                })
+            })
+            .map_err(|e| parse_error(file, &text, &at, &e))?;
+            let doc: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &text, "", &e))?;
             warnings.extend(compat::warnings(file, &doc));
             merged.add(file, doc);
         }
@@ -106,15 +116,53 @@ impl Config {
         let config: Config = if value.is_null() {
             Config::default()
         } else {
-            serde_json::from_value(value).map_err(|e| ConfigError::Invalid {
-                file: merged.origin(""),
-                field: "(merged configuration)".into(),
-                reason: e.to_string(),
+            // The files each parsed alone; what fails here is a value the YAML parser coerced
+            // (a quoted "yes" for a boolean): blame the file that set it, at its line.
+            serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = located::dotted(e.path());
+                let file = merged.origin(&path);
+                let text = read_text(&file).unwrap_or_default();
+                located::type_error(&file, &text, &path, &e.inner().to_string(), None)
             })?
         };
         validate::validate(&config, &|field| merged.origin(field), &mut warnings)?;
         Ok(LoadedConfig { config, warnings, files, origins: merged })
     }
+}
+
+/// The control socket of the daemon started with `path`, from `control.socket` and `tun.dev`
+/// alone: `status`, `members` and `reload` must find a running daemon even when the file on
+/// disk has since been broken (that is often why the operator is asking). Of a file with a
+/// YAML syntax error, the part before the error is read; nothing else is validated.
+pub fn control_addr_of(path: &Path) -> Result<ControlAddr, ConfigError> {
+    let mut merged = merge::Merged::default();
+    for file in config_files(path)? {
+        let text = read_text(&file)?;
+        if let Some(doc) = readable_prefix(&text) {
+            merged.add(&file, doc);
+        }
+    }
+    let get = |section: &str, key: &str| merged.value.get(section)?.get(key)?.as_str().map(str::to_string);
+    Ok(match (get("control", "socket"), get("tun", "dev")) {
+        (Some(socket), _) => ControlAddr::from(PathBuf::from(socket)),
+        (None, dev) => ControlAddr::for_tun(dev.as_deref().unwrap_or(&Tun::default().dev)),
+    })
+}
+
+/// The document of `text`, or of its lines before the first syntax error (a few tries, as the
+/// cut itself can leave a dangling key).
+fn readable_prefix(text: &str) -> Option<serde_json::Value> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    for _ in 0..4 {
+        match serde_saphyr::from_str::<serde_json::Value>(&lines.join("\n")) {
+            Ok(doc) => return Some(doc),
+            Err(e) => {
+                let bad = e.location().map(|l| l.line() as usize).filter(|l| *l >= 1 && *l <= lines.len())?;
+                lines.truncate(bad - 1);
+            }
+        }
+    }
+    None
 }
 
 /// The files `path` stands for, in merge order.
@@ -150,12 +198,16 @@ fn read_text(file: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-fn parse_error(file: &Path, e: &serde_saphyr::Error) -> ConfigError {
+fn parse_error(file: &Path, text: &str, path: &str, e: &serde_saphyr::Error) -> ConfigError {
     let (line, column) = e.location().map(|l| (l.line() as usize, l.column() as usize)).unwrap_or((0, 0));
     let full = e.without_snippet().to_string();
     let suffix = format!(" at line {line}, column {column}");
     let message = operator_words(full.strip_suffix(&suffix).unwrap_or(&full));
-    ConfigError::Parse { file: file.to_path_buf(), line, column, message }
+    if path.is_empty() || message.starts_with("unknown field") {
+        // Syntax errors have no key; unknown keys are found at the key itself.
+        return ConfigError::Parse { file: file.to_path_buf(), line, column, message };
+    }
+    located::type_error(file, text, path, &message, Some((line, column)))
 }
 
 /// The parser's advice is for programmers (`set DuplicateKeyPolicy in Options`); say what is

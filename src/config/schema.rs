@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Deserializer, de};
 
-pub use super::values::{GoDuration, OverlayIp, PemSource, Underlay, UnderlayHost};
+pub use super::values::{AdvertiseAddr, Gateway, GoDuration, OverlayIp, PemSource, Underlay, UnderlayHost, Via};
 
 /// The `firewall` section, validated here (unknown keys are errors with file and line); the
 /// daemon compiles it from each file again to keep every rule's `file:line`.
@@ -118,9 +118,9 @@ pub struct Lighthouse {
     /// CIDR → allow, plus `interfaces: {regex: bool}`.
     #[serde(deserialize_with = "nullable")]
     pub local_allow_list: BTreeMap<String, AllowEntry>,
-    /// Extra underlay addresses to report (`host:port`).
+    /// Extra underlay addresses to report (`host:port`; port 0 is `listen.port`).
     #[serde(deserialize_with = "nullable")]
-    pub advertise_addrs: Vec<Underlay>,
+    pub advertise_addrs: Vec<AdvertiseAddr>,
     pub remote_allow_ranges: Unimplemented,
     pub calculated_remotes: Unimplemented,
 }
@@ -188,6 +188,8 @@ pub struct Listen {
     pub so_mark: Unimplemented,
     pub udp_offloads: Unimplemented,
     pub routines: Unimplemented,
+    pub windows_bypass_wdf: Unimplemented,
+    pub rebind_on_network_change: Unimplemented,
 }
 
 impl Default for Listen {
@@ -203,6 +205,8 @@ impl Default for Listen {
             so_mark: None,
             udp_offloads: None,
             routines: None,
+            windows_bypass_wdf: None,
+            rebind_on_network_change: None,
         }
     }
 }
@@ -294,6 +298,9 @@ pub struct Tun {
     pub pin_threads: Unimplemented,
     pub cpu_affinity: Unimplemented,
     pub routines: Unimplemented,
+    pub network_category: Unimplemented,
+    pub windows_bypass_wdf: Unimplemented,
+    pub use_system_route_table_buffer_size: Unimplemented,
 }
 
 impl Default for Tun {
@@ -312,6 +319,9 @@ impl Default for Tun {
             pin_threads: None,
             cpu_affinity: None,
             routines: None,
+            network_category: None,
+            windows_bypass_wdf: None,
+            use_system_route_table_buffer_size: None,
         }
     }
 }
@@ -329,7 +339,8 @@ pub struct TunRoute {
 #[serde(deny_unknown_fields)]
 pub struct UnsafeRoute {
     pub route: Ipv4Net,
-    pub via: Ipv4Addr,
+    /// One gateway, or several with weights; all traffic goes through [`Via::primary`].
+    pub via: Via,
     pub mtu: Option<u32>,
     pub metric: Option<u32>,
     #[serde(default = "yes")]
@@ -394,28 +405,80 @@ impl Default for Handshakes {
     }
 }
 
-/// `control`: the local socket `cos-mesh status` / `members` talk to (cos-mesh's own key).
-/// Unset, it is `/run/cos-mesh/<tun.dev>.sock`: two daemons on one host cannot share a TUN
-/// device, so they never share a socket either.
+/// `control`: the local socket `cos-mesh status` / `members` / `reload` talk to (cos-mesh's own
+/// key). Unset, it is the abstract socket `@cos-mesh/<tun.dev>`: abstract sockets belong to a
+/// network namespace, so one config runs unchanged in several namespaces, and two daemons in
+/// one namespace cannot share a TUN device, so they never share a socket either. A value
+/// starting with `@` names another abstract socket; anything else is a filesystem path.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Control {
     pub socket: Option<PathBuf>,
 }
 
-/// Where the control sockets live by default (systemd's `RuntimeDirectory=cos-mesh`).
-pub const CONTROL_DIR: &str = "/run/cos-mesh";
+/// Where a daemon's control socket is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAddr {
+    /// A socket file (mode 0600).
+    Path(PathBuf),
+    /// A name in the network namespace's abstract socket namespace (no file; `@name`).
+    Abstract(String),
+}
 
-impl Config {
-    /// The control socket: `control.socket`, or `/run/cos-mesh/<tun.dev>.sock`.
-    pub fn control_socket(&self) -> PathBuf {
-        self.control.socket.clone().unwrap_or_else(|| default_control_socket(&self.tun.dev))
+impl ControlAddr {
+    /// The default for the daemon owning TUN device `dev`.
+    pub fn for_tun(dev: &str) -> ControlAddr {
+        ControlAddr::Abstract(format!("cos-mesh/{dev}"))
     }
 }
 
-/// The socket of the daemon that owns TUN device `dev` when its config does not say.
-pub fn default_control_socket(dev: &str) -> PathBuf {
-    PathBuf::from(CONTROL_DIR).join(format!("{dev}.sock"))
+impl From<PathBuf> for ControlAddr {
+    /// `@name` is an abstract socket, anything else a path.
+    fn from(p: PathBuf) -> ControlAddr {
+        match p.to_str().and_then(|s| s.strip_prefix('@')) {
+            Some(name) => ControlAddr::Abstract(name.to_string()),
+            None => ControlAddr::Path(p),
+        }
+    }
+}
+
+impl From<&std::path::Path> for ControlAddr {
+    fn from(p: &std::path::Path) -> ControlAddr {
+        ControlAddr::from(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for ControlAddr {
+    fn from(p: &PathBuf) -> ControlAddr {
+        ControlAddr::from(p.clone())
+    }
+}
+
+impl From<&ControlAddr> for ControlAddr {
+    fn from(a: &ControlAddr) -> ControlAddr {
+        a.clone()
+    }
+}
+
+impl std::fmt::Display for ControlAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlAddr::Path(p) => write!(f, "{}", p.display()),
+            ControlAddr::Abstract(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+impl Config {
+    /// `lighthouse.local_allow_list`, compiled (validation has refused a bad one).
+    pub fn local_allow_list(&self) -> super::LocalAllowList {
+        super::LocalAllowList::new(&self.lighthouse.local_allow_list).unwrap_or_default()
+    }
+
+    /// The control socket: `control.socket`, or `@cos-mesh/<tun.dev>`.
+    pub fn control_socket(&self) -> ControlAddr {
+        self.control.socket.clone().map(ControlAddr::from).unwrap_or_else(|| ControlAddr::for_tun(&self.tun.dev))
+    }
 }
 
 /// `stats`: metrics export. Only Prometheus is implemented.

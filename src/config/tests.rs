@@ -113,7 +113,7 @@ fn defaults() {
     let c = load_str(PKI).unwrap().config;
     assert_eq!((c.listen.host.to_string().as_str(), c.listen.port, c.listen.batch), ("0.0.0.0", 4242, 64));
     assert_eq!((c.tun.dev.as_str(), c.tun.mtu, c.tun.tx_queue, c.tun.disabled), ("nebula1", 1420, 500, false));
-    assert_eq!(c.control_socket(), Path::new("/run/cos-mesh/nebula1.sock"));
+    assert_eq!(c.control_socket(), ControlAddr::Abstract("cos-mesh/nebula1".into()));
     assert!(c.pki.disconnect_invalid);
     assert_eq!(c.lighthouse.interval, 10);
     assert_eq!((c.punchy.delay.0, c.punchy.respond_delay.0), (Duration::from_millis(100), Duration::from_millis(500)));
@@ -152,7 +152,14 @@ fn parse_errors_name_line_and_key() {
         ("static_host_map:\n  \"100.64.0.1\": [\"198.18.0.1\"]\n", 2, "is not an underlay address: no port"),
         ("logging:\n  format: xml\n", 2, "xml"),
         ("punchy:\n  delay: 5 seconds\n", 2, "invalid duration"),
-        ("tun: [1, 2\n", 1, "expected mapping"),
+        ("tun: [1, 2\n", 1, "tun: expected a map of keys"),
+        (
+            "lighthouse:\n  am_lighthouse: maybe\n",
+            2,
+            "lighthouse.am_lighthouse: expected true or false, found \"maybe\"",
+        ),
+        ("listen:\n  port: fourtwo\n", 2, "listen.port: expected a whole number, found \"fourtwo\""),
+        ("tun:\n  mtu: [1]\n", 2, "tun.mtu: expected a single value (not a list or map), found a list"),
         ("tun:\n  mtu: 1\ntun:\n  mtu: 2\n", 3, "duplicate mapping key: tun (a key may appear only once per map)"),
         ("tun: {}\n---\ntun: {}\n", 3, "a config file holds one YAML document"),
     ];
@@ -240,6 +247,11 @@ fn directory_merges_in_name_order_and_errors_name_the_file() {
         matches!(&err, ConfigError::Invalid { file, field, .. } if file.ends_with("30-bad.yaml") && field == "tun.mtu"),
         "{err}"
     );
+    // A value the YAML parser takes but the merged config refuses still names file, line, key.
+    write(dir.path(), "30-bad.yaml", "# comment\nlighthouse:\n  am_lighthouse: \"yes\"\n");
+    let err = Config::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("30-bad.yaml:3:"), "{err}");
+    assert!(err.ends_with("lighthouse.am_lighthouse: expected true or false, found \"yes\""), "{err}");
     // An unknown key carries that file's line.
     write(dir.path(), "30-bad.yaml", "# comment\nlisten:\n  prot: 1\n");
     let err = Config::load(dir.path()).unwrap_err().to_string();
@@ -275,4 +287,119 @@ fn shipped_example_config_loads_without_warnings() {
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     assert_eq!(loaded.config.tun.mtu, 1420);
     loaded.check_overlay("100.64.0.11/10".parse().unwrap()).unwrap();
+}
+
+/// Every key of Nebula 1.11's example config, set: the load succeeds, what cos-mesh implements
+/// is applied, and every other key is named in a warning. A key that is neither listed here as
+/// implemented nor warned about fails the test: nothing is silently inert.
+#[test]
+fn nebula_1_11_example_config_loads_with_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nebula-1.11-all-keys.yml");
+    let loaded = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    let warned: Vec<&str> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+
+    // Applied: ECMP picks the highest weight; port 0 is the listening port; the allow list.
+    assert_eq!(c.tun.unsafe_routes[0].via.primary(), Ipv4Addr::new(192, 168, 100, 10));
+    assert_eq!(c.tun.unsafe_routes[1].via.primary(), Ipv4Addr::new(192, 168, 100, 99));
+    assert!(warned.contains(&"tun.unsafe_routes[0].via"), "ECMP is named: {warned:?}");
+    assert_eq!(c.lighthouse.advertise_addrs[1].0.port, 0);
+    let allow = c.local_allow_list();
+    assert!(!allow.allows("docker0", "10.1.1.1".parse().unwrap()));
+    assert!(allow.allows("eth0", "10.1.1.1".parse().unwrap()));
+    assert!(!allow.allows("eth0", "198.18.0.1".parse().unwrap()));
+
+    const IMPLEMENTED: &[&str] = &[
+        "pki.ca",
+        "pki.cert",
+        "pki.key",
+        "pki.blocklist",
+        "pki.disconnect_invalid",
+        "static_host_map",
+        "lighthouse.am_lighthouse",
+        "lighthouse.serve_dns",
+        "lighthouse.dns",
+        "lighthouse.interval",
+        "lighthouse.hosts",
+        "lighthouse.remote_allow_list",
+        "lighthouse.local_allow_list",
+        "lighthouse.advertise_addrs",
+        "listen.host",
+        "listen.port",
+        "listen.batch",
+        "listen.read_buffer",
+        "listen.write_buffer",
+        "punchy.punch",
+        "punchy.respond",
+        "punchy.delay",
+        "punchy.respond_delay",
+        "relay.relays",
+        "relay.am_relay",
+        "relay.use_relays",
+        "tun.disabled",
+        "tun.dev",
+        "tun.tx_queue",
+        "tun.mtu",
+        "tun.routes",
+        "tun.unsafe_routes",
+        "logging.level",
+        "logging.format",
+        "stats.type",
+        "stats.listen",
+        "stats.path",
+        "handshakes.try_interval",
+        "handshakes.retries",
+        "firewall.outbound_action",
+        "firewall.inbound_action",
+        "firewall.default_local_cidr_any",
+        "firewall.conntrack.tcp_timeout",
+        "firewall.conntrack.udp_timeout",
+        "firewall.conntrack.default_timeout",
+        "firewall.outbound",
+        "firewall.inbound",
+    ];
+    let doc: serde_json::Value = serde_saphyr::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let mut leaves = Vec::new();
+    leaf_paths(&doc, "", &mut leaves);
+    let covered = |leaf: &str, key: &str| {
+        leaf == key || leaf.starts_with(&format!("{key}.")) || leaf.starts_with(&format!("{key}["))
+    };
+    for leaf in &leaves {
+        let implemented = IMPLEMENTED.iter().any(|k| covered(leaf, k));
+        let warning = warned.iter().any(|k| covered(leaf, k));
+        assert!(implemented || warning, "{leaf}: neither implemented nor named in a warning");
+    }
+    for key in ["cipher", "sshd", "static_map", "tunnels", "firewall.conntrack.max_connections", "tun.drop_multicast"] {
+        assert!(warned.contains(&key), "{key} not warned: {warned:?}");
+    }
+}
+
+/// Dotted paths of the keys set in `v` (maps descend; lists and scalars are leaves).
+fn leaf_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                leaf_paths(v, &p, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn unsafe_route_via_is_explained_when_empty_or_wrong() {
+    for (via, needle) in [
+        ("", "tun.unsafe_routes[0].via: is empty; expected the overlay IP of the node"),
+        ("[]", "tun.unsafe_routes[0].via: is an empty list"),
+        ("\"\"", "tun.unsafe_routes[0].via: is empty"),
+        ("banana", "\"banana\" is not an IPv4 address"),
+    ] {
+        let err = load_str(&format!("{PKI}tun:\n  unsafe_routes:\n    - route: 10.0.0.0/8\n      via: {via}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.yml:8:"), "{via:?}: {err}");
+        assert!(err.contains(needle), "{via:?}: {err} lacks {needle:?}");
+        assert!(!err.contains("Option<") && !err.contains("deserialize"), "{err}");
+    }
 }

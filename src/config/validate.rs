@@ -4,9 +4,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::Ipv4Net;
 
-use super::schema::{AllowEntry, Config, StatsKind};
+use super::allow_list::LocalAllowList;
+use super::schema::{Config, StatsKind, UnderlayHost};
 use super::{ConfigError, Warning};
 use crate::cert::pool::Blocklist;
 
@@ -66,19 +67,19 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
     if l.serve_dns && !l.am_lighthouse {
         warn("lighthouse.serve_dns", "only lighthouses serve DNS; ignored".into());
     }
-    for (key, entry) in &l.local_allow_list {
-        let field = format!("lighthouse.local_allow_list.{key}");
-        match (key.as_str(), entry) {
-            ("interfaces", AllowEntry::Interfaces(_)) => {}
-            ("interfaces", AllowEntry::Allow(_)) => {
-                return Err(fail(&field, "must be a map of interface-name regex → true/false".into()));
+    LocalAllowList::new(&l.local_allow_list)
+        .map_err(|(key, reason)| fail(&format!("lighthouse.local_allow_list.{key}"), reason))?;
+    for (i, a) in l.advertise_addrs.iter().enumerate() {
+        let field = format!("lighthouse.advertise_addrs[{i}]");
+        match (&a.0.host, a.0.port) {
+            (UnderlayHost::Dns(name), _) => {
+                warn(&field, format!("{name} is a name; advertised addresses must be IPs, so it is not advertised"))
             }
-            (cidr, AllowEntry::Allow(_)) => {
-                cidr.parse::<IpNet>().map_err(|_| fail(&field, format!("{cidr:?} is not a CIDR (e.g. 10.0.0.0/8)")))?;
-            }
-            (_, AllowEntry::Interfaces(_)) => {
-                return Err(fail(&field, "a CIDR's value must be true or false".into()));
-            }
+            (_, 0) if c.listen.port == 0 => warn(
+                &field,
+                "port 0 stands for listen.port, which is 0 (random) too; this address is not advertised".into(),
+            ),
+            _ => {}
         }
     }
 
@@ -113,11 +114,22 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
         if let Some(mtu) = r.mtu {
             check_mtu(mtu).map_err(|reason| fail(&format!("tun.unsafe_routes[{i}].mtu"), reason))?;
         }
-        if r.route.contains(&r.via) {
+        if let Some(g) = r.via.gateways.iter().find(|g| r.route.contains(&g.gateway)) {
             return Err(fail(
                 &format!("tun.unsafe_routes[{i}].via"),
-                format!("{} lies inside its own route {}", r.via, r.route),
+                format!("{} lies inside its own route {}", g.gateway, r.route),
             ));
+        }
+        if r.via.gateways.len() > 1 {
+            warn(
+                &format!("tun.unsafe_routes[{i}].via"),
+                format!(
+                    "balancing across several gateways (ECMP) is not implemented; all traffic to {} goes \
+                     through {} (the highest weight, the first on a tie)",
+                    r.route,
+                    r.via.primary()
+                ),
+            );
         }
     }
 
@@ -174,8 +186,10 @@ pub fn validate_overlay(c: &Config, overlay: Ipv4Net) -> Result<(), (String, Str
             return Err((format!("{field}[{i}]"), outside(*ip)));
         }
     }
-    if let Some((i, r)) = c.tun.unsafe_routes.iter().enumerate().find(|(_, r)| !inside(&r.via)) {
-        return Err((format!("tun.unsafe_routes[{i}].via"), outside(r.via)));
+    for (i, r) in c.tun.unsafe_routes.iter().enumerate() {
+        if let Some(g) = r.via.gateways.iter().find(|g| !inside(&g.gateway)) {
+            return Err((format!("tun.unsafe_routes[{i}].via"), outside(g.gateway)));
+        }
     }
     Ok(())
 }

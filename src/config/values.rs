@@ -91,11 +91,18 @@ pub struct Underlay {
 impl FromStr for Underlay {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        Underlay::parse(s, false)
+    }
+}
+
+impl Underlay {
+    /// `host:port`; port 0 only where it has a meaning (`advertise_addrs`: my listening port).
+    fn parse(s: &str, port_zero: bool) -> Result<Self, String> {
         let bad =
             |why: &str| format!("{s:?} is not an underlay address: {why} (expected host:port, e.g. 198.18.0.1:4242)");
         let (host, port) = s.trim().rsplit_once(':').ok_or_else(|| bad("no port"))?;
         let port: u16 = port.parse().map_err(|_| bad("the port is not a number 1-65535"))?;
-        if port == 0 {
+        if port == 0 && !port_zero {
             return Err(bad("port 0"));
         }
         let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
@@ -108,6 +115,17 @@ impl FromStr for Underlay {
             return Err(bad("the host is neither an IP address nor a DNS name"));
         };
         Ok(Underlay { host, port })
+    }
+}
+
+/// A `lighthouse.advertise_addrs` entry: an underlay `host:port` where port 0 stands for this
+/// node's listening port (as in Nebula).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AdvertiseAddr(pub Underlay);
+
+impl<'de> Deserialize<'de> for AdvertiseAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Underlay::parse(&String::deserialize(d)?, true).map(AdvertiseAddr).map_err(de::Error::custom)
     }
 }
 
@@ -139,6 +157,84 @@ fn is_dns_name(s: &str) -> bool {
         })
         // A dotted all-numeric string that failed to parse as IPv4 is a typo, not a name.
         && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// `tun.unsafe_routes[].via`: the overlay IP of the node that routes the network, or Nebula's
+/// list of weighted gateways (`- gateway: 100.64.0.1` / `weight: 10`, weight 1 by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// Never empty.
+    pub gateways: Vec<Gateway>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    #[serde(deserialize_with = "overlay_ip")]
+    pub gateway: Ipv4Addr,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Via {
+    /// The gateway all of the route's traffic goes through: the highest weight, the first
+    /// listed on a tie. (Nebula balances across the list; cos-mesh does not yet.)
+    pub fn primary(&self) -> Ipv4Addr {
+        let best = self.gateways.iter().map(|g| g.weight).max().unwrap_or(0);
+        self.gateways.iter().find(|g| g.weight == best).map(|g| g.gateway).unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+const VIA_EXPECTED: &str = "expected the overlay IP of the node that routes this network (e.g. 100.64.0.1), or a list of \
+     `- gateway: IP` entries with an optional `weight`";
+
+impl<'de> Deserialize<'de> for Via {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Via;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(VIA_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Via, E> {
+                if s.trim().is_empty() {
+                    return Err(E::custom(format!("is empty; {VIA_EXPECTED}")));
+                }
+                let gateway =
+                    s.trim().parse().map_err(|_| E::custom(format!("{s:?} is not an IPv4 address; {VIA_EXPECTED}")))?;
+                Ok(Via { gateways: vec![Gateway { gateway, weight: 1 }] })
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Via, E> {
+                Err(E::custom(format!("is empty; {VIA_EXPECTED}")))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Via, E> {
+                self.visit_unit()
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Via, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Via, A::Error> {
+                let mut gateways = Vec::new();
+                while let Some(g) = seq.next_element::<Gateway>()? {
+                    gateways.push(g);
+                }
+                if gateways.is_empty() {
+                    return Err(de::Error::custom(format!("is an empty list; {VIA_EXPECTED}")));
+                }
+                Ok(Via { gateways })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn overlay_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.trim().parse().map_err(|_| de::Error::custom(format!("{s:?} is not an overlay IPv4 address (e.g. 100.64.0.1)")))
 }
 
 /// A Go duration string (`100ms`, `1s`, `1h30m`), as Nebula writes timers.

@@ -6,7 +6,9 @@ pub mod control;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod report;
 pub mod resolver;
+pub mod restart;
 pub mod setup;
 
 use std::io;
@@ -60,6 +62,12 @@ struct Daemon {
     resolver: resolver::Resolver,
     /// A lighthouse's DNS (`serve_dns`), answering from the members published once a second.
     dns: Option<crate::dns::server::DnsServer>,
+    /// The settings a reload cannot change, as started (reload names those that differ).
+    restart_only: restart::RestartOnly,
+    /// `lighthouse.local_allow_list`: which host addresses are reported to lighthouses.
+    local_allow: crate::config::LocalAllowList,
+    /// `static_host_map` as configured, for `status` to say where a lighthouse is looked for.
+    static_hosts: setup::StaticHostMap,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
@@ -109,7 +117,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         discovery,
     };
     let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
-    node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev));
+    node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev, &c.local_allow_list()));
     let notifier = Notifier::from_env();
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
@@ -132,6 +140,9 @@ pub fn run(config_path: &Path) -> Result<()> {
         overlay_net: overlay.trunc(),
         resolver: resolver::Resolver::start(c.static_host_map.clone()),
         dns: crate::dns::server::DnsServer::from_config(c)?,
+        restart_only: restart::RestartOnly::of(c),
+        local_allow: c.local_allow_list(),
+        static_hosts: c.static_host_map.clone(),
         notifier,
     };
     let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
@@ -312,7 +323,7 @@ impl Daemon {
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
-            let addrs = local_addrs(self.listen, self.overlay_net, &self.tun_name);
+            let addrs = local_addrs(self.listen, self.overlay_net, &self.tun_name, &self.local_allow);
             self.node.set_local_addrs(now, addrs);
         }
         if now >= self.next_expiry_check {
@@ -339,22 +350,29 @@ impl Daemon {
     /// SIGHUP or `cos-mesh reload`: load everything again; apply it only if all of it is
     /// valid, so a bad config keeps the running one. Tunnels stay up; peers whose certificates
     /// no longer verify are disconnected; old flows are re-checked on their next packet.
-    fn reload(&mut self) -> Result<String, String> {
+    /// Settings that need a restart are named (logged as a warning and returned), not applied.
+    fn reload(&mut self) -> Result<Reloaded, String> {
         let _ = self.notifier.reloading();
         let result = self.try_reload();
         match &result {
-            Ok(summary) => info!("reload: {summary}"),
+            Ok(r) => {
+                info!("reload: {}", r.summary);
+                if !r.needs_restart.is_empty() {
+                    warn!("reload: not applied until cos-mesh restarts: {}", r.needs_restart.join(", "));
+                }
+            }
             Err(e) => error!("reload failed, keeping the running configuration: {e}"),
         }
         let status = match &result {
-            Ok(_) => format!("{} running, reloaded", self.node.cert().name()),
+            Ok(r) if r.needs_restart.is_empty() => format!("{} running, reloaded", self.node.cert().name()),
+            Ok(_) => format!("{} running, reloaded; some settings wait for a restart", self.node.cert().name()),
             Err(e) => format!("{} running; last reload failed: {e}", self.node.cert().name()),
         };
         let _ = self.notifier.ready(&status);
         result
     }
 
-    fn try_reload(&mut self) -> Result<String, String> {
+    fn try_reload(&mut self) -> Result<Reloaded, String> {
         let wall = UnixTime::now();
         let setup = Setup::load(&self.config_path, wall).map_err(|e| format!("{e:#}"))?;
         for w in &setup.warnings {
@@ -363,26 +381,32 @@ impl Daemon {
         let discovery = setup.discovery();
         let static_map = setup.config().static_host_map.clone();
         let log_level = setup.config().logging.level;
+        let needs_restart = self.restart_only.changed(&restart::RestartOnly::of(setup.config()));
+        let local_allow = setup.config().local_allow_list();
         let Setup { pki, firewall, .. } = setup;
         // The one step that can still refuse; nothing has changed before it.
         self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
         self.node.set_static_hosts(resolver::literals(&static_map));
+        self.static_hosts = static_map.clone();
         self.resolver.update(static_map);
         self.node.set_discovery(Instant::now(), discovery);
+        self.local_allow = local_allow;
         self.node.policy_mut().fw.reload(firewall);
         // Last, once nothing can fail: a refused reload changes nothing at all.
         self.log.set(log_level);
         let version = self.node.policy_mut().fw.rules_version();
-        Ok(format!("pki, blocklist, firewall (rules version {version}), static hosts, discovery and logging reloaded"))
+        let summary =
+            format!("pki, blocklist, firewall (rules version {version}), static hosts, discovery and logging reloaded");
+        Ok(Reloaded { summary, needs_restart })
     }
 
     fn serve_control(&mut self, now: Instant) {
         while let Some((stream, req)) = self.control.accept() {
             let answer = match req {
                 Some(Request::Status) => self.status(now),
-                Some(Request::Members) => json!({ "members": self.members() }),
+                Some(Request::Members) => self.members(now),
                 Some(Request::Reload) => match self.reload() {
-                    Ok(summary) => json!({ "reloaded": summary }),
+                    Ok(r) => json!({ "reloaded": r.summary, "needs_restart": r.needs_restart }),
                     Err(e) => json!({ "error": format!("reload failed, the running configuration is kept: {e}") }),
                 },
                 None => json!({ "error": "unknown request; expected status, members or reload" }),
@@ -392,32 +416,14 @@ impl Daemon {
     }
 
     fn status(&mut self, now: Instant) -> serde_json::Value {
-        let cert = self.node.cert().clone();
-        let d = cert.details();
-        let fw = &self.node.policy_mut().fw;
-        let firewall = json!({
-            "rules_version": fw.rules_version(),
-            "conntrack_entries": fw.conntrack().len(),
-            "counters": fw.counters().snapshot().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        });
-        json!({
-            "node": {
-                "name": d.name,
-                "vpn_ip": self.node.vpn_ip(),
-                "overlay": self.node.vpn_net().to_string(),
-                "groups": d.groups,
-                "cert_not_after": d.not_after.rfc3339(),
-                "cert_fingerprint": cert.fingerprint().to_string(),
-                "listen": self.listen,
-                "tun": self.tun_name,
-                "lighthouse": self.node.is_lighthouse(),
-            },
-            "peers": self.node.peers(now),
-            "lighthouses": self.node.lighthouse_status().iter().map(|(ip, up)| json!({"vpn_ip": ip, "up": up})).collect::<Vec<_>>(),
-            "counters": self.node.counters(),
-            "io": { "tx_dropped": self.tx_dropped, "tun_write_errors": self.tun_write_errors },
-            "firewall": firewall,
-        })
+        let facts = report::DaemonFacts {
+            listen: self.listen,
+            tun: &self.tun_name,
+            io: report::IoReport { tx_dropped: self.tx_dropped, tun_write_errors: self.tun_write_errors },
+            started: self.control.started(),
+            static_hosts: &self.static_hosts,
+        };
+        serde_json::to_value(report::status(&mut self.node, now, facts)).unwrap_or_default()
     }
 
     fn metrics_text(&mut self, now: Instant, wall: UnixTime) -> String {
@@ -478,24 +484,34 @@ impl Daemon {
         e.finish()
     }
 
-    fn members(&self) -> Vec<serde_json::Value> {
-        self.node
-            .members()
-            .iter()
-            .map(|c| json!({ "name": c.name(), "vpn_ip": c.vpn_ip(), "groups": c.details().groups }))
-            .collect()
+    fn members(&self, now: Instant) -> serde_json::Value {
+        serde_json::to_value(report::members(&self.node, now, self.listen)).unwrap_or_default()
     }
 }
 
+/// What a reload applied, and what it could not.
+struct Reloaded {
+    summary: String,
+    /// Changed settings that only a restart applies, as `key (old → new)`.
+    needs_restart: Vec<String>,
+}
+
 /// The underlay addresses to report to lighthouses: the bound address if specific, else every
-/// IPv4 address of the host except loopback, link-local, the overlay and our own TUN.
-fn local_addrs(listen: SocketAddr, overlay: ipnet::Ipv4Net, tun: &str) -> Vec<SocketAddr> {
+/// IPv4 address of the host except loopback, link-local, the overlay and our own TUN, and those
+/// `lighthouse.local_allow_list` keeps out (docker0, Nomad's bridge, ...).
+fn local_addrs(
+    listen: SocketAddr,
+    overlay: ipnet::Ipv4Net,
+    tun: &str,
+    allow: &crate::config::LocalAllowList,
+) -> Vec<SocketAddr> {
     if !listen.ip().is_unspecified() {
         return vec![listen];
     }
     ifaddrs::ipv4_addresses()
         .into_iter()
         .filter(|(name, ip)| name != tun && !ip.is_loopback() && !ip.is_link_local() && !overlay.contains(ip))
+        .filter(|(name, ip)| allow.allows(name, IpAddr::V4(*ip)))
         .map(|(_, ip)| SocketAddr::new(IpAddr::V4(ip), listen.port()))
         .collect()
 }

@@ -76,9 +76,12 @@ impl Setup {
                 .lighthouse
                 .advertise_addrs
                 .iter()
-                .filter_map(|u| match &u.host {
-                    UnderlayHost::Ip(ip) => Some(SocketAddr::new(*ip, u.port)),
-                    UnderlayHost::Dns(_) => None,
+                .filter_map(|a| match (&a.0.host, a.0.port) {
+                    // Port 0: our listening port (validation warns when that is random too).
+                    (UnderlayHost::Ip(_), 0) if c.listen.port == 0 => None,
+                    (UnderlayHost::Ip(ip), 0) => Some(SocketAddr::new(*ip, c.listen.port)),
+                    (UnderlayHost::Ip(ip), port) => Some(SocketAddr::new(*ip, port)),
+                    (UnderlayHost::Dns(_), _) => None,
                 })
                 .collect(),
             punch: c.punchy.punch,
@@ -92,9 +95,10 @@ impl Setup {
         }
     }
 
-    /// `tun.unsafe_routes` as (network, via overlay IP).
+    /// `tun.unsafe_routes` as (network, via overlay IP): of several gateways, the highest-weight
+    /// one (the first on a tie) carries all the traffic.
     pub fn unsafe_routes(&self) -> Vec<(Ipv4Net, Ipv4Addr)> {
-        self.config().tun.unsafe_routes.iter().map(|r| (r.route, r.via)).collect()
+        self.config().tun.unsafe_routes.iter().map(|r| (r.route, r.via.primary())).collect()
     }
 }
 

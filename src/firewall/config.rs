@@ -58,6 +58,9 @@ pub struct ConntrackConfig {
     pub default_timeout: Option<Spanned<String>>,
     /// Accepted for Nebula compatibility; there is no per-routine cache here.
     pub routine_cache_timeout: Option<Spanned<String>>,
+    /// Nebula's cap on tracked flows; accepted, and warned about (see `config::compat`): the
+    /// tracker here has no cap yet.
+    pub max_connections: Option<serde::de::IgnoredAny>,
 }
 
 /// One allow rule, exactly as written. Scalars stay strings until compiled, so a mistake is

@@ -1,0 +1,354 @@
+//! What `cos-mesh status` and `members` show: typed reports the daemon builds from the core's
+//! snapshot and the CLI reads back, so both sides agree on every field. `schema_version` goes
+//! up when a field changes meaning or disappears (adding one does not).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mesh::{Node, PeerInfo};
+use crate::unixtime::UnixTime;
+
+use super::policy::FirewallPolicy;
+
+/// Version of the JSON shape of [`StatusReport`] and [`MembersReport`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `cos-mesh status`: this node, its peers, its lighthouses, its counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub schema_version: u32,
+    /// When the daemon answered (RFC 3339, UTC).
+    pub generated_at: String,
+    pub node: NodeReport,
+    pub peers: Vec<PeerReport>,
+    pub lighthouses: Vec<LighthouseReport>,
+    /// The core's event and drop counters by name.
+    pub counters: BTreeMap<String, u64>,
+    pub io: IoReport,
+    pub firewall: FirewallReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub name: String,
+    pub vpn_ip: Ipv4Addr,
+    pub overlay: String,
+    pub groups: Vec<String>,
+    pub cert_not_after: String,
+    pub cert_fingerprint: String,
+    pub listen: SocketAddr,
+    pub tun: String,
+    pub lighthouse: bool,
+    /// The daemon's cos-mesh version.
+    pub version: String,
+    pub started_at: String,
+    pub uptime_secs: u64,
+}
+
+/// One peer with a verified certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub name: String,
+    pub vpn_ip: Ipv4Addr,
+    pub groups: Vec<String>,
+    pub up: bool,
+    /// The underlay address packets go to when the path is direct.
+    pub direct: Option<SocketAddr>,
+    /// The overlay address of the relay when the path goes through one.
+    pub relay: Option<Ipv4Addr>,
+    /// The relay's certificate name, when it is one of our peers.
+    pub relay_name: Option<String>,
+    /// The path as one string (`ip:port` or `via relay X`); kept for scripts written against
+    /// schema 0, prefer `direct`/`relay`.
+    pub endpoint: Option<String>,
+    pub relayed: bool,
+    pub since_handshake_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Packets from or to this peer dropped, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// The same as `drops["firewall"]`, kept for scripts written against schema 0.
+    pub firewall_dropped: u64,
+    pub cert_fingerprint: String,
+    pub cert_not_after: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LighthouseReport {
+    pub vpn_ip: Ipv4Addr,
+    pub name: Option<String>,
+    pub up: bool,
+    /// Where we send to it (underlay `ip:port` or `via relay X`), when known.
+    pub address: Option<String>,
+    /// Why it is not reachable, in words; none when it is.
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IoReport {
+    pub tx_dropped: u64,
+    pub tun_write_errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FirewallReport {
+    pub rules_version: u16,
+    pub conntrack_entries: usize,
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// `cos-mesh members`: every member of the mesh this node knows of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MembersReport {
+    pub schema_version: u32,
+    pub generated_at: String,
+    /// The node answering (its overlay IP), so a picture can draw edges from it.
+    pub this_node: Ipv4Addr,
+    pub members: Vec<MemberReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub name: String,
+    pub vpn_ip: Ipv4Addr,
+    pub groups: Vec<String>,
+    /// `online` (a session is up), `offline` (a session was tried and is down), or `unknown`
+    /// (listed by a lighthouse, no session from this node).
+    pub state: MemberState,
+    /// Seconds since this node last completed a handshake with the member.
+    pub last_seen_secs: Option<u64>,
+    /// Underlay addresses this node uses for the member.
+    pub underlay: Vec<SocketAddr>,
+    /// Overlay IP of the relay through which this node reaches the member.
+    pub relay: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// This node itself.
+    This,
+    Online,
+    Offline,
+    Unknown,
+}
+
+/// When the daemon started, for its uptime.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    pub at: Instant,
+    pub wall: UnixTime,
+}
+
+impl Started {
+    pub fn now() -> Started {
+        Started { at: Instant::now(), wall: UnixTime::now() }
+    }
+}
+
+/// Everything of the daemon's own the status report needs beyond the core.
+pub struct DaemonFacts<'a> {
+    pub listen: SocketAddr,
+    pub tun: &'a str,
+    pub io: IoReport,
+    pub started: Started,
+    /// `static_host_map` as configured: where a lighthouse without a session is looked for.
+    pub static_hosts: &'a super::setup::StaticHostMap,
+}
+
+/// Builds the status report from the core's snapshot.
+pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<'_>) -> StatusReport {
+    let cert = node.cert().clone();
+    let d = cert.details();
+    let infos = node.peers(now);
+    let names: BTreeMap<Ipv4Addr, &str> = infos.iter().map(|p| (p.vpn_ip, p.name.as_str())).collect();
+    let peers: Vec<PeerReport> = infos.iter().map(|p| peer_report(p, &names)).collect();
+    let lighthouses = node
+        .lighthouse_status()
+        .into_iter()
+        .map(|(ip, up)| {
+            let configured = facts.static_hosts.get(&crate::config::OverlayIp(ip));
+            let configured: Vec<String> = configured.into_iter().flatten().map(|u| u.to_string()).collect();
+            lighthouse_report(ip, up, peers.iter().find(|p| p.vpn_ip == ip), &configured)
+        })
+        .collect();
+    let counters = named_counters(&serde_json::to_value(node.counters()).unwrap_or_default());
+    let fw = &node.policy_mut().fw;
+    let firewall = FirewallReport {
+        rules_version: fw.rules_version(),
+        conntrack_entries: fw.conntrack().len(),
+        counters: fw.counters().snapshot().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    };
+    StatusReport {
+        schema_version: SCHEMA_VERSION,
+        generated_at: UnixTime::now().rfc3339(),
+        node: NodeReport {
+            name: d.name.clone(),
+            vpn_ip: node.vpn_ip(),
+            overlay: node.vpn_net().to_string(),
+            groups: d.groups.clone(),
+            cert_not_after: d.not_after.rfc3339(),
+            cert_fingerprint: cert.fingerprint().to_string(),
+            listen: facts.listen,
+            tun: facts.tun.to_string(),
+            lighthouse: node.is_lighthouse(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: facts.started.wall.rfc3339(),
+            uptime_secs: now.saturating_duration_since(facts.started.at).as_secs(),
+        },
+        peers,
+        lighthouses,
+        counters,
+        io: facts.io,
+        firewall,
+    }
+}
+
+/// The path of a peer, split: the core reports it as one string (`ip:port` or `via relay X`).
+fn split_path(endpoint: Option<&str>) -> (Option<SocketAddr>, Option<Ipv4Addr>) {
+    match endpoint {
+        Some(e) => match e.strip_prefix("via relay ") {
+            Some(relay) => (None, relay.parse().ok()),
+            None => (e.parse().ok(), None),
+        },
+        None => (None, None),
+    }
+}
+
+fn peer_report(p: &PeerInfo, names: &BTreeMap<Ipv4Addr, &str>) -> PeerReport {
+    let (direct, relay) = split_path(p.endpoint.as_deref());
+    PeerReport {
+        name: p.name.clone(),
+        vpn_ip: p.vpn_ip,
+        groups: p.groups.clone(),
+        up: p.up,
+        direct,
+        relay,
+        relay_name: relay.and_then(|r| names.get(&r)).map(|n| n.to_string()),
+        endpoint: p.endpoint.clone(),
+        relayed: p.relayed,
+        since_handshake_secs: p.since_handshake_secs,
+        rx_bytes: p.rx_bytes,
+        tx_bytes: p.tx_bytes,
+        rx_packets: p.rx_packets,
+        tx_packets: p.tx_packets,
+        drops: BTreeMap::from([("firewall".to_string(), p.firewall_dropped)]),
+        firewall_dropped: p.firewall_dropped,
+        cert_fingerprint: p.cert_fingerprint.clone(),
+        cert_not_after: p.cert_not_after.clone(),
+    }
+}
+
+fn lighthouse_report(vpn_ip: Ipv4Addr, up: bool, peer: Option<&PeerReport>, configured: &[String]) -> LighthouseReport {
+    let tried = if configured.is_empty() {
+        "it has no static_host_map entry".to_string()
+    } else {
+        format!("tried at {} (static_host_map)", configured.join(", "))
+    };
+    let problem = match (up, peer) {
+        (true, _) => None,
+        (false, None) => Some(format!(
+            "no handshake has completed with it; {tried}: is it running, is that address right, does a firewall \
+             drop UDP to it?"
+        )),
+        (false, Some(p)) => Some(match p.since_handshake_secs {
+            Some(s) => format!("its session went down; last handshake {} ago, retrying; {tried}", human_secs(s)),
+            None => format!("its certificate is known but no session is up; retrying; {tried}"),
+        }),
+    };
+    LighthouseReport {
+        vpn_ip,
+        name: peer.map(|p| p.name.clone()),
+        up,
+        address: peer
+            .and_then(|p| p.endpoint.clone())
+            .or_else(|| (!configured.is_empty()).then(|| configured.join(", "))),
+        problem,
+    }
+}
+
+/// The core's counters (a struct of named `u64`s) as a name → value map.
+fn named_counters(v: &serde_json::Value) -> BTreeMap<String, u64> {
+    v.as_object().into_iter().flatten().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect()
+}
+
+/// Builds the members report: the core's member list, with what this node knows of each.
+pub fn members(node: &Node<FirewallPolicy>, now: Instant, listen: SocketAddr) -> MembersReport {
+    let peers: BTreeMap<Ipv4Addr, PeerInfo> = node.peers(now).into_iter().map(|p| (p.vpn_ip, p)).collect();
+    let me = node.vpn_ip();
+    let members = node
+        .members()
+        .iter()
+        .map(|c| {
+            let vpn_ip = c.vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let peer = peers.get(&vpn_ip);
+            let (direct, relay) = split_path(peer.and_then(|p| p.endpoint.as_deref()));
+            let state = match peer {
+                _ if vpn_ip == me => MemberState::This,
+                Some(p) if p.up => MemberState::Online,
+                Some(_) => MemberState::Offline,
+                None => MemberState::Unknown,
+            };
+            MemberReport {
+                name: c.name().to_string(),
+                vpn_ip,
+                groups: c.details().groups.clone(),
+                state,
+                last_seen_secs: if vpn_ip == me { Some(0) } else { peer.and_then(|p| p.since_handshake_secs) },
+                underlay: if vpn_ip == me { vec![listen] } else { direct.into_iter().collect() },
+                relay,
+            }
+        })
+        .collect();
+    MembersReport { schema_version: SCHEMA_VERSION, generated_at: UnixTime::now().rfc3339(), this_node: me, members }
+}
+
+/// `3 s`, `4 min`, `2 h 5 min`, `3 d 4 h`: a span for people.
+pub fn human_secs(s: u64) -> String {
+    match s {
+        s if s < 120 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 MiB`: a byte count for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_direct_and_relay() {
+        assert_eq!(split_path(Some("198.18.0.1:4242")), (Some("198.18.0.1:4242".parse().unwrap()), None));
+        assert_eq!(split_path(Some("via relay 100.64.0.1")), (None, Some(Ipv4Addr::new(100, 64, 0, 1))));
+        assert_eq!(split_path(None), (None, None));
+    }
+
+    #[test]
+    fn units_for_people() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
+        assert_eq!(human_secs(59), "59 s");
+        assert_eq!(human_secs(600), "10 min");
+        assert_eq!(human_secs(3 * 3600 + 120), "3 h 2 min");
+        assert_eq!(human_secs(2 * 86_400 + 3600), "2 d 1 h");
+    }
+}

@@ -118,7 +118,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         is_ca: false,
         issuer: Some(ca_cert.fingerprint()),
     };
-    check_constraints(&ca_cert, &details)?;
+    check_constraints(&ca_cert, &crate::cert::Tbs::from_details(&details, ca_cert.version()))?;
     let cert = Certificate::sign(&details, ca_key.signing_key())?;
     // Self-check: what we hand out must verify exactly as a peer will verify it.
     let mut pool = CaPool::default();

@@ -86,7 +86,7 @@ pub fn decide(
         issuer: Some(ca.fingerprint()),
     };
     let Some(cert) = &existing.cert else {
-        check_constraints(ca, &details)?;
+        check_constraints(ca, &crate::cert::Tbs::from_details(&details, ca.version()))?;
         let mut reasons = vec!["no certificate".to_string()];
         if existing.key_source == KeySource::Generated {
             reasons.push("new key".into());
@@ -138,7 +138,7 @@ pub fn decide(
         }
         return Ok(Decision { action: Action::Unchanged, reasons: notes, details: None });
     }
-    check_constraints(ca, &details)?;
+    check_constraints(ca, &crate::cert::Tbs::from_details(&details, ca.version()))?;
     Ok(Decision { action: Action::Renewed, reasons, details: Some(details) })
 }
 

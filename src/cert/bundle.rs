@@ -87,3 +87,66 @@ impl HostCerts {
         self.presented
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::Tbs;
+    use crate::cert::keys::CaSecret;
+    use crate::unixtime::UnixTime;
+
+    fn cert(ca: &CaSecret, version: Version, key: [u8; 32], networks: &[&str], is_ca: bool) -> Certificate {
+        let tbs = Tbs {
+            version,
+            name: "n".into(),
+            networks: networks.iter().map(|n| n.parse().unwrap()).collect(),
+            unsafe_networks: vec![],
+            groups: vec![],
+            not_before: UnixTime(1),
+            not_after: UnixTime(2),
+            public_key: key,
+            is_ca,
+            issuer: (!is_ca).then_some(crate::cert::Fingerprint([3; 32])),
+        };
+        Certificate::sign_tbs(&tbs, ca.signing_key()).unwrap()
+    }
+
+    #[test]
+    fn picks_the_initiating_version_and_checks_consistency() {
+        let ca = CaSecret::generate();
+        let v1 = cert(&ca, Version::V1, [1; 32], &["100.64.0.1/10"], false);
+        let v2 = cert(&ca, Version::V2, [1; 32], &["100.64.0.1/10", "fd00::1/64"], false);
+        let both = format!("{}{}", v2.to_pem(), v1.to_pem());
+        let (only_v1, only_v2) = (v1.to_pem(), v2.to_pem());
+        let pick = |pem: &str, v: Option<Version>| HostCerts::from_pem(pem.as_bytes(), v).map(|h| h.presented().version());
+        // Nebula's default: v1 when present, else v2; v2 asked without a v2 copy falls back.
+        let cases: Vec<(&str, Option<Version>, Result<Version, BundleError>)> = vec![
+            (&both, None, Ok(Version::V1)),
+            (&both, Some(Version::V2), Ok(Version::V2)),
+            (&both, Some(Version::V1), Ok(Version::V1)),
+            (&only_v2, None, Ok(Version::V2)),
+            (&only_v2, Some(Version::V1), Err(BundleError::NoV1)),
+            (&only_v1, Some(Version::V2), Ok(Version::V1)),
+        ];
+        for (pem, want_v, want) in cases {
+            assert_eq!(pick(pem, want_v), want, "{want_v:?}");
+        }
+        assert_eq!(HostCerts::from_pem(both.as_bytes(), None).unwrap().all().count(), 2);
+
+        let other_key = cert(&ca, Version::V2, [2; 32], &["100.64.0.1/10"], false);
+        let other_net = cert(&ca, Version::V2, [1; 32], &["100.64.0.2/10"], false);
+        let a_ca = cert(&ca, Version::V2, [1; 32], &[], true);
+        let refusals: Vec<(String, BundleError)> = vec![
+            (format!("{}{}", v1.to_pem(), other_key.to_pem()), BundleError::KeyMismatch),
+            (
+                format!("{}{}", v1.to_pem(), other_net.to_pem()),
+                BundleError::NetworkMismatch { v1: "100.64.0.1/10".into(), v2: "100.64.0.2/10".into() },
+            ),
+            (format!("{}{}", v2.to_pem(), other_net.to_pem()), BundleError::Duplicate(Version::V2)),
+            (a_ca.to_pem(), BundleError::IsCa { name: "n".into() }),
+        ];
+        for (pem, want) in refusals {
+            assert_eq!(HostCerts::from_pem(pem.as_bytes(), None).unwrap_err(), want);
+        }
+    }
+}

@@ -511,3 +511,54 @@ fn nebula_made_v2_certificates_read_the_same() {
         "{err}"
     );
 }
+
+/// What a node start checks (`cos-mesh check`): `pki.cert` with a v1 and a v2 certificate for
+/// one key and `pki.initiating_version` choosing, a CA bundle with an unusable block (a warning
+/// naming it), and an IPv6-only certificate refused with the reason.
+#[test]
+fn check_takes_v1_and_v2_host_certificates_and_a_mixed_bundle() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    ok(p, COS, &["ca", "--name", "v2 CA", "--networks", "100.64.0.0/10,fd00::/16"]);
+    ok(p, COS, &["keygen", "--out-key", "h.key", "--out-pub", "h.pub"]);
+    let sign = |extra: &[&str]| {
+        let mut args = vec!["sign", "--name", "h", "--in-pub", "h.pub"];
+        args.extend_from_slice(extra);
+        ok(p, COS, &args);
+    };
+    sign(&["--version", "1", "--ip", "100.64.0.11/10", "--out-crt", "h1.crt"]);
+    sign(&["--networks", "100.64.0.11/10,fd00::11/64", "--out-crt", "h2.crt"]);
+    sign(&["--networks", "fd00::12/64", "--out-crt", "six.crt"]);
+    let read = |f: &str| fs::read_to_string(p.join(f)).unwrap();
+    fs::write(p.join("both.crt"), read("h1.crt") + &read("h2.crt")).unwrap();
+    fs::write(p.join("bundle.crt"), read("ca.crt") + include_str!("vectors/v2-mobile-nebula-p256-ca.pem")).unwrap();
+    let check = |cert: &str, extra: &str| {
+        let text = format!("pki:\n  ca: bundle.crt\n  cert: {cert}\n  key: h.key\n{extra}tun:\n  disabled: true\n");
+        fs::write(p.join("config.yml"), text).unwrap();
+        run(p, COS, &["check", "-c", "config.yml"])
+    };
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    for extra in ["", "  initiating_version: 2\n", "  initiating_version: 1\n"] {
+        let out = check("both.crt", extra);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{extra}: {err}");
+        assert!(err.contains("OK: node h (100.64.0.11/10)"), "{err}");
+        let line = read("ca.crt").lines().count() + 1;
+        let skipped =
+            format!("pki.ca: block at line {line} (NEBULA CERTIFICATE V2) skipped: certificate \"test\" uses P-256");
+        assert!(err.contains(&skipped), "{err}");
+    }
+    let out = check("both.crt", "  initiating_version: 3\n");
+    assert!(stderr(&out).contains("pki.initiating_version: is 3, expected 1 or 2"), "{}", stderr(&out));
+    let out = check("six.crt", "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "pki.cert: certificate h has no IPv4 network (fd00::12/64): IPv6-only overlays are not supported yet"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = check("h2.crt", "  initiating_version: 1\n");
+    assert!(stderr(&out).contains("pki.initiating_version is 1 but there is no v1 certificate"), "{}", stderr(&out));
+}

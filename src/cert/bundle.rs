@@ -118,7 +118,8 @@ mod tests {
         let v2 = cert(&ca, Version::V2, [1; 32], &["100.64.0.1/10", "fd00::1/64"], false);
         let both = format!("{}{}", v2.to_pem(), v1.to_pem());
         let (only_v1, only_v2) = (v1.to_pem(), v2.to_pem());
-        let pick = |pem: &str, v: Option<Version>| HostCerts::from_pem(pem.as_bytes(), v).map(|h| h.presented().version());
+        let pick =
+            |pem: &str, v: Option<Version>| HostCerts::from_pem(pem.as_bytes(), v).map(|h| h.presented().version());
         // Nebula's default: v1 when present, else v2; v2 asked without a v2 copy falls back.
         let cases: Vec<(&str, Option<Version>, Result<Version, BundleError>)> = vec![
             (&both, None, Ok(Version::V1)),

@@ -379,6 +379,19 @@ fn ca_constraints_cover_ipv6_and_both_versions() {
         let r = pool.verify(&cert, UnixTime(5_000), &Blocklist::default());
         assert_eq!(r.is_ok(), ok, "{what}: {r:?}");
     }
+    // Groups and validity are constrained the same way.
+    let mut t = ca.host(Version::V2, &["100.64.0.5/10"], &[]);
+    t.groups = vec!["ops".into(), "web".into()];
+    let c = Certificate::sign_tbs(&t, ca.key.signing_key()).unwrap();
+    let r = pool.verify(&c, UnixTime(5_000), &Blocklist::default());
+    assert!(matches!(&r, Err(VerifyError::GroupNotAllowed { group, .. }) if group == "web"), "{r:?}");
+    for (nb, na) in [(999, 9_000), (2_000, 10_001)] {
+        let mut t = ca.host(Version::V2, &["100.64.0.5/10"], &[]);
+        (t.not_before, t.not_after) = (UnixTime(nb), UnixTime(na));
+        let c = Certificate::sign_tbs(&t, ca.key.signing_key()).unwrap();
+        let r = pool.verify(&c, UnixTime(5_000), &Blocklist::default());
+        assert!(matches!(r, Err(VerifyError::PredatesCa { .. } | VerifyError::OutlivesCa { .. })), "{r:?}");
+    }
     // A v1 certificate cannot carry IPv6.
     let tbs = ca.host(Version::V1, &["100.64.0.7/10", "fd00::7/64"], &[]);
     let err = Certificate::sign_tbs(&tbs, ca.key.signing_key()).unwrap_err();

@@ -122,3 +122,24 @@ fn a_blocklisted_v2_certificate_is_refused() {
     assert!(!sim.received(a, b"from-blocked-b") && !sim.received(b, b"to-blocked-b"));
     assert!(sim.nodes[a].node.peers(sim.now).iter().all(|p| !p.up));
 }
+
+/// A v2 certificate verified once is not verified again: its fingerprint is not the hash of its
+/// bytes (unlike v1's), and the verified-certificate cache must still find it. Fifty Hellos
+/// carrying the known v2 certificate in one instant cost no verification budget.
+#[test]
+fn a_known_v2_certificate_is_served_from_the_cache() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (ca_cert, ka) = node(&ca, Version::V1, "a", 1);
+    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
+    let hello = cos_mesh::mesh::wire::hello(5, cb_cert.to_bytes());
+    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    exchange(&mut sim, a, b);
+    let before = sim.nodes[a].node.counters().rx_rate_limited;
+    for _ in 0..50 {
+        sim.transmit(underlay(2), underlay(1), None, hello.clone());
+    }
+    sim.run(Duration::from_millis(20));
+    assert_eq!(sim.nodes[a].node.counters().rx_rate_limited, before, "the known v2 certificate was verified again");
+}

@@ -466,6 +466,40 @@ fn v2_certificates_from_the_cli() {
     // nebula-cert 1.6.1 reads the v1 certificate of the v1 CA, and not a v2 one.
     ok(p, "nebula-cert", &["verify", "-ca", "v1.crt", "-crt", "legacy.crt"]);
     fails(p, "nebula-cert", &["verify", "-ca", "ca.crt", "-crt", "dual.crt"]);
+    // What a v1 certificate cannot carry is refused before anything is written.
+    let refusals: [(&[&str], &str); 3] = [
+        (
+            &[
+                "ca",
+                "--version",
+                "1",
+                "--name",
+                "x",
+                "--networks",
+                "fd00::/8",
+                "--out-crt",
+                "x.crt",
+                "--out-key",
+                "x.key",
+            ],
+            "Error: --networks fd00::/8: a v1 certificate carries IPv4 networks only (use --version 2)",
+        ),
+        (
+            &["sign", "--name", "two", "--version", "1", "--networks", "100.64.0.20/10,100.64.0.21/10"],
+            "Error: --networks: a v1 certificate carries exactly one IPv4 network, got 2",
+        ),
+        (
+            &["sign", "--name", "six", "--version", "1", "--ip", "100.64.0.22/10", "--unsafe-networks", "fd10::/32"],
+            "Error: --unsafe-networks fd10::/32: a v1 certificate carries IPv4 networks only",
+        ),
+    ];
+    for (args, want) in refusals {
+        let err = fails(p, COS, args);
+        assert!(err.starts_with(want), "{args:?}: {err}");
+    }
+    for f in ["x.crt", "x.key", "two.crt", "two.key", "six.crt", "six.key"] {
+        assert!(!p.join(f).exists(), "{f} written by a refused command");
+    }
     // Blocklisting works by the v2 fingerprint.
     let fp = dual["fingerprint"].as_str().unwrap();
     let err = fails(p, COS, &["verify", "--ca", "ca.crt", "--crt", "dual.crt", "--blocklist", fp]);

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cert::Certificate;
+use crate::cert::bundle::HostCerts;
 use crate::config::Config;
 use crate::daemon::control::{Request, ask};
 use crate::inventory::Inventory;
@@ -87,9 +87,13 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
         format!("{}: pki.cert is not set; the Nomad settings need this node's certificate", a.config.display())
     })?;
     let pem = cert_src.read().with_context(|| format!("reading pki.cert {}", cert_src.describe()))?;
-    let cert = Certificate::from_pem(&pem).with_context(|| format!("parsing pki.cert {}", cert_src.describe()))?;
-    let overlay_ip =
-        *cert.details().ips.first().with_context(|| format!("pki.cert {} has no IP", cert_src.describe()))?;
+    // pki.cert may hold a v1 and a v2 certificate; they share their first network.
+    let cert = HostCerts::from_pem(&pem, None)
+        .with_context(|| format!("parsing pki.cert {}", cert_src.describe()))?
+        .into_presented();
+    let overlay_ip = cert.overlay_v4().with_context(|| {
+        format!("pki.cert {} has no IPv4 network (IPv6-only overlays are not supported yet)", cert_src.describe())
+    })?;
 
     let (servers, servers_from) = match a.servers_from {
         ServersFrom::Members => {

@@ -33,11 +33,13 @@ pub use armor::ArmorError;
 /// Largest v1 certificate we parse. Real ones are 150–400 bytes (v2: [`v2::MAX_V2_BYTES`]).
 pub const MAX_CERT_BYTES: usize = 16 * 1024;
 
-/// SHA-256 of a certificate's canonical bytes; shown and configured as lowercase hex.
+/// A certificate's SHA-256 fingerprint as Nebula computes it (v1: of the whole encoding; v2: of
+/// details ‖ curve ‖ public key ‖ signature); shown and configured as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {
+    /// SHA-256 of `bytes` (a v1 certificate's fingerprint is that of its encoding).
     pub fn of(bytes: &[u8]) -> Self {
         Fingerprint(Sha256::digest(bytes).into())
     }

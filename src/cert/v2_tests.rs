@@ -11,13 +11,13 @@ use crate::cert::{Details, armor};
 
 const FIX_CA: &str = include_str!("../../tests/vectors/v2-mobile-nebula-ca.pem");
 const FIX_HOST: &str = include_str!("../../tests/vectors/v2-mobile-nebula-host.pem");
-const FIX_HOST_KEY: &str = include_str!("../../tests/vectors/v2-mobile-nebula-host.key");
+const FIX_HOST_KEY: &str = include_str!("../../tests/vectors/v2-mobile-nebula-host-key.pem");
 const FIX_P256_CA: &str = include_str!("../../tests/vectors/v2-mobile-nebula-p256-ca.pem");
 const FIX_P256_HOST: &str = include_str!("../../tests/vectors/v2-mobile-nebula-p256-host.pem");
 const SNAP_CA: &str = include_str!("../../tests/vectors/v2-recovery-snapshot-ca.pem");
-const SNAP_KEY: &str = include_str!("../../tests/vectors/v2-recovery-snapshot-ca.key");
+const SNAP_KEY: &str = include_str!("../../tests/vectors/v2-recovery-snapshot-ca-key.pem");
 const SNAP2_CA: &str = include_str!("../../tests/vectors/v2-recovery-transplanted-ca.pem");
-const SNAP2_KEY: &str = include_str!("../../tests/vectors/v2-recovery-transplanted-ca.key");
+const SNAP2_KEY: &str = include_str!("../../tests/vectors/v2-recovery-transplanted-ca-key.pem");
 
 /// Inside the mobile_nebula fixtures' validity (2025-10-31 .. 2026-10-31).
 const FIX_NOW: UnixTime = UnixTime(1_780_000_000);

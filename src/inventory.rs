@@ -10,7 +10,7 @@ pub mod renewal;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use thiserror::Error;
@@ -56,12 +56,14 @@ impl NomadSite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
-    /// Overlay address with the overlay network's prefix, e.g. 100.64.0.11/10.
+    /// The first IPv4 network: the overlay address the (IPv4) data path uses, e.g. 100.64.0.11/10.
     pub ip: Ipv4Net,
+    /// Every network of the node as written (`ip:`, or `networks:` with IPv6 too for v2).
+    pub networks: Vec<IpNet>,
     pub role: Option<String>,
     pub groups: Vec<String>,
-    /// Routed networks (unsafe_routes), masked as `nebula-cert` stores them.
-    pub subnets: Vec<Ipv4Net>,
+    /// Routed networks (unsafe_routes), masked as `nebula-cert` 1.6.1 stored them.
+    pub subnets: Vec<IpNet>,
     /// `nodes[i] "name" (line N)`, for messages.
     pub entry: String,
 }
@@ -102,12 +104,16 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct NodeSpec {
     name: String,
-    ip: String,
+    /// One overlay address; `networks` lists several (IPv4 and IPv6, v2 certificates).
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    networks: Vec<String>,
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]
     groups: Vec<String>,
-    #[serde(default)]
+    #[serde(default, alias = "unsafe_networks")]
     subnets: Vec<String>,
     /// This node's Nomad/Consul datacenter, when not the file's default.
     #[serde(default)]
@@ -195,7 +201,19 @@ fn resolve_node(spec: &NodeSpec, roles: &BTreeMap<String, Vec<String>>, entry: S
             spec.name
         ));
     }
-    let ip = ipv4_net("ip", &spec.ip)?;
+    let networks = match (&spec.ip, spec.networks.as_slice()) {
+        (Some(ip), []) => vec![net("ip", ip)?],
+        (None, [_, ..]) => spec.networks.iter().map(|n| net("networks", n)).collect::<Result<Vec<_>, _>>()?,
+        (Some(_), [_, ..]) => return Err("give ip: or networks:, not both".into()),
+        (None, []) => return Err("ip: (or networks:) is required".into()),
+    };
+    let ip = networks
+        .iter()
+        .find_map(|n| match n {
+            IpNet::V4(v4) => Some(*v4),
+            IpNet::V6(_) => None,
+        })
+        .ok_or("networks: no IPv4 network; IPv6-only overlays are not supported yet")?;
     let mut groups: Vec<String> = Vec::new();
     if let Some(role) = &spec.role {
         let role_groups = roles.get(role).ok_or_else(|| {
@@ -208,9 +226,8 @@ fn resolve_node(spec: &NodeSpec, roles: &BTreeMap<String, Vec<String>>, entry: S
     let mut seen = std::collections::HashSet::new();
     let groups: Vec<String> =
         groups.into_iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty() && seen.insert(g.clone())).collect();
-    let subnets =
-        spec.subnets.iter().map(|s| ipv4_net("subnets", s).map(|n| n.trunc())).collect::<Result<Vec<_>, _>>()?;
-    Ok(Node { name: name.to_string(), ip, role: spec.role.clone(), groups, subnets, entry })
+    let subnets = spec.subnets.iter().map(|s| net("subnets", s).map(|n| n.trunc())).collect::<Result<Vec<_>, _>>()?;
+    Ok(Node { name: name.to_string(), ip, networks, role: spec.role.clone(), groups, subnets, entry })
 }
 
 /// A region or datacenter: it becomes part of certificate names (`server.<region>.nomad`) and
@@ -226,11 +243,11 @@ fn site_name(field: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An IPv4 network with prefix; Nebula v1 certificates carry IPv4 only.
-fn ipv4_net(field: &str, s: &str) -> Result<Ipv4Net, String> {
-    s.trim().parse::<Ipv4Net>().map_err(|_| {
-        format!("{field}: {s}: expected an IPv4 address with prefix length, e.g. 100.64.0.1/10 (v1 certificates are IPv4 only)")
-    })
+/// A network with prefix length, IPv4 or IPv6 (IPv6 needs a v2 CA; signing says so).
+fn net(field: &str, s: &str) -> Result<IpNet, String> {
+    s.trim()
+        .parse::<IpNet>()
+        .map_err(|_| format!("{field}: {s}: expected an address with prefix length, e.g. 100.64.0.1/10 or fd00::1/64"))
 }
 
 #[cfg(test)]
@@ -247,8 +264,12 @@ mod tests {
     fn resolves_roles_extra_groups_and_subnets() {
         let inv = parse(GOOD).unwrap();
         assert_eq!(inv.nodes[1].groups, ["nomad-client", "ops"]);
-        assert_eq!(inv.nodes[1].subnets, ["10.1.2.0/24".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(inv.nodes[1].subnets, ["10.1.2.0/24".parse::<IpNet>().unwrap()]);
         assert_eq!(inv.with_group("nomad-server").map(|n| n.name.as_str()).collect::<Vec<_>>(), ["s1"]);
+        // Several networks, IPv4 and IPv6: the first IPv4 one is the overlay address.
+        let inv = parse(&GOOD.replace("ip: 100.64.0.11/10", "networks: [fd00::11/64, 100.64.0.11/10]")).unwrap();
+        assert_eq!(inv.nodes[0].ip, "100.64.0.11/10".parse::<Ipv4Net>().unwrap());
+        assert_eq!(inv.nodes[0].networks.len(), 2);
         assert_eq!((inv.nomad.region.as_str(), inv.nomad.datacenter_of("c1")), ("global", "dc1"));
         assert_eq!(inv.nomad.gossip_key, Path::new("nomad-gossip.key"));
     }
@@ -271,8 +292,13 @@ mod tests {
         let cases = [
             (
                 GOOD.replace("100.64.1.1/10", "100.64.1.1"),
-                "nodes[1] \"c1\" (line 6): ip: 100.64.1.1: expected an IPv4 address with prefix",
+                "nodes[1] \"c1\" (line 6): ip: 100.64.1.1: expected an address with prefix length",
             ),
+            (
+                GOOD.replace("ip: 100.64.0.11/10", "networks: [fd00::11/64]"),
+                "no IPv4 network; IPv6-only overlays are not supported yet",
+            ),
+            (GOOD.replace("ip: 100.64.0.11/10", "ip: 100.64.0.11/10, networks: [fd00::11/64]"), "not both"),
             (GOOD.replace("name: c1", "name: ../c1"), "nodes[1] \"../c1\" (line 6): name \"../c1\": use letters"),
         ];
         for (text, want) in cases {

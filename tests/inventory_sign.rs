@@ -61,7 +61,9 @@ fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     let groups = "nomad-server,nomad-client,ops";
-    ok(p, &["ca", "--name", "inv CA", "--ips", "100.64.0.0/10", "--groups", groups, "--subnets", "10.0.0.0/8"]);
+    // v1, so that nebula-cert 1.6.1 can check what the inventory issues.
+    let ca = ["ca", "--version", "1", "--name", "inv CA", "--ips", "100.64.0.0/10", "--groups", groups];
+    ok(p, &[&ca[..], &["--subnets", "10.0.0.0/8"]].concat());
     fs::write(p.join("inventory.yaml"), INVENTORY).unwrap();
     dir
 }
@@ -226,7 +228,7 @@ fn a_new_ca_renews_every_node_for_the_same_key_and_retired_nodes_are_listed() {
     let (pk_before, _) = public_key(p, "certs/c1.crt");
     let groups = "nomad-server,nomad-client,ops";
     let args = ["--ips", "100.64.0.0/10", "--groups", groups, "--subnets", "10.0.0.0/8"];
-    let mut ca = vec!["ca", "--name", "new CA", "--out-crt", "new.crt", "--out-key", "new.key"];
+    let mut ca = vec!["ca", "--version", "1", "--name", "new CA", "--out-crt", "new.crt", "--out-key", "new.key"];
     ca.extend_from_slice(&args);
     ok(p, &ca);
     let r = sign(p, &["--ca-crt", "new.crt", "--ca-key", "new.key"]);
@@ -244,4 +246,31 @@ fn a_new_ca_renews_every_node_for_the_same_key_and_retired_nodes_are_listed() {
     );
     assert!(text.contains("not listed") && text.contains("certs/s1.crt (blocklist it"), "{text}");
     assert!(p.join("certs/s1.crt").exists());
+}
+
+/// A v2 CA (the default): the inventory takes several networks per node, IPv4 and IPv6, and
+/// issues v2 certificates; `--version 1` is refused for a node with an IPv6 network before
+/// anything is written.
+#[test]
+fn v2_inventory_with_several_networks_per_node() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    ok(p, &["ca", "--name", "v2 CA", "--networks", "100.64.0.0/10,fd00::/16", "--groups", "nomad-server,ops"]);
+    let inventory = "roles:\n  server: [nomad-server]\nnodes:\n  - {name: s1, networks: [fd00::11/64, 100.64.0.11/10], role: server}\n  - {name: s2, ip: 100.64.0.12/10, role: server, groups: [ops]}\n";
+    fs::write(p.join("inventory.yaml"), inventory).unwrap();
+    let err = fails(p, &["sign", "--inventory", "inventory.yaml", "--out-dir", "certs", "--version", "1"]);
+    assert!(err.contains("nodes[0] \"s1\"") && err.contains("IPv4 networks only"), "{err}");
+    assert!(!p.join("certs").exists(), "a refused run writes nothing");
+    let first = sign(p, &[]);
+    assert!(first.values().all(|(a, _)| a == "issued"), "{first:?}");
+    let v: Value = serde_json::from_str(&ok(p, &["print", "--json", "certs/s1.crt"])).unwrap();
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["details"]["networks"], serde_json::json!(["100.64.0.11/10", "fd00::11/64"]));
+    ok(p, &["verify", "--ca", "ca.crt", "--crt", "certs/s1.crt"]);
+    // Stable: a second run changes nothing; a changed network renews.
+    assert!(sign(p, &[]).values().all(|(a, _)| a == "unchanged"));
+    fs::write(p.join("inventory.yaml"), inventory.replace("fd00::11/64", "fd00::111/64")).unwrap();
+    let r = sign(p, &[]);
+    assert_eq!(r["s1"].0, "renewed", "{r:?}");
+    assert!(r["s1"].1.starts_with("networks [100.64.0.11/10,fd00::11/64] → "), "{r:?}");
 }

@@ -143,7 +143,7 @@ fn client_from_inventory_joins_the_servers_on_the_overlay() {
     assert_eq!(client["host_network"]["overlay"]["interface"], "nebula1");
     // The cert's overlay network: 100.64.1.1/10 masked.
     let printed: Value = serde_json::from_str(&ok(mesh.dir.path(), &["print", "--json", "certs/c1.crt"])).unwrap();
-    assert_eq!(printed["details"]["ips"][0], "100.64.1.1/10");
+    assert_eq!(printed["details"]["networks"][0], "100.64.1.1/10"); // a v2 certificate (the default CA)
     assert_eq!(client["host_network"]["overlay"]["cidr"], "100.64.0.0/10");
     assert_eq!(client["server_join"]["retry_join"], json!(["100.64.0.11", "100.64.0.12", "100.64.0.13"]));
     // The dynamic range is the one the client rule set opens.

@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use thiserror::Error;
 
-use super::{Certificate, Fingerprint, ParseError};
+use super::{Certificate, Fingerprint, ParseError, Tbs, armor};
 use crate::unixtime::UnixTime;
 
 /// Why a certificate is not trusted, in the operator's words. The first words of each message
@@ -36,11 +36,11 @@ pub enum VerifyError {
     #[error(
         "certificate contained an ip assignment outside the limitations of the signing ca: {ip} (CA {ca} allows {allowed})"
     )]
-    IpNotAllowed { ip: Ipv4Net, ca: String, allowed: String },
+    IpNotAllowed { ip: IpNet, ca: String, allowed: String },
     #[error(
         "certificate contained a subnet assignment outside the limitations of the signing ca: {subnet} (CA {ca} allows {allowed})"
     )]
-    SubnetNotAllowed { subnet: Ipv4Net, ca: String, allowed: String },
+    SubnetNotAllowed { subnet: IpNet, ca: String, allowed: String },
     #[error("{name} is a CA certificate, not a node certificate")]
     IsCa { name: String },
 }
@@ -53,6 +53,24 @@ pub enum PoolError {
     NotCa { name: String },
     #[error("CA certificate {name:?} is not self-signed")]
     NotSelfSigned { name: String },
+    #[error("no usable CA certificate in the bundle: {}", .skipped.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; "))]
+    NoUsableCa { skipped: Vec<Skipped> },
+}
+
+/// A PEM block of a CA bundle that cannot be used, and why. Nebula skips such blocks too, so one
+/// P-256 or malformed block does not take the whole bundle down with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// 1-based line of the block's BEGIN marker.
+    pub line: usize,
+    pub label: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "block at line {} ({}) skipped: {}", self.line, self.label, self.reason)
+    }
 }
 
 /// The trusted CAs, keyed by fingerprint. Expired CAs are kept (and reported by
@@ -114,22 +132,40 @@ impl Blocklist {
 }
 
 impl CaPool {
-    /// Loads a bundle (one or more PEM blocks). Every block must be a self-signed CA.
+    /// Loads a bundle (one or more PEM blocks, v1 and v2 CAs mixed), skipping blocks that
+    /// cannot be used (each logged as a warning). See [`CaPool::load`].
     pub fn from_pem(input: &[u8]) -> Result<Self, PoolError> {
-        let mut pool = CaPool::default();
-        for cert in Certificate::all_from_pem(input)? {
-            pool.add(cert)?;
+        let (pool, skipped) = Self::load(input)?;
+        for s in skipped {
+            tracing::warn!("CA bundle: {s}");
         }
         Ok(pool)
     }
 
-    pub fn add(&mut self, cert: Certificate) -> Result<(), PoolError> {
-        let d = cert.details();
-        if !d.is_ca {
-            return Err(PoolError::NotCa { name: d.name.clone() });
+    /// Loads a bundle and says which blocks it skipped: a block that is not a certificate, not a
+    /// CA, not self-signed, or not usable by cos-mesh (P-256) is left out; a bundle with no usable
+    /// CA at all is an error naming every skipped block. Text outside PEM blocks is an error.
+    pub fn load(input: &[u8]) -> Result<(Self, Vec<Skipped>), PoolError> {
+        let mut pool = CaPool::default();
+        let mut skipped = Vec::new();
+        for block in armor::decode_all(input).map_err(ParseError::from)? {
+            let added = Certificate::from_block(&block).map_err(PoolError::from).and_then(|c| pool.add(c));
+            if let Err(e) = added {
+                skipped.push(Skipped { line: block.line, label: block.label.clone(), reason: e.to_string() });
+            }
         }
-        if d.issuer.is_some() || !cert.check_signature(&d.public_key) {
-            return Err(PoolError::NotSelfSigned { name: d.name.clone() });
+        if pool.is_empty() {
+            return Err(PoolError::NoUsableCa { skipped });
+        }
+        Ok((pool, skipped))
+    }
+
+    pub fn add(&mut self, cert: Certificate) -> Result<(), PoolError> {
+        if !cert.is_ca() {
+            return Err(PoolError::NotCa { name: cert.name().to_string() });
+        }
+        if cert.issuer().is_some() || !cert.check_signature(cert.public_key()) {
+            return Err(PoolError::NotSelfSigned { name: cert.name().to_string() });
         }
         self.cas.insert(cert.fingerprint(), Arc::new(cert));
         Ok(())
@@ -218,10 +254,10 @@ impl CaPool {
         if cert.is_not_yet_valid(now) {
             return Err(VerifyError::NotYetValid { name: name(), not_before: d.not_before });
         }
-        if !cert.check_signature(&ca.details().public_key) {
+        if !cert.check_signature(ca.public_key()) {
             return Err(VerifyError::BadSignature { name: name(), ca: ca.name().into() });
         }
-        check_constraints(&ca, d)?;
+        check_constraints(&ca, cert.tbs())?;
         if d.is_ca {
             return Err(VerifyError::IsCa { name: name() });
         }
@@ -229,47 +265,48 @@ impl CaPool {
     }
 }
 
-/// What a CA allows its certificates to carry (`CheckRootConstrains` in Nebula): validity within
-/// the CA's, groups among the CA's groups, IPs and subnets inside the CA's networks with a prefix
-/// at least as long. A CA without groups, IPs or subnets does not limit that field.
-pub fn check_constraints(ca: &Certificate, d: &super::Details) -> Result<(), VerifyError> {
-    let c = ca.details();
+/// What a CA allows its certificates to carry (`CheckCAConstraints` in Nebula): validity within
+/// the CA's, groups among the CA's groups, networks and unsafe networks inside the CA's with a
+/// prefix at least as long. A CA without groups, networks or unsafe networks does not limit that
+/// field. The versions may differ: a v2 CA signs v1 certificates (Nebula's migration path).
+pub fn check_constraints(ca: &Certificate, t: &Tbs) -> Result<(), VerifyError> {
+    let c = ca.tbs();
     let ca_name = || ca.name().to_string();
-    if d.not_after > c.not_after {
+    if t.not_after > c.not_after {
         return Err(VerifyError::OutlivesCa {
-            name: d.name.clone(),
-            cert: d.not_after,
+            name: t.name.clone(),
+            cert: t.not_after,
             ca: ca_name(),
             ca_not_after: c.not_after,
         });
     }
-    if d.not_before < c.not_before {
+    if t.not_before < c.not_before {
         return Err(VerifyError::PredatesCa {
-            name: d.name.clone(),
-            cert: d.not_before,
+            name: t.name.clone(),
+            cert: t.not_before,
             ca: ca_name(),
             ca_not_before: c.not_before,
         });
     }
     if !c.groups.is_empty()
-        && let Some(g) = d.groups.iter().find(|g| !c.groups.contains(g))
+        && let Some(g) = t.groups.iter().find(|g| !c.groups.contains(g))
     {
         return Err(VerifyError::GroupNotAllowed { group: g.clone(), ca: ca_name(), allowed: c.groups.join(",") });
     }
-    let list = |nets: &[Ipv4Net]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-    if !c.ips.is_empty()
-        && let Some(ip) = d.ips.iter().find(|ip| !net_within(ip, &c.ips))
+    let list = |nets: &[IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    if !c.networks.is_empty()
+        && let Some(ip) = t.networks.iter().find(|ip| !net_within(ip, &c.networks))
     {
-        return Err(VerifyError::IpNotAllowed { ip: *ip, ca: ca_name(), allowed: list(&c.ips) });
+        return Err(VerifyError::IpNotAllowed { ip: *ip, ca: ca_name(), allowed: list(&c.networks) });
     }
-    if !c.subnets.is_empty()
-        && let Some(s) = d.subnets.iter().find(|s| !net_within(s, &c.subnets))
+    if !c.unsafe_networks.is_empty()
+        && let Some(s) = t.unsafe_networks.iter().find(|s| !net_within(s, &c.unsafe_networks))
     {
-        return Err(VerifyError::SubnetNotAllowed { subnet: *s, ca: ca_name(), allowed: list(&c.subnets) });
+        return Err(VerifyError::SubnetNotAllowed { subnet: *s, ca: ca_name(), allowed: list(&c.unsafe_networks) });
     }
     Ok(())
 }
 
-fn net_within(inner: &Ipv4Net, outer: &[Ipv4Net]) -> bool {
+fn net_within(inner: &IpNet, outer: &[IpNet]) -> bool {
     outer.iter().any(|o| o.contains(&inner.addr()) && inner.prefix_len() >= o.prefix_len())
 }

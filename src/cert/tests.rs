@@ -2,21 +2,12 @@ use super::keys::{CaSecret, HostSecret};
 use super::pool::{Blocklist, CaPool, PoolError, VerifyError, check_constraints};
 use super::*;
 
-/// The reference vector from `../shared/reference/nebula.md`, made by the real nebula-cert 1.6.1.
-pub(crate) const VECTOR_CA: &str = "-----BEGIN NEBULA CERTIFICATE-----
-Cm4KEGNvcy1tZXNoIHRlc3QgQ0ESCYCAqFGAgPz/DyIMbm9tYWQtc2VydmVyIgxu
-b21hZC1jbGllbnQiA29wcyiWjIjYBjCWkrjuBzogQkMmH8leVvQOOfViQVEXPBl4
-PdBWoDiKPRDG3rjSPflAARJAYHnSXwSL5GBWH/H7xKeaR9WK+yGVxSzEMptRPNAg
-1nFxryalTFW5/zcSrgauhBPsWtxA+cQko88/RNktsZnIBQ==
------END NEBULA CERTIFICATE-----
-";
-pub(crate) const VECTOR_HOST: &str = "-----BEGIN NEBULA CERTIFICATE-----
-CnAKBW5vZGUxEgmLgKhRgID8/w8iDG5vbWFkLWNsaWVudCiWjIjYBjCVkrjuBzog
-tetqiCWgfRs2FRnHkRVNfNQCqqZUwchFVptCJkz7FClKIPzc2D1YmN22zzFeN0Lk
-dtYzzryTGZedxyIh0g0WpUoIEkBsYJ5Jgw1/ullGxWnqX5wslBYwmGVcobfc54hH
-jnzTkzWDvCtvXo2g3zZyl307RQ55CW5ernU8JCmWRq3uiWIP
------END NEBULA CERTIFICATE-----
-";
+/// The v1 reference vector made by nebula-cert 1.6.1 (tests/vectors/README.md says how).
+const VECTOR: &str = include_str!("../../tests/vectors/v1-nebula-cert-1.6.1.pem");
+
+fn vector_block(i: usize) -> String {
+    armor::decode_all(VECTOR.as_bytes()).map(|b| armor::encode(&b[i].label, &b[i].data)).unwrap()
+}
 const VECTOR_CA_FP: &str = "fcdcd83d5898ddb6cf315e3742e476d633cebc9319979dc72221d20d16a54a08";
 const VECTOR_HOST_FP: &str = "d6ef0cda8a695039af87f9e69f07c56e3f3a7939e0fa06b26a5e78c97b2e16d8";
 const VECTOR_NOW: UnixTime = UnixTime(1_800_000_000);
@@ -27,7 +18,7 @@ fn net(s: &str) -> Ipv4Net {
 
 #[test]
 fn reference_vector_decodes_to_documented_fields() {
-    let ca = Certificate::from_pem(VECTOR_CA.as_bytes()).unwrap();
+    let ca = Certificate::from_pem(vector_block(0).as_bytes()).unwrap();
     let d = ca.details();
     assert_eq!(ca.to_bytes().len(), 178);
     assert_eq!(ca.fingerprint().to_string(), VECTOR_CA_FP);
@@ -38,7 +29,7 @@ fn reference_vector_decodes_to_documented_fields() {
     assert!(d.is_ca && d.issuer.is_none() && d.subnets.is_empty());
     assert_eq!(hex::encode(&d.public_key[..3]), "424326");
 
-    let host = Certificate::from_pem(VECTOR_HOST.as_bytes()).unwrap();
+    let host = Certificate::from_pem(vector_block(1).as_bytes()).unwrap();
     let h = host.details();
     assert_eq!(host.to_bytes().len(), 180);
     assert_eq!(host.fingerprint().to_string(), VECTOR_HOST_FP);
@@ -50,13 +41,12 @@ fn reference_vector_decodes_to_documented_fields() {
     assert_eq!(h.issuer, Some(ca.fingerprint()));
     assert!(!h.is_ca);
     // Re-armouring gives back the reference text byte for byte.
-    assert_eq!(host.to_pem(), VECTOR_HOST);
-    assert_eq!(ca.to_pem(), VECTOR_CA);
+    assert_eq!(format!("{}{}", ca.to_pem(), host.to_pem()), VECTOR);
 }
 
 #[test]
 fn reference_vector_prints_like_nebula_cert() {
-    let host = Certificate::from_pem(VECTOR_HOST.as_bytes()).unwrap();
+    let host = Certificate::from_pem(vector_block(1).as_bytes()).unwrap();
     let j = host.to_json();
     assert_eq!(j["details"]["notBefore"], "2026-11-21T20:59:02Z");
     assert_eq!(j["details"]["notAfter"], "2036-11-18T20:59:01Z");
@@ -71,8 +61,8 @@ fn reference_vector_prints_like_nebula_cert() {
 
 #[test]
 fn reference_vector_verifies() {
-    let pool = CaPool::from_pem(VECTOR_CA.as_bytes()).unwrap();
-    let host = Certificate::from_pem(VECTOR_HOST.as_bytes()).unwrap();
+    let pool = CaPool::from_pem(vector_block(0).as_bytes()).unwrap();
+    let host = Certificate::from_pem(vector_block(1).as_bytes()).unwrap();
     let v = pool.verify(&host, VECTOR_NOW, &Blocklist::default()).unwrap();
     assert_eq!(v.ca_name(), "cos-mesh test CA");
     assert_eq!(v.ca_fingerprint().to_string(), VECTOR_CA_FP);
@@ -99,9 +89,9 @@ fn push_varint(v: &mut Vec<u8>, mut n: u64) {
 
 #[test]
 fn non_canonical_encodings_are_refused() {
-    let host = Certificate::from_pem(VECTOR_HOST.as_bytes()).unwrap();
+    let host = Certificate::from_pem(vector_block(1).as_bytes()).unwrap();
     let canonical = host.to_bytes().to_vec();
-    let details = host.raw_details.clone();
+    let details = host.signed.clone();
     let sig = host.signature().to_vec();
     assert_eq!(outer(&details, &sig), canonical, "hand encoder matches the canonical one");
 
@@ -132,7 +122,7 @@ fn non_canonical_encodings_are_refused() {
 
 #[test]
 fn garbage_and_truncation_never_panic() {
-    let host = Certificate::from_pem(VECTOR_HOST.as_bytes()).unwrap();
+    let host = Certificate::from_pem(vector_block(1).as_bytes()).unwrap();
     let bytes = host.to_bytes();
     for len in 0..bytes.len() {
         assert!(Certificate::from_bytes(&bytes[..len]).is_err(), "prefix of {len} bytes");
@@ -166,8 +156,10 @@ fn wrong_banners_are_named() {
         Certificate::from_pem(key.as_bytes()).unwrap_err(),
         ParseError::WrongBanner { found: "NEBULA X25519 PRIVATE KEY".into() }
     );
-    let v2 = armor::encode(armor::CERTIFICATE_V2, b"\x30\x00");
-    assert_eq!(Certificate::from_pem(v2.as_bytes()).unwrap_err(), ParseError::Version2);
+    // A v2 banner over v1 bytes is read as v2, and refused as such.
+    let v1_in_v2 =
+        armor::encode(armor::CERTIFICATE_V2, Certificate::from_pem(vector_block(1).as_bytes()).unwrap().to_bytes());
+    assert!(matches!(Certificate::from_pem(v1_in_v2.as_bytes()), Err(ParseError::DecodeV2(_))));
 }
 
 /// A CA and a way to sign node certificates under it, for table-driven tests.
@@ -307,7 +299,7 @@ fn ca_constraints() {
     for (what, edit, ok) in cases {
         let mut d = base.clone();
         edit(&mut d);
-        let r = check_constraints(&ca.cert, &d);
+        let r = check_constraints(&ca.cert, &Tbs::from_details(&d, Version::V1));
         assert_eq!(r.is_ok(), ok, "{what}: {r:?}");
         // The pool applies the same constraints when verifying a signed certificate.
         let pooled = ca.pool().verify(&ca.sign(&d), UnixTime(5_000), &Blocklist::default());
@@ -316,7 +308,7 @@ fn ca_constraints() {
     let mut d = base.clone();
     d.ips = vec![net("100.64.0.3/8")];
     assert_eq!(
-        check_constraints(&ca.cert, &d).unwrap_err().to_string(),
+        check_constraints(&ca.cert, &Tbs::from_details(&d, Version::V1)).unwrap_err().to_string(),
         "certificate contained an ip assignment outside the limitations of the signing ca: 100.64.0.3/8 (CA ca allows 100.64.0.0/16)"
     );
     // A CA that lists nothing constrains nothing.
@@ -324,7 +316,7 @@ fn ca_constraints() {
     let mut d = open.details("n", "192.0.2.1/24");
     d.groups = vec!["anything".into()];
     d.subnets = vec![net("10.0.0.0/8")];
-    assert!(check_constraints(&open.cert, &d).is_ok());
+    assert!(check_constraints(&open.cert, &Tbs::from_details(&d, Version::V1)).is_ok());
 }
 
 #[test]

@@ -19,12 +19,10 @@ mod socket;
 mod status;
 mod verify;
 
-use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ipnet::Ipv4Net;
 
 #[derive(Parser)]
 #[command(
@@ -140,19 +138,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
-/// clap value parser: an IPv4 address with prefix (`100.64.0.1/10`). v1 certificates are IPv4 only.
-fn parse_ipv4_net(s: &str) -> Result<Ipv4Net, String> {
-    if s.contains(':') {
-        return Err(format!("{s}: Nebula v1 certificates carry IPv4 networks only"));
-    }
-    s.parse::<Ipv4Net>().map_err(|_| format!("{s}: expected an IPv4 address with prefix length, e.g. 100.64.0.1/10"))
-}
-
 /// Splits comma-separated groups as nebula-cert does: trimmed, empty entries dropped.
 fn clean_groups(groups: &[String]) -> Vec<String> {
     groups.iter().map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect()
-}
-
-fn ipv4(net: &Ipv4Net) -> Ipv4Addr {
-    net.addr()
 }

@@ -269,9 +269,13 @@ impl ThisNode {
             format!("{}: pki.cert is not set; the {what} settings need this node's certificate", config.display())
         })?;
         let pem = cert_src.read().with_context(|| format!("reading pki.cert {}", cert_src.describe()))?;
-        let cert = Certificate::from_pem(&pem).with_context(|| format!("parsing pki.cert {}", cert_src.describe()))?;
-        let overlay_ip =
-            *cert.details().ips.first().with_context(|| format!("pki.cert {} has no IP", cert_src.describe()))?;
+        // pki.cert may hold a v1 and a v2 certificate; they share their first network.
+        let cert = crate::cert::bundle::HostCerts::from_pem(&pem, None)
+            .with_context(|| format!("parsing pki.cert {}", cert_src.describe()))?
+            .into_presented();
+        let overlay_ip = cert.overlay_v4().with_context(|| {
+            format!("pki.cert {} has no IPv4 network (IPv6-only overlays are not supported yet)", cert_src.describe())
+        })?;
         Ok(ThisNode { loaded, cert, overlay_ip })
     }
 }

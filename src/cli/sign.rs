@@ -3,11 +3,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::cert::keys::{CaSecret, HostPublic, HostSecret};
 use crate::cert::pool::{Blocklist, CaPool, check_constraints};
-use crate::cert::{Certificate, Details};
+use crate::cert::{Certificate, Tbs, Version};
 use crate::files::{self, SECRET_MODE};
 use crate::inventory::Inventory;
 use crate::inventory::apply::{self, Signer};
@@ -15,27 +15,35 @@ use crate::inventory::renewal::{Action, Policy};
 use crate::unixtime::UnixTime;
 
 #[derive(clap::Args)]
-#[command(after_help = "\
+#[command(
+    disable_version_flag = true,
+    after_help = "\
 With --inventory FILE, signs every node the inventory lists (see pki/inventory.example.yaml) into
 --out-dir: a missing certificate is issued (generating <name>.key, 0600, only when neither
 <name>.key, <name>.pub nor a certificate exists); a certificate that expires within
 --renew-before, or whose name, IP, groups or subnets differ from the inventory, or that another
 CA signed, is renewed for the same key and replaced atomically (a temporary file renamed over
 it: the only case sign replaces a file); a valid matching certificate is never touched. Running
-it again changes nothing. Every entry is checked before anything is written.")]
+it again changes nothing. Every entry is checked before anything is written."
+)]
 pub struct Args {
     /// Node name, e.g. "nomad-server-1". Firewall `host:` rules match it.
     #[arg(long, required_unless_present = "inventory")]
     name: Option<String>,
-    /// Overlay IPv4 address with the overlay network's prefix, e.g. 100.64.0.11/10.
-    #[arg(long, value_parser = super::parse_ipv4_net, required_unless_present = "inventory")]
-    ip: Option<Ipv4Net>,
+    /// Overlay addresses with the overlay network's prefix, comma-separated, e.g. 100.64.0.11/10
+    /// or (v2) 100.64.0.11/10,fd00::11/64. A v1 certificate takes one IPv4 network. `--ip` is
+    /// the old name.
+    #[arg(long, alias = "ip", value_delimiter = ',', value_parser = super::ca::parse_net, required_unless_present = "inventory")]
+    networks: Vec<IpNet>,
     /// Comma-separated groups (must be among the CA's groups if it has any).
     #[arg(long, value_delimiter = ',')]
     groups: Vec<String>,
-    /// Comma-separated IPv4 networks this node routes for (unsafe_routes).
-    #[arg(long, value_delimiter = ',', value_parser = super::parse_ipv4_net)]
-    subnets: Vec<Ipv4Net>,
+    /// Comma-separated networks this node routes for (unsafe_routes). `--subnets` is the old name.
+    #[arg(long, alias = "subnets", value_delimiter = ',', value_parser = super::ca::parse_net)]
+    unsafe_networks: Vec<IpNet>,
+    /// Certificate format, 1 or 2. Default: the CA's version, as nebula-cert 1.10 does.
+    #[arg(long, value_parser = super::ca::parse_version)]
+    version: Option<Version>,
     /// Lifetime (Go duration). Default: until one second before the CA expires. A lifetime
     /// past the CA's end is refused, not shortened.
     #[arg(long, value_parser = super::parse_duration)]
@@ -57,7 +65,7 @@ pub struct Args {
     #[arg(long, default_value = "ca.key")]
     ca_key: PathBuf,
     /// Sign every node of this inventory (PKI as code) instead of one --name/--ip.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "ip", "groups", "subnets", "in_pub", "out_key", "out_crt"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "networks", "groups", "unsafe_networks", "in_pub", "out_key", "out_crt"])]
     inventory: Option<PathBuf>,
     /// With --inventory: where <name>.crt and <name>.key live (created 0700 if missing).
     #[arg(long, value_name = "DIR", default_value = ".", requires = "inventory")]
@@ -79,10 +87,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(path) = &a.inventory {
         return sign_inventory(&a, path, &ca_cert, &ca_key, now);
     }
-    let (Some(name), Some(ip)) = (a.name, a.ip) else { bail!("--name and --ip are required without --inventory") };
+    let Some(name) = a.name else { bail!("--name and --networks are required without --inventory") };
     if name.trim().is_empty() {
         bail!("--name must not be empty");
     }
+    let version = a.version.unwrap_or(ca_cert.version());
+    let networks = super::ca::for_version("--networks", &a.networks, version, false)?;
+    if version == Version::V1 && networks.len() != 1 {
+        bail!("--networks: a v1 certificate carries exactly one IPv4 network, got {}", networks.len());
+    }
+    let unsafe_networks = super::ca::for_version("--unsafe-networks", &a.unsafe_networks, version, true)?;
 
     let out_crt = a.out_crt.unwrap_or_else(|| PathBuf::from(format!("{name}.crt")));
     let out_key = a.out_key.unwrap_or_else(|| PathBuf::from(format!("{name}.key")));
@@ -107,10 +121,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Some(d) if !d.is_zero() => now.plus(d),
         _ => ca_cert.details().not_after.add_secs(-1),
     };
-    let details = Details {
+    let details = Tbs {
+        version,
         name,
-        ips: vec![ip],
-        subnets: a.subnets.iter().map(Ipv4Net::trunc).collect(),
+        networks,
+        unsafe_networks,
         groups: super::clean_groups(&a.groups),
         not_before: now,
         not_after,
@@ -119,7 +134,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         issuer: Some(ca_cert.fingerprint()),
     };
     check_constraints(&ca_cert, &details)?;
-    let cert = Certificate::sign(&details, ca_key.signing_key())?;
+    let cert = Certificate::sign_tbs(&details, ca_key.signing_key())?;
     // Self-check: what we hand out must verify exactly as a peer will verify it.
     let mut pool = CaPool::default();
     pool.add(ca_cert)?;
@@ -130,9 +145,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     files::write_new(&out_crt, cert.to_pem().as_bytes(), SECRET_MODE, "certificate")?;
     eprintln!(
-        "signed {} ({}, groups [{}]) valid until {}: {}",
+        "signed {} certificate {} ({}, groups [{}]) valid until {}: {}",
+        cert.version(),
         details.name,
-        super::ipv4(&details.ips[0]),
+        cert.networks().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
         details.groups.join(","),
         details.not_after,
         out_crt.display()
@@ -146,10 +162,10 @@ fn load_ca(crt: &Path, key: &Path) -> Result<(Certificate, CaSecret)> {
         .with_context(|| format!("parsing CA certificate {}", crt.display()))?;
     let ca_key = CaSecret::from_pem(&files::read(key, "CA key")?)
         .with_context(|| format!("parsing CA key {}", key.display()))?;
-    if !ca_cert.details().is_ca {
+    if !ca_cert.is_ca() {
         bail!("{} is not a CA certificate", crt.display());
     }
-    if ca_key.public() != ca_cert.details().public_key {
+    if &ca_key.public() != ca_cert.public_key() {
         bail!("CA key {} does not match CA certificate {}", key.display(), crt.display());
     }
     if ca_cert.is_expired(UnixTime::now()) {
@@ -168,7 +184,8 @@ fn sign_inventory(a: &Args, path: &Path, ca_cert: &Certificate, ca_key: &CaSecre
         );
     }
     let inv = Inventory::load(path)?;
-    let policy = Policy { renew_before: a.renew_before, duration: a.duration };
+    let policy =
+        Policy { renew_before: a.renew_before, duration: a.duration, version: a.version.unwrap_or(ca_cert.version()) };
     let signer = Signer { cert: ca_cert, key: ca_key.signing_key() };
     let report = apply::run(&inv, &signer, &a.out_dir, &policy, now, a.dry_run)?;
     let outcomes = &report.nodes;

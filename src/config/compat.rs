@@ -20,7 +20,6 @@ pub const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("tunnels", "tunnel inactivity handling is not implemented yet"),
     ("static_map", "DNS re-resolution settings are not implemented yet"),
     ("default_local_cidr_any", "not implemented"),
-    ("pki.initiating_version", "only Nebula v1 certificates are supported"),
     ("lighthouse.remote_allow_ranges", "not implemented yet"),
     ("lighthouse.calculated_remotes", "not implemented yet"),
     ("listen.send_recv_error", "not implemented yet"),

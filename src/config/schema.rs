@@ -83,7 +83,9 @@ pub struct Pki {
     /// Close tunnels whose peer certificate stops verifying (expired, blocklisted). Default true,
     /// as in Nebula 1.8+.
     pub disconnect_invalid: bool,
-    pub initiating_version: Unimplemented,
+    /// With a v1 and a v2 certificate in `pki.cert`: which one this node presents (1 or 2).
+    /// Default as in Nebula: 1 when a v1 certificate is present, else 2.
+    pub initiating_version: Option<u64>,
 }
 
 impl Default for Pki {

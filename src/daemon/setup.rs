@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::cert::Certificate;
+use crate::cert::bundle::HostCerts;
 use crate::cert::keys::HostSecret;
 use crate::cert::pool::{Blocklist, CaPool};
+use crate::cert::{Certificate, Version};
 use crate::config::{Config, LoadedConfig, OverlayIp, PemSource, Underlay, UnderlayHost};
 
 /// `static_host_map` as configured: overlay IP to underlay `host:port`s (names allowed).
@@ -40,13 +41,17 @@ impl Setup {
         let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
         let pki = Pki::load(&loaded, now)?;
         warnings.extend(pki.warnings.iter().cloned());
-        let overlay = pki
-            .cert
-            .details()
-            .ips
-            .first()
-            .copied()
-            .ok_or_else(|| field_err(&loaded, "pki.cert", "the certificate has no IP"))?;
+        let overlay = pki.cert.overlay_v4().ok_or_else(|| {
+            field_err(
+                &loaded,
+                "pki.cert",
+                format!(
+                    "certificate {} has no IPv4 network ({}): IPv6-only overlays are not supported yet",
+                    pki.cert.name(),
+                    pki.cert.networks().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
         loaded.check_overlay(overlay)?;
         let sections = firewall_sections(&loaded.files)?;
         let mut local: Vec<IpNet> = vec![IpNet::V4(overlay.trunc())];
@@ -150,7 +155,10 @@ impl Pki {
             (Some(ca), Some(cert), Some(key)) => (ca, cert, key),
             _ => return Err(anyhow!("pki.ca, pki.cert and pki.key are required")), // validate() ensures them
         };
-        let pool = CaPool::from_pem(&read(loaded, "pki.ca", ca)?).map_err(|e| field_err(loaded, "pki.ca", e))?;
+        let (pool, skipped) = CaPool::load(&read(loaded, "pki.ca", ca)?).map_err(|e| field_err(loaded, "pki.ca", e))?;
+        for s in skipped {
+            warnings.push(format!("{}: pki.ca: {s}", loaded.origin("pki.ca").display()));
+        }
         for expired in pool.expired(now) {
             warnings.push(format!(
                 "{}: pki.ca: CA {} expired at {}; certificates it signed no longer verify",
@@ -159,8 +167,16 @@ impl Pki {
                 expired.details().not_after
             ));
         }
-        let cert =
-            Certificate::from_pem(&read(loaded, "pki.cert", cert)?).map_err(|e| field_err(loaded, "pki.cert", e))?;
+        let initiating = match pki.initiating_version {
+            None => None,
+            Some(n) => Some(Version::from_number(n).ok_or_else(|| {
+                field_err(loaded, "pki.initiating_version", format!("is {n}, expected 1 or 2 (a certificate version)"))
+            })?),
+        };
+        // pki.cert may hold a v1 and a v2 certificate for this key; the node presents one.
+        let cert = HostCerts::from_pem(&read(loaded, "pki.cert", cert)?, initiating)
+            .map_err(|e| field_err(loaded, "pki.cert", e))?
+            .into_presented();
 
         if let PemSource::Path(p) = key {
             warnings.extend(mode_warning(loaded, "pki.key", p));

@@ -67,27 +67,35 @@ pub fn run(
             decide(node, ca.cert, &existing, now, policy).map_err(|e| inv.entry_error(node, e.to_string()))?;
         plans.push((paths, existing, secret, decision));
     }
-    if !dry_run && !plans.iter().all(|p| p.3.action == Action::Unchanged) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(out_dir)
-            .with_context(|| format!("creating output directory {}", out_dir.display()))?;
-    }
+    let any_change = !plans.iter().all(|p| p.3.action == Action::Unchanged);
     let mut pool = CaPool::default();
     pool.add(ca.cert.clone())?;
-    let mut outcomes = Vec::with_capacity(plans.len());
+    // Sign every new certificate before writing any: a node whose certificate cannot be made
+    // (an IPv6 network for a v1 certificate, say) leaves the directory untouched too.
+    let mut signed = Vec::with_capacity(plans.len());
     for (paths, existing, secret, Decision { action, reasons, details }) in plans {
         let cert = match &details {
             None => existing.cert.clone().context("an unchanged node has a certificate")?,
             Some(d) => {
-                let cert = Certificate::sign(d, ca.key)?;
+                let node = inv.nodes.iter().find(|n| n.name == d.name).context("a planned node is in the inventory")?;
+                let cert = Certificate::sign_tbs(d, ca.key).map_err(|e| inv.entry_error(node, e.to_string()))?;
                 // What we hand out must verify exactly as a peer will verify it.
                 pool.verify(&cert, now, &Blocklist::default())
                     .with_context(|| format!("the new certificate for {} failed verification", d.name))?;
                 cert
             }
         };
+        signed.push((paths, secret, action, reasons, cert));
+    }
+    if !dry_run && any_change {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(out_dir)
+            .with_context(|| format!("creating output directory {}", out_dir.display()))?;
+    }
+    let mut outcomes = Vec::with_capacity(signed.len());
+    for (paths, secret, action, reasons, cert) in signed {
         let mut key_written = None;
         if !dry_run {
             if let Some(secret) = &secret {
@@ -172,7 +180,7 @@ fn existing(p: &Paths) -> Result<(Existing, Option<HostSecret>)> {
         return Ok((Existing { cert, public_key: public.0, key_source: KeySource::PubFile }, None));
     }
     if let Some(c) = &cert {
-        let public_key = c.details().public_key;
+        let public_key = *c.public_key();
         return Ok((Existing { cert, public_key, key_source: KeySource::Certificate }, None));
     }
     let secret = HostSecret::generate();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::Node;
 use crate::cert::pool::{VerifyError, check_constraints};
-use crate::cert::{Certificate, Details};
+use crate::cert::{Certificate, Tbs, Version};
 use crate::unixtime::UnixTime;
 
 /// How long certificates live and when they are renewed.
@@ -16,6 +16,8 @@ pub struct Policy {
     pub renew_before: Duration,
     /// Lifetime of a new certificate; `None`: until one second before the CA expires.
     pub duration: Option<Duration>,
+    /// Certificate format to issue (`sign --version`; by default the CA's).
+    pub version: Version,
 }
 
 /// Where the public key to sign comes from. A renewal keeps the node's key.
@@ -57,7 +59,7 @@ pub struct Decision {
     pub action: Action,
     pub reasons: Vec<String>,
     /// What to sign, for `Issued` and `Renewed`.
-    pub details: Option<Details>,
+    pub details: Option<Tbs>,
 }
 
 /// Decides what `node` needs. Errors are the CA's constraints (IP outside its networks, a group
@@ -74,10 +76,11 @@ pub fn decide(
         Some(d) if !d.is_zero() => now.plus(d),
         _ => ca_end.add_secs(-1),
     };
-    let details = Details {
+    let details = Tbs {
+        version: policy.version,
         name: node.name.clone(),
-        ips: vec![node.ip],
-        subnets: node.subnets.clone(),
+        networks: node.networks.clone(),
+        unsafe_networks: node.subnets.clone(),
         groups: node.groups.clone(),
         not_before: now,
         not_after,
@@ -94,9 +97,9 @@ pub fn decide(
         return Ok(Decision { action: Action::Issued, reasons, details: Some(details) });
     };
 
-    let have = cert.details();
+    let have = cert.tbs();
     let mut reasons = Vec::new();
-    if have.issuer != Some(ca.fingerprint()) || !cert.check_signature(&ca.details().public_key) {
+    if have.issuer != Some(ca.fingerprint()) || !cert.check_signature(ca.public_key()) {
         reasons.push(format!("not signed by this CA ({})", ca.name()));
     }
     if have.is_ca {
@@ -108,14 +111,17 @@ pub fn decide(
     if have.name != details.name {
         reasons.push(format!("name {:?} → {:?}", have.name, details.name));
     }
-    if have.ips != details.ips {
-        reasons.push(format!("ip {} → {}", list(&have.ips), list(&details.ips)));
+    if have.version != details.version {
+        reasons.push(format!("version {} → {}", have.version, details.version));
+    }
+    if set(&have.networks) != set(&details.networks) {
+        reasons.push(format!("networks {} → {}", list(&have.networks), list(&details.networks)));
     }
     if set(&have.groups) != set(&details.groups) {
         reasons.push(format!("groups [{}] → [{}]", have.groups.join(","), details.groups.join(",")));
     }
-    if set(&have.subnets) != set(&details.subnets) {
-        reasons.push(format!("subnets {} → {}", list(&have.subnets), list(&details.subnets)));
+    if set(&have.unsafe_networks) != set(&details.unsafe_networks) {
+        reasons.push(format!("subnets {} → {}", list(&have.unsafe_networks), list(&details.unsafe_networks)));
     }
     let due = have.not_after <= now.plus(policy.renew_before);
     if due && details.not_after > have.not_after {
@@ -154,13 +160,14 @@ fn set<T: Ord + Clone>(items: &[T]) -> BTreeSet<T> {
     items.iter().cloned().collect()
 }
 
-fn list(nets: &[ipnet::Ipv4Net]) -> String {
+fn list(nets: &[ipnet::IpNet]) -> String {
     format!("[{}]", nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cert::Details;
     use crate::cert::keys::CaSecret;
 
     const DAY: u64 = 86_400;
@@ -184,6 +191,7 @@ mod tests {
         Node {
             name: "s1".into(),
             ip: "100.64.0.11/10".parse().unwrap(),
+            networks: vec!["100.64.0.11/10".parse().unwrap()],
             role: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
             subnets: vec![],
@@ -192,7 +200,11 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        Policy { renew_before: Duration::from_secs(30 * DAY), duration: Some(Duration::from_secs(365 * DAY)) }
+        Policy {
+            renew_before: Duration::from_secs(30 * DAY),
+            duration: Some(Duration::from_secs(365 * DAY)),
+            version: Version::V1,
+        }
     }
 
     #[test]
@@ -203,7 +215,7 @@ mod tests {
         let mut existing = Existing { cert: None, public_key: [7; 32], key_source: KeySource::Generated };
         let d = decide(&node(&["nomad-server"]), &ca, &existing, now, &policy()).unwrap();
         assert_eq!((d.action, d.reasons.join(";").as_str()), (Action::Issued, "no certificate;new key"));
-        existing.cert = Some(Certificate::sign(&d.details.unwrap(), key.signing_key()).unwrap());
+        existing.cert = Some(Certificate::sign_tbs(&d.details.unwrap(), key.signing_key()).unwrap());
         existing.key_source = KeySource::Certificate;
 
         let keep = decide(&node(&["nomad-server"]), &ca, &existing, now.plus(Duration::from_secs(DAY)), &policy());
@@ -228,7 +240,7 @@ mod tests {
         let p = Policy { duration: None, ..policy() };
         let mut existing = Existing { cert: None, public_key: [7; 32], key_source: KeySource::KeyFile };
         let d = decide(&node(&[]), &ca, &existing, now, &p).unwrap();
-        existing.cert = Some(Certificate::sign(&d.details.unwrap(), key.signing_key()).unwrap());
+        existing.cert = Some(Certificate::sign_tbs(&d.details.unwrap(), key.signing_key()).unwrap());
         let again = decide(&node(&[]), &ca, &existing, now.add_secs(60), &p).unwrap();
         assert_eq!(again.action, Action::Unchanged);
         assert!(again.reasons[1].contains("rotate the CA"), "{:?}", again.reasons);
@@ -241,7 +253,7 @@ mod tests {
         let now = UnixTime(2_000_000);
         let existing = Existing { cert: None, public_key: [7; 32], key_source: KeySource::Generated };
         let mut n = node(&["nomad-server"]);
-        n.ip = "10.0.0.1/8".parse().unwrap();
+        n.networks = vec!["10.0.0.1/8".parse().unwrap()];
         assert!(matches!(decide(&n, &ca, &existing, now, &policy()), Err(VerifyError::IpNotAllowed { .. })));
         let err = decide(&node(&["admins"]), &ca, &existing, now, &policy()).unwrap_err();
         assert!(matches!(err, VerifyError::GroupNotAllowed { .. }));
@@ -250,7 +262,7 @@ mod tests {
         let other = self::ca(&other_key);
         let d = decide(&node(&[]), &other, &existing, now, &policy()).unwrap();
         let foreign = Existing {
-            cert: Some(Certificate::sign(&d.details.unwrap(), other_key.signing_key()).unwrap()),
+            cert: Some(Certificate::sign_tbs(&d.details.unwrap(), other_key.signing_key()).unwrap()),
             ..existing
         };
         let r = decide(&node(&[]), &ca, &foreign, now, &policy()).unwrap();

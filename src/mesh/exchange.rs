@@ -38,11 +38,13 @@ impl<P: Policy> Node<P> {
         cert: &[u8],
         budgeted: bool,
     ) -> Option<VerifiedCert> {
+        // Indexed by a hash of the wire bytes: that is the fingerprint of a v1 certificate but
+        // not of a v2 one (Nebula hashes v2's parts), so entries are matched on their bytes.
         let fp = Fingerprint::of(cert);
-        // A certificate we already verified (same fingerprint) costs no signature check.
+        // A certificate we already verified (same bytes) costs no signature check.
         if let Some(key) = self.known_by_fingerprint.get(&fp)
             && let Some((v, _)) = self.known_certs.get(key)
-            && v.cert().fingerprint() == fp
+            && v.cert().to_bytes() == cert
             && self.pool.recheck(v, wall, &self.blocklist).is_ok()
         {
             return Some(v.clone());
@@ -69,12 +71,12 @@ impl<P: Policy> Node<P> {
                     if let Some(k) = oldest
                         && let Some((old, _)) = self.known_certs.remove(&k)
                     {
-                        self.known_by_fingerprint.remove(&old.cert().fingerprint());
+                        self.known_by_fingerprint.remove(&Fingerprint::of(old.cert().to_bytes()));
                     }
                 }
                 let key = v.cert().details().public_key;
                 if let Some((old, _)) = self.known_certs.insert(key, (v.clone(), now)) {
-                    self.known_by_fingerprint.remove(&old.cert().fingerprint());
+                    self.known_by_fingerprint.remove(&Fingerprint::of(old.cert().to_bytes()));
                 }
                 self.known_by_fingerprint.insert(fp, key);
                 Some(v)

@@ -1,0 +1,145 @@
+//! A v1 node and a v2 node of one mesh talk: whole `mesh::Node`s with real certificates of both
+//! versions exchange handshakes and data through the in-memory network of `simnet`. Needs
+//! `--features sim` (`cargo test --features sim --test mesh_cert_versions`).
+#![cfg(feature = "sim")]
+
+mod simnet;
+
+use std::time::Duration;
+
+use cos_mesh::cert::keys::{CaSecret, HostSecret};
+use cos_mesh::cert::pool::{Blocklist, CaPool};
+use cos_mesh::cert::{Certificate, Tbs, Version};
+use cos_mesh::unixtime::UnixTime;
+use simnet::{Ca, Sim, WALL0, underlay, vpn};
+
+fn ca(version: Version, name: &str) -> Ca {
+    let key = CaSecret::generate();
+    let tbs = Tbs {
+        version,
+        name: name.into(),
+        networks: vec!["100.64.0.0/10".parse().unwrap(), "fd00::/16".parse().unwrap()]
+            .into_iter()
+            .filter(|n: &ipnet::IpNet| version == Version::V2 || n.addr().is_ipv4())
+            .collect(),
+        unsafe_networks: vec![],
+        groups: vec![],
+        not_before: UnixTime(WALL0 - 10),
+        not_after: UnixTime(WALL0 + 365 * 86_400),
+        public_key: key.public(),
+        is_ca: true,
+        issuer: None,
+    };
+    let cert = Certificate::sign_tbs(&tbs, key.signing_key()).unwrap();
+    Ca { key, cert }
+}
+
+/// A node certificate of `version` for `100.64.0.<n>` (and `fd00::<n>` when v2).
+fn node(ca: &Ca, version: Version, name: &str, n: u8) -> (Certificate, HostSecret) {
+    let key = HostSecret::generate();
+    let mut networks = vec![format!("100.64.0.{n}/10").parse().unwrap()];
+    if version == Version::V2 {
+        networks.push(format!("fd00::{n}/64").parse().unwrap());
+    }
+    let tbs = Tbs {
+        version,
+        name: name.into(),
+        networks,
+        unsafe_networks: vec![],
+        groups: vec![],
+        not_before: UnixTime(WALL0 - 5),
+        not_after: UnixTime(WALL0 + 86_400),
+        public_key: key.public().0,
+        is_ca: false,
+        issuer: Some(ca.cert.fingerprint()),
+    };
+    (Certificate::sign_tbs(&tbs, ca.key.signing_key()).unwrap(), key)
+}
+
+/// Runs a two-node exchange and checks data flows both ways and each names the other.
+fn exchange(sim: &mut Sim, a: usize, b: usize) {
+    sim.send(a, vpn(2), b"from-a");
+    sim.run(Duration::from_millis(100));
+    assert!(sim.received(b, b"from-a"), "b got {:?}", sim.nodes[b].tun);
+    sim.send(b, vpn(1), b"from-b");
+    sim.run(Duration::from_millis(50));
+    assert!(sim.received(a, b"from-b"), "a got {:?}", sim.nodes[a].tun);
+    for (i, other) in [(a, "b"), (b, "a")] {
+        let peers = sim.nodes[i].node.peers(sim.now);
+        assert!(peers.len() == 1 && peers[0].up && peers[0].name == other, "{peers:?}");
+    }
+}
+
+/// Nebula's migration path: a v2 CA signs a v1 certificate for an old node and a v2
+/// (dual-stack) certificate for a new one; the two nodes verify each other and talk.
+#[test]
+fn a_v1_node_and_a_v2_node_of_one_v2_ca_talk() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (ca_cert, ka) = node(&ca, Version::V1, "a", 1);
+    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
+    assert_eq!((ca_cert.version(), cb_cert.version()), (Version::V1, Version::V2));
+    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    exchange(&mut sim, a, b);
+}
+
+/// A mixed CA pool: the v1 node's certificate comes from a v1 CA, the v2 node's from a v2 CA,
+/// and both nodes trust both CAs (one bundle, as `pki.ca` holds it).
+fn mixed_pool_pair(sim: &mut Sim, blocklist_b_on_a: bool) -> (usize, usize) {
+    let (old, new) = (ca(Version::V1, "old ca"), ca(Version::V2, "new ca"));
+    let bundle = format!("{}{}", old.cert.to_pem(), new.cert.to_pem());
+    let (ca_cert, ka) = node(&old, Version::V1, "a", 1);
+    let (cb_cert, kb) = node(&new, Version::V2, "b", 2);
+    let mut cfg_a = Sim::config(&old, ca_cert, ka, &[(2, underlay(2))]);
+    let mut cfg_b = Sim::config(&new, cb_cert.clone(), kb, &[(1, underlay(1))]);
+    cfg_a.pool = CaPool::from_pem(bundle.as_bytes()).unwrap();
+    cfg_b.pool = CaPool::from_pem(bundle.as_bytes()).unwrap();
+    assert_eq!(cfg_a.pool.len(), 2);
+    if blocklist_b_on_a {
+        let mut blocklist = Blocklist::default();
+        blocklist.insert(cb_cert.fingerprint());
+        cfg_a.blocklist = blocklist;
+    }
+    (sim.add(cfg_a, 1), sim.add(cfg_b, 2))
+}
+
+#[test]
+fn nodes_under_a_mixed_v1_v2_ca_pool_talk() {
+    let mut sim = Sim::new();
+    let (a, b) = mixed_pool_pair(&mut sim, false);
+    exchange(&mut sim, a, b);
+}
+
+/// The blocklist takes a v2 fingerprint: the v1 node refuses the blocklisted v2 peer.
+#[test]
+fn a_blocklisted_v2_certificate_is_refused() {
+    let mut sim = Sim::new();
+    let (a, b) = mixed_pool_pair(&mut sim, true);
+    sim.send(b, vpn(1), b"from-blocked-b");
+    sim.send(a, vpn(2), b"to-blocked-b");
+    sim.run(Duration::from_secs(2));
+    assert!(!sim.received(a, b"from-blocked-b") && !sim.received(b, b"to-blocked-b"));
+    assert!(sim.nodes[a].node.peers(sim.now).iter().all(|p| !p.up));
+}
+
+/// A v2 certificate verified once is not verified again: its fingerprint is not the hash of its
+/// bytes (unlike v1's), and the verified-certificate cache must still find it. Fifty Hellos
+/// carrying the known v2 certificate in one instant cost no verification budget.
+#[test]
+fn a_known_v2_certificate_is_served_from_the_cache() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (ca_cert, ka) = node(&ca, Version::V1, "a", 1);
+    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
+    let hello = cos_mesh::mesh::wire::hello(5, cb_cert.to_bytes());
+    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    exchange(&mut sim, a, b);
+    let before = sim.nodes[a].node.counters().rx_rate_limited;
+    for _ in 0..50 {
+        sim.transmit(underlay(2), underlay(1), None, hello.clone());
+    }
+    sim.run(Duration::from_millis(20));
+    assert_eq!(sim.nodes[a].node.counters().rx_rate_limited, before, "the known v2 certificate was verified again");
+}

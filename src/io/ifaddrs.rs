@@ -1,6 +1,8 @@
 //! The host's own IPv4 addresses, which a node reports to the lighthouses (`getifaddrs(3)`
 //! through `nix`).
 
+#![forbid(unsafe_code)]
+
 use std::net::Ipv4Addr;
 
 use nix::net::if_::InterfaceFlags;

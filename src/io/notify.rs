@@ -6,6 +6,8 @@
 //! carries its address and the UDP socket is bound, because Nomad reads the interface once at
 //! start; a reload is `RELOADING=1` + `MONOTONIC_USEC` … `READY=1`.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};

@@ -1,6 +1,8 @@
 //! Waiting for several file descriptors at once: `poll(2)` through `nix`, behind the small
 //! readable/writable interface the event loop uses.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;

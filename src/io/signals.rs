@@ -6,6 +6,8 @@
 //! inherit the mask. Create it first thing in `main`, before starting workers: a thread that
 //! does not block them would get the default action (termination) instead.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 

@@ -37,6 +37,11 @@ echo "installed: $version"
 [ "$version" = "cos-mesh $(dpkg-deb -f "$deb" Version | cut -d- -f1)" ] || fail "--version says $version"
 unit="$root/usr/lib/systemd/system/cos-mesh.service"
 grep -q '^ExecStart=/usr/bin/cos-mesh run ' "$unit" || fail "the unit does not start /usr/bin/cos-mesh"
-out=$(systemd-analyze verify --root="$root" "$unit" 2>&1) || fail "systemd-analyze verify: $out"
+# The clean root has no systemd of its own: verify the installed unit against the machine's,
+# with ExecStart pointed into the root (verify checks that the executable exists).
+sed "s|/usr/bin/cos-mesh|$root/usr/bin/cos-mesh|" "$unit" >"$root/cos-mesh.service"
+out=$(systemd-analyze verify "$root/cos-mesh.service" 2>&1) || fail "systemd-analyze verify: $out"
 ! grep -q 'cos-mesh' <<<"$out" || fail "systemd-analyze verify complained: $out"
+size=$(stat -c %s "$root/usr/bin/cos-mesh")
+[ "$size" -lt 20000000 ] || fail "the installed binary is $size bytes: not stripped?"
 echo "check-deb: ok"

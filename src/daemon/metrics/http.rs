@@ -72,26 +72,30 @@ impl Endpoint {
         let scrape = Slot::take(&self.scrapes, MAX_SCRAPES);
         let endpoint = self.clone();
         let _ = std::thread::Builder::new().name("cos-mesh-scrape".into()).spawn(move || {
+            let mut stream = stream;
             let _connection = connection;
-            let _ = match scrape {
-                Some(_scrape) => endpoint.answer(stream),
-                None => finish(stream, &Response::text("503 Service Unavailable", "too many scrapes at once; retry\n")),
+            let response = match scrape {
+                Some(_scrape) => endpoint.answer(&mut stream),
+                None => Some(Response::text("503 Service Unavailable", "too many scrapes at once; retry\n")),
             };
+            // The scrape's place is free again; writing and draining hold only the connection's.
+            if let Some(response) = response {
+                let _ = finish(stream, &response);
+            }
         });
     }
 
-    fn answer(&self, mut stream: TcpStream) -> io::Result<()> {
-        let response = match read_head(&mut stream) {
-            Err(HeadError::Closed) => return Ok(()),
-            Err(HeadError::Io(e)) => return Err(e),
+    /// Reads the request and decides the answer; `None` when there is nobody to answer.
+    fn answer(&self, stream: &mut TcpStream) -> Option<Response> {
+        Some(match read_head(stream) {
+            Err(HeadError::Gone) => return None,
             Err(HeadError::TimedOut) => Response::text("408 Request Timeout", "request head not received in time\n"),
             Err(HeadError::TooLarge) => {
                 Response::text("431 Request Header Fields Too Large", "request head over 8 KiB\n")
             }
             Err(HeadError::Malformed) => Response::text("400 Bad Request", "malformed HTTP request\n"),
             Ok(Head { method, target }) => self.route(&method, &target),
-        };
-        finish(stream, &response)
+        })
     }
 
     fn route(&self, method: &str, target: &str) -> Response {
@@ -133,12 +137,11 @@ struct Head {
 }
 
 enum HeadError {
-    /// The client closed before sending a whole head: nobody to answer.
-    Closed,
+    /// The client closed (or the socket failed) before a whole head: nobody to answer.
+    Gone,
     TimedOut,
     TooLarge,
     Malformed,
-    Io(io::Error),
 }
 
 /// Reads up to the blank line that ends the request head, within [`HEAD_TIMEOUT`] in all and
@@ -152,15 +155,15 @@ fn read_head(stream: &mut TcpStream) -> Result<Head, HeadError> {
         if left.is_zero() {
             return Err(HeadError::TimedOut);
         }
-        stream.set_read_timeout(Some(left)).map_err(HeadError::Io)?;
+        stream.set_read_timeout(Some(left)).map_err(|_| HeadError::Gone)?;
         match stream.read(&mut buf[len..]) {
-            Ok(0) => return Err(HeadError::Closed),
+            Ok(0) => return Err(HeadError::Gone),
             Ok(n) => len += n,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(HeadError::TimedOut);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(HeadError::Io(e)),
+            Err(_) => return Err(HeadError::Gone),
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);

@@ -7,7 +7,7 @@
 
 pub mod http;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -79,7 +79,7 @@ pub struct Metrics {
     peer_rx_packets: Family<PeerLabels, Counter>,
     peer_tx_packets: Family<PeerLabels, Counter>,
     /// One counter per field of the core's `Counters` (`cos_mesh_mesh_<field>_total`).
-    mesh: Vec<(String, Counter)>,
+    mesh: BTreeMap<String, Counter>,
     cert_expiry_seconds: Gauge,
     firewall_packets: Family<VerdictLabels, Counter>,
     conntrack_entries: Gauge,
@@ -153,8 +153,10 @@ impl Metrics {
             }
         }
         self.exported_peers = now_exported;
-        for ((_, counter), (_, value)) in self.mesh.iter().zip(mesh_fields(s.mesh)) {
-            mirror(counter, value);
+        for (name, value) in mesh_fields(s.mesh) {
+            if let Some(counter) = self.mesh.get(&name) {
+                mirror(counter, value);
+            }
         }
         self.cert_expiry_seconds.set(s.cert_expiry_seconds);
         for (verdict, value) in s.firewall.counters().snapshot() {
@@ -177,8 +179,7 @@ fn mirror(counter: &Counter, value: u64) {
     counter.inner().store(value, Ordering::Relaxed);
 }
 
-/// The core's counters as (field, value) pairs, in declaration order. The field set is fixed
-/// by the struct, so the pairs of two calls line up.
+/// The core's counters as (field, value) pairs.
 fn mesh_fields(c: &MeshCounters) -> impl Iterator<Item = (String, u64)> {
     let map = match serde_json::to_value(c) {
         Ok(serde_json::Value::Object(map)) => map,

@@ -17,9 +17,14 @@ fn unit_verifies_and_allows_what_the_daemon_needs() {
         "DeviceAllow=/dev/net/tun rw",
         "RuntimeDirectory=cos-mesh",
         "Wants=network-online.target",
-        "After=network-online.target",
     ] {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line:?}");
+    }
+    // Started once the underlay is up, names resolve and the clock is right (nebula#372).
+    let after: Vec<&str> =
+        unit.lines().filter_map(|l| l.strip_prefix("After=")).flat_map(|v| v.split_whitespace()).collect();
+    for target in ["network-online.target", "nss-lookup.target", "time-sync.target"] {
+        assert!(after.contains(&target), "unit is not ordered after {target}: After={after:?}");
     }
 
     let dir = tempfile::tempdir().unwrap();

@@ -25,7 +25,6 @@ use crate::io::{Notifier, PollFd, RecvBatch, SendBatch, Signal, Signals, Tun, Tu
 use crate::mesh::{Event, MIN_BUFFER, Node, NodeConfig};
 use crate::unixtime::UnixTime;
 use control::{ControlServer, Request};
-use metrics::MetricsServer;
 use policy::FirewallPolicy;
 use setup::Setup;
 
@@ -46,7 +45,9 @@ struct Daemon {
     signals: Signals,
     notifier: Notifier,
     control: ControlServer,
-    metrics: Option<MetricsServer>,
+    metrics: Option<metrics::Metrics>,
+    /// The IO shell's own counters (exported when `stats` is on).
+    io: metrics::DataPlane,
     log: logging::LogHandle,
     listen: SocketAddr,
     tun_name: String,
@@ -93,9 +94,11 @@ pub fn run(config_path: &Path) -> Result<()> {
         Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, tc.address))?)
     };
     let control = ControlServer::bind(&cfg.control_socket())?;
+    let io = metrics::DataPlane::default();
     let metrics = match (&cfg.stats.kind, &cfg.stats.listen) {
         (Some(crate::config::StatsKind::Prometheus), Some(listen)) => {
-            Some(MetricsServer::start(listen, &cfg.stats.path)?)
+            let serves_dns = cfg.lighthouse.am_lighthouse && cfg.lighthouse.serve_dns;
+            Some(metrics::serve(listen, &cfg.stats.path, &io, serves_dns)?)
         }
         _ => None,
     };
@@ -128,6 +131,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         signals,
         control,
         metrics,
+        io,
         log,
         listen,
         tx: SendBatch::new(c.listen.batch.max(1), SLOT),
@@ -314,12 +318,7 @@ impl Daemon {
             if let Some(dns) = &self.dns {
                 dns.set(&self.node.members());
             }
-            if self.metrics.is_some() {
-                let body = self.metrics_text(now, wall);
-                if let Some(m) = &self.metrics {
-                    m.set(body);
-                }
-            }
+            self.update_metrics(now, wall);
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
@@ -426,62 +425,18 @@ impl Daemon {
         serde_json::to_value(report::status(&mut self.node, now, facts)).unwrap_or_default()
     }
 
-    fn metrics_text(&mut self, now: Instant, wall: UnixTime) -> String {
+    /// Mirrors the core's values into the metrics registry (scrapes read it from their threads).
+    fn update_metrics(&mut self, now: Instant, wall: UnixTime) {
+        let Some(metrics) = &mut self.metrics else { return };
+        // Until the event loop counts into `self.io` itself, its two plain counters are mirrored.
+        self.io.tx_dropped.inner().store(self.tx_dropped, std::sync::atomic::Ordering::Relaxed);
+        self.io.tun_write_errors.inner().store(self.tun_write_errors, std::sync::atomic::Ordering::Relaxed);
         let peers = self.node.peers(now);
-        let mut e = metrics::Exposition::default();
-        if let Some(dns) = &self.dns {
-            dns.expose(&mut e);
-        }
-        let up = peers.iter().filter(|p| p.up).count() as f64;
-        e.metric("tunnels", "gauge", "Peers with an established session.", &[("", up)]);
-        e.metric("peers", "gauge", "Peers with a verified certificate.", &[("", peers.len() as f64)]);
-        let labels: Vec<String> =
-            peers.iter().map(|p| format!("{{peer=\"{}\",vpn_ip=\"{}\"}}", metrics::label(&p.name), p.vpn_ip)).collect();
-        for (name, help, pick) in [
-            ("peer_rx_bytes_total", "Bytes received from the peer through the tunnel.", 0),
-            ("peer_tx_bytes_total", "Bytes sent to the peer through the tunnel.", 1),
-            ("peer_rx_packets_total", "Packets received from the peer through the tunnel.", 2),
-            ("peer_tx_packets_total", "Packets sent to the peer through the tunnel.", 3),
-        ] {
-            let samples: Vec<(&str, f64)> = peers
-                .iter()
-                .zip(&labels)
-                .map(|(p, l)| (l.as_str(), [p.rx_bytes, p.tx_bytes, p.rx_packets, p.tx_packets][pick] as f64))
-                .collect();
-            e.metric(name, "counter", help, &samples);
-        }
-        e.counters("mesh", "Events and drops of the tunnel core (see `cos-mesh status --json`).", self.node.counters());
-        let left = self.node.cert().details().not_after.seconds() - wall.seconds();
-        e.metric(
-            "certificate_expiry_seconds",
-            "gauge",
-            "Seconds until this node's certificate expires.",
-            &[("", left as f64)],
-        );
-        let fw = &self.node.policy_mut().fw;
-        let fw_samples: Vec<(String, f64)> =
-            fw.counters().snapshot().iter().map(|(k, v)| (format!("{{verdict=\"{k}\"}}"), *v as f64)).collect();
-        let fw_samples: Vec<(&str, f64)> = fw_samples.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        e.metric("firewall_packets_total", "counter", "Firewall verdicts by outcome and drop reason.", &fw_samples);
-        e.metric(
-            "firewall_conntrack_entries",
-            "gauge",
-            "Flows in the firewall's connection tracker.",
-            &[("", fw.conntrack().len() as f64)],
-        );
-        e.metric(
-            "firewall_rules_version",
-            "gauge",
-            "Bumped on every firewall reload.",
-            &[("", f64::from(fw.rules_version()))],
-        );
-        e.metric(
-            "io_tx_dropped_total",
-            "counter",
-            "Datagrams dropped because the socket was full.",
-            &[("", self.tx_dropped as f64)],
-        );
-        e.finish()
+        let cert_expiry_seconds = self.node.cert().details().not_after.seconds() - wall.seconds();
+        let mesh = self.node.counters().clone();
+        let firewall = &self.node.policy_mut().fw;
+        let dns = self.dns.as_ref().map(|d| d.counters());
+        metrics.update(&metrics::Sample { peers: &peers, mesh: &mesh, firewall, cert_expiry_seconds, dns });
     }
 
     fn members(&self, now: Instant) -> serde_json::Value {

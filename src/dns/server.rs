@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use super::{Member, Outcome, Records, respond};
 use crate::cert::Certificate;
-use crate::daemon::metrics::Exposition;
 
 /// Replies sent per second at most; more queries are dropped (and counted) until the next
 /// second, which bounds what a flood (or a spoofed-source reflection) gets out of a lighthouse.
@@ -81,9 +80,9 @@ impl DnsServer {
         }
     }
 
-    /// `cos_mesh_dns_<counter>_total` for the Prometheus endpoint.
-    pub fn expose(&self, e: &mut Exposition) {
-        e.counters("dns", "DNS queries served by this lighthouse, by outcome", &*self.counters);
+    /// What the server has seen, for the Prometheus endpoint (`cos_mesh_dns_<counter>_total`).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 }
 

@@ -1,10 +1,12 @@
 //! systemd's notify protocol (`Type=notify`): one datagram per state change to the socket named
 //! by `$NOTIFY_SOCKET`. Without that variable (not under systemd) every call does nothing.
 //!
-//! Written by hand (about the size of the `sd-notify` crate's core) so abstract sockets
-//! (`@name`) work too and no dependency is added. The daemon sends `READY=1` only once the TUN
-//! device carries its address and the UDP socket is bound, because Nomad reads the interface
-//! once at start; a reload is `RELOADING=1` + `MONOTONIC_USEC` … `READY=1`.
+//! Written by hand because the `sd-notify` crate (0.5.0, the latest) does not send to an
+//! abstract `NOTIFY_SOCKET` (`@name`). The daemon sends `READY=1` only once the TUN device
+//! carries its address and the UDP socket is bound, because Nomad reads the interface once at
+//! start; a reload is `RELOADING=1` + `MONOTONIC_USEC` … `READY=1`.
+
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
@@ -111,12 +113,11 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
+/// CLOCK_MONOTONIC in microseconds, the clock systemd compares `MONOTONIC_USEC` with.
 fn monotonic_usec() -> u64 {
-    // SAFETY: timespec is plain data; clock_gettime fills it for a valid clock id.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: `ts` is writable.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+    let ts =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000
 }
 
 #[cfg(test)]

@@ -6,9 +6,13 @@
 //! inherit the mask. Create it first thing in `main`, before starting workers: a thread that
 //! does not block them would get the default action (termination) instead.
 
+#![forbid(unsafe_code)]
+
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use nix::sys::signal::{SigSet, Signal as Sig};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// What the operator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,57 +26,33 @@ pub enum Signal {
 /// A nonblocking signalfd for SIGHUP, SIGTERM and SIGINT.
 #[derive(Debug)]
 pub struct Signals {
-    fd: OwnedFd,
+    fd: SignalFd,
 }
 
 impl Signals {
     /// Blocks the three signals in this thread and opens the fd that receives them.
     pub fn new() -> io::Result<Signals> {
-        // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
-        let mut set: libc::sigset_t = unsafe { zeroed() };
-        // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
-        unsafe {
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
-                libc::sigaddset(&mut set, s);
-            }
+        let mut set = SigSet::empty();
+        for s in [Sig::SIGHUP, Sig::SIGTERM, Sig::SIGINT] {
+            set.add(s);
         }
-        // SAFETY: `set` is initialised; the old mask is not wanted.
-        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        // SAFETY: -1 asks for a new fd; `set` is initialised.
-        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor we own.
-        Ok(Signals { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        set.thread_block()?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        Ok(Signals { fd })
     }
 
     /// The next pending signal, or `None` when none is pending.
     pub fn next(&self) -> io::Result<Option<Signal>> {
         loop {
-            // SAFETY: signalfd_siginfo is plain data; read fills it whole or fails.
-            let mut info: libc::signalfd_siginfo = unsafe { zeroed() };
-            let want = size_of::<libc::signalfd_siginfo>();
-            // SAFETY: `info` is writable for `want` bytes.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), (&raw mut info).cast(), want) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok(None),
-                    _ => return Err(e),
-                }
-            }
-            if n as usize != want {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "short read from signalfd"));
-            }
-            match info.ssi_signo as libc::c_int {
-                libc::SIGHUP => return Ok(Some(Signal::Reload)),
-                libc::SIGTERM | libc::SIGINT => return Ok(Some(Signal::Shutdown)),
+            let info = match self.fd.read_signal() {
+                Ok(Some(info)) => info,
+                Ok(None) => return Ok(None),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match Sig::try_from(info.ssi_signo as i32) {
+                Ok(Sig::SIGHUP) => return Ok(Some(Signal::Reload)),
+                Ok(Sig::SIGTERM | Sig::SIGINT) => return Ok(Some(Signal::Shutdown)),
                 _ => continue,
             }
         }
@@ -116,10 +96,10 @@ mod tests {
             let s = Signals::new().unwrap();
             assert_eq!(s.next().unwrap(), None);
             for (sig, want) in
-                [(libc::SIGHUP, Signal::Reload), (libc::SIGTERM, Signal::Shutdown), (libc::SIGINT, Signal::Shutdown)]
+                [(Sig::SIGHUP, Signal::Reload), (Sig::SIGTERM, Signal::Shutdown), (Sig::SIGINT, Signal::Shutdown)]
             {
-                // SAFETY: the signal is blocked in this thread, so raising it only queues it.
-                assert_eq!(unsafe { libc::raise(sig) }, 0);
+                // Blocked in this thread, so raising it only queues it.
+                nix::sys::signal::raise(sig).unwrap();
                 assert_eq!(s.next().unwrap(), Some(want));
             }
             assert_eq!(s.next().unwrap(), None);

@@ -225,3 +225,25 @@ fn remote_allow_list_keeps_a_node_off_forbidden_addresses() {
     assert!(peer.relayed, "the forbidden direct address was not used: {peer:?}");
     assert!(sim.nodes[relay].node.counters().relay_forwarded > 0);
 }
+
+/// Regression (issue 15): every node logged, at each lighthouse interval, that the
+/// lighthouse's member list carried "a certificate that claims our own overlay IP" — its own,
+/// listed back to it. A member list naming us is no refusal.
+#[test]
+fn own_certificate_in_a_member_list_is_not_refused() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    backbone(&mut sim, &ca);
+    let (server, client) = two_sites(&mut sim, &ca, NatKind::PortRestricted, NatKind::PortRestricted);
+    sim.run(Duration::from_secs(65));
+    for n in &sim.nodes {
+        let name = n.node.cert().name().to_string();
+        let refused: Vec<_> = n.events.iter().filter(|e| matches!(e, Event::CertRejected { .. })).collect();
+        assert!(refused.is_empty(), "{name}: {refused:?}");
+        assert_eq!(n.node.counters().rx_cert_rejected, 0, "{name}");
+    }
+    for i in [server, client] {
+        // Both lighthouses, the relay (a peer) and the two nodes.
+        assert_eq!(sim.nodes[i].node.members().len(), 5, "the member list is still learnt");
+    }
+}

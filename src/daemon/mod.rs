@@ -3,6 +3,7 @@
 //! of datagrams go in and out with recvmmsg/sendmmsg; the core decides everything else.
 
 pub mod control;
+mod events;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
@@ -20,7 +21,7 @@ use serde_json::json;
 use tracing::{debug, error, info, warn};
 
 use crate::io::{Notifier, PollFd, RecvBatch, SendBatch, Signal, Signals, Tun, TunConfig, Udp, ifaddrs, poll};
-use crate::mesh::{Event, MIN_BUFFER, Node, NodeConfig};
+use crate::mesh::{MIN_BUFFER, Node, NodeConfig};
 use crate::unixtime::UnixTime;
 use control::{ControlServer, Request};
 use metrics::MetricsServer;
@@ -268,7 +269,7 @@ impl Daemon {
             }
         }
         while let Some(e) = self.node.poll_event() {
-            log_event(&e);
+            events::log_event(&e);
         }
     }
 
@@ -489,15 +490,4 @@ fn local_addrs(listen: SocketAddr, overlay: ipnet::Ipv4Net, tun: &str) -> Vec<So
         .filter(|(name, ip)| name != tun && !ip.is_loopback() && !ip.is_link_local() && !overlay.contains(ip))
         .map(|(_, ip)| SocketAddr::new(IpAddr::V4(ip), listen.port()))
         .collect()
-}
-
-fn log_event(e: &Event) {
-    match e {
-        Event::PeerUp { name, vpn_ip, path } => info!("tunnel up: {name} ({vpn_ip}) at {path}"),
-        Event::PeerRemoved { name, vpn_ip, reason } => warn!("tunnel closed: {name} ({vpn_ip}): {reason}"),
-        Event::Roamed { name, from, to } => info!("peer {name} moved from {from} to {to}"),
-        Event::CertRejected { source, reason } => warn!("refused certificate from {source}: {reason}"),
-        Event::HandshakeTimedOut { vpn_ip } => info!("no answer from {vpn_ip} (handshake timed out)"),
-        Event::Registered { lighthouse } => debug!("registered with lighthouse {lighthouse}"),
-    }
 }

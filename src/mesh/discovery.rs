@@ -46,9 +46,13 @@ impl<P: Policy> Node<P> {
             Control::MembersReply { certs, last } if from_lighthouse => {
                 // Each lighthouse's list is assembled on its own (two answering at once must not
                 // mix), and certificates seen before cost no signature check.
-                let from = Path::Relay { relay: from_ip, peer: from_ip };
+                // The list names us too (we are registered): that entry is ours, not a claim.
+                let source = CertSource::Lighthouse { lighthouse: from_ip, about: None };
                 for c in certs {
-                    if let Some(v) = self.verify_cert(now, wall, from, &c, false)
+                    if Certificate::from_bytes(&c).is_ok_and(|c| c.vpn_ip() == Some(self.vpn_ip)) {
+                        continue;
+                    }
+                    if let Some(v) = self.verify_cert(now, wall, source, &c, false)
                         && let Some(ip) = v.cert().vpn_ip()
                     {
                         self.members_incoming.entry(from_ip).or_default().insert(ip, v.cert().clone());
@@ -96,7 +100,13 @@ impl<P: Policy> Node<P> {
     }
 
     fn answer_members(&mut self, now: Instant, querier: Ipv4Addr) {
-        let mut certs: Vec<Vec<u8>> = self.registrations.values().map(|r| r.cert.cert().to_bytes().to_vec()).collect();
+        // The querier knows its own certificate.
+        let mut certs: Vec<Vec<u8>> = self
+            .registrations
+            .iter()
+            .filter(|(ip, _)| **ip != querier)
+            .map(|(_, r)| r.cert.cert().to_bytes().to_vec())
+            .collect();
         certs.push(self.cert.to_bytes().to_vec());
         let chunks: Vec<Vec<Vec<u8>>> = certs.chunks(MEMBERS_PER_REPLY).map(<[Vec<u8>]>::to_vec).collect();
         let n = chunks.len();
@@ -133,7 +143,8 @@ impl<P: Policy> Node<P> {
             return;
         }
         let via = Path::Relay { relay: lighthouse, peer: vpn_ip };
-        let Some(v) = self.verify_wire_cert(now, wall, via, cert) else {
+        let source = CertSource::Lighthouse { lighthouse, about: Some(vpn_ip) };
+        let Some(v) = self.verify_cert(now, wall, source, cert, true) else {
             return;
         };
         if v.cert().vpn_ip() != Some(vpn_ip) {

@@ -295,7 +295,12 @@ impl<P: Policy> Node<P> {
         let keep_direct = !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;
         if allowed && peer.endpoint != Some(from) && !keep_direct {
             if let Some(old) = peer.endpoint {
-                self.events.push_back(Event::Roamed { name: peer.name.clone(), from: old, to: from });
+                self.events.push_back(Event::Roamed {
+                    name: peer.name.clone(),
+                    vpn_ip: peer.vpn_ip,
+                    from: old,
+                    to: from,
+                });
             }
             peer.endpoint = Some(from);
         }
@@ -306,6 +311,7 @@ impl<P: Policy> Node<P> {
         // A response (we initiated) or any data (the initiator confirmed) means a usable session.
         if msg_type != 1 {
             peer.init = None;
+            peer.handshaking_since = None;
             if !peer.up {
                 peer.up = true;
                 let path = peer.endpoint.unwrap_or(from);

@@ -20,6 +20,7 @@
 
 pub mod control;
 mod discovery;
+mod event;
 mod exchange;
 mod inbound;
 mod outbound;
@@ -45,6 +46,7 @@ use crate::cert::pool::{Blocklist, CaPool, VerifiedCert, VerifyError};
 use crate::cert::{Certificate, Fingerprint};
 use crate::unixtime::UnixTime;
 use control::Control;
+pub use event::{CertRefusal, CertSource, Event, Level, RemoveReason, SessionEnd};
 use peer::{InitInFlight, Peer, Pending};
 pub use peer::{Path, PeerInfo};
 pub use policy::{Direction, Policy, Verdict};
@@ -152,23 +154,6 @@ pub enum NodeError {
 pub struct Transmit {
     pub dst: SocketAddr,
     pub data: Vec<u8>,
-}
-
-/// Things worth logging or showing in `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A WireGuard session with the peer is up (first time, or again after a restart).
-    PeerUp { name: String, vpn_ip: Ipv4Addr, path: Path },
-    /// The peer was removed; `reason` is in the operator's words.
-    PeerRemoved { name: String, vpn_ip: Ipv4Addr, reason: String },
-    /// The peer's path changed (roaming, relay to direct).
-    Roamed { name: String, from: Path, to: Path },
-    /// A certificate was refused; `source` is where it came from.
-    CertRejected { source: Path, reason: String },
-    /// No answer from a peer's addresses after all retries.
-    HandshakeTimedOut { vpn_ip: Ipv4Addr },
-    /// A lighthouse acknowledged our address report.
-    Registered { lighthouse: Ipv4Addr },
 }
 
 /// A node the lighthouse knows: its certificate and what it reported.

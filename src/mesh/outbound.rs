@@ -105,6 +105,7 @@ impl<P: Policy> Node<P> {
             return;
         };
         self.counters.handshakes_initiated += 1;
+        peer.handshaking_since.get_or_insert(now);
         peer.init = Some(InitInFlight {
             bytes: init,
             sent: now,

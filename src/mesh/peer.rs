@@ -70,6 +70,8 @@ pub(super) struct Peer<I> {
     /// The initiation in flight, resent on our own (faster than boringtun's 5 s) schedule while
     /// NAT mappings open; `None` once the session is up.
     pub init: Option<InitInFlight>,
+    /// When our first unanswered initiation of the current attempt went out.
+    pub handshaking_since: Option<Instant>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -129,6 +131,7 @@ impl<I> Peer<I> {
             last_handshake: None,
             last_forced_handshake: None,
             init: None,
+            handshaking_since: None,
             rx_bytes: 0,
             tx_bytes: 0,
             rx_packets: 0,

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// boringtun gives up a handshake after 90 s (REKEY_ATTEMPT_TIME); an expiry after this long
+/// of unanswered initiations is a peer that stopped answering, not an idle close.
+const NO_ANSWER_AFTER: Duration = Duration::from_secs(60);
+
 impl<P: Policy> Node<P> {
     pub fn handle_timeout(&mut self, now: Instant, wall: UnixTime) {
         if now >= self.next_second {
@@ -34,7 +38,11 @@ impl<P: Policy> Node<P> {
             let Some(peer) = self.peers.get_mut(&idx) else {
                 continue;
             };
-            match peer.tunn.update_timers(&mut buf) {
+            // boringtun logs its timer decisions itself, at ERROR for a normal idle expiry and
+            // without naming the peer: silenced here, and turned into events that say who.
+            let result =
+                tracing::dispatcher::with_default(&tracing::Dispatch::none(), || peer.tunn.update_timers(&mut buf));
+            match result {
                 TunnResult::WriteToNetwork(d) => {
                     let d = d.to_vec();
                     if is_handshake_init(&d) {
@@ -43,9 +51,19 @@ impl<P: Policy> Node<P> {
                         self.send_path(now, path, d);
                     }
                 }
-                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) if peer.up => {
-                    peer.up = false;
-                    self.counters.sessions_expired += 1;
+                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
+                    let gave_up =
+                        peer.handshaking_since.take().is_some_and(|t| now.duration_since(t) >= NO_ANSWER_AFTER);
+                    if peer.up || gave_up {
+                        peer.up = false;
+                        self.counters.sessions_expired += 1;
+                        let cause = if gave_up { SessionEnd::NoAnswer } else { SessionEnd::Idle };
+                        self.events.push_back(Event::SessionEnded {
+                            name: peer.name.clone(),
+                            vpn_ip: peer.vpn_ip,
+                            cause,
+                        });
+                    }
                 }
                 _ => {}
             }
@@ -82,7 +100,7 @@ impl<P: Policy> Node<P> {
             .map(|(i, _)| *i)
             .collect();
         for idx in idle {
-            self.remove_peer(idx, "idle: no traffic for 10 minutes");
+            self.remove_peer(idx, RemoveReason::Idle { minutes: IDLE_PEER.as_secs() / 60 });
         }
     }
 
@@ -92,15 +110,13 @@ impl<P: Policy> Node<P> {
         if !self.disconnect_invalid && !reload {
             return;
         }
-        let bad: Vec<(u32, String)> = self
+        let bad: Vec<(u32, VerifyError)> = self
             .peers
             .iter()
-            .filter_map(|(idx, p)| {
-                self.pool.recheck(&p.cert, wall, &self.blocklist).err().map(|e| (*idx, e.to_string()))
-            })
+            .filter_map(|(idx, p)| self.pool.recheck(&p.cert, wall, &self.blocklist).err().map(|e| (*idx, e)))
             .collect();
-        for (idx, reason) in bad {
-            self.remove_peer(idx, &reason);
+        for (idx, e) in bad {
+            self.remove_peer(idx, RemoveReason::CertInvalid(e));
         }
     }
 }

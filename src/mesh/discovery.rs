@@ -63,6 +63,8 @@ impl<P: Policy> Node<P> {
                 }
             }
             Control::Ping => {}
+            Control::PathProbe { nonce } => self.send_control(now, from_ip, Control::PathAck { nonce }),
+            Control::PathAck { nonce } => self.on_path_ack(idx, nonce),
             _ => self.counters.rx_unsolicited += 1,
         }
     }
@@ -154,6 +156,23 @@ impl<P: Policy> Node<P> {
         // The certificate came with the answer: no Hello round trip, the handshake starts now.
         let from = addrs.first().map(|a| Path::Direct(*a)).unwrap_or(via);
         self.install_peer(now, v, Some(from), None);
+    }
+
+    /// The peer answered a probe: the probed direct address carries our datagrams. If it had
+    /// failed and traffic went through a relay, traffic comes back to it.
+    fn on_path_ack(&mut self, idx: u32, nonce: u64) {
+        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        let Some(addr) = peer.path_check.on_ack(nonce) else { return };
+        let direct = Path::Direct(addr);
+        if let Some(old) = peer.endpoint.filter(|e| !e.is_direct()) {
+            peer.endpoint = Some(direct);
+            self.events.push_back(Event::Roamed {
+                name: peer.name.clone(),
+                vpn_ip: peer.vpn_ip,
+                from: old,
+                to: direct,
+            });
+        }
     }
 
     /// Relay: forward an end-to-end encrypted datagram from `origin` to `target`.

@@ -293,7 +293,10 @@ impl<P: Policy> Node<P> {
         }
         let direct_fresh = peer.last_direct_rx.is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
         let keep_direct = !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;
-        if allowed && peer.endpoint != Some(from) && !keep_direct {
+        // A direct address whose probe went unanswered does not win traffic back by being
+        // heard from: the peer's datagrams reaching us say nothing about ours reaching it.
+        let failed = matches!(from, Path::Direct(a) if !peer.path_check.usable(a));
+        if allowed && peer.endpoint != Some(from) && !keep_direct && !failed {
             if let Some(old) = peer.endpoint {
                 self.events.push_back(Event::Roamed {
                     name: peer.name.clone(),

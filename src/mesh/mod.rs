@@ -24,6 +24,7 @@ mod event;
 mod exchange;
 mod inbound;
 mod outbound;
+mod path_check;
 mod peer;
 pub mod policy;
 mod stats;
@@ -432,6 +433,10 @@ impl<P: Policy> Node<P> {
         let moved = !self.local_addrs.is_empty();
         self.local_addrs = addrs;
         if moved {
+            // Paths that failed from the old address may work from the new one.
+            for p in self.peers.values_mut() {
+                p.path_check.reset_failure();
+            }
             self.next_update = now;
             self.requery_peers(now, |_| true);
         }
@@ -487,6 +492,20 @@ impl<P: Policy> Node<P> {
                 }
             }
             None => self.queue_pending(now, dst, packet, true),
+        }
+    }
+
+    /// Sends a control message to peer `idx` through its session, on `path` rather than the
+    /// peer's endpoint (a probe of one path). Nothing is sent without a session.
+    fn send_control_on(&mut self, now: Instant, idx: u32, msg: &Control, path: Path) {
+        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        let packet = msg.to_packet(self.vpn_ip, peer.vpn_ip);
+        let mut buf = vec![0; packet.len() + wire::WG_DATA_OVERHEAD];
+        if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&packet, &mut buf)
+            && !is_handshake_init(d)
+        {
+            let data = d.to_vec();
+            self.send_path(now, path, data);
         }
     }
 

@@ -9,6 +9,7 @@ use boringtun::noise::Tunn;
 use ipnet::Ipv4Net;
 use rand_core::{OsRng, RngCore};
 
+use super::path_check::PathCheck;
 use crate::cert::pool::VerifiedCert;
 
 /// Candidate underlay addresses kept per peer.
@@ -72,6 +73,8 @@ pub(super) struct Peer<I> {
     pub init: Option<InitInFlight>,
     /// When our first unanswered initiation of the current attempt went out.
     pub handshaking_since: Option<Instant>,
+    /// Whether our datagrams on the direct path still arrive.
+    pub path_check: PathCheck,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -132,6 +135,7 @@ impl<I> Peer<I> {
             last_forced_handshake: None,
             init: None,
             handshaking_since: None,
+            path_check: PathCheck::default(),
             rx_bytes: 0,
             tx_bytes: 0,
             rx_packets: 0,

@@ -47,4 +47,8 @@ pub struct Counters {
     pub relay_dropped: u64,
     /// Handshakes sent to direct addresses to move a relayed (or quiet) session to a direct path.
     pub direct_probes: u64,
+    /// Probes of a direct path that carries traffic, and direct paths found to carry nothing
+    /// (traffic moved to a relay).
+    pub path_probes: u64,
+    pub direct_paths_lost: u64,
 }

@@ -1,6 +1,7 @@
 //! Periodic work: boringtun timers (keepalives, rekeys, expiry), our fast initiation retries,
 //! Hello retries, per-second budgets, discovery, and re-checking peer certificates.
 
+use super::path_check::PathAction;
 use super::*;
 
 /// boringtun gives up a handshake after 90 s (REKEY_ATTEMPT_TIME); an expiry after this long
@@ -67,6 +68,7 @@ impl<P: Policy> Node<P> {
                 }
                 _ => {}
             }
+            self.check_direct_path(now, idx);
             // Our own faster retries of the initiation in flight (boringtun waits 5 s).
             let Some(peer) = self.peers.get_mut(&idx) else {
                 continue;
@@ -88,6 +90,33 @@ impl<P: Policy> Node<P> {
             }
         }
         self.put_buffer(buf);
+    }
+
+    /// Probes the direct path of a peer we send to, and moves its traffic to a relay when a
+    /// probe goes unanswered (see [`path_check`]).
+    fn check_direct_path(&mut self, now: Instant, idx: u32) {
+        let us = self.vpn_ip;
+        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        if !peer.up {
+            return;
+        }
+        match peer.path_check.on_tick(now, peer.endpoint, peer.tx_packets) {
+            PathAction::Nothing => {}
+            PathAction::Probe { nonce, path } => {
+                self.counters.path_probes += 1;
+                self.send_control_on(now, idx, &Control::PathProbe { nonce }, Path::Direct(path));
+            }
+            PathAction::Lost(addr) => {
+                self.counters.direct_paths_lost += 1;
+                let vpn_ip = peer.vpn_ip;
+                let relay = peer.relays.iter().chain(&self.disc.relays).find(|r| **r != us && **r != vpn_ip).copied();
+                let now_via = relay.map(|relay| Path::Relay { relay, peer: vpn_ip });
+                if now_via.is_some() {
+                    peer.endpoint = now_via;
+                }
+                self.events.push_back(Event::DirectPathLost { name: peer.name.clone(), vpn_ip, path: addr, now_via });
+            }
+        }
     }
 
     fn forget_idle_peers(&mut self, now: Instant) {

@@ -64,6 +64,8 @@ const WG_INIT_LEN: usize = 148;
 const WG_RESPONSE_LEN: usize = 92;
 const WG_COOKIE_LEN: usize = 64;
 const WG_DATA_MIN_LEN: usize = 32;
+/// What WireGuard adds to a packet it encrypts (header and tag).
+pub const WG_DATA_OVERHEAD: usize = 32;
 
 pub fn classify(d: &[u8]) -> Result<Kind<'_>, WireError> {
     let first = *d.first().ok_or(WireError::Empty)?;

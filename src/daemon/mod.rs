@@ -106,6 +106,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         retries: c.handshakes.retries,
         disconnect_invalid: c.pki.disconnect_invalid,
         discovery,
+        seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
     };
     let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
     node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev));

@@ -54,6 +54,13 @@ impl<P: Policy> Node<P> {
                 self.counters.rx_punches += 1;
                 None
             }
+            // `lighthouse.remote_allow_list` (as in Nebula): no handshake with a forbidden
+            // address, so no session ever answers to it.
+            wire::Kind::WireGuard { msg_type: 1 | 2, .. } if matches!(from, Path::Direct(a) if !self.remote_allowed(a.ip())) =>
+            {
+                self.counters.rx_remote_not_allowed += 1;
+                None
+            }
             wire::Kind::WireGuard { msg_type: 1, .. } => self.on_handshake_init(now, wall, from, data, out, depth),
             wire::Kind::WireGuard { receiver: Some(r), .. } => {
                 let idx = r >> 8;
@@ -197,6 +204,10 @@ impl<P: Policy> Node<P> {
             if let Some(cookie) = reply {
                 self.counters.rx_rate_limited += 1;
                 self.send_path(now, from, cookie);
+            } else if data[0] == wire::WgType::CookieReply as u8 {
+                // The peer is under load and sent a cookie for our initiation: the copy we
+                // retry is stale (no mac2), so a fresh one, carrying the cookie, goes now.
+                self.refresh_initiation(now, idx);
             }
             return None;
         }
@@ -205,17 +216,20 @@ impl<P: Policy> Node<P> {
         if let Some(reply) = reply {
             let path = peer.endpoint.unwrap_or(from);
             self.send_path(now, path, reply);
-            // Flush packets boringtun queued while the handshake ran.
-            let mut buf = self.take_buffer();
-            while let Some(peer) = self.peers.get_mut(&idx)
-                && let TunnResult::WriteToNetwork(b) = peer.tunn.decapsulate(None, &[], &mut buf)
-            {
-                let b = b.to_vec();
-                self.send_path(now, path, b);
+            // Our handshake completed: the new session is current. (After we answer the
+            // peer's initiation it is not, until the peer's first data: flushing then would
+            // make boringtun start yet another handshake, and two nodes with packets queued
+            // would answer each other's initiations with new ones for ever.)
+            if data[0] == wire::WgType::HandshakeResponse as u8 {
+                self.flush_session_queue(now, idx, path);
             }
-            self.put_buffer(buf);
             return None;
         }
+        if peer.queued_in_session && data[0] == wire::WgType::Data as u8 {
+            let path = peer.endpoint.unwrap_or(from);
+            self.flush_session_queue(now, idx, path);
+        }
+        let peer = self.peers.get_mut(&idx)?;
         let len = packet_len?;
         // Control messages addressed to us from the peer itself are ours, not the host's.
         if let Some(payload) = control::payload_for(&out[..len], self.vpn_ip) {
@@ -321,6 +335,43 @@ impl<P: Policy> Node<P> {
                 self.events.push_back(Event::PeerUp { name: peer.name.clone(), vpn_ip: peer.vpn_ip, path });
             }
         }
+    }
+
+    /// Sends the packets boringtun queued while a handshake ran.
+    fn flush_session_queue(&mut self, now: Instant, idx: u32, path: Path) {
+        let mut buf = self.take_buffer();
+        while let Some(peer) = self.peers.get_mut(&idx)
+            && let TunnResult::WriteToNetwork(b) = peer.tunn.decapsulate(None, &[], &mut buf)
+        {
+            let b = b.to_vec();
+            if is_handshake_init(&b) {
+                // No current session after all: the packets wait for this handshake.
+                self.send_initiation(now, idx, b);
+                break;
+            }
+            self.send_path(now, path, b);
+        }
+        if let Some(peer) = self.peers.get_mut(&idx) {
+            peer.queued_in_session = false;
+        }
+        self.put_buffer(buf);
+    }
+
+    /// Replaces the initiation in flight with a freshly formatted one (boringtun adds the
+    /// cookie it holds) and sends it on every path.
+    fn refresh_initiation(&mut self, now: Instant, idx: u32) {
+        let mut buf = self.take_buffer();
+        if let Some(peer) = self.peers.get_mut(&idx)
+            && peer.init.is_some()
+            && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)
+        {
+            let bytes = init.to_vec();
+            if let Some(inflight) = peer.init.as_mut() {
+                inflight.bytes = bytes;
+            }
+            self.resend_initiation(now, idx);
+        }
+        self.put_buffer(buf);
     }
 
     /// The peer at `from` lost our session (it restarted). The index it echoes is its own, so

@@ -40,6 +40,8 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult, handshake::parse_handshake_anon};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::{IpNet, Ipv4Net};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
 use thiserror::Error;
 
 use crate::cert::keys::HostSecret;
@@ -95,6 +97,10 @@ pub struct NodeConfig {
     /// Disconnect peers whose certificate stops verifying (expiry, blocklist) (`pki.disconnect_invalid`).
     pub disconnect_invalid: bool,
     pub discovery: Discovery,
+    /// Seeds the node's random choices (session indexes, Hello ids): the daemon draws it from
+    /// the OS, a simulation fixes it so a run repeats exactly. (boringtun's keys and nonces use
+    /// its own OS randomness; they never steer the node.)
+    pub seed: u64,
 }
 
 /// Lighthouse, punching and relay settings (Nebula's `lighthouse`, `punchy`, `relay`).
@@ -214,6 +220,8 @@ pub struct Node<P: Policy> {
     verify_budget: HashMap<IpAddr, u32>,
     unknown_index_budget: u32,
     next_index: u32,
+    /// Every random choice the node makes comes from here (seeded by [`NodeConfig::seed`]).
+    rng: ChaCha8Rng,
 
     local_addrs: Vec<SocketAddr>,
     discovered: HashMap<Ipv4Addr, Discovered>,
@@ -244,9 +252,10 @@ impl<P: Policy> Node<P> {
         let secret = StaticSecret::from(*cfg.key.bytes());
         let public = PublicKey::from(&secret);
         let own_subnets = cfg.cert.details().subnets.iter().map(Ipv4Net::trunc).collect();
-        let mut index_seed = [0u8; 4];
-        getrandom_fill(&mut index_seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let first_index = (rng.next_u32() & 0x00ff_ffff).max(1);
         Ok(Node {
+            rng,
             hello_cert: cfg.cert.to_bytes().to_vec(),
             cert: Arc::new(cfg.cert),
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_SEC)),
@@ -276,7 +285,7 @@ impl<P: Policy> Node<P> {
             held_inits: HashMap::new(),
             verify_budget: HashMap::new(),
             unknown_index_budget: 10,
-            next_index: (u32::from_le_bytes(index_seed) & 0x00ff_ffff).max(1),
+            next_index: first_index,
             local_addrs: vec![],
             discovered: HashMap::new(),
             registrations: HashMap::new(),
@@ -543,9 +552,4 @@ fn ipv4_dst(packet: &[u8]) -> Option<Ipv4Addr> {
         return None;
     }
     Some(Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]))
-}
-
-fn getrandom_fill(b: &mut [u8]) {
-    use rand_core::RngCore;
-    rand_core::OsRng.fill_bytes(b);
 }

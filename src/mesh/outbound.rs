@@ -78,9 +78,14 @@ impl<P: Policy> Node<P> {
         }
         let len = match peer.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(d) => d.len(),
-            _ => return None, // queued inside boringtun while a handshake runs
+            _ => {
+                // Queued inside boringtun while a handshake runs.
+                peer.queued_in_session = true;
+                return None;
+            }
         };
         if is_handshake_init(&out[..len]) {
+            peer.queued_in_session = true;
             // No session yet: the packet waits inside boringtun; the initiation goes to every
             // path, each preceded by our certificate.
             let init = out[..len].to_vec();
@@ -140,7 +145,8 @@ impl<P: Policy> Node<P> {
             self.counters.tun_dropped_pending_full += 1;
             return;
         }
-        let p = self.pending.entry(vpn_ip).or_insert_with(|| Pending::new(now));
+        let hello_id = self.rng.next_u64();
+        let p = self.pending.entry(vpn_ip).or_insert_with(|| Pending::new(now, hello_id));
         if p.queue.len() >= PENDING_QUEUE || self.pending_packets >= PENDING_PACKETS {
             if p.queue.pop_front().is_some() {
                 self.pending_packets -= 1;

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use boringtun::noise::Tunn;
 use ipnet::Ipv4Net;
-use rand_core::{OsRng, RngCore};
 
 use super::path_check::PathCheck;
 use crate::cert::pool::VerifiedCert;
@@ -73,6 +72,10 @@ pub(super) struct Peer<I> {
     pub init: Option<InitInFlight>,
     /// When our first unanswered initiation of the current attempt went out.
     pub handshaking_since: Option<Instant>,
+    /// Packets wait inside boringtun for a session. They leave when our handshake completes,
+    /// but when the peer's handshake wins (we answered its initiation) boringtun keeps them
+    /// until asked: the node asks on the first data of the new session.
+    pub queued_in_session: bool,
     /// Whether our datagrams on the direct path still arrive.
     pub path_check: PathCheck,
     pub rx_bytes: u64,
@@ -135,6 +138,7 @@ impl<I> Peer<I> {
             last_forced_handshake: None,
             init: None,
             handshaking_since: None,
+            queued_in_session: false,
             path_check: PathCheck::default(),
             rx_bytes: 0,
             tx_bytes: 0,
@@ -210,7 +214,8 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub fn new(now: Instant) -> Self {
-        Pending { hello_id: OsRng.next_u64() | 1, attempts: 0, next_try: now, queue: VecDeque::new() }
+    /// `hello_id` is random (drawn by the node): replies are matched by it.
+    pub fn new(now: Instant, hello_id: u64) -> Self {
+        Pending { hello_id: hello_id | 1, attempts: 0, next_try: now, queue: VecDeque::new() }
     }
 }

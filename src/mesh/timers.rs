@@ -28,7 +28,9 @@ impl<P: Policy> Node<P> {
         self.discovery_timers(now);
         if self.next_tick.is_some_and(|t| t <= now) {
             self.next_tick = if self.peers.is_empty() { None } else { Some(now + TIMER_TICK) };
-            self.peer_timers(now);
+            // boringtun logs its timer decisions itself, at ERROR for a normal idle expiry and
+            // without naming the peer: silenced here, and turned into events that say who.
+            tracing::dispatcher::with_default(&tracing::Dispatch::none(), || self.peer_timers(now));
         }
     }
 
@@ -39,11 +41,7 @@ impl<P: Policy> Node<P> {
             let Some(peer) = self.peers.get_mut(&idx) else {
                 continue;
             };
-            // boringtun logs its timer decisions itself, at ERROR for a normal idle expiry and
-            // without naming the peer: silenced here, and turned into events that say who.
-            let result =
-                tracing::dispatcher::with_default(&tracing::Dispatch::none(), || peer.tunn.update_timers(&mut buf));
-            match result {
+            match peer.tunn.update_timers(&mut buf) {
                 TunnResult::WriteToNetwork(d) => {
                     let d = d.to_vec();
                     if is_handshake_init(&d) {

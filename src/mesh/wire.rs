@@ -59,6 +59,16 @@ pub enum WireError {
     Length(&'static str),
 }
 
+/// WireGuard's message types (the first byte; the next three are zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WgType {
+    HandshakeInit = 1,
+    HandshakeResponse = 2,
+    CookieReply = 3,
+    Data = 4,
+}
+
 /// WireGuard message sizes (boringtun `noise/mod.rs`).
 const WG_INIT_LEN: usize = 148;
 const WG_RESPONSE_LEN: usize = 92;

@@ -472,7 +472,7 @@ fn a_node_whose_certificate_expired_recovers_with_a_reload() {
     // A certificate for another overlay IP is refused, and nothing changes.
     let (other, _) = ca.node("a", 9, 86_400);
     let err = sim.nodes[a].node.reload_trust(ca.pool(), Default::default(), other, wall).unwrap_err();
-    assert!(err.contains("needs a restart"), "{err}");
+    assert!(err.to_string().contains("needs a restart"), "{err}");
 }
 
 #[test]

@@ -361,7 +361,7 @@ impl Daemon {
         let log_level = setup.config().logging.level;
         let Setup { pki, firewall, .. } = setup;
         // The one step that can still refuse; nothing has changed before it.
-        self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
+        self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall).map_err(|e| e.to_string())?;
         self.node.set_static_hosts(resolver::literals(&static_map));
         self.resolver.update(static_map);
         self.node.set_discovery(Instant::now(), discovery);

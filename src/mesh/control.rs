@@ -84,10 +84,8 @@ pub enum ControlError {
 
 /// If `packet` is a control message for `us`, its payload.
 pub fn payload_for(packet: &[u8], us: Ipv4Addr) -> Option<&[u8]> {
-    if packet.len() < 20 || packet[0] != 0x45 || packet[9] != PROTO || packet[16..20] != us.octets() {
-        return None;
-    }
-    Some(&packet[20..])
+    let ip = crate::packet::Ipv4Packet::new(packet).ok()?;
+    (ip.protocol() == PROTO && ip.dst() == us && ip.header_len() == 20).then(|| ip.payload())
 }
 
 impl Control {

@@ -2,6 +2,8 @@
 //! anti-spoofing, in-tunnel control messages and the inbound firewall.
 
 use super::*;
+use crate::packet::Ipv4Packet;
+use wire::WgType;
 
 /// A relayed datagram carries no further relay message (no relay chains).
 const MAX_RELAY_DEPTH: u8 = 1;
@@ -56,17 +58,19 @@ impl<P: Policy> Node<P> {
             }
             // `lighthouse.remote_allow_list` (as in Nebula): no handshake with a forbidden
             // address, so no session ever answers to it.
-            wire::Kind::WireGuard { msg_type: 1 | 2, .. } if matches!(from, Path::Direct(a) if !self.remote_allowed(a.ip())) =>
+            wire::Kind::WireGuard { msg_type: WgType::HandshakeInit | WgType::HandshakeResponse, .. } if matches!(from, Path::Direct(a) if !self.remote_allowed(a.ip())) =>
             {
                 self.counters.rx_remote_not_allowed += 1;
                 None
             }
-            wire::Kind::WireGuard { msg_type: 1, .. } => self.on_handshake_init(now, wall, from, data, out, depth),
-            wire::Kind::WireGuard { receiver: Some(r), .. } => {
+            wire::Kind::WireGuard { msg_type: WgType::HandshakeInit, .. } => {
+                self.on_handshake_init(now, wall, from, data, out, depth)
+            }
+            wire::Kind::WireGuard { msg_type, receiver: Some(r) } => {
                 let idx = r >> 8;
                 if !self.peers.contains_key(&idx) {
                     self.counters.rx_unknown_index += 1;
-                    if data[0] == 4 && self.unknown_index_budget > 0 {
+                    if msg_type == WgType::Data && self.unknown_index_budget > 0 {
                         self.unknown_index_budget -= 1;
                         self.send_path(now, from, wire::unknown_index(r).to_vec());
                     }
@@ -139,7 +143,7 @@ impl<P: Policy> Node<P> {
         let idx = self.allocate_index();
         let mut tunn = self.new_tunn(half.peer_static_public, idx);
         let response = match tunn.decapsulate(Some(from.source_ip()), data, out) {
-            TunnResult::WriteToNetwork(b) if b.first() == Some(&2) => b.to_vec(),
+            TunnResult::WriteToNetwork(b) if WgType::HandshakeResponse.is(b) => b.to_vec(),
             TunnResult::WriteToNetwork(cookie) => {
                 self.counters.rx_rate_limited += 1;
                 let cookie = cookie.to_vec();
@@ -152,7 +156,7 @@ impl<P: Policy> Node<P> {
             }
         };
         let idx = self.install_peer(now, v, Some(from), Some((idx, tunn)));
-        self.authenticated(now, idx, from, 1);
+        self.authenticated(now, idx, from, WgType::HandshakeInit);
         self.send_path(now, from, response);
         None
     }
@@ -180,14 +184,17 @@ impl<P: Policy> Node<P> {
         // `Done` for a data message), a response to our initiation (we answer with a keepalive,
         // type 4) or a fresh initiation we answer (type 2). A cookie reply (type 3, boringtun is
         // under load) proves nothing: it goes back to the source and changes nothing.
+        let msg_type = WgType::of(data)?;
         let (packet_len, reply, proven) = match peer.tunn.decapsulate(Some(from.source_ip()), data, out) {
-            TunnResult::Done => (None, None, data[0] == 4),
+            TunnResult::Done => (None, None, msg_type == WgType::Data),
             TunnResult::Err(_) => {
                 // Attacker-controlled input: counted, never logged per packet.
                 self.counters.rx_wireguard_errors += 1;
                 return None;
             }
-            TunnResult::WriteToNetwork(b) => (None, Some(b.to_vec()), matches!(b.first(), Some(2 | 4))),
+            TunnResult::WriteToNetwork(b) => {
+                (None, Some(b.to_vec()), matches!(WgType::of(b), Some(WgType::HandshakeResponse | WgType::Data)))
+            }
             TunnResult::WriteToTunnelV4(b, src) => {
                 if !peer.owns(src) {
                     self.counters.rx_spoofed += 1;
@@ -204,14 +211,14 @@ impl<P: Policy> Node<P> {
             if let Some(cookie) = reply {
                 self.counters.rx_rate_limited += 1;
                 self.send_path(now, from, cookie);
-            } else if data[0] == wire::WgType::CookieReply as u8 {
+            } else if msg_type == WgType::CookieReply {
                 // The peer is under load and sent a cookie for our initiation: the copy we
                 // retry is stale (no mac2), so a fresh one, carrying the cookie, goes now.
                 self.refresh_initiation(now, idx);
             }
             return None;
         }
-        self.authenticated(now, idx, from, data[0]);
+        self.authenticated(now, idx, from, msg_type);
         let peer = self.peers.get_mut(&idx)?;
         if let Some(reply) = reply {
             let path = peer.endpoint.unwrap_or(from);
@@ -220,12 +227,12 @@ impl<P: Policy> Node<P> {
             // peer's initiation it is not, until the peer's first data: flushing then would
             // make boringtun start yet another handshake, and two nodes with packets queued
             // would answer each other's initiations with new ones for ever.)
-            if data[0] == wire::WgType::HandshakeResponse as u8 {
+            if msg_type == WgType::HandshakeResponse {
                 self.flush_session_queue(now, idx, path);
             }
             return None;
         }
-        if peer.queued_in_session && data[0] == wire::WgType::Data as u8 {
+        if peer.queued_in_session && msg_type == WgType::Data {
             let path = peer.endpoint.unwrap_or(from);
             self.flush_session_queue(now, idx, path);
         }
@@ -233,7 +240,7 @@ impl<P: Policy> Node<P> {
         let len = packet_len?;
         // Control messages addressed to us from the peer itself are ours, not the host's.
         if let Some(payload) = control::payload_for(&out[..len], self.vpn_ip) {
-            if out[12..16] != peer.vpn_ip.octets() {
+            if Ipv4Packet::new(&out[..len]).map(|p| p.src()).ok() != Some(peer.vpn_ip) {
                 self.counters.rx_spoofed += 1;
                 return None;
             }
@@ -255,7 +262,8 @@ impl<P: Policy> Node<P> {
         }
         // Only packets for this node (or the networks its certificate routes for) reach the
         // host: anything else would be forwarded by a host with IP forwarding on.
-        if let Some(dst) = ipv4_dst(&out[..len])
+        if let Ok(ip) = Ipv4Packet::new(&out[..len])
+            && let dst = ip.dst()
             && dst != self.vpn_ip
             && !self.own_subnets.iter().any(|n| n.contains(&dst))
         {
@@ -277,7 +285,7 @@ impl<P: Policy> Node<P> {
                 self.counters.firewall_dropped_inbound += 1;
                 peer.fw_dropped += 1;
                 // The reject travels back through the tunnel to the sender (not firewalled itself).
-                let mut buf = vec![0; reply.len() + 148];
+                let mut buf = vec![0; wire::encapsulate_len(reply.len())];
                 if let Some((dst, d)) = self.encapsulate(now, idx, &reply, &mut buf, true) {
                     let data = d.to_vec();
                     self.transmits.push_back(Transmit { dst, data });
@@ -289,7 +297,7 @@ impl<P: Policy> Node<P> {
 
     /// Bookkeeping after a datagram from peer `idx` authenticated: roaming (the last path
     /// wins, but a relay does not displace a direct path heard from recently) and session state.
-    fn authenticated(&mut self, now: Instant, idx: u32, from: Path, msg_type: u8) {
+    fn authenticated(&mut self, now: Instant, idx: u32, from: Path, msg_type: WgType) {
         let allowed = match from {
             Path::Direct(a) => self.remote_allowed(a.ip()),
             Path::Relay { .. } => true,
@@ -321,12 +329,12 @@ impl<P: Policy> Node<P> {
             }
             peer.endpoint = Some(from);
         }
-        if matches!(msg_type, 1 | 2) {
+        if matches!(msg_type, WgType::HandshakeInit | WgType::HandshakeResponse) {
             peer.last_handshake = Some(now);
-            self.counters.handshakes_completed += u64::from(msg_type == 2);
+            self.counters.handshakes_completed += u64::from(msg_type == WgType::HandshakeResponse);
         }
         // A response (we initiated) or any data (the initiator confirmed) means a usable session.
-        if msg_type != 1 {
+        if msg_type != WgType::HandshakeInit {
             peer.init = None;
             peer.handshaking_since = None;
             if !peer.up {
@@ -344,7 +352,7 @@ impl<P: Policy> Node<P> {
             && let TunnResult::WriteToNetwork(b) = peer.tunn.decapsulate(None, &[], &mut buf)
         {
             let b = b.to_vec();
-            if is_handshake_init(&b) {
+            if wire::is_handshake_init(&b) {
                 // No current session after all: the packets wait for this handshake.
                 self.send_initiation(now, idx, b);
                 break;

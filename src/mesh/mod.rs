@@ -18,6 +18,10 @@
 //! certificate, and the lighthouse asks the peer to punch toward the querier. When no direct
 //! path answers, the handshake (and then the traffic) goes through a relay.
 
+// House rules for the core: no panicking shortcuts outside tests, no unsafe code.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![forbid(unsafe_code)]
+
 pub mod control;
 mod discovery;
 mod event;
@@ -154,6 +158,20 @@ pub enum NodeError {
     NoIp,
     #[error("the private key does not match the certificate's public key")]
     KeyMismatch,
+}
+
+/// Why [`Node::reload_trust`] refused a new PKI (the running one stays).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReloadError {
+    #[error(
+        "pki.cert: the new certificate is for {} but this node runs as {running}; changing the overlay IP needs a restart",
+        new.map_or_else(|| "no overlay IP".to_string(), |ip| ip.to_string())
+    )]
+    OverlayIpChanged { new: Option<Ipv4Addr>, running: Ipv4Addr },
+    #[error("pki.cert: the new certificate is for another key; changing the key needs a restart")]
+    KeyChanged,
+    #[error("pki.cert: {0}")]
+    CertInvalid(#[from] VerifyError),
 }
 
 /// A datagram to send on the underlay.
@@ -349,19 +367,23 @@ impl<P: Policy> Node<P> {
         all.into_values().collect()
     }
 
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    #[must_use]
     pub fn poll_tun_write(&mut self) -> Option<Vec<u8>> {
         self.tun_writes.pop_front()
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`Node::handle_timeout`] must next run.
+    #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_second.min(self.next_update);
         if let Some(tick) = self.next_tick {
@@ -387,18 +409,14 @@ impl<P: Policy> Node<P> {
         blocklist: Blocklist,
         cert: Certificate,
         wall: UnixTime,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReloadError> {
         if cert.vpn_ip() != Some(self.vpn_ip) {
-            return Err(format!(
-                "pki.cert: the new certificate is for {:?} but this node runs as {}; changing the overlay IP needs a restart",
-                cert.vpn_ip(),
-                self.vpn_ip
-            ));
+            return Err(ReloadError::OverlayIpChanged { new: cert.vpn_ip(), running: self.vpn_ip });
         }
         if cert.details().public_key != self.public.to_bytes() {
-            return Err("pki.cert: the new certificate is for another key; changing the key needs a restart".into());
+            return Err(ReloadError::KeyChanged);
         }
-        pool.verify(&cert, wall, &blocklist).map_err(|e| format!("pki.cert: {e}"))?;
+        pool.verify(&cert, wall, &blocklist)?;
         self.pool = pool;
         self.blocklist = blocklist;
         self.hello_cert = cert.to_bytes().to_vec();
@@ -494,7 +512,7 @@ impl<P: Policy> Node<P> {
         let packet = msg.to_packet(self.vpn_ip, dst);
         match self.by_vpn_ip.get(&dst).copied() {
             Some(idx) => {
-                let mut buf = vec![0; packet.len() + 148];
+                let mut buf = vec![0; wire::encapsulate_len(packet.len())];
                 if let Some((to, d)) = self.encapsulate(now, idx, &packet, &mut buf, true) {
                     let data = d.to_vec();
                     self.transmits.push_back(Transmit { dst: to, data });
@@ -509,9 +527,9 @@ impl<P: Policy> Node<P> {
     fn send_control_on(&mut self, now: Instant, idx: u32, msg: &Control, path: Path) {
         let Some(peer) = self.peers.get_mut(&idx) else { return };
         let packet = msg.to_packet(self.vpn_ip, peer.vpn_ip);
-        let mut buf = vec![0; packet.len() + wire::WG_DATA_OVERHEAD];
+        let mut buf = vec![0; wire::encapsulate_len(packet.len())];
         if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&packet, &mut buf)
-            && !is_handshake_init(d)
+            && !wire::is_handshake_init(d)
         {
             let data = d.to_vec();
             self.send_path(now, path, data);
@@ -541,15 +559,4 @@ fn push_unique<T: PartialEq + Copy>(v: &mut Vec<T>, items: impl IntoIterator<Ite
             v.push(i);
         }
     }
-}
-
-fn is_handshake_init(d: &[u8]) -> bool {
-    d.len() == 148 && d[0] == 1
-}
-
-fn ipv4_dst(packet: &[u8]) -> Option<Ipv4Addr> {
-    if packet.len() < 20 || packet[0] >> 4 != 4 {
-        return None;
-    }
-    Some(Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]))
 }

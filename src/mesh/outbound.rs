@@ -2,6 +2,7 @@
 //! and starting the certificate exchange (or lighthouse query) for a peer we have not met.
 
 use super::*;
+use crate::packet::Ipv4Packet;
 
 impl<P: Policy> Node<P> {
     /// An IP packet the host sent into the overlay. Returns the datagram to send (written into
@@ -12,13 +13,14 @@ impl<P: Policy> Node<P> {
         packet: &[u8],
         out: &'b mut [u8],
     ) -> Option<(SocketAddr, &'b [u8])> {
-        let Some(dst) = ipv4_dst(packet) else {
+        let Ok(ip) = Ipv4Packet::new(packet) else {
             self.counters.tun_dropped_not_ipv4 += 1;
             return None;
         };
+        let dst = ip.dst();
         // cos-mesh's control protocol is spoken by the daemon only, never by the host: a local
         // process forging a lighthouse update or relay request is refused here.
-        if packet[9] == control::PROTO {
+        if ip.protocol() == control::PROTO {
             self.counters.tun_dropped_control += 1;
             return None;
         }
@@ -84,7 +86,7 @@ impl<P: Policy> Node<P> {
                 return None;
             }
         };
-        if is_handshake_init(&out[..len]) {
+        if wire::is_handshake_init(&out[..len]) {
             peer.queued_in_session = true;
             // No session yet: the packet waits inside boringtun; the initiation goes to every
             // path, each preceded by our certificate.

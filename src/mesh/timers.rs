@@ -44,7 +44,7 @@ impl<P: Policy> Node<P> {
             match peer.tunn.update_timers(&mut buf) {
                 TunnResult::WriteToNetwork(d) => {
                     let d = d.to_vec();
-                    if is_handshake_init(&d) {
+                    if wire::is_handshake_init(&d) {
                         self.send_initiation(now, idx, d);
                     } else if let Some(path) = peer.endpoint {
                         self.send_path(now, path, d);

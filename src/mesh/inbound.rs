@@ -221,7 +221,14 @@ impl<P: Policy> Node<P> {
         self.authenticated(now, idx, from, msg_type);
         let peer = self.peers.get_mut(&idx)?;
         if let Some(reply) = reply {
-            let path = peer.endpoint.unwrap_or(from);
+            // A response goes back the way its initiation came (the initiator chose that path,
+            // and a relay's copy may be the only one that reaches it) unless that is a direct
+            // address whose probe went unanswered; anything else follows the endpoint.
+            let path = match (msg_type, from) {
+                (WgType::HandshakeInit, Path::Direct(a)) if !peer.path_check.usable(a) => peer.endpoint.unwrap_or(from),
+                (WgType::HandshakeInit, _) => from,
+                _ => peer.endpoint.unwrap_or(from),
+            };
             self.send_path(now, path, reply);
             // Our handshake completed: the new session is current. (After we answer the
             // peer's initiation it is not, until the peer's first data: flushing then would

@@ -6,7 +6,8 @@
 //! trusted reaches each other (directly or through the relay) within a few seconds of a quiet
 //! network, and nobody reaches or is reached by a blocklisted node.
 //!
-//! Scenarios come from seeds (`MESH_MODEL_CASES`, default 300, from `MESH_MODEL_FIRST`; `MESH_MODEL_SEED` replays one);
+//! Scenarios come from seeds (`MESH_MODEL_CASES`, default 300, from `MESH_MODEL_FIRST`;
+//! `MESH_MODEL_KEEP_GOING=1` counts every disagreement instead of stopping; `MESH_MODEL_SEED` replays one);
 //! a failing scenario is shrunk by dropping steps while it still fails, and printed. Seeds that
 //! found bugs are kept as named tests below. Needs `--features sim` (see tests/simnet).
 #![cfg(feature = "sim")]
@@ -300,6 +301,13 @@ fn random_meshes_agree_with_the_model() {
     let cases: u64 = std::env::var("MESH_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
     let first: u64 = std::env::var("MESH_MODEL_FIRST").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let started = std::time::Instant::now();
+    if std::env::var_os("MESH_MODEL_KEEP_GOING").is_some() {
+        // A long local run: count the disagreements instead of stopping at the first.
+        let failed: Vec<u64> = (first..first + cases).filter(|seed| run(&generate(*seed)).is_some()).collect();
+        eprintln!("{cases} scenarios in {:?}; disagreeing seeds: {failed:?}", started.elapsed());
+        assert!(failed.is_empty());
+        return;
+    }
     for seed in first..first + cases {
         check(seed);
     }

@@ -11,14 +11,11 @@ impl<P: Policy> Node<P> {
             CertSource::Relay { relay, .. } => IpAddr::V4(relay),
             CertSource::Lighthouse { lighthouse, .. } => IpAddr::V4(lighthouse),
         };
-        let left = self.verify_budget.entry(key).or_insert(VERIFY_PER_SOURCE_PER_SEC);
-        if *left == 0 || self.verify_budget_total == 0 {
+        let ok = self.verify_budget.take(key);
+        if !ok {
             self.counters.rx_rate_limited += 1;
-            return false;
         }
-        *left -= 1;
-        self.verify_budget_total -= 1;
-        true
+        ok
     }
 
     /// Parses and verifies a peer certificate from the wire, with rate limiting per source and
@@ -87,8 +84,7 @@ impl<P: Policy> Node<P> {
             }
             Err(reason) => {
                 self.counters.rx_cert_rejected += 1;
-                if self.refusals_to_log > 0 {
-                    self.refusals_to_log -= 1;
+                if self.refusals_to_log.take() {
                     self.events.push_back(Event::CertRejected { source, reason });
                 }
                 None

@@ -70,8 +70,7 @@ impl<P: Policy> Node<P> {
                 let idx = r >> 8;
                 if !self.peers.contains_key(&idx) {
                     self.counters.rx_unknown_index += 1;
-                    if msg_type == WgType::Data && self.unknown_index_budget > 0 {
-                        self.unknown_index_budget -= 1;
+                    if msg_type == WgType::Data && self.unknown_index_budget.take() {
                         self.send_path(now, from, wire::unknown_index(r).to_vec());
                     }
                     return None;

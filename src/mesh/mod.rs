@@ -22,6 +22,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![forbid(unsafe_code)]
 
+mod budget;
 pub mod control;
 mod discovery;
 mod event;
@@ -52,6 +53,7 @@ use crate::cert::keys::HostSecret;
 use crate::cert::pool::{Blocklist, CaPool, VerifiedCert, VerifyError};
 use crate::cert::{Certificate, Fingerprint};
 use crate::unixtime::UnixTime;
+use budget::{Budget, SourceBudget};
 use control::Control;
 pub use event::{CertRefusal, CertSource, Event, Level, RemoveReason, SessionEnd};
 use peer::{InitInFlight, Peer, Pending};
@@ -68,12 +70,6 @@ const PENDING_PEERS: usize = 1024;
 const PENDING_PACKETS: usize = 8192;
 /// Verified certificates remembered from Hellos, awaiting the handshake that proves the key.
 const KNOWN_CERTS: usize = 4096;
-/// Certificate verifications (Ed25519 checks) per second: per source, and for the whole node
-/// (a spoofer picks any source address); refusals reported as events (logged) per second (all
-/// are counted).
-const VERIFY_PER_SOURCE_PER_SEC: u32 = 20;
-const VERIFY_PER_SEC: u32 = 200;
-const REFUSALS_LOGGED_PER_SEC: u32 = 5;
 /// Handshake initiations per second the node answers without demanding a cookie (boringtun's
 /// device uses the same figure).
 const HANDSHAKES_PER_SEC: u64 = 100;
@@ -232,11 +228,12 @@ pub struct Node<P: Policy> {
     pending_packets: usize,
     known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
     known_by_fingerprint: HashMap<Fingerprint, [u8; 32]>,
-    verify_budget_total: u32,
-    refusals_to_log: u32,
+    /// Refused certificates still to be reported this second.
+    refusals_to_log: Budget,
     held_inits: HashMap<Path, (Vec<u8>, Instant)>,
-    verify_budget: HashMap<IpAddr, u32>,
-    unknown_index_budget: u32,
+    /// Certificate verifications left this second, per source and in all.
+    verify_budget: SourceBudget,
+    unknown_index_budget: Budget,
     next_index: u32,
     /// Every random choice the node makes comes from here (seeded by [`NodeConfig::seed`]).
     rng: ChaCha8Rng,
@@ -298,11 +295,10 @@ impl<P: Policy> Node<P> {
             pending_packets: 0,
             known_certs: HashMap::new(),
             known_by_fingerprint: HashMap::new(),
-            verify_budget_total: VERIFY_PER_SEC,
-            refusals_to_log: REFUSALS_LOGGED_PER_SEC,
+            refusals_to_log: Budget::per_sec(budget::REFUSALS_LOGGED_PER_SEC),
             held_inits: HashMap::new(),
-            verify_budget: HashMap::new(),
-            unknown_index_budget: 10,
+            verify_budget: SourceBudget::new(budget::VERIFY_PER_SOURCE_PER_SEC, budget::VERIFY_PER_SEC),
+            unknown_index_budget: Budget::per_sec(budget::UNKNOWN_INDEX_REPLIES_PER_SEC),
             next_index: first_index,
             local_addrs: vec![],
             discovered: HashMap::new(),

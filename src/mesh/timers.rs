@@ -12,11 +12,10 @@ impl<P: Policy> Node<P> {
     pub fn handle_timeout(&mut self, now: Instant, wall: UnixTime) {
         if now >= self.next_second {
             self.next_second = now + Duration::from_secs(1);
-            self.verify_budget.clear();
-            self.verify_budget_total = VERIFY_PER_SEC;
-            self.refusals_to_log = REFUSALS_LOGGED_PER_SEC;
+            self.verify_budget.refill();
+            self.refusals_to_log.refill();
             self.limiter.reset_count();
-            self.unknown_index_budget = 10;
+            self.unknown_index_budget.refill();
             self.held_inits.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(5));
             self.recheck_peers(wall, false);
             self.forget_idle_peers(now);

@@ -17,6 +17,35 @@
 //! lighthouse; a node that lacks a peer's address asks them, gets addresses, relays and the
 //! certificate, and the lighthouse asks the peer to punch toward the querier. When no direct
 //! path answers, the handshake (and then the traffic) goes through a relay.
+//! A direct path that carries traffic is probed (`path_check`); when our datagrams stop
+//! arriving (even if the peer's still reach us) traffic moves to a relay within about 2 s.
+//!
+//! Determinism: time comes only from the `now` arguments and every random choice from a RNG
+//! seeded by [`NodeConfig::seed`], so a simulation replays exactly.
+//!
+//! The parts (each `impl Node` block lives in the file of its concern):
+//! - `mod.rs`: [`Node`], its settings, the public API and the send helpers;
+//! - `wire`: underlay datagram classification ([`wire::WgType`], Hello, UnknownIndex, punches);
+//! - `inbound`: underlay → TUN: demultiplexing, handshakes, decryption, roaming, anti-spoofing,
+//!   inbound firewall;
+//! - `outbound`: TUN → underlay: routing, outbound firewall, encryption, initiations, pending
+//!   peers;
+//! - `exchange`: admission: certificate verification and cache, held initiations, peer
+//!   install/refresh/removal;
+//! - `budget`: per-second allowances for work strangers can cause;
+//! - `discovery` and `control`: lighthouse registration, queries, punching, relays, member
+//!   lists, path probes (messages inside tunnels);
+//! - `peer` and `path_check`: per-peer state, and whether its direct path still carries ours;
+//! - `timers`: boringtun timers, retries, budgets refilled, certificate rechecks;
+//! - `event` and `stats`: what the operator is told (typed events with levels) and counted.
+//!
+//! A datagram's way in: `handle_datagram` → `wire::classify` → Hello/HelloReply (`exchange`:
+//! verify the certificate under the budget, reply, release a held initiation) or WireGuard →
+//! by receiver index to the peer's `Tunn` (`inbound::decapsulate`; an initiation from an
+//! unknown session goes through mac1/cookie checks and the certificate cache first) →
+//! `authenticated` (roaming, session up) → a control message (`discovery`) or a relayed
+//! datagram (back into `receive` once) or an IP packet: source must belong to the peer,
+//! destination to us, then the firewall → returned for the TUN.
 
 // House rules for the core: no panicking shortcuts outside tests, no unsafe code.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

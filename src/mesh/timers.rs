@@ -90,7 +90,7 @@ impl<P: Policy> Node<P> {
     }
 
     /// Probes the direct path of a peer we send to, and moves its traffic to a relay when a
-    /// probe goes unanswered (see [`path_check`]).
+    /// probe goes unanswered (see `path_check`).
     fn check_direct_path(&mut self, now: Instant, idx: u32) {
         let us = self.vpn_ip;
         let Some(peer) = self.peers.get_mut(&idx) else { return };

@@ -5,6 +5,14 @@
 
 use super::*;
 
+/// A lighthouse's answer about one node.
+struct Found {
+    vpn_ip: Ipv4Addr,
+    addrs: Vec<SocketAddr>,
+    relays: Vec<Ipv4Addr>,
+    cert: Vec<u8>,
+}
+
 /// Certificates per members reply (keeps each message well under the MTU).
 const MEMBERS_PER_REPLY: usize = 3;
 /// How often keepalive punches go to idle peers (`punchy.punch`).
@@ -31,7 +39,7 @@ impl<P: Policy> Node<P> {
             }
             Control::HostQuery { vpn_ip } if self.disc.am_lighthouse => self.answer_query(now, from_ip, vpn_ip),
             Control::HostQueryReply { vpn_ip, addrs, relays, cert } if from_lighthouse => {
-                self.on_query_reply(now, wall, from_ip, vpn_ip, addrs, relays, &cert);
+                self.on_query_reply(now, wall, from_ip, Found { vpn_ip, addrs, relays, cert });
             }
             Control::HostPunch { vpn_ip, addrs } if from_lighthouse => {
                 let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
@@ -117,17 +125,9 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_query_reply(
-        &mut self,
-        now: Instant,
-        wall: UnixTime,
-        lighthouse: Ipv4Addr,
-        vpn_ip: Ipv4Addr,
-        addrs: Vec<SocketAddr>,
-        relays: Vec<Ipv4Addr>,
-        cert: &[u8],
-    ) {
+    fn on_query_reply(&mut self, now: Instant, wall: UnixTime, lighthouse: Ipv4Addr, found: Found) {
+        let Found { vpn_ip, addrs, relays, cert } = found;
+        let cert = &cert[..];
         let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
         self.discovered.insert(vpn_ip, Discovered { addrs: addrs.clone(), relays: relays.clone() });
         if let Some(&idx) = self.by_vpn_ip.get(&vpn_ip)

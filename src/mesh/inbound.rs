@@ -8,6 +8,13 @@ use wire::WgType;
 /// A relayed datagram carries no further relay message (no relay chains).
 const MAX_RELAY_DEPTH: u8 = 1;
 
+/// How a datagram reached us: its path, and how many relay wrappings were taken off it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Arrival {
+    from: Path,
+    depth: u8,
+}
+
 impl<P: Policy> Node<P> {
     /// A datagram from the underlay. Returns an IP packet for the TUN (written into `out`) or
     /// `None`; replies and flushed packets are queued for [`Node::poll_transmit`].
@@ -75,7 +82,7 @@ impl<P: Policy> Node<P> {
                     }
                     return None;
                 }
-                self.decapsulate(now, wall, idx, from, data, out, depth)
+                self.decapsulate(now, wall, idx, Arrival { from, depth }, data, out)
             }
             wire::Kind::WireGuard { .. } => {
                 self.counters.rx_malformed += 1;
@@ -120,7 +127,7 @@ impl<P: Policy> Node<P> {
             return None;
         };
         if let Some(&idx) = self.by_key.get(&half.peer_static_public) {
-            return self.decapsulate(now, wall, idx, from, data, out, depth);
+            return self.decapsulate(now, wall, idx, Arrival { from, depth }, data, out);
         }
         let Some((v, _)) = self.known_certs.get(&half.peer_static_public) else {
             // The Hello carrying its certificate may still be on its way.
@@ -160,17 +167,16 @@ impl<P: Policy> Node<P> {
         None
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn decapsulate<'b>(
         &mut self,
         now: Instant,
         wall: UnixTime,
         idx: u32,
-        from: Path,
+        arrival: Arrival,
         data: &[u8],
         out: &'b mut [u8],
-        depth: u8,
     ) -> Option<&'b [u8]> {
+        let Arrival { from, depth } = arrival;
         let peer = self.peers.get_mut(&idx)?;
         if let Path::Relay { peer: claimed, .. } = from
             && claimed != peer.vpn_ip

@@ -181,7 +181,7 @@ impl<P: Policy> Node<P> {
             .by_vpn_ip
             .get(&target)
             .and_then(|i| self.peers.get(i))
-            .is_some_and(|p| p.up && p.endpoint.is_some_and(|e| e.is_direct()));
+            .is_some_and(|p| p.session.is_up() && p.endpoint.is_some_and(|e| e.is_direct()));
         if !self.disc.am_relay || !target_ok || target == origin {
             self.counters.relay_dropped += 1;
             return;
@@ -213,7 +213,7 @@ impl<P: Policy> Node<P> {
                 }
             }
             // Relayed sessions look for a direct path once per interval.
-            self.requery_peers(now, |p| p.up && p.endpoint.is_some_and(|e| !e.is_direct()));
+            self.requery_peers(now, |p| p.session.is_up() && p.endpoint.is_some_and(|e| !e.is_direct()));
             let stale = self.disc.interval * 6;
             self.registrations.retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
         }
@@ -244,7 +244,8 @@ impl<P: Policy> Node<P> {
                     }
                 }
                 Scheduled::Respond(vpn_ip) => {
-                    let up = self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.up);
+                    let up =
+                        self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.session.is_up());
                     if !up {
                         self.send_control(now, vpn_ip, Control::Ping);
                     }
@@ -290,14 +291,14 @@ impl<P: Policy> Node<P> {
     pub(super) fn direct_probe(&mut self, now: Instant, idx: u32) {
         let mut buf = self.take_buffer();
         if let Some(peer) = self.peers.get_mut(&idx)
-            && peer.init.is_none()
+            && peer.session.init().is_none()
             && !peer.candidates.is_empty()
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, false)
         {
             let bytes = init.to_vec();
             self.counters.direct_probes += 1;
-            peer.init =
-                Some(InitInFlight { bytes, sent: now, retries: 0, next: now + self.try_interval, direct_only: true });
+            let init = InitInFlight { bytes, sent: now, retries: 0, next: now + self.try_interval, direct_only: true };
+            peer.session.initiating(now, init);
             self.resend_initiation(now, idx);
         }
         self.put_buffer(buf);

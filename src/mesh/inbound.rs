@@ -347,10 +347,8 @@ impl<P: Policy> Node<P> {
         }
         // A response (we initiated) or any data (the initiator confirmed) means a usable session.
         if msg_type != WgType::HandshakeInit {
-            peer.init = None;
-            peer.handshaking_since = None;
-            if !peer.up {
-                peer.up = true;
+            peer.session.stop_fast_retries();
+            if peer.session.confirmed(now) {
                 let path = peer.endpoint.unwrap_or(from);
                 self.events.push_back(Event::PeerUp { name: peer.name.clone(), vpn_ip: peer.vpn_ip, path });
             }
@@ -382,11 +380,11 @@ impl<P: Policy> Node<P> {
     fn refresh_initiation(&mut self, now: Instant, idx: u32) {
         let mut buf = self.take_buffer();
         if let Some(peer) = self.peers.get_mut(&idx)
-            && peer.init.is_some()
+            && peer.session.init().is_some()
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)
         {
             let bytes = init.to_vec();
-            if let Some(inflight) = peer.init.as_mut() {
+            if let Some(inflight) = peer.session.init_mut() {
                 inflight.bytes = bytes;
             }
             self.resend_initiation(now, idx);
@@ -406,7 +404,7 @@ impl<P: Policy> Node<P> {
             return;
         }
         peer.last_forced_handshake = Some(now);
-        peer.up = false;
+        peer.session.lost();
         let mut buf = self.take_buffer();
         if let Some(peer) = self.peers.get_mut(&idx)
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)

@@ -35,7 +35,8 @@
 //! - `budget`: per-second allowances for work strangers can cause;
 //! - `discovery` and `control`: lighthouse registration, queries, punching, relays, member
 //!   lists, path probes (messages inside tunnels);
-//! - `peer` and `path_check`: per-peer state, and whether its direct path still carries ours;
+//! - `peer`, `session` and `path_check`: per-peer state, its session as one state enum
+//!   (handshaking, up, rekeying, expired), and whether its direct path still carries ours;
 //! - `timers`: boringtun timers, retries, budgets refilled, certificate rechecks;
 //! - `event` and `stats`: what the operator is told (typed events with levels) and counted.
 //!
@@ -61,6 +62,7 @@ mod outbound;
 mod path_check;
 mod peer;
 pub mod policy;
+mod session;
 mod stats;
 mod timers;
 pub mod wire;
@@ -85,9 +87,10 @@ use crate::unixtime::UnixTime;
 use budget::{Budget, SourceBudget};
 use control::Control;
 pub use event::{CertRefusal, CertSource, Event, Level, RemoveReason, SessionEnd};
-use peer::{InitInFlight, Peer, Pending};
 pub use peer::{Path, PeerInfo};
+use peer::{Peer, Pending};
 pub use policy::{Direction, Policy, Verdict};
+use session::InitInFlight;
 pub use stats::Counters;
 
 /// How often boringtun's timers run (its own device module uses 250 ms).
@@ -457,7 +460,7 @@ impl<P: Policy> Node<P> {
         self.disc
             .lighthouses
             .iter()
-            .map(|ip| (*ip, self.by_vpn_ip.get(ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.up)))
+            .map(|ip| (*ip, self.by_vpn_ip.get(ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.session.is_up())))
             .collect()
     }
 

@@ -112,14 +112,9 @@ impl<P: Policy> Node<P> {
             return;
         };
         self.counters.handshakes_initiated += 1;
-        peer.handshaking_since.get_or_insert(now);
-        peer.init = Some(InitInFlight {
-            bytes: init,
-            sent: now,
-            retries: 0,
-            next: now + self.try_interval,
-            direct_only: false,
-        });
+        let init =
+            InitInFlight { bytes: init, sent: now, retries: 0, next: now + self.try_interval, direct_only: false };
+        peer.session.initiating(now, init);
         self.resend_initiation(now, idx);
     }
 
@@ -129,7 +124,7 @@ impl<P: Policy> Node<P> {
         let Some(peer) = self.peers.get_mut(&idx) else {
             return;
         };
-        let Some(init) = &peer.init else { return };
+        let Some(init) = peer.session.init() else { return };
         // Relays join once the direct paths had a fair chance, or at once if there are none.
         let direct_known = peer.endpoint.is_some() || !peer.candidates.is_empty();
         let with_relays = use_relays && !init.direct_only && (init.retries >= 2 || !direct_known);

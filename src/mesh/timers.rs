@@ -4,10 +4,6 @@
 use super::path_check::PathAction;
 use super::*;
 
-/// boringtun gives up a handshake after 90 s (REKEY_ATTEMPT_TIME); an expiry after this long
-/// of unanswered initiations is a peer that stopped answering, not an idle close.
-const NO_ANSWER_AFTER: Duration = Duration::from_secs(60);
-
 impl<P: Policy> Node<P> {
     pub fn handle_timeout(&mut self, now: Instant, wall: UnixTime) {
         if now >= self.next_second {
@@ -50,12 +46,8 @@ impl<P: Policy> Node<P> {
                     }
                 }
                 TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
-                    let gave_up =
-                        peer.handshaking_since.take().is_some_and(|t| now.duration_since(t) >= NO_ANSWER_AFTER);
-                    if peer.up || gave_up {
-                        peer.up = false;
+                    if let Some(cause) = peer.session.expired(now) {
                         self.counters.sessions_expired += 1;
-                        let cause = if gave_up { SessionEnd::NoAnswer } else { SessionEnd::Idle };
                         self.events.push_back(Event::SessionEnded {
                             name: peer.name.clone(),
                             vpn_ip: peer.vpn_ip,
@@ -70,9 +62,9 @@ impl<P: Policy> Node<P> {
             let Some(peer) = self.peers.get_mut(&idx) else {
                 continue;
             };
-            let retry = match &mut peer.init {
+            let retry = match peer.session.init_mut() {
                 Some(init) if now.duration_since(init.sent) >= FAST_RETRY_FOR => {
-                    peer.init = None;
+                    peer.session.stop_fast_retries();
                     false
                 }
                 Some(init) if now >= init.next => {
@@ -94,7 +86,7 @@ impl<P: Policy> Node<P> {
     fn check_direct_path(&mut self, now: Instant, idx: u32) {
         let us = self.vpn_ip;
         let Some(peer) = self.peers.get_mut(&idx) else { return };
-        if !peer.up {
+        if !peer.session.is_up() {
             return;
         }
         match peer.path_check.on_tick(now, peer.endpoint, peer.tx_packets) {
@@ -121,7 +113,7 @@ impl<P: Policy> Node<P> {
         let idle: Vec<u32> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.up && p.init.is_none() && !keep.contains(&p.vpn_ip))
+            .filter(|(_, p)| !p.session.is_up() && p.session.init().is_none() && !keep.contains(&p.vpn_ip))
             .filter(|(_, p)| p.last_rx.or(p.since).is_some_and(|t| now.duration_since(t) >= IDLE_PEER))
             .map(|(i, _)| *i)
             .collect();

@@ -225,3 +225,84 @@ fn remote_allow_list_keeps_a_node_off_forbidden_addresses() {
     assert!(peer.relayed, "the forbidden direct address was not used: {peer:?}");
     assert!(sim.nodes[relay].node.counters().relay_forwarded > 0);
 }
+
+/// Regression (issue 15): every node logged, at each lighthouse interval, that the
+/// lighthouse's member list carried "a certificate that claims our own overlay IP" — its own,
+/// listed back to it. A member list naming us is no refusal.
+#[test]
+fn own_certificate_in_a_member_list_is_not_refused() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    backbone(&mut sim, &ca);
+    let (server, client) = two_sites(&mut sim, &ca, NatKind::PortRestricted, NatKind::PortRestricted);
+    sim.run(Duration::from_secs(65));
+    for n in &sim.nodes {
+        let name = n.node.cert().name().to_string();
+        let refused: Vec<_> = n.events.iter().filter(|e| matches!(e, Event::CertRejected { .. })).collect();
+        assert!(refused.is_empty(), "{name}: {refused:?}");
+        assert_eq!(n.node.counters().rx_cert_rejected, 0, "{name}");
+    }
+    for i in [server, client] {
+        // Both lighthouses, the relay (a peer) and the two nodes.
+        assert_eq!(sim.nodes[i].node.members().len(), 5, "the member list is still learnt");
+    }
+}
+
+/// Asymmetric path loss (issue 16): the server's datagrams to the client are dropped at the
+/// client's side while the client's reach the server. The server hears the client directly,
+/// so only an answered probe can tell it that its own datagrams no longer arrive: within about
+/// two seconds its traffic moves to the relay and stays there without flapping; when the path
+/// heals, it comes back to the direct path.
+#[test]
+fn one_way_direct_path_moves_to_the_relay_within_two_seconds() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let [_, _, relay] = backbone(&mut sim, &ca);
+    let (server, client) = two_sites(&mut sim, &ca, NatKind::FullCone, NatKind::FullCone);
+    sim.run(Duration::from_secs(2));
+    sim.send(client, vpn(11), b"hello");
+    sim.send(server, vpn(21), b"hello");
+    sim.run(Duration::from_secs(2));
+    let peer = sim.nodes[server].node.peers(sim.now).into_iter().find(|p| p.name == "client").unwrap();
+    assert!(!peer.relayed, "direct to begin with: {peer:?}");
+    let cut = Rc::new(Cell::new(true));
+    let c = cut.clone();
+    // The server's NAT (198.19.0.1) to the client's NAT (198.19.0.2): dropped.
+    sim.filter = Box::new(move |_, from, to, _| {
+        !(c.get() && from.ip().to_string() == "198.19.0.1" && to.ip().to_string() == "198.19.0.2")
+    });
+    let start = sim.now;
+    let mut first_after = None;
+    let mut lost_after_recovery = 0;
+    for i in 0..300 {
+        // Traffic both ways every 100 ms for 30 s.
+        let s2c = format!("s2c-{i}");
+        sim.send(server, vpn(21), s2c.as_bytes());
+        sim.send(client, vpn(11), format!("c2s-{i}").as_bytes());
+        sim.run(Duration::from_millis(100));
+        let arrived = sim.received(client, s2c.as_bytes());
+        if first_after.is_none() && arrived {
+            first_after = Some(sim.now.duration_since(start));
+        } else if first_after.is_some() && !arrived {
+            lost_after_recovery += 1;
+        }
+        assert!(sim.received(server, format!("c2s-{i}").as_bytes()) || i < 3, "client to server {i}");
+    }
+    let took = first_after.expect("the server's traffic never reached the client");
+    eprintln!("one-way loss: server traffic back after {took:?}");
+    assert!(took <= Duration::from_millis(2500), "took {took:?}");
+    assert!(lost_after_recovery <= 2, "{lost_after_recovery} packets lost after the move (flapping)");
+    assert!(sim.nodes[relay].node.counters().relay_forwarded > 200);
+    assert!(
+        sim.nodes[server].events.iter().any(|e| matches!(e, Event::DirectPathLost { name, .. } if name == "client")),
+        "the server says why"
+    );
+    // The path heals: traffic returns to it.
+    cut.set(false);
+    sim.run_until(Duration::from_secs(15), |s| {
+        s.nodes[server].node.peers(s.now).iter().any(|p| p.name == "client" && !p.relayed)
+    })
+    .expect("back on the direct path after it healed");
+}

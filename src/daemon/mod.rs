@@ -3,6 +3,7 @@
 //! of datagrams go in and out with recvmmsg/sendmmsg; the core decides everything else.
 
 pub mod control;
+mod events;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
@@ -22,7 +23,7 @@ use serde_json::json;
 use tracing::{debug, error, info, warn};
 
 use crate::io::{Notifier, PollFd, RecvBatch, SendBatch, Signal, Signals, Tun, TunConfig, Udp, ifaddrs, poll};
-use crate::mesh::{Event, MIN_BUFFER, Node, NodeConfig};
+use crate::mesh::{MIN_BUFFER, Node, NodeConfig};
 use crate::unixtime::UnixTime;
 use control::{ControlServer, Request};
 use policy::FirewallPolicy;
@@ -118,6 +119,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         retries: c.handshakes.retries,
         disconnect_invalid: c.pki.disconnect_invalid,
         discovery,
+        seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
     };
     let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
     node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev, &c.local_allow_list()));
@@ -286,7 +288,7 @@ impl Daemon {
             }
         }
         while let Some(e) = self.node.poll_event() {
-            log_event(&e);
+            events::log_event(&e);
         }
     }
 
@@ -384,7 +386,7 @@ impl Daemon {
         let local_allow = setup.config().local_allow_list();
         let Setup { pki, firewall, .. } = setup;
         // The one step that can still refuse; nothing has changed before it.
-        self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
+        self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall).map_err(|e| e.to_string())?;
         self.node.set_static_hosts(resolver::literals(&static_map));
         self.static_hosts = static_map.clone();
         self.resolver.update(static_map);
@@ -469,15 +471,4 @@ fn local_addrs(
         .filter(|(name, ip)| allow.allows(name, IpAddr::V4(*ip)))
         .map(|(_, ip)| SocketAddr::new(IpAddr::V4(ip), listen.port()))
         .collect()
-}
-
-fn log_event(e: &Event) {
-    match e {
-        Event::PeerUp { name, vpn_ip, path } => info!("tunnel up: {name} ({vpn_ip}) at {path}"),
-        Event::PeerRemoved { name, vpn_ip, reason } => warn!("tunnel closed: {name} ({vpn_ip}): {reason}"),
-        Event::Roamed { name, from, to } => info!("peer {name} moved from {from} to {to}"),
-        Event::CertRejected { source, reason } => warn!("refused certificate from {source}: {reason}"),
-        Event::HandshakeTimedOut { vpn_ip } => info!("no answer from {vpn_ip} (handshake timed out)"),
-        Event::Registered { lighthouse } => debug!("registered with lighthouse {lighthouse}"),
-    }
 }

@@ -60,6 +60,14 @@ pub enum Control {
         certs: Vec<Vec<u8>>,
         last: bool,
     },
+    /// Node → peer, sent on one direct path: do my datagrams on this path reach you?
+    PathProbe {
+        nonce: u64,
+    },
+    /// Peer → node, by any path: yes, probe `nonce` arrived.
+    PathAck {
+        nonce: u64,
+    },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -76,10 +84,8 @@ pub enum ControlError {
 
 /// If `packet` is a control message for `us`, its payload.
 pub fn payload_for(packet: &[u8], us: Ipv4Addr) -> Option<&[u8]> {
-    if packet.len() < 20 || packet[0] != 0x45 || packet[9] != PROTO || packet[16..20] != us.octets() {
-        return None;
-    }
-    Some(&packet[20..])
+    let ip = crate::packet::Ipv4Packet::new(packet).ok()?;
+    (ip.protocol() == PROTO && ip.dst() == us && ip.header_len() == 20).then(|| ip.payload())
 }
 
 impl Control {
@@ -108,6 +114,8 @@ impl Control {
             Control::Ping => 7,
             Control::MembersQuery => 8,
             Control::MembersReply { .. } => 9,
+            Control::PathProbe { .. } => 11,
+            Control::PathAck { .. } => 12,
         };
         v.extend_from_slice(&[kind, VERSION]);
         match self {
@@ -131,6 +139,7 @@ impl Control {
                 v.extend_from_slice(&peer.octets());
                 v.extend_from_slice(datagram);
             }
+            Control::PathProbe { nonce } | Control::PathAck { nonce } => v.extend_from_slice(&nonce.to_be_bytes()),
             Control::MembersReply { certs, last } => {
                 v.push(u8::from(*last));
                 v.push(certs.len() as u8);
@@ -169,6 +178,8 @@ impl Control {
                 let certs = (0..n).map(|_| r.bytes().map(<[u8]>::to_vec)).collect::<Result<_, _>>()?;
                 Control::MembersReply { certs, last }
             }
+            11 => Control::PathProbe { nonce: r.u64()? },
+            12 => Control::PathAck { nonce: r.u64()? },
             k => return Err(ControlError::UnknownKind(k)),
         })
     }
@@ -218,6 +229,10 @@ impl<'a> Reader<'a> {
     }
     fn u8(&mut self) -> Result<u8, ControlError> {
         Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Result<u64, ControlError> {
+        let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| ControlError::Truncated)?;
+        Ok(u64::from_be_bytes(b))
     }
     fn ip(&mut self) -> Result<Ipv4Addr, ControlError> {
         let b = self.take(4)?;
@@ -282,6 +297,8 @@ mod tests {
             Control::Ping,
             Control::MembersQuery,
             Control::MembersReply { certs: vec![vec![1], vec![2, 2]], last: true },
+            Control::PathProbe { nonce: 7 },
+            Control::PathAck { nonce: u64::MAX },
         ];
         let us = Ipv4Addr::new(100, 64, 0, 1);
         for c in all {

@@ -5,6 +5,14 @@
 
 use super::*;
 
+/// A lighthouse's answer about one node.
+struct Found {
+    vpn_ip: Ipv4Addr,
+    addrs: Vec<SocketAddr>,
+    relays: Vec<Ipv4Addr>,
+    cert: Vec<u8>,
+}
+
 /// Certificates per members reply (keeps each message well under the MTU).
 const MEMBERS_PER_REPLY: usize = 3;
 /// How often keepalive punches go to idle peers (`punchy.punch`).
@@ -31,7 +39,7 @@ impl<P: Policy> Node<P> {
             }
             Control::HostQuery { vpn_ip } if self.disc.am_lighthouse => self.answer_query(now, from_ip, vpn_ip),
             Control::HostQueryReply { vpn_ip, addrs, relays, cert } if from_lighthouse => {
-                self.on_query_reply(now, wall, from_ip, vpn_ip, addrs, relays, &cert);
+                self.on_query_reply(now, wall, from_ip, Found { vpn_ip, addrs, relays, cert });
             }
             Control::HostPunch { vpn_ip, addrs } if from_lighthouse => {
                 let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
@@ -46,9 +54,13 @@ impl<P: Policy> Node<P> {
             Control::MembersReply { certs, last } if from_lighthouse => {
                 // Each lighthouse's list is assembled on its own (two answering at once must not
                 // mix), and certificates seen before cost no signature check.
-                let from = Path::Relay { relay: from_ip, peer: from_ip };
+                // The list names us too (we are registered): that entry is ours, not a claim.
+                let source = CertSource::Lighthouse { lighthouse: from_ip, about: None };
                 for c in certs {
-                    if let Some(v) = self.verify_cert(now, wall, from, &c, false)
+                    if Certificate::from_bytes(&c).is_ok_and(|c| c.vpn_ip() == Some(self.vpn_ip)) {
+                        continue;
+                    }
+                    if let Some(v) = self.verify_cert(now, wall, source, &c, false)
                         && let Some(ip) = v.cert().vpn_ip()
                     {
                         self.members_incoming.entry(from_ip).or_default().insert(ip, v.cert().clone());
@@ -59,6 +71,8 @@ impl<P: Policy> Node<P> {
                 }
             }
             Control::Ping => {}
+            Control::PathProbe { nonce } => self.send_control(now, from_ip, Control::PathAck { nonce }),
+            Control::PathAck { nonce } => self.on_path_ack(idx, nonce),
             _ => self.counters.rx_unsolicited += 1,
         }
     }
@@ -96,7 +110,13 @@ impl<P: Policy> Node<P> {
     }
 
     fn answer_members(&mut self, now: Instant, querier: Ipv4Addr) {
-        let mut certs: Vec<Vec<u8>> = self.registrations.values().map(|r| r.cert.cert().to_bytes().to_vec()).collect();
+        // The querier knows its own certificate.
+        let mut certs: Vec<Vec<u8>> = self
+            .registrations
+            .iter()
+            .filter(|(ip, _)| **ip != querier)
+            .map(|(_, r)| r.cert.cert().to_bytes().to_vec())
+            .collect();
         certs.push(self.cert.to_bytes().to_vec());
         let chunks: Vec<Vec<Vec<u8>>> = certs.chunks(MEMBERS_PER_REPLY).map(<[Vec<u8>]>::to_vec).collect();
         let n = chunks.len();
@@ -105,17 +125,9 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_query_reply(
-        &mut self,
-        now: Instant,
-        wall: UnixTime,
-        lighthouse: Ipv4Addr,
-        vpn_ip: Ipv4Addr,
-        addrs: Vec<SocketAddr>,
-        relays: Vec<Ipv4Addr>,
-        cert: &[u8],
-    ) {
+    fn on_query_reply(&mut self, now: Instant, wall: UnixTime, lighthouse: Ipv4Addr, found: Found) {
+        let Found { vpn_ip, addrs, relays, cert } = found;
+        let cert = &cert[..];
         let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
         self.discovered.insert(vpn_ip, Discovered { addrs: addrs.clone(), relays: relays.clone() });
         if let Some(&idx) = self.by_vpn_ip.get(&vpn_ip)
@@ -133,7 +145,8 @@ impl<P: Policy> Node<P> {
             return;
         }
         let via = Path::Relay { relay: lighthouse, peer: vpn_ip };
-        let Some(v) = self.verify_wire_cert(now, wall, via, cert) else {
+        let source = CertSource::Lighthouse { lighthouse, about: Some(vpn_ip) };
+        let Some(v) = self.verify_cert(now, wall, source, cert, true) else {
             return;
         };
         if v.cert().vpn_ip() != Some(vpn_ip) {
@@ -145,13 +158,30 @@ impl<P: Policy> Node<P> {
         self.install_peer(now, v, Some(from), None);
     }
 
+    /// The peer answered a probe: the probed direct address carries our datagrams. If it had
+    /// failed and traffic went through a relay, traffic comes back to it.
+    fn on_path_ack(&mut self, idx: u32, nonce: u64) {
+        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        let Some(addr) = peer.path_check.on_ack(nonce) else { return };
+        let direct = Path::Direct(addr);
+        if let Some(old) = peer.endpoint.filter(|e| !e.is_direct()) {
+            peer.endpoint = Some(direct);
+            self.events.push_back(Event::Roamed {
+                name: peer.name.clone(),
+                vpn_ip: peer.vpn_ip,
+                from: old,
+                to: direct,
+            });
+        }
+    }
+
     /// Relay: forward an end-to-end encrypted datagram from `origin` to `target`.
     fn relay(&mut self, now: Instant, origin: Ipv4Addr, target: Ipv4Addr, datagram: Vec<u8>) {
         let target_ok = self
             .by_vpn_ip
             .get(&target)
             .and_then(|i| self.peers.get(i))
-            .is_some_and(|p| p.up && p.endpoint.is_some_and(|e| e.is_direct()));
+            .is_some_and(|p| p.session.is_up() && p.endpoint.is_some_and(|e| e.is_direct()));
         if !self.disc.am_relay || !target_ok || target == origin {
             self.counters.relay_dropped += 1;
             return;
@@ -183,7 +213,7 @@ impl<P: Policy> Node<P> {
                 }
             }
             // Relayed sessions look for a direct path once per interval.
-            self.requery_peers(now, |p| p.up && p.endpoint.is_some_and(|e| !e.is_direct()));
+            self.requery_peers(now, |p| p.session.is_up() && p.endpoint.is_some_and(|e| !e.is_direct()));
             let stale = self.disc.interval * 6;
             self.registrations.retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
         }
@@ -214,7 +244,8 @@ impl<P: Policy> Node<P> {
                     }
                 }
                 Scheduled::Respond(vpn_ip) => {
-                    let up = self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.up);
+                    let up =
+                        self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.session.is_up());
                     if !up {
                         self.send_control(now, vpn_ip, Control::Ping);
                     }
@@ -260,14 +291,14 @@ impl<P: Policy> Node<P> {
     pub(super) fn direct_probe(&mut self, now: Instant, idx: u32) {
         let mut buf = self.take_buffer();
         if let Some(peer) = self.peers.get_mut(&idx)
-            && peer.init.is_none()
+            && peer.session.init().is_none()
             && !peer.candidates.is_empty()
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, false)
         {
             let bytes = init.to_vec();
             self.counters.direct_probes += 1;
-            peer.init =
-                Some(InitInFlight { bytes, sent: now, retries: 0, next: now + self.try_interval, direct_only: true });
+            let init = InitInFlight { bytes, sent: now, retries: 0, next: now + self.try_interval, direct_only: true };
+            peer.session.initiating(now, init);
             self.resend_initiation(now, idx);
         }
         self.put_buffer(buf);

@@ -5,15 +5,17 @@
 use super::*;
 
 impl<P: Policy> Node<P> {
-    fn take_verify_budget(&mut self, from: Path) -> bool {
-        let left = self.verify_budget.entry(from.source_ip()).or_insert(VERIFY_PER_SOURCE_PER_SEC);
-        if *left == 0 || self.verify_budget_total == 0 {
+    fn take_verify_budget(&mut self, source: CertSource) -> bool {
+        let key = match source {
+            CertSource::Direct(a) => a.ip(),
+            CertSource::Relay { relay, .. } => IpAddr::V4(relay),
+            CertSource::Lighthouse { lighthouse, .. } => IpAddr::V4(lighthouse),
+        };
+        let ok = self.verify_budget.take(key);
+        if !ok {
             self.counters.rx_rate_limited += 1;
-            return false;
         }
-        *left -= 1;
-        self.verify_budget_total -= 1;
-        true
+        ok
     }
 
     /// Parses and verifies a peer certificate from the wire, with rate limiting per source and
@@ -25,7 +27,7 @@ impl<P: Policy> Node<P> {
         from: Path,
         cert: &[u8],
     ) -> Option<VerifiedCert> {
-        self.verify_cert(now, wall, from, cert, true)
+        self.verify_cert(now, wall, CertSource::of_path(from), cert, true)
     }
 
     /// As [`Node::verify_wire_cert`]; `budgeted: false` for certificates an authenticated
@@ -34,7 +36,7 @@ impl<P: Policy> Node<P> {
         &mut self,
         now: Instant,
         wall: UnixTime,
-        from: Path,
+        source: CertSource,
         cert: &[u8],
         budgeted: bool,
     ) -> Option<VerifiedCert> {
@@ -49,17 +51,18 @@ impl<P: Policy> Node<P> {
         {
             return Some(v.clone());
         }
-        if budgeted && !self.take_verify_budget(from) {
+        if budgeted && !self.take_verify_budget(source) {
             return None;
         }
         let result = Certificate::from_bytes(cert)
-            .map_err(|e| e.to_string())
-            .and_then(|c| self.pool.verify_arc(Arc::new(c), wall, &self.blocklist).map_err(|e| e.to_string()))
+            .map_err(|e| CertRefusal::Malformed(e.to_string()))
+            .and_then(|c| self.pool.verify_arc(Arc::new(c), wall, &self.blocklist).map_err(CertRefusal::Invalid))
             .and_then(|v| {
+                let name = v.cert().name().to_string();
                 if v.cert().vpn_ip() == Some(self.vpn_ip) || v.cert().details().public_key == self.public.to_bytes() {
-                    Err(format!("certificate {} claims our own overlay IP or key", v.cert().name()))
+                    Err(CertRefusal::ClaimsOurIdentity { name })
                 } else if v.cert().vpn_ip().is_none() {
-                    Err(format!("certificate {} has no overlay IP", v.cert().name()))
+                    Err(CertRefusal::NoOverlayIp { name })
                 } else {
                     Ok(v)
                 }
@@ -83,9 +86,8 @@ impl<P: Policy> Node<P> {
             }
             Err(reason) => {
                 self.counters.rx_cert_rejected += 1;
-                if self.refusals_to_log > 0 {
-                    self.refusals_to_log -= 1;
-                    self.events.push_back(Event::CertRejected { source: from, reason });
+                if self.refusals_to_log.take() {
+                    self.events.push_back(Event::CertRejected { source, reason });
                 }
                 None
             }
@@ -144,12 +146,12 @@ impl<P: Policy> Node<P> {
         if v.cert().vpn_ip() != Some(target) {
             self.counters.rx_cert_rejected += 1;
             self.events.push_back(Event::CertRejected {
-                source: from,
-                reason: format!(
-                    "expected the certificate of {target}, got {} for {:?}",
-                    v.cert().name(),
-                    v.cert().vpn_ip()
-                ),
+                source: CertSource::of_path(from),
+                reason: CertRefusal::WrongPeer {
+                    expected: target,
+                    name: v.cert().name().to_string(),
+                    got: v.cert().vpn_ip(),
+                },
             });
             return;
         }
@@ -182,7 +184,7 @@ impl<P: Policy> Node<P> {
             }
             None => {
                 if let Some(old) = self.by_vpn_ip.get(&vpn_ip).copied() {
-                    self.remove_peer(old, "replaced by a new certificate and key for the same overlay IP");
+                    self.remove_peer(old, RemoveReason::Replaced);
                 }
                 let (idx, tunn) = match prebuilt {
                     Some(p) => p,
@@ -250,13 +252,13 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    pub(super) fn remove_peer(&mut self, idx: u32, reason: &str) {
+    pub(super) fn remove_peer(&mut self, idx: u32, reason: RemoveReason) {
         if let Some(p) = self.peers.remove(&idx) {
             self.by_vpn_ip.remove(&p.vpn_ip);
             self.by_key.remove(&p.public_key);
             self.registrations.remove(&p.vpn_ip);
             self.counters.peers_removed += 1;
-            self.events.push_back(Event::PeerRemoved { name: p.name, vpn_ip: p.vpn_ip, reason: reason.to_string() });
+            self.events.push_back(Event::PeerRemoved { name: p.name, vpn_ip: p.vpn_ip, reason });
         }
     }
 }

@@ -2,9 +2,18 @@
 //! anti-spoofing, in-tunnel control messages and the inbound firewall.
 
 use super::*;
+use crate::packet::Ipv4Packet;
+use wire::WgType;
 
 /// A relayed datagram carries no further relay message (no relay chains).
 const MAX_RELAY_DEPTH: u8 = 1;
+
+/// How a datagram reached us: its path, and how many relay wrappings were taken off it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Arrival {
+    from: Path,
+    depth: u8,
+}
 
 impl<P: Policy> Node<P> {
     /// A datagram from the underlay. Returns an IP packet for the TUN (written into `out`) or
@@ -54,18 +63,26 @@ impl<P: Policy> Node<P> {
                 self.counters.rx_punches += 1;
                 None
             }
-            wire::Kind::WireGuard { msg_type: 1, .. } => self.on_handshake_init(now, wall, from, data, out, depth),
-            wire::Kind::WireGuard { receiver: Some(r), .. } => {
+            // `lighthouse.remote_allow_list` (as in Nebula): no handshake with a forbidden
+            // address, so no session ever answers to it.
+            wire::Kind::WireGuard { msg_type: WgType::HandshakeInit | WgType::HandshakeResponse, .. } if matches!(from, Path::Direct(a) if !self.remote_allowed(a.ip())) =>
+            {
+                self.counters.rx_remote_not_allowed += 1;
+                None
+            }
+            wire::Kind::WireGuard { msg_type: WgType::HandshakeInit, .. } => {
+                self.on_handshake_init(now, wall, from, data, out, depth)
+            }
+            wire::Kind::WireGuard { msg_type, receiver: Some(r) } => {
                 let idx = r >> 8;
                 if !self.peers.contains_key(&idx) {
                     self.counters.rx_unknown_index += 1;
-                    if data[0] == 4 && self.unknown_index_budget > 0 {
-                        self.unknown_index_budget -= 1;
+                    if msg_type == WgType::Data && self.unknown_index_budget.take() {
                         self.send_path(now, from, wire::unknown_index(r).to_vec());
                     }
                     return None;
                 }
-                self.decapsulate(now, wall, idx, from, data, out, depth)
+                self.decapsulate(now, wall, idx, Arrival { from, depth }, data, out)
             }
             wire::Kind::WireGuard { .. } => {
                 self.counters.rx_malformed += 1;
@@ -110,7 +127,7 @@ impl<P: Policy> Node<P> {
             return None;
         };
         if let Some(&idx) = self.by_key.get(&half.peer_static_public) {
-            return self.decapsulate(now, wall, idx, from, data, out, depth);
+            return self.decapsulate(now, wall, idx, Arrival { from, depth }, data, out);
         }
         let Some((v, _)) = self.known_certs.get(&half.peer_static_public) else {
             // The Hello carrying its certificate may still be on its way.
@@ -132,7 +149,7 @@ impl<P: Policy> Node<P> {
         let idx = self.allocate_index();
         let mut tunn = self.new_tunn(half.peer_static_public, idx);
         let response = match tunn.decapsulate(Some(from.source_ip()), data, out) {
-            TunnResult::WriteToNetwork(b) if b.first() == Some(&2) => b.to_vec(),
+            TunnResult::WriteToNetwork(b) if WgType::HandshakeResponse.is(b) => b.to_vec(),
             TunnResult::WriteToNetwork(cookie) => {
                 self.counters.rx_rate_limited += 1;
                 let cookie = cookie.to_vec();
@@ -145,22 +162,21 @@ impl<P: Policy> Node<P> {
             }
         };
         let idx = self.install_peer(now, v, Some(from), Some((idx, tunn)));
-        self.authenticated(now, idx, from, 1);
+        self.authenticated(now, idx, from, WgType::HandshakeInit);
         self.send_path(now, from, response);
         None
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn decapsulate<'b>(
         &mut self,
         now: Instant,
         wall: UnixTime,
         idx: u32,
-        from: Path,
+        arrival: Arrival,
         data: &[u8],
         out: &'b mut [u8],
-        depth: u8,
     ) -> Option<&'b [u8]> {
+        let Arrival { from, depth } = arrival;
         let peer = self.peers.get_mut(&idx)?;
         if let Path::Relay { peer: claimed, .. } = from
             && claimed != peer.vpn_ip
@@ -173,14 +189,17 @@ impl<P: Policy> Node<P> {
         // `Done` for a data message), a response to our initiation (we answer with a keepalive,
         // type 4) or a fresh initiation we answer (type 2). A cookie reply (type 3, boringtun is
         // under load) proves nothing: it goes back to the source and changes nothing.
+        let msg_type = WgType::of(data)?;
         let (packet_len, reply, proven) = match peer.tunn.decapsulate(Some(from.source_ip()), data, out) {
-            TunnResult::Done => (None, None, data[0] == 4),
+            TunnResult::Done => (None, None, msg_type == WgType::Data),
             TunnResult::Err(_) => {
                 // Attacker-controlled input: counted, never logged per packet.
                 self.counters.rx_wireguard_errors += 1;
                 return None;
             }
-            TunnResult::WriteToNetwork(b) => (None, Some(b.to_vec()), matches!(b.first(), Some(2 | 4))),
+            TunnResult::WriteToNetwork(b) => {
+                (None, Some(b.to_vec()), matches!(WgType::of(b), Some(WgType::HandshakeResponse | WgType::Data)))
+            }
             TunnResult::WriteToTunnelV4(b, src) => {
                 if !peer.owns(src) {
                     self.counters.rx_spoofed += 1;
@@ -197,29 +216,43 @@ impl<P: Policy> Node<P> {
             if let Some(cookie) = reply {
                 self.counters.rx_rate_limited += 1;
                 self.send_path(now, from, cookie);
+            } else if msg_type == WgType::CookieReply {
+                // The peer is under load and sent a cookie for our initiation: the copy we
+                // retry is stale (no mac2), so a fresh one, carrying the cookie, goes now.
+                self.refresh_initiation(now, idx);
             }
             return None;
         }
-        self.authenticated(now, idx, from, data[0]);
+        self.authenticated(now, idx, from, msg_type);
         let peer = self.peers.get_mut(&idx)?;
         if let Some(reply) = reply {
-            let path = peer.endpoint.unwrap_or(from);
+            // A response goes back the way its initiation came (the initiator chose that path,
+            // and a relay's copy may be the only one that reaches it) unless that is a direct
+            // address whose probe went unanswered; anything else follows the endpoint.
+            let path = match (msg_type, from) {
+                (WgType::HandshakeInit, Path::Direct(a)) if !peer.path_check.usable(a) => peer.endpoint.unwrap_or(from),
+                (WgType::HandshakeInit, _) => from,
+                _ => peer.endpoint.unwrap_or(from),
+            };
             self.send_path(now, path, reply);
-            // Flush packets boringtun queued while the handshake ran.
-            let mut buf = self.take_buffer();
-            while let Some(peer) = self.peers.get_mut(&idx)
-                && let TunnResult::WriteToNetwork(b) = peer.tunn.decapsulate(None, &[], &mut buf)
-            {
-                let b = b.to_vec();
-                self.send_path(now, path, b);
+            // Our handshake completed: the new session is current. (After we answer the
+            // peer's initiation it is not, until the peer's first data: flushing then would
+            // make boringtun start yet another handshake, and two nodes with packets queued
+            // would answer each other's initiations with new ones for ever.)
+            if msg_type == WgType::HandshakeResponse {
+                self.flush_session_queue(now, idx, path);
             }
-            self.put_buffer(buf);
             return None;
         }
+        if peer.queued_in_session && msg_type == WgType::Data {
+            let path = peer.endpoint.unwrap_or(from);
+            self.flush_session_queue(now, idx, path);
+        }
+        let peer = self.peers.get_mut(&idx)?;
         let len = packet_len?;
         // Control messages addressed to us from the peer itself are ours, not the host's.
         if let Some(payload) = control::payload_for(&out[..len], self.vpn_ip) {
-            if out[12..16] != peer.vpn_ip.octets() {
+            if Ipv4Packet::new(&out[..len]).map(|p| p.src()).ok() != Some(peer.vpn_ip) {
                 self.counters.rx_spoofed += 1;
                 return None;
             }
@@ -241,7 +274,8 @@ impl<P: Policy> Node<P> {
         }
         // Only packets for this node (or the networks its certificate routes for) reach the
         // host: anything else would be forwarded by a host with IP forwarding on.
-        if let Some(dst) = ipv4_dst(&out[..len])
+        if let Ok(ip) = Ipv4Packet::new(&out[..len])
+            && let dst = ip.dst()
             && dst != self.vpn_ip
             && !self.own_subnets.iter().any(|n| n.contains(&dst))
         {
@@ -263,7 +297,7 @@ impl<P: Policy> Node<P> {
                 self.counters.firewall_dropped_inbound += 1;
                 peer.fw_dropped += 1;
                 // The reject travels back through the tunnel to the sender (not firewalled itself).
-                let mut buf = vec![0; reply.len() + 148];
+                let mut buf = vec![0; wire::encapsulate_len(reply.len())];
                 if let Some((dst, d)) = self.encapsulate(now, idx, &reply, &mut buf, true) {
                     let data = d.to_vec();
                     self.transmits.push_back(Transmit { dst, data });
@@ -275,7 +309,7 @@ impl<P: Policy> Node<P> {
 
     /// Bookkeeping after a datagram from peer `idx` authenticated: roaming (the last path
     /// wins, but a relay does not displace a direct path heard from recently) and session state.
-    fn authenticated(&mut self, now: Instant, idx: u32, from: Path, msg_type: u8) {
+    fn authenticated(&mut self, now: Instant, idx: u32, from: Path, msg_type: WgType) {
         let allowed = match from {
             Path::Direct(a) => self.remote_allowed(a.ip()),
             Path::Relay { .. } => true,
@@ -293,25 +327,69 @@ impl<P: Policy> Node<P> {
         }
         let direct_fresh = peer.last_direct_rx.is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
         let keep_direct = !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;
-        if allowed && peer.endpoint != Some(from) && !keep_direct {
+        // A direct address whose probe went unanswered does not win traffic back by being
+        // heard from: the peer's datagrams reaching us say nothing about ours reaching it.
+        let failed = matches!(from, Path::Direct(a) if !peer.path_check.usable(a));
+        if allowed && peer.endpoint != Some(from) && !keep_direct && !failed {
             if let Some(old) = peer.endpoint {
-                self.events.push_back(Event::Roamed { name: peer.name.clone(), from: old, to: from });
+                self.events.push_back(Event::Roamed {
+                    name: peer.name.clone(),
+                    vpn_ip: peer.vpn_ip,
+                    from: old,
+                    to: from,
+                });
             }
             peer.endpoint = Some(from);
         }
-        if matches!(msg_type, 1 | 2) {
+        if matches!(msg_type, WgType::HandshakeInit | WgType::HandshakeResponse) {
             peer.last_handshake = Some(now);
-            self.counters.handshakes_completed += u64::from(msg_type == 2);
+            self.counters.handshakes_completed += u64::from(msg_type == WgType::HandshakeResponse);
         }
         // A response (we initiated) or any data (the initiator confirmed) means a usable session.
-        if msg_type != 1 {
-            peer.init = None;
-            if !peer.up {
-                peer.up = true;
+        if msg_type != WgType::HandshakeInit {
+            peer.session.stop_fast_retries();
+            if peer.session.confirmed(now) {
                 let path = peer.endpoint.unwrap_or(from);
                 self.events.push_back(Event::PeerUp { name: peer.name.clone(), vpn_ip: peer.vpn_ip, path });
             }
         }
+    }
+
+    /// Sends the packets boringtun queued while a handshake ran.
+    fn flush_session_queue(&mut self, now: Instant, idx: u32, path: Path) {
+        let mut buf = self.take_buffer();
+        while let Some(peer) = self.peers.get_mut(&idx)
+            && let TunnResult::WriteToNetwork(b) = peer.tunn.decapsulate(None, &[], &mut buf)
+        {
+            let b = b.to_vec();
+            if wire::is_handshake_init(&b) {
+                // No current session after all: the packets wait for this handshake.
+                self.send_initiation(now, idx, b);
+                break;
+            }
+            self.send_path(now, path, b);
+        }
+        if let Some(peer) = self.peers.get_mut(&idx) {
+            peer.queued_in_session = false;
+        }
+        self.put_buffer(buf);
+    }
+
+    /// Replaces the initiation in flight with a freshly formatted one (boringtun adds the
+    /// cookie it holds) and sends it on every path.
+    fn refresh_initiation(&mut self, now: Instant, idx: u32) {
+        let mut buf = self.take_buffer();
+        if let Some(peer) = self.peers.get_mut(&idx)
+            && peer.session.init().is_some()
+            && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)
+        {
+            let bytes = init.to_vec();
+            if let Some(inflight) = peer.session.init_mut() {
+                inflight.bytes = bytes;
+            }
+            self.resend_initiation(now, idx);
+        }
+        self.put_buffer(buf);
     }
 
     /// The peer at `from` lost our session (it restarted). The index it echoes is its own, so
@@ -326,7 +404,7 @@ impl<P: Policy> Node<P> {
             return;
         }
         peer.last_forced_handshake = Some(now);
-        peer.up = false;
+        peer.session.lost();
         let mut buf = self.take_buffer();
         if let Some(peer) = self.peers.get_mut(&idx)
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)

@@ -17,14 +17,52 @@
 //! lighthouse; a node that lacks a peer's address asks them, gets addresses, relays and the
 //! certificate, and the lighthouse asks the peer to punch toward the querier. When no direct
 //! path answers, the handshake (and then the traffic) goes through a relay.
+//! A direct path that carries traffic is probed (`path_check`); when our datagrams stop
+//! arriving (even if the peer's still reach us) traffic moves to a relay within about 2 s.
+//!
+//! Determinism: time comes only from the `now` arguments and every random choice from a RNG
+//! seeded by [`NodeConfig::seed`], so a simulation replays exactly.
+//!
+//! The parts (each `impl Node` block lives in the file of its concern):
+//! - `mod.rs`: [`Node`], its settings, the public API and the send helpers;
+//! - `wire`: underlay datagram classification ([`wire::WgType`], Hello, UnknownIndex, punches);
+//! - `inbound`: underlay → TUN: demultiplexing, handshakes, decryption, roaming, anti-spoofing,
+//!   inbound firewall;
+//! - `outbound`: TUN → underlay: routing, outbound firewall, encryption, initiations, pending
+//!   peers;
+//! - `exchange`: admission: certificate verification and cache, held initiations, peer
+//!   install/refresh/removal;
+//! - `budget`: per-second allowances for work strangers can cause;
+//! - `discovery` and `control`: lighthouse registration, queries, punching, relays, member
+//!   lists, path probes (messages inside tunnels);
+//! - `peer`, `session` and `path_check`: per-peer state, its session as one state enum
+//!   (handshaking, up, rekeying, expired), and whether its direct path still carries ours;
+//! - `timers`: boringtun timers, retries, budgets refilled, certificate rechecks;
+//! - `event` and `stats`: what the operator is told (typed events with levels) and counted.
+//!
+//! A datagram's way in: `handle_datagram` → `wire::classify` → Hello/HelloReply (`exchange`:
+//! verify the certificate under the budget, reply, release a held initiation) or WireGuard →
+//! by receiver index to the peer's `Tunn` (`inbound::decapsulate`; an initiation from an
+//! unknown session goes through mac1/cookie checks and the certificate cache first) →
+//! `authenticated` (roaming, session up) → a control message (`discovery`) or a relayed
+//! datagram (back into `receive` once) or an IP packet: source must belong to the peer,
+//! destination to us, then the firewall → returned for the TUN.
 
+// House rules for the core: no panicking shortcuts outside tests, no unsafe code.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![forbid(unsafe_code)]
+
+mod budget;
 pub mod control;
 mod discovery;
+mod event;
 mod exchange;
 mod inbound;
 mod outbound;
+mod path_check;
 mod peer;
 pub mod policy;
+mod session;
 mod stats;
 mod timers;
 pub mod wire;
@@ -38,16 +76,21 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult, handshake::parse_handshake_anon};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::{IpNet, Ipv4Net};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
 use thiserror::Error;
 
 use crate::cert::keys::HostSecret;
 use crate::cert::pool::{Blocklist, CaPool, VerifiedCert, VerifyError};
 use crate::cert::{Certificate, Fingerprint};
 use crate::unixtime::UnixTime;
+use budget::{Budget, SourceBudget};
 use control::Control;
-use peer::{InitInFlight, Peer, Pending};
+pub use event::{CertRefusal, CertSource, Event, Level, RemoveReason, SessionEnd};
 pub use peer::{Path, PeerInfo};
+use peer::{Peer, Pending};
 pub use policy::{Direction, Policy, Verdict};
+use session::InitInFlight;
 pub use stats::Counters;
 
 /// How often boringtun's timers run (its own device module uses 250 ms).
@@ -59,12 +102,6 @@ const PENDING_PEERS: usize = 1024;
 const PENDING_PACKETS: usize = 8192;
 /// Verified certificates remembered from Hellos, awaiting the handshake that proves the key.
 const KNOWN_CERTS: usize = 4096;
-/// Certificate verifications (Ed25519 checks) per second: per source, and for the whole node
-/// (a spoofer picks any source address); refusals reported as events (logged) per second (all
-/// are counted).
-const VERIFY_PER_SOURCE_PER_SEC: u32 = 20;
-const VERIFY_PER_SEC: u32 = 200;
-const REFUSALS_LOGGED_PER_SEC: u32 = 5;
 /// Handshake initiations per second the node answers without demanding a cookie (boringtun's
 /// device uses the same figure).
 const HANDSHAKES_PER_SEC: u64 = 100;
@@ -92,6 +129,10 @@ pub struct NodeConfig {
     /// Disconnect peers whose certificate stops verifying (expiry, blocklist) (`pki.disconnect_invalid`).
     pub disconnect_invalid: bool,
     pub discovery: Discovery,
+    /// Seeds the node's random choices (session indexes, Hello ids): the daemon draws it from
+    /// the OS, a simulation fixes it so a run repeats exactly. (boringtun's keys and nonces use
+    /// its own OS randomness; they never steer the node.)
+    pub seed: u64,
 }
 
 /// Lighthouse, punching and relay settings (Nebula's `lighthouse`, `punchy`, `relay`).
@@ -147,28 +188,25 @@ pub enum NodeError {
     KeyMismatch,
 }
 
+/// Why [`Node::reload_trust`] refused a new PKI (the running one stays).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReloadError {
+    #[error(
+        "pki.cert: the new certificate is for {} but this node runs as {running}; changing the overlay IP needs a restart",
+        new.map_or_else(|| "no overlay IP".to_string(), |ip| ip.to_string())
+    )]
+    OverlayIpChanged { new: Option<Ipv4Addr>, running: Ipv4Addr },
+    #[error("pki.cert: the new certificate is for another key; changing the key needs a restart")]
+    KeyChanged,
+    #[error("pki.cert: {0}")]
+    CertInvalid(#[from] VerifyError),
+}
+
 /// A datagram to send on the underlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     pub dst: SocketAddr,
     pub data: Vec<u8>,
-}
-
-/// Things worth logging or showing in `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A WireGuard session with the peer is up (first time, or again after a restart).
-    PeerUp { name: String, vpn_ip: Ipv4Addr, path: Path },
-    /// The peer was removed; `reason` is in the operator's words.
-    PeerRemoved { name: String, vpn_ip: Ipv4Addr, reason: String },
-    /// The peer's path changed (roaming, relay to direct).
-    Roamed { name: String, from: Path, to: Path },
-    /// A certificate was refused; `source` is where it came from.
-    CertRejected { source: Path, reason: String },
-    /// No answer from a peer's addresses after all retries.
-    HandshakeTimedOut { vpn_ip: Ipv4Addr },
-    /// A lighthouse acknowledged our address report.
-    Registered { lighthouse: Ipv4Addr },
 }
 
 /// A node the lighthouse knows: its certificate and what it reported.
@@ -222,12 +260,15 @@ pub struct Node<P: Policy> {
     pending_packets: usize,
     known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
     known_by_fingerprint: HashMap<Fingerprint, [u8; 32]>,
-    verify_budget_total: u32,
-    refusals_to_log: u32,
+    /// Refused certificates still to be reported this second.
+    refusals_to_log: Budget,
     held_inits: HashMap<Path, (Vec<u8>, Instant)>,
-    verify_budget: HashMap<IpAddr, u32>,
-    unknown_index_budget: u32,
+    /// Certificate verifications left this second, per source and in all.
+    verify_budget: SourceBudget,
+    unknown_index_budget: Budget,
     next_index: u32,
+    /// Every random choice the node makes comes from here (seeded by [`NodeConfig::seed`]).
+    rng: ChaCha8Rng,
 
     local_addrs: Vec<SocketAddr>,
     discovered: HashMap<Ipv4Addr, Discovered>,
@@ -258,9 +299,10 @@ impl<P: Policy> Node<P> {
         let secret = StaticSecret::from(*cfg.key.bytes());
         let public = PublicKey::from(&secret);
         let own_subnets = cfg.cert.details().subnets.iter().map(Ipv4Net::trunc).collect();
-        let mut index_seed = [0u8; 4];
-        getrandom_fill(&mut index_seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let first_index = (rng.next_u32() & 0x00ff_ffff).max(1);
         Ok(Node {
+            rng,
             hello_cert: cfg.cert.to_bytes().to_vec(),
             cert: Arc::new(cfg.cert),
             limiter: Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_SEC)),
@@ -285,12 +327,11 @@ impl<P: Policy> Node<P> {
             pending_packets: 0,
             known_certs: HashMap::new(),
             known_by_fingerprint: HashMap::new(),
-            verify_budget_total: VERIFY_PER_SEC,
-            refusals_to_log: REFUSALS_LOGGED_PER_SEC,
+            refusals_to_log: Budget::per_sec(budget::REFUSALS_LOGGED_PER_SEC),
             held_inits: HashMap::new(),
-            verify_budget: HashMap::new(),
-            unknown_index_budget: 10,
-            next_index: (u32::from_le_bytes(index_seed) & 0x00ff_ffff).max(1),
+            verify_budget: SourceBudget::new(budget::VERIFY_PER_SOURCE_PER_SEC, budget::VERIFY_PER_SEC),
+            unknown_index_budget: Budget::per_sec(budget::UNKNOWN_INDEX_REPLIES_PER_SEC),
+            next_index: first_index,
             local_addrs: vec![],
             discovered: HashMap::new(),
             registrations: HashMap::new(),
@@ -354,19 +395,23 @@ impl<P: Policy> Node<P> {
         all.into_values().collect()
     }
 
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
+    #[must_use]
     pub fn poll_tun_write(&mut self) -> Option<Vec<u8>> {
         self.tun_writes.pop_front()
     }
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`Node::handle_timeout`] must next run.
+    #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_second.min(self.next_update);
         if let Some(tick) = self.next_tick {
@@ -392,18 +437,14 @@ impl<P: Policy> Node<P> {
         blocklist: Blocklist,
         cert: Certificate,
         wall: UnixTime,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReloadError> {
         if cert.vpn_ip() != Some(self.vpn_ip) {
-            return Err(format!(
-                "pki.cert: the new certificate is for {:?} but this node runs as {}; changing the overlay IP needs a restart",
-                cert.vpn_ip(),
-                self.vpn_ip
-            ));
+            return Err(ReloadError::OverlayIpChanged { new: cert.vpn_ip(), running: self.vpn_ip });
         }
         if cert.details().public_key != self.public.to_bytes() {
-            return Err("pki.cert: the new certificate is for another key; changing the key needs a restart".into());
+            return Err(ReloadError::KeyChanged);
         }
-        pool.verify(&cert, wall, &blocklist).map_err(|e| format!("pki.cert: {e}"))?;
+        pool.verify(&cert, wall, &blocklist)?;
         self.pool = pool;
         self.blocklist = blocklist;
         self.hello_cert = cert.to_bytes().to_vec();
@@ -419,7 +460,7 @@ impl<P: Policy> Node<P> {
         self.disc
             .lighthouses
             .iter()
-            .map(|ip| (*ip, self.by_vpn_ip.get(ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.up)))
+            .map(|ip| (*ip, self.by_vpn_ip.get(ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.session.is_up())))
             .collect()
     }
 
@@ -447,6 +488,10 @@ impl<P: Policy> Node<P> {
         let moved = !self.local_addrs.is_empty();
         self.local_addrs = addrs;
         if moved {
+            // Paths that failed from the old address may work from the new one.
+            for p in self.peers.values_mut() {
+                p.path_check.reset_failure();
+            }
             self.next_update = now;
             self.requery_peers(now, |_| true);
         }
@@ -495,13 +540,27 @@ impl<P: Policy> Node<P> {
         let packet = msg.to_packet(self.vpn_ip, dst);
         match self.by_vpn_ip.get(&dst).copied() {
             Some(idx) => {
-                let mut buf = vec![0; packet.len() + 148];
+                let mut buf = vec![0; wire::encapsulate_len(packet.len())];
                 if let Some((to, d)) = self.encapsulate(now, idx, &packet, &mut buf, true) {
                     let data = d.to_vec();
                     self.transmits.push_back(Transmit { dst: to, data });
                 }
             }
             None => self.queue_pending(now, dst, packet, true),
+        }
+    }
+
+    /// Sends a control message to peer `idx` through its session, on `path` rather than the
+    /// peer's endpoint (a probe of one path). Nothing is sent without a session.
+    fn send_control_on(&mut self, now: Instant, idx: u32, msg: &Control, path: Path) {
+        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        let packet = msg.to_packet(self.vpn_ip, peer.vpn_ip);
+        let mut buf = vec![0; wire::encapsulate_len(packet.len())];
+        if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&packet, &mut buf)
+            && !wire::is_handshake_init(d)
+        {
+            let data = d.to_vec();
+            self.send_path(now, path, data);
         }
     }
 
@@ -528,20 +587,4 @@ fn push_unique<T: PartialEq + Copy>(v: &mut Vec<T>, items: impl IntoIterator<Ite
             v.push(i);
         }
     }
-}
-
-fn is_handshake_init(d: &[u8]) -> bool {
-    d.len() == 148 && d[0] == 1
-}
-
-fn ipv4_dst(packet: &[u8]) -> Option<Ipv4Addr> {
-    if packet.len() < 20 || packet[0] >> 4 != 4 {
-        return None;
-    }
-    Some(Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]))
-}
-
-fn getrandom_fill(b: &mut [u8]) {
-    use rand_core::RngCore;
-    rand_core::OsRng.fill_bytes(b);
 }

@@ -2,6 +2,7 @@
 //! and starting the certificate exchange (or lighthouse query) for a peer we have not met.
 
 use super::*;
+use crate::packet::Ipv4Packet;
 
 impl<P: Policy> Node<P> {
     /// An IP packet the host sent into the overlay. Returns the datagram to send (written into
@@ -12,13 +13,14 @@ impl<P: Policy> Node<P> {
         packet: &[u8],
         out: &'b mut [u8],
     ) -> Option<(SocketAddr, &'b [u8])> {
-        let Some(dst) = ipv4_dst(packet) else {
+        let Ok(ip) = Ipv4Packet::new(packet) else {
             self.counters.tun_dropped_not_ipv4 += 1;
             return None;
         };
+        let dst = ip.dst();
         // cos-mesh's control protocol is spoken by the daemon only, never by the host: a local
         // process forging a lighthouse update or relay request is refused here.
-        if packet[9] == control::PROTO {
+        if ip.protocol() == control::PROTO {
             self.counters.tun_dropped_control += 1;
             return None;
         }
@@ -78,9 +80,14 @@ impl<P: Policy> Node<P> {
         }
         let len = match peer.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(d) => d.len(),
-            _ => return None, // queued inside boringtun while a handshake runs
+            _ => {
+                // Queued inside boringtun while a handshake runs.
+                peer.queued_in_session = true;
+                return None;
+            }
         };
-        if is_handshake_init(&out[..len]) {
+        if wire::is_handshake_init(&out[..len]) {
+            peer.queued_in_session = true;
             // No session yet: the packet waits inside boringtun; the initiation goes to every
             // path, each preceded by our certificate.
             let init = out[..len].to_vec();
@@ -105,13 +112,9 @@ impl<P: Policy> Node<P> {
             return;
         };
         self.counters.handshakes_initiated += 1;
-        peer.init = Some(InitInFlight {
-            bytes: init,
-            sent: now,
-            retries: 0,
-            next: now + self.try_interval,
-            direct_only: false,
-        });
+        let init =
+            InitInFlight { bytes: init, sent: now, retries: 0, next: now + self.try_interval, direct_only: false };
+        peer.session.initiating(now, init);
         self.resend_initiation(now, idx);
     }
 
@@ -121,7 +124,7 @@ impl<P: Policy> Node<P> {
         let Some(peer) = self.peers.get_mut(&idx) else {
             return;
         };
-        let Some(init) = &peer.init else { return };
+        let Some(init) = peer.session.init() else { return };
         // Relays join once the direct paths had a fair chance, or at once if there are none.
         let direct_known = peer.endpoint.is_some() || !peer.candidates.is_empty();
         let with_relays = use_relays && !init.direct_only && (init.retries >= 2 || !direct_known);
@@ -139,7 +142,8 @@ impl<P: Policy> Node<P> {
             self.counters.tun_dropped_pending_full += 1;
             return;
         }
-        let p = self.pending.entry(vpn_ip).or_insert_with(|| Pending::new(now));
+        let hello_id = self.rng.next_u64();
+        let p = self.pending.entry(vpn_ip).or_insert_with(|| Pending::new(now, hello_id));
         if p.queue.len() >= PENDING_QUEUE || self.pending_packets >= PENDING_PACKETS {
             if p.queue.pop_front().is_some() {
                 self.pending_packets -= 1;

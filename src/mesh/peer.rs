@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use boringtun::noise::Tunn;
 use ipnet::Ipv4Net;
-use rand_core::{OsRng, RngCore};
 
+use super::path_check::PathCheck;
+use super::session::Session;
 use crate::cert::pool::VerifiedCert;
 
 /// Candidate underlay addresses kept per peer.
@@ -59,32 +60,26 @@ pub(super) struct Peer<I> {
     pub candidates: Vec<SocketAddr>,
     /// Relays that serve this peer (from the lighthouse).
     pub relays: Vec<Ipv4Addr>,
-    /// A session is established and the peer has confirmed it.
-    pub up: bool,
+    /// Where its WireGuard session stands (our initiation in flight included).
+    pub session: Session,
     pub last_rx: Option<Instant>,
     /// When the peer was created (idle peers are forgotten after a while).
     pub since: Option<Instant>,
     pub last_direct_rx: Option<Instant>,
     pub last_handshake: Option<Instant>,
     pub last_forced_handshake: Option<Instant>,
-    /// The initiation in flight, resent on our own (faster than boringtun's 5 s) schedule while
-    /// NAT mappings open; `None` once the session is up.
-    pub init: Option<InitInFlight>,
+    /// Packets wait inside boringtun for a session. They leave when our handshake completes,
+    /// but when the peer's handshake wins (we answered its initiation) boringtun keeps them
+    /// until asked: the node asks on the first data of the new session.
+    pub queued_in_session: bool,
+    /// Whether our datagrams on the direct path still arrive.
+    pub path_check: PathCheck,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub tx_packets: u64,
     /// Packets to or from this peer the firewall dropped or rejected.
     pub fw_dropped: u64,
-}
-
-pub(super) struct InitInFlight {
-    pub bytes: Vec<u8>,
-    pub sent: Instant,
-    pub retries: u32,
-    pub next: Instant,
-    /// A probe for a direct path while the session runs through a relay: never via relays.
-    pub direct_only: bool,
 }
 
 /// What `status` shows about a peer.
@@ -122,13 +117,14 @@ impl<I> Peer<I> {
             endpoint: None,
             candidates: Vec::new(),
             relays: Vec::new(),
-            up: false,
+            session: Session::Handshaking { attempt: None },
             last_rx: None,
             since: None,
             last_direct_rx: None,
             last_handshake: None,
             last_forced_handshake: None,
-            init: None,
+            queued_in_session: false,
+            path_check: PathCheck::default(),
             rx_bytes: 0,
             tx_bytes: 0,
             rx_packets: 0,
@@ -180,7 +176,7 @@ impl<I> Peer<I> {
             groups: self.cert.cert().details().groups.clone(),
             endpoint: self.endpoint.map(|e| e.to_string()),
             relayed: self.endpoint.is_some_and(|e| !e.is_direct()),
-            up: self.up,
+            up: self.session.is_up(),
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
             rx_packets: self.rx_packets,
@@ -203,7 +199,8 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub fn new(now: Instant) -> Self {
-        Pending { hello_id: OsRng.next_u64() | 1, attempts: 0, next_try: now, queue: VecDeque::new() }
+    /// `hello_id` is random (drawn by the node): replies are matched by it.
+    pub fn new(now: Instant, hello_id: u64) -> Self {
+        Pending { hello_id: hello_id | 1, attempts: 0, next_try: now, queue: VecDeque::new() }
     }
 }

@@ -20,6 +20,8 @@ pub struct Counters {
     /// A tunneled packet addressed to neither this node nor a network its certificate routes.
     pub rx_not_for_us: u64,
     pub rx_cert_rejected: u64,
+    /// Handshakes from an underlay address `lighthouse.remote_allow_list` forbids.
+    pub rx_remote_not_allowed: u64,
     pub rx_rate_limited: u64,
     pub rx_unsolicited: u64,
     pub tx_reply_suppressed: u64,
@@ -47,4 +49,8 @@ pub struct Counters {
     pub relay_dropped: u64,
     /// Handshakes sent to direct addresses to move a relayed (or quiet) session to a direct path.
     pub direct_probes: u64,
+    /// Probes of a direct path that carries traffic, and direct paths found to carry nothing
+    /// (traffic moved to a relay).
+    pub path_probes: u64,
+    pub direct_paths_lost: u64,
 }

@@ -1,17 +1,17 @@
 //! Periodic work: boringtun timers (keepalives, rekeys, expiry), our fast initiation retries,
 //! Hello retries, per-second budgets, discovery, and re-checking peer certificates.
 
+use super::path_check::PathAction;
 use super::*;
 
 impl<P: Policy> Node<P> {
     pub fn handle_timeout(&mut self, now: Instant, wall: UnixTime) {
         if now >= self.next_second {
             self.next_second = now + Duration::from_secs(1);
-            self.verify_budget.clear();
-            self.verify_budget_total = VERIFY_PER_SEC;
-            self.refusals_to_log = REFUSALS_LOGGED_PER_SEC;
+            self.verify_budget.refill();
+            self.refusals_to_log.refill();
             self.limiter.reset_count();
-            self.unknown_index_budget = 10;
+            self.unknown_index_budget.refill();
             self.held_inits.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(5));
             self.recheck_peers(wall, false);
             self.forget_idle_peers(now);
@@ -23,7 +23,9 @@ impl<P: Policy> Node<P> {
         self.discovery_timers(now);
         if self.next_tick.is_some_and(|t| t <= now) {
             self.next_tick = if self.peers.is_empty() { None } else { Some(now + TIMER_TICK) };
-            self.peer_timers(now);
+            // boringtun logs its timer decisions itself, at ERROR for a normal idle expiry and
+            // without naming the peer: silenced here, and turned into events that say who.
+            tracing::dispatcher::with_default(&tracing::Dispatch::none(), || self.peer_timers(now));
         }
     }
 
@@ -37,25 +39,32 @@ impl<P: Policy> Node<P> {
             match peer.tunn.update_timers(&mut buf) {
                 TunnResult::WriteToNetwork(d) => {
                     let d = d.to_vec();
-                    if is_handshake_init(&d) {
+                    if wire::is_handshake_init(&d) {
                         self.send_initiation(now, idx, d);
                     } else if let Some(path) = peer.endpoint {
                         self.send_path(now, path, d);
                     }
                 }
-                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) if peer.up => {
-                    peer.up = false;
-                    self.counters.sessions_expired += 1;
+                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
+                    if let Some(cause) = peer.session.expired(now) {
+                        self.counters.sessions_expired += 1;
+                        self.events.push_back(Event::SessionEnded {
+                            name: peer.name.clone(),
+                            vpn_ip: peer.vpn_ip,
+                            cause,
+                        });
+                    }
                 }
                 _ => {}
             }
+            self.check_direct_path(now, idx);
             // Our own faster retries of the initiation in flight (boringtun waits 5 s).
             let Some(peer) = self.peers.get_mut(&idx) else {
                 continue;
             };
-            let retry = match &mut peer.init {
+            let retry = match peer.session.init_mut() {
                 Some(init) if now.duration_since(init.sent) >= FAST_RETRY_FOR => {
-                    peer.init = None;
+                    peer.session.stop_fast_retries();
                     false
                 }
                 Some(init) if now >= init.next => {
@@ -72,17 +81,44 @@ impl<P: Policy> Node<P> {
         self.put_buffer(buf);
     }
 
+    /// Probes the direct path of a peer we send to, and moves its traffic to a relay when a
+    /// probe goes unanswered (see `path_check`).
+    fn check_direct_path(&mut self, now: Instant, idx: u32) {
+        let us = self.vpn_ip;
+        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        if !peer.session.is_up() {
+            return;
+        }
+        match peer.path_check.on_tick(now, peer.endpoint, peer.tx_packets) {
+            PathAction::Nothing => {}
+            PathAction::Probe { nonce, path } => {
+                self.counters.path_probes += 1;
+                self.send_control_on(now, idx, &Control::PathProbe { nonce }, Path::Direct(path));
+            }
+            PathAction::Lost(addr) => {
+                self.counters.direct_paths_lost += 1;
+                let vpn_ip = peer.vpn_ip;
+                let relay = peer.relays.iter().chain(&self.disc.relays).find(|r| **r != us && **r != vpn_ip).copied();
+                let now_via = relay.map(|relay| Path::Relay { relay, peer: vpn_ip });
+                if now_via.is_some() {
+                    peer.endpoint = now_via;
+                }
+                self.events.push_back(Event::DirectPathLost { name: peer.name.clone(), vpn_ip, path: addr, now_via });
+            }
+        }
+    }
+
     fn forget_idle_peers(&mut self, now: Instant) {
         let keep: Vec<Ipv4Addr> = self.disc.lighthouses.iter().chain(&self.disc.relays).copied().collect();
         let idle: Vec<u32> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.up && p.init.is_none() && !keep.contains(&p.vpn_ip))
+            .filter(|(_, p)| !p.session.is_up() && p.session.init().is_none() && !keep.contains(&p.vpn_ip))
             .filter(|(_, p)| p.last_rx.or(p.since).is_some_and(|t| now.duration_since(t) >= IDLE_PEER))
             .map(|(i, _)| *i)
             .collect();
         for idx in idle {
-            self.remove_peer(idx, "idle: no traffic for 10 minutes");
+            self.remove_peer(idx, RemoveReason::Idle { minutes: IDLE_PEER.as_secs() / 60 });
         }
     }
 
@@ -92,15 +128,13 @@ impl<P: Policy> Node<P> {
         if !self.disconnect_invalid && !reload {
             return;
         }
-        let bad: Vec<(u32, String)> = self
+        let bad: Vec<(u32, VerifyError)> = self
             .peers
             .iter()
-            .filter_map(|(idx, p)| {
-                self.pool.recheck(&p.cert, wall, &self.blocklist).err().map(|e| (*idx, e.to_string()))
-            })
+            .filter_map(|(idx, p)| self.pool.recheck(&p.cert, wall, &self.blocklist).err().map(|e| (*idx, e)))
             .collect();
-        for (idx, reason) in bad {
-            self.remove_peer(idx, &reason);
+        for (idx, e) in bad {
+            self.remove_peer(idx, RemoveReason::CertInvalid(e));
         }
     }
 }

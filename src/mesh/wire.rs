@@ -27,7 +27,7 @@ pub const PUNCH: [u8; 1] = [0x83];
 pub enum Kind<'a> {
     /// A WireGuard message for boringtun; `receiver` is the receiver index for types 2–4.
     WireGuard {
-        msg_type: u8,
+        msg_type: WgType,
         receiver: Option<u32>,
     },
     Hello {
@@ -59,35 +59,77 @@ pub enum WireError {
     Length(&'static str),
 }
 
+/// WireGuard's message types (the first byte; the next three are zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WgType {
+    HandshakeInit = 1,
+    HandshakeResponse = 2,
+    CookieReply = 3,
+    Data = 4,
+}
+
+impl WgType {
+    /// The type of a WireGuard datagram (only the first four bytes are looked at).
+    pub fn of(d: &[u8]) -> Option<WgType> {
+        if d.len() < 4 || d[1..4] != [0, 0, 0] {
+            return None;
+        }
+        match d[0] {
+            1 => Some(WgType::HandshakeInit),
+            2 => Some(WgType::HandshakeResponse),
+            3 => Some(WgType::CookieReply),
+            4 => Some(WgType::Data),
+            _ => None,
+        }
+    }
+
+    /// Whether `d` has this type.
+    pub fn is(self, d: &[u8]) -> bool {
+        WgType::of(d) == Some(self)
+    }
+}
+
+/// Whether `d` is a whole handshake initiation (boringtun hands us one when a session is needed).
+pub fn is_handshake_init(d: &[u8]) -> bool {
+    d.len() == WG_INIT_LEN && WgType::HandshakeInit.is(d)
+}
+
+/// The buffer boringtun needs to encrypt a packet of `len` bytes (or to write an initiation
+/// in its place).
+pub fn encapsulate_len(len: usize) -> usize {
+    (len + WG_DATA_OVERHEAD).max(WG_INIT_LEN)
+}
+
 /// WireGuard message sizes (boringtun `noise/mod.rs`).
-const WG_INIT_LEN: usize = 148;
+pub const WG_INIT_LEN: usize = 148;
 const WG_RESPONSE_LEN: usize = 92;
 const WG_COOKIE_LEN: usize = 64;
 const WG_DATA_MIN_LEN: usize = 32;
+/// What WireGuard adds to a packet it encrypts (header and tag).
+pub const WG_DATA_OVERHEAD: usize = 32;
 
 pub fn classify(d: &[u8]) -> Result<Kind<'_>, WireError> {
     let first = *d.first().ok_or(WireError::Empty)?;
     match first {
         1..=4 => {
-            if d.len() < 4 || d[1..4] != [0, 0, 0] {
-                return Err(WireError::UnknownType(first));
-            }
-            let ok_len = match first {
-                1 => d.len() == WG_INIT_LEN,
-                2 => d.len() == WG_RESPONSE_LEN,
-                3 => d.len() == WG_COOKIE_LEN,
-                _ => d.len() >= WG_DATA_MIN_LEN,
+            let msg_type = WgType::of(d).ok_or(WireError::UnknownType(first))?;
+            let ok_len = match msg_type {
+                WgType::HandshakeInit => d.len() == WG_INIT_LEN,
+                WgType::HandshakeResponse => d.len() == WG_RESPONSE_LEN,
+                WgType::CookieReply => d.len() == WG_COOKIE_LEN,
+                WgType::Data => d.len() >= WG_DATA_MIN_LEN,
             };
             if !ok_len {
                 return Err(WireError::Length("WireGuard"));
             }
             // Types 2–4 carry the receiver index at bytes 4..8 (type 2 at 8..12: sender first).
-            let receiver = match first {
-                2 => Some(u32::from_le_bytes(d[8..12].try_into().unwrap_or_default())),
-                3 | 4 => Some(u32::from_le_bytes(d[4..8].try_into().unwrap_or_default())),
-                _ => None,
+            let receiver = match msg_type {
+                WgType::HandshakeResponse => Some(u32::from_le_bytes(d[8..12].try_into().unwrap_or_default())),
+                WgType::CookieReply | WgType::Data => Some(u32::from_le_bytes(d[4..8].try_into().unwrap_or_default())),
+                WgType::HandshakeInit => None,
             };
-            Ok(Kind::WireGuard { msg_type: first, receiver })
+            Ok(Kind::WireGuard { msg_type, receiver })
         }
         TYPE_HELLO | TYPE_HELLO_REPLY => {
             let what = if first == TYPE_HELLO { "hello" } else { "hello reply" };

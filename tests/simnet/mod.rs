@@ -221,7 +221,9 @@ impl Sim {
         UnixTime(WALL0 + self.now.duration_since(self.start).as_secs() as i64)
     }
 
+    /// A node's settings; its random seed is its overlay IP, so every run repeats exactly.
     pub fn config(ca: &Ca, cert: Certificate, key: HostSecret, statics: &[(u8, SocketAddr)]) -> NodeConfig {
+        let cert_seed = cert.vpn_ip().map_or(0, u32::from);
         NodeConfig {
             cert,
             key,
@@ -233,6 +235,7 @@ impl Sim {
             retries: 10,
             disconnect_invalid: true,
             discovery: Discovery::default(),
+            seed: u64::from(cert_seed),
         }
     }
 
@@ -330,17 +333,36 @@ impl Sim {
             .position(|n| n.addr == to && n.up && (n.site.is_none() || n.site == f.from_site || to != f.to))
     }
 
-    /// Runs the world for `d` of virtual time, in 1 ms steps.
+    /// Runs the world for `d` of virtual time, jumping from one event (a datagram arriving, a
+    /// node's timer) to the next.
     pub fn run(&mut self, d: Duration) {
         let end = self.now + d;
-        while self.now < end {
-            let step = Duration::from_millis(1);
-            self.now += step;
-            MockClock::advance(step);
-            let now = self.now;
-            let wall = self.wall();
-            let (due, later): (Vec<_>, Vec<_>) =
+        while self.step(end) {}
+    }
+
+    /// When the next thing happens: the earliest arrival or node timer.
+    fn next_event(&self) -> Option<Instant> {
+        let arrivals = self.in_flight.iter().map(|f| f.at);
+        let timers = self.nodes.iter().filter(|n| n.up).map(|n| n.node.poll_timeout());
+        arrivals.chain(timers).min()
+    }
+
+    /// Advances the clock to the next event (at most to `end`) and runs what is due then.
+    /// Returns false once `end` is reached.
+    fn step(&mut self, end: Instant) -> bool {
+        let next = self.next_event().map_or(end, |t| t.clamp(self.now, end));
+        if next > self.now {
+            MockClock::advance(next - self.now);
+            self.now = next;
+        }
+        let now = self.now;
+        let wall = self.wall();
+        let mut busy = false;
+        {
+            let (mut due, later): (Vec<_>, Vec<_>) =
                 std::mem::take(&mut self.in_flight).into_iter().partition(|f| f.at <= now);
+            due.sort_by_key(|f| f.at);
+            busy |= !due.is_empty();
             self.in_flight = later;
             for f in due {
                 let Some(i) = self.deliver_to(&f) else {
@@ -353,25 +375,31 @@ impl Sim {
                 }
                 self.drain(i);
             }
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].up && self.nodes[i].node.poll_timeout() <= now {
-                    self.nodes[i].node.handle_timeout(now, wall);
-                    self.drain(i);
-                }
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].up && self.nodes[i].node.poll_timeout() <= now {
+                busy = true;
+                self.nodes[i].node.handle_timeout(now, wall);
+                self.drain(i);
+                assert!(self.nodes[i].node.poll_timeout() > now, "node {i}: poll_timeout did not advance");
             }
         }
+        busy || now < end
     }
 
     /// Runs until `cond` holds or `limit` passes; returns the virtual time it took.
     pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&Sim) -> bool) -> Option<Duration> {
         let start = self.now;
-        while self.now.duration_since(start) < limit {
+        let end = start + limit;
+        loop {
             if cond(self) {
                 return Some(self.now.duration_since(start));
             }
-            self.run(Duration::from_millis(1));
+            if self.now >= end {
+                return None;
+            }
+            self.step(end);
         }
-        None
     }
 
     pub fn received(&self, i: usize, data: &[u8]) -> bool {

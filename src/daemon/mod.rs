@@ -142,6 +142,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     let _ = d.notifier.ready(&status);
     let result = d.event_loop();
     let _ = d.notifier.stopping();
+    let totals: Vec<String> = d.datapath.counters.snapshot().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    info!("data path totals: {}", totals.join(" "));
     info!("cos-mesh stopping");
     result
 }

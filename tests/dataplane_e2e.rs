@@ -60,7 +60,7 @@ impl Pair {
 
     /// Stops both daemons and returns their data-path totals (a, b).
     fn totals(&mut self) -> (Totals, Totals) {
-        let mut get = |h: &mut Host| {
+        let get = |h: &mut Host| {
             h.signal(libc::SIGTERM);
             assert!(wait_until(Duration::from_secs(10), || h.log().contains("data path totals:")), "{}", h.log());
             Totals(h.log().lines().find(|l| l.contains("data path totals:")).unwrap().to_string())

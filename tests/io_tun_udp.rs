@@ -113,7 +113,7 @@ fn bridge_and_ping(offload: bool) {
             let mut nodes =
                 [(TunRecv::new(&tun_a), tun_a, udp_a, addr_b), (TunRecv::new(&tun_b), tun_b, udp_b, addr_a)];
             let mut rx = UdpRecv::new(16);
-            let mut tx = TunBatch::new(64, 2048);
+            let mut tx = TunBatch::new(64, 2048, offload);
             let mut carried = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let mut fds: Vec<PollFd<'_>> = nodes

@@ -23,6 +23,8 @@ use crate::unixtime::UnixTime;
 /// Room in a slot beyond the MTU: WireGuard's 32 bytes of framing and tag, with margin; never
 /// less than a handshake message (148 bytes) needs.
 const SLOT_OVERHEAD: usize = 96;
+/// Packets per TUN write when offloads coalesce them.
+const COALESCE_BATCH: usize = 32;
 /// TUN reads per wakeup before the socket gets its turn again.
 const TUN_READS_PER_WAKEUP: usize = 64;
 /// Receive calls per wakeup before the TUN gets its turn again.
@@ -99,9 +101,13 @@ impl DataPath {
     pub fn new(tun: Option<&Tun>, udp: &Udp, batch: usize) -> DataPath {
         let mtu = tun.map_or(1500, Tun::mtu);
         let slot = (mtu + SLOT_OVERHEAD).max(256);
+        // Coalescing reserves 64 KB per TUN write slot; a smaller batch bounds what can become
+        // resident (32 slots: at most 2 MB, and up to 32 segments per super-packet written).
+        let coalesce = tun.is_some_and(Tun::offload);
+        let tun_batch = batch.clamp(1, if coalesce { COALESCE_BATCH } else { tun::MAX_SEGMENTS });
         DataPath {
             tun_rx: tun.map(TunRecv::new),
-            tun_tx: TunBatch::new(batch.clamp(1, tun::MAX_SEGMENTS), slot),
+            tun_tx: TunBatch::new(tun_batch, slot, coalesce),
             udp_rx: UdpRecv::new(if udp.gro() { RECV_BATCH / 4 } else { batch.min(RECV_BATCH) }),
             runs: SendRuns::new(tun::MAX_SEGMENTS, slot),
             big: Vec::new(),
@@ -337,6 +343,19 @@ impl SendRuns {
         room[..data.len()].copy_from_slice(data);
         self.commit(dst, data.len(), max_segments);
         true
+    }
+
+    /// Moves every queued datagram, in order, into `out` (the bytes a GSO send of one run would
+    /// hand the kernel) and returns the segment size of the first run; for benchmarks.
+    pub fn drain_into(&mut self, out: &mut Vec<u8>) -> usize {
+        let segment = self.runs.get(self.sent).map_or(1, |r| r.segment);
+        for r in &self.runs[self.sent..] {
+            out.extend_from_slice(&self.buf[r.start..r.start + r.len]);
+        }
+        self.runs.clear();
+        self.sent = 0;
+        self.used = 0;
+        segment
     }
 
     /// Sends the queued runs. When the socket is full the rest stay queued (wait for POLLOUT

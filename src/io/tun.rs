@@ -230,8 +230,10 @@ impl TunRecv {
 }
 
 /// Packets on their way to the TUN, each in its own buffer with [`HEADROOM`] bytes in front
-/// (the decrypting core writes straight into [`TunBatch::room`]). Buffers are allocated once and
-/// keep their capacity; only the first packet of a coalesced flow grows toward 64 KB.
+/// (the decrypting core writes straight into [`TunBatch::room`]). Buffers are allocated once.
+/// When offloads are on, segments of one flow are coalesced into the buffer of the flow's first
+/// packet, so every buffer reserves room for a 64 KB super-packet; the pages only become
+/// resident where a coalesced packet actually lands.
 pub struct TunBatch {
     bufs: Vec<Vec<u8>>,
     slot: usize,
@@ -240,10 +242,14 @@ pub struct TunBatch {
 }
 
 impl TunBatch {
-    /// `capacity` packets of up to `slot` bytes each.
-    pub fn new(capacity: usize, slot: usize) -> TunBatch {
+    /// `capacity` packets of up to `slot` bytes each; `coalesce` reserves room for super-packets
+    /// (pass [`Tun::offload`]).
+    pub fn new(capacity: usize, slot: usize, coalesce: bool) -> TunBatch {
+        // tun-rs coalesces only into a buffer whose capacity already holds the result (plus
+        // twice the header room); it never grows one.
+        let reserve = if coalesce { 2 * HEADROOM + MAX_PACKET + slot } else { HEADROOM + slot };
         TunBatch {
-            bufs: (0..capacity.max(1)).map(|_| Vec::with_capacity(HEADROOM + slot)).collect(),
+            bufs: (0..capacity.max(1)).map(|_| Vec::with_capacity(reserve)).collect(),
             slot,
             len: 0,
             gro: GROTable::new(),
@@ -333,7 +339,7 @@ mod tests {
 
     #[test]
     fn a_batch_keeps_headroom_and_refuses_when_full() {
-        let mut b = TunBatch::new(2, 100);
+        let mut b = TunBatch::new(2, 100, false);
         let room = b.room().unwrap();
         assert_eq!(room.len(), 100);
         room[..3].copy_from_slice(b"abc");

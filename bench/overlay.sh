@@ -13,7 +13,8 @@
 # bench/summarize.py prints the table (medians, paired ratios) and writes $OUT/ratios.svg.
 #
 # Settings (environment): RUNS=5 DURATION=10 (iperf3 seconds) PINGS=50 MTU=1420
-#   SYSTEMS="raw cos-mesh nebula boringtun wireguard-go" (missing programs are skipped)
+#   SYSTEMS="raw cos-mesh cos-mesh-plain nebula boringtun wireguard-go" (missing ones skipped;
+#   cos-mesh-plain is cos-mesh with tun.use_offloads and listen.udp_offloads off)
 #   COS_MESH=target/release/cos-mesh  OUT=bench/results/<UTC time>
 #   COS_MESH_OFFLOADS=false (cos-mesh with tun.use_offloads and listen.udp_offloads off)
 #
@@ -26,7 +27,7 @@ RUNS=${RUNS:-5}
 DURATION=${DURATION:-10}
 PINGS=${PINGS:-50}
 MTU=${MTU:-1420}
-SYSTEMS=${SYSTEMS:-"raw cos-mesh nebula boringtun wireguard-go"}
+SYSTEMS=${SYSTEMS:-"raw cos-mesh cos-mesh-plain nebula boringtun wireguard-go"}
 COS_MESH=${COS_MESH:-$REPO/target/release/cos-mesh}
 COS_MESH_OFFLOADS=${COS_MESH_OFFLOADS:-true}
 OUT=${OUT:-$REPO/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -131,6 +132,11 @@ logging:
         ip netns exec "$ID$side" "$COS_MESH" run -c "$WORK/cm-$side.yml" >"$WORK/cm-$side.log" 2>&1 &
         DAEMONS+=($!)
     done
+}
+
+start_cos-mesh-plain() {
+    local COS_MESH_OFFLOADS=false
+    start_cos-mesh
 }
 
 start_nebula() {

@@ -105,7 +105,7 @@ def main():
                 ratio = median(per_round)
                 ratios[(s, key)] = ratio
                 if ratio is not None:
-                    shown = "∞" if ratio == float("inf") else f"{ratio:.2f}"
+                    shown = "∞" if ratio == float("inf") else f"{ratio:.2f}" if ratio < 100 else ">100"
                     cell += f" (cos-mesh {shown}×)"
             cells.append(cell)
         print(f"| {s} | " + " | ".join(cells) + " |")

@@ -212,3 +212,32 @@ fn udp_batches_and_gso_runs_over_loopback() {
     });
     assert_eq!(report, "ok");
 }
+
+/// A GSO run the path cannot carry (segments larger than the underlay MTU, which the kernel
+/// refuses with EINVAL) still arrives: the run goes out one datagram at a time (fragmented by
+/// the kernel as before), and that size is not offered to GSO again while smaller ones are.
+#[test]
+fn a_refused_gso_run_falls_back_to_single_datagrams() {
+    let (a, b) = (Netns::new("g"), Netns::new("g"));
+    let (va, vb) = veth(&a, "198.18.2.1/24", &b, "198.18.2.2/24");
+    a.exec_ok("ip", &["link", "set", &va, "mtu", "1280"]);
+    b.exec_ok("ip", &["link", "set", &vb, "mtu", "1280"]);
+    let tx = a.run(|| Udp::bind("198.18.2.1:0".parse().unwrap(), None, None).unwrap());
+    let rx = b.run(|| Udp::bind("198.18.2.2:0".parse().unwrap(), None, None).unwrap());
+    assert!(tx.max_segments() > 1);
+    let sent = tx.send(rx.local_addr().unwrap(), &[0x77; 3 * 1400], 1400).unwrap();
+    assert!(sent.fell_back && !sent.gso, "{sent:?}");
+    // The same size again goes straight to single datagrams; a size the path carries keeps GSO.
+    let again = tx.send(rx.local_addr().unwrap(), &[0x77; 3 * 1400], 1400).unwrap();
+    assert!(!again.fell_back && !again.gso, "{again:?}");
+    assert!(tx.send(rx.local_addr().unwrap(), &[0x66; 3 * 1000], 1000).unwrap().gso);
+    let mut buf = UdpRecv::new(8);
+    let mut got = Vec::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        while rx.recv(&mut buf).is_ok() {
+            got.extend(buf.datagrams().map(|(_, d)| d.len()));
+        }
+        got.len() >= 9
+    }));
+    assert_eq!(got, vec![1400, 1400, 1400, 1400, 1400, 1400, 1000, 1000, 1000]);
+}

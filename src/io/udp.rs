@@ -5,6 +5,7 @@
 //! later (`EIO`) turns it off for good and the run goes out one datagram at a time.
 //! Nothing is allocated per datagram: receive buffers belong to the caller and are reused.
 
+use std::cell::Cell;
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -49,6 +50,9 @@ pub struct Udp {
     state: UdpSocketState,
     offloads: bool,
     gro: bool,
+    /// Smallest segment size the kernel refused to segment (larger than the path MTU): runs of
+    /// this size or more go out one datagram at a time; smaller ones keep GSO.
+    gso_refused_at: Cell<usize>,
 }
 
 /// Socket buffer sizes actually in effect (the kernel doubles what is asked, and caps `SO_*BUF`
@@ -64,8 +68,9 @@ pub struct Buffers {
 pub struct Sent {
     /// The run left in one `sendmsg` with `UDP_SEGMENT`.
     pub gso: bool,
-    /// GSO failed (the kernel or device refused it) and the run went out one datagram at a time;
-    /// GSO is off from now on.
+    /// GSO was refused and the run went out one datagram at a time. A device that refuses GSO
+    /// (`EIO`) turns it off for good; segments larger than the path allows turn it off for that
+    /// size and above.
     pub fell_back: bool,
 }
 
@@ -101,7 +106,7 @@ impl Udp {
             setsockopt(&socket, sockopt::UdpGroSegment, &false)?;
             gro = false;
         }
-        Ok(Udp { socket, state, offloads: opts.offloads, gro })
+        Ok(Udp { socket, state, offloads: opts.offloads, gro, gso_refused_at: Cell::new(usize::MAX) })
     }
 
     /// Binds as the `listen` section says.
@@ -148,7 +153,7 @@ impl Udp {
     /// datagram. `WouldBlock` when the socket is full (nothing of a GSO run went).
     pub fn send(&self, to: SocketAddr, contents: &[u8], segment: usize) -> io::Result<Sent> {
         let segment = segment.max(1);
-        if contents.len() <= segment || self.max_segments() <= 1 {
+        if contents.len() <= segment || self.max_segments() <= 1 || segment >= self.gso_refused_at.get() {
             for d in contents.chunks(segment) {
                 self.send_one(to, d, None)?;
             }
@@ -158,8 +163,9 @@ impl Udp {
             Ok(()) => Ok(Sent { gso: true, fell_back: false }),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
             Err(_) => {
-                // quinn-udp has turned GSO off after EIO/EINVAL; whatever the cause, the run
-                // still goes, one datagram at a time.
+                // quinn-udp turns GSO off after EIO/EINVAL; a segment too large for the path
+                // (EMSGSIZE) rules out GSO for that size. Either way the run still goes.
+                self.gso_refused_at.set(self.gso_refused_at.get().min(segment));
                 for d in contents.chunks(segment) {
                     self.send_one(to, d, None)?;
                 }

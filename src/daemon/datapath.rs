@@ -56,7 +56,7 @@ pub struct Counters {
     pub udp_sends: u64,
     pub udp_gso_sends: u64,
     pub udp_datagrams_sent: u64,
-    /// GSO sends the kernel refused; the run went out one datagram at a time and GSO is off.
+    /// GSO sends the kernel refused; the run went out one datagram at a time (see [`Udp::send`]).
     pub gso_fallbacks: u64,
     /// Datagrams dropped: the socket stayed full, or the kernel refused them.
     pub tx_dropped: u64,
@@ -374,7 +374,8 @@ impl SendRuns {
                         if !self.fallback_logged {
                             self.fallback_logged = true;
                             warn!(
-                                "UDP segmentation offload refused by the kernel or device; sending one datagram per call from now on"
+                                "UDP segmentation offload refused for {}-byte datagrams to {} (device without GSO, or larger than the path MTU): such runs go out one datagram per call",
+                                r.segment, r.dst
                             );
                         }
                     }

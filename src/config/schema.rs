@@ -177,9 +177,9 @@ pub struct Listen {
     pub port: u16,
     /// Datagrams per `recvmmsg`/`sendmmsg` call.
     pub batch: usize,
-    /// `SO_RCVBUF(FORCE)` in bytes; unset keeps the system default.
+    /// `SO_RCVBUF(FORCE)` in bytes; unset asks for 4 MiB.
     pub read_buffer: Option<u32>,
-    /// `SO_SNDBUF(FORCE)` in bytes; unset keeps the system default.
+    /// `SO_SNDBUF(FORCE)` in bytes; unset asks for 4 MiB.
     pub write_buffer: Option<u32>,
     pub send_recv_error: Unimplemented,
     pub accept_recv_error: Unimplemented,

@@ -294,15 +294,17 @@ pub(super) fn find_servers(
     let inventory = a.inventory.as_ref().map(|p| Inventory::load(p)).transpose()?;
     let found = match a.servers_from {
         ServersFrom::Members => {
-            let socket = a.socket.clone().map(crate::config::ControlAddr::from).unwrap_or_else(|| node.loaded.config.control_socket());
+            let socket = a
+                .socket
+                .clone()
+                .map(crate::config::ControlAddr::from)
+                .unwrap_or_else(|| node.loaded.config.control_socket());
             ask(&socket, Request::Members)
                 .context(
                     "asking the running daemon for the mesh's members (or take the servers from the PKI \
                      inventory: --servers-from inventory --inventory FILE)",
                 )
-                .map(|answer| {
-                    (servers::members_in_group(&answer, group), format!("the daemon's members at {socket}"))
-                })
+                .map(|answer| (servers::members_in_group(&answer, group), format!("the daemon's members at {socket}")))
         }
         ServersFrom::Inventory => {
             let (path, inv) = a

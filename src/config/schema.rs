@@ -181,14 +181,17 @@ pub struct Listen {
     pub port: u16,
     /// Datagrams per `recvmmsg`/`sendmmsg` call.
     pub batch: usize,
-    /// `SO_RCVBUF(FORCE)` in bytes; unset keeps the system default.
+    /// `SO_RCVBUF(FORCE)` in bytes; unset asks for 4 MiB.
     pub read_buffer: Option<u32>,
-    /// `SO_SNDBUF(FORCE)` in bytes; unset keeps the system default.
+    /// `SO_SNDBUF(FORCE)` in bytes; unset asks for 4 MiB.
     pub write_buffer: Option<u32>,
     pub send_recv_error: Unimplemented,
     pub accept_recv_error: Unimplemented,
     pub so_mark: Unimplemented,
-    pub udp_offloads: Unimplemented,
+    /// UDP segmentation (GSO) and receive (GRO) offloads: runs of equal-size datagrams to one
+    /// peer leave in one system call and arrive in one. On by default where the kernel has
+    /// them; `false` sends and receives one datagram per slot.
+    pub udp_offloads: bool,
     pub routines: Unimplemented,
     pub windows_bypass_wdf: Unimplemented,
     pub rebind_on_network_change: Unimplemented,
@@ -205,7 +208,7 @@ impl Default for Listen {
             send_recv_error: None,
             accept_recv_error: None,
             so_mark: None,
-            udp_offloads: None,
+            udp_offloads: true,
             routines: None,
             windows_bypass_wdf: None,
             rebind_on_network_change: None,
@@ -296,7 +299,10 @@ pub struct Tun {
     pub drop_local_broadcast: Unimplemented,
     pub drop_multicast: Unimplemented,
     pub use_system_route_table: Unimplemented,
-    pub use_offloads: Unimplemented,
+    /// TSO/checksum offloads on the device (`IFF_VNET_HDR`): the kernel hands over TCP
+    /// super-packets, split into segments only for encryption. On by default where the kernel
+    /// has them; `false` reads and writes one packet per call.
+    pub use_offloads: bool,
     pub pin_threads: Unimplemented,
     pub cpu_affinity: Unimplemented,
     pub routines: Unimplemented,
@@ -317,7 +323,7 @@ impl Default for Tun {
             drop_local_broadcast: None,
             drop_multicast: None,
             use_system_route_table: None,
-            use_offloads: None,
+            use_offloads: true,
             pin_threads: None,
             cpu_affinity: None,
             routines: None,

@@ -3,6 +3,7 @@
 //! of datagrams go in and out with recvmmsg/sendmmsg; the core decides everything else.
 
 pub mod control;
+pub mod datapath;
 mod events;
 pub mod logging;
 pub mod metrics;
@@ -20,17 +21,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::io::{Notifier, PollFd, RecvBatch, SendBatch, Signal, Signals, Tun, TunConfig, Udp, ifaddrs, poll};
-use crate::mesh::{MIN_BUFFER, Node, NodeConfig};
+use crate::io::{Notifier, PollFd, Signal, Signals, Tun, TunConfig, Udp, ifaddrs, poll};
+use crate::mesh::{Node, NodeConfig};
 use crate::unixtime::UnixTime;
 use control::{ControlServer, Request};
+use datapath::DataPath;
 use policy::FirewallPolicy;
 use setup::Setup;
 
-/// Largest datagram a batch slot holds (a relayed full-size packet plus headers fits).
-const SLOT: usize = 65_536;
 /// How often idle firewall flows are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How often the host's addresses are checked (a move re-registers and re-probes peers).
@@ -47,12 +47,13 @@ struct Daemon {
     notifier: Notifier,
     control: ControlServer,
     metrics: Option<metrics::Metrics>,
-    /// The IO shell's own counters (exported when `stats` is on).
-    io: metrics::DataPlane,
+
     log: logging::LogHandle,
     listen: SocketAddr,
     tun_name: String,
-    tx: SendBatch,
+    /// Buffers and counters of the data path.
+    datapath: DataPath,
+    /// Copies of two data-path counters, for `status` and the metrics text.
     tx_dropped: u64,
     tun_write_errors: u64,
     next_expire: Instant,
@@ -95,11 +96,10 @@ pub fn run(config_path: &Path) -> Result<()> {
         Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, tc.address))?)
     };
     let control = ControlServer::bind(&cfg.control_socket())?;
-    let io = metrics::DataPlane::default();
     let metrics = match (&cfg.stats.kind, &cfg.stats.listen) {
         (Some(crate::config::StatsKind::Prometheus), Some(listen)) => {
             let serves_dns = cfg.lighthouse.am_lighthouse && cfg.lighthouse.serve_dns;
-            Some(metrics::serve(listen, &cfg.stats.path, &io, serves_dns)?)
+            Some(metrics::serve(listen, &cfg.stats.path, serves_dns)?)
         }
         _ => None,
     };
@@ -124,6 +124,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
     node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev, &c.local_allow_list()));
     let notifier = Notifier::from_env();
+    log_offloads(tun.as_ref(), &udp);
+    let datapath = DataPath::new(tun.as_ref(), &udp, c.listen.batch.max(1));
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         tun_name: if c.tun.disabled { "(disabled)".into() } else { c.tun.dev.clone() },
@@ -133,10 +135,9 @@ pub fn run(config_path: &Path) -> Result<()> {
         signals,
         control,
         metrics,
-        io,
         log,
         listen,
-        tx: SendBatch::new(c.listen.batch.max(1), SLOT),
+        datapath,
         tx_dropped: 0,
         tun_write_errors: 0,
         next_expire: now,
@@ -156,17 +157,16 @@ pub fn run(config_path: &Path) -> Result<()> {
     // Only now: the TUN carries its address and the socket is bound (Nomad reads the
     // interface once when it starts).
     let _ = d.notifier.ready(&status);
-    let result = d.event_loop(c.listen.batch.max(1));
+    let result = d.event_loop();
     let _ = d.notifier.stopping();
+    let totals: Vec<String> = d.datapath.counters.snapshot().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    info!("data path totals: {}", totals.join(" "));
     info!("cos-mesh stopping");
     result
 }
 
 impl Daemon {
-    fn event_loop(&mut self, batch: usize) -> Result<()> {
-        let mut rx = RecvBatch::new(batch, SLOT);
-        let mut buf = vec![0u8; MIN_BUFFER];
-        let mut tun_buf = vec![0u8; SLOT];
+    fn event_loop(&mut self) -> Result<()> {
         loop {
             let now = Instant::now();
             let mut deadline = self.node.poll_timeout().min(now + Duration::from_secs(1));
@@ -175,13 +175,18 @@ impl Daemon {
             }
             let timeout = deadline.saturating_duration_since(now);
             let (udp_r, tun_r, sig_r, ctl_r) = {
+                let wants_write = self.datapath.wants_write();
                 let mut fds = vec![
-                    PollFd::new(self.udp.as_fd(), !self.tx.is_empty()),
+                    PollFd::new(self.udp.as_fd(), wants_write),
                     PollFd::new(self.signals.as_fd(), false),
                     PollFd::new(self.control.listener().as_fd(), false),
                 ];
                 let tun_at = fds.len();
-                if let Some(t) = &self.tun {
+                // While ciphertexts wait for the socket, the TUN is left unread: its queue
+                // holds (or drops) the excess, and poll does not spin on it.
+                if let Some(t) = &self.tun
+                    && !wants_write
+                {
                     fds.push(PollFd::new(t.as_fd(), false));
                 }
                 match poll::wait(&mut fds, Some(timeout)) {
@@ -194,10 +199,10 @@ impl Daemon {
             let now = Instant::now();
             let wall = UnixTime::now();
             if udp_r {
-                self.read_udp(now, wall, &mut rx, &mut buf);
+                self.datapath.read_udp(&mut self.node, &self.udp, self.tun.as_ref(), now, wall);
             }
-            if tun_r {
-                self.read_tun(now, &mut tun_buf, &mut buf);
+            if tun_r && let Some(tun) = &self.tun {
+                self.datapath.read_tun(&mut self.node, &self.udp, tun, now);
             }
             if self.node.poll_timeout() <= now {
                 self.node.handle_timeout(now, wall);
@@ -220,89 +225,13 @@ impl Daemon {
         }
     }
 
-    fn read_udp(&mut self, now: Instant, wall: UnixTime, rx: &mut RecvBatch, buf: &mut [u8]) {
-        // A bounded number of batches, so the TUN side gets its turn under load.
-        for _ in 0..8 {
-            let n = match self.udp.recv_batch(rx) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    debug!("udp receive: {e}");
-                    return;
-                }
-            };
-            for (from, data) in rx.iter() {
-                if let Some(packet) = self.node.handle_datagram(now, wall, from, data, buf)
-                    && let Some(tun) = &self.tun
-                    && tun.write(packet).is_err()
-                {
-                    self.tun_write_errors += 1;
-                }
-            }
-            self.flush();
-            if n < rx.capacity() {
-                return;
-            }
-        }
-    }
-
-    fn read_tun(&mut self, now: Instant, tun_buf: &mut [u8], buf: &mut [u8]) {
-        for _ in 0..256 {
-            let Some(tun) = &self.tun else { return };
-            let n = match tun.read(tun_buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!("tun read: {e}");
-                    break;
-                }
-            };
-            if let Some((dst, d)) = self.node.handle_tun_packet(now, &tun_buf[..n], buf) {
-                if self.tx.is_full() {
-                    self.send();
-                }
-                if !self.tx.push(dst, d) {
-                    self.tx_dropped += 1;
-                }
-            }
-        }
-        self.flush();
-    }
-
     /// Moves the core's queued output to the socket and the TUN, and logs its events.
     fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            if self.tx.is_full() {
-                self.send();
-            }
-            if !self.tx.push(t.dst, &t.data) {
-                self.tx_dropped += 1;
-            }
-        }
-        self.send();
-        while let Some(p) = self.node.poll_tun_write() {
-            if let Some(tun) = &self.tun
-                && tun.write(&p).is_err()
-            {
-                self.tun_write_errors += 1;
-            }
-        }
+        self.datapath.flush(&mut self.node, &self.udp, self.tun.as_ref());
+        self.tx_dropped = self.datapath.counters.tx_dropped;
+        self.tun_write_errors = self.datapath.counters.tun_write_errors;
         while let Some(e) = self.node.poll_event() {
             events::log_event(&e);
-        }
-    }
-
-    fn send(&mut self) {
-        match self.udp.send_batch(&mut self.tx) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Kept queued; poll waits for POLLOUT. A full batch sheds the oldest.
-                if self.tx.is_full() {
-                    self.tx_dropped += self.tx.len() as u64;
-                    self.tx.clear();
-                }
-            }
-            Err(e) => debug!("udp send: {e}"),
         }
     }
 
@@ -430,15 +359,20 @@ impl Daemon {
     /// Mirrors the core's values into the metrics registry (scrapes read it from their threads).
     fn update_metrics(&mut self, now: Instant, wall: UnixTime) {
         let Some(metrics) = &mut self.metrics else { return };
-        // Until the event loop counts into `self.io` itself, its two plain counters are mirrored.
-        self.io.tx_dropped.inner().store(self.tx_dropped, std::sync::atomic::Ordering::Relaxed);
-        self.io.tun_write_errors.inner().store(self.tun_write_errors, std::sync::atomic::Ordering::Relaxed);
         let peers = self.node.peers(now);
         let cert_expiry_seconds = self.node.cert().details().not_after.seconds() - wall.seconds();
         let mesh = self.node.counters().clone();
         let firewall = &self.node.policy_mut().fw;
         let dns = self.dns.as_ref().map(|d| d.counters());
-        metrics.update(&metrics::Sample { peers: &peers, mesh: &mesh, firewall, cert_expiry_seconds, dns });
+        let datapath = self.datapath.counters.snapshot();
+        metrics.update(&metrics::Sample {
+            peers: &peers,
+            mesh: &mesh,
+            firewall,
+            cert_expiry_seconds,
+            dns,
+            datapath: &datapath,
+        });
     }
 
     fn members(&self, now: Instant) -> serde_json::Value {
@@ -451,6 +385,21 @@ struct Reloaded {
     summary: String,
     /// Changed settings that only a restart applies, as `key (old → new)`.
     needs_restart: Vec<String>,
+}
+
+/// Says once at start which data path is on, so an operator reading the log knows.
+fn log_offloads(tun: Option<&Tun>, udp: &Udp) {
+    let on = |b: bool| if b { "on" } else { "off" };
+    let tun_part = match tun {
+        Some(t) => format!("TUN offloads {} (UDP segmentation {})", on(t.offload()), on(t.udp_offload())),
+        None => "no TUN".to_string(),
+    };
+    info!(
+        "data path: {tun_part}, UDP GSO {} (up to {} datagrams per send), UDP GRO {}",
+        on(udp.max_segments() > 1),
+        udp.max_segments(),
+        on(udp.gro())
+    );
 }
 
 /// The underlay addresses to report to lighthouses: the bound address if specific, else every

@@ -5,28 +5,18 @@
 //! # The event loop: `poll(2)` on raw fds, no async runtime
 //!
 //! The core is driven by `handle_*(now, …)` and drained with `poll_*()`; an async runtime would
-//! add nothing but a second scheduler between the fds and that state machine. A worker is:
+//! add nothing but a second scheduler between the fds and that state machine. A worker
+//! (`daemon::datapath`) moves batches end to end:
 //!
 //! ```text
-//! let signals = Signals::new()?;                 // first, before any thread starts
-//! let tun = Tun::create(&TunConfig::from_config(&cfg.tun, cert_ip))?;
-//! let udp = Udp::from_config(&cfg.listen)?;
-//! notifier.ready("…")?;                          // only now: nebula1 has its address
-//! let (mut rx, mut tx) = (RecvBatch::new(batch, MAX_DATAGRAM), SendBatch::new(batch, mtu + 32));
-//! loop {
-//!     let timeout = core.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
-//!     let mut fds = [PollFd::new(udp.as_fd(), !tx.is_empty()), PollFd::new(tun.as_fd(), false),
-//!                    PollFd::new(signals.as_fd(), false)];
-//!     poll::wait(&mut fds, timeout)?;
-//!     let now = Instant::now();
-//!     if fds[0].readable() { while let Ok(n) = udp.recv_batch(&mut rx) { for (from, d) in rx.iter() { core.handle_datagram(now, from, d) } if n < rx.capacity() { break } } }
-//!     if fds[1].readable() { while let Ok(n) = tun.read(&mut buf) { core.handle_tun_packet(now, &buf[..n]) } }
-//!     core.handle_timeout(now);
-//!     while let Some(t) = core.poll_transmit() { if !tx.push(t.dst, &t.bytes) { udp.send_batch(&mut tx)?; … } }
-//!     udp.send_batch(&mut tx)  // WouldBlock: keep the rest, wait for POLLOUT
-//!     while let Some(p) = core.poll_tun_write() { tun.write(&p)?; }
-//!     match signals.next()? { Some(Signal::Reload) => …, Some(Signal::Shutdown) => break, None => {} }
-//! }
+//! TUN recv (a 64 KB TCP super-packet, split into MTU-sized segments, checksums completed)
+//!   → each segment through Node::handle_tun_packet (firewall + conntrack per segment),
+//!     encrypted straight into the next slot of one contiguous send buffer
+//!   → runs of equal-size ciphertexts to one peer → one sendmsg with UDP_SEGMENT (GSO)
+//! UDP recvmmsg with UDP_GRO (many datagrams of one peer per buffer, split at the stride)
+//!   → each through Node::handle_datagram, decrypted straight into a TUN write slot with
+//!     the virtio header room in front
+//!   → TUN send, segments of one flow coalesced back into super-packets (GRO)
 //! ```
 //!
 //! More throughput later means more workers (`Tun` queues with `IFF_MULTI_QUEUE`, one UDP
@@ -43,5 +33,5 @@ pub mod udp;
 pub use notify::Notifier;
 pub use poll::PollFd;
 pub use signals::{Signal, Signals};
-pub use tun::{Tun, TunConfig};
-pub use udp::{RecvBatch, SendBatch, Udp};
+pub use tun::{Tun, TunBatch, TunConfig, TunRecv};
+pub use udp::{Udp, UdpOptions, UdpRecv};

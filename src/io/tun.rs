@@ -1,25 +1,34 @@
-//! The overlay TUN device (`nebula1`): created with `IFF_TUN | IFF_NO_PI`, configured over
-//! netlink (address, MTU, tx queue, up, routes), read and written as raw IPv4 packets through
-//! nonblocking file descriptors. The device disappears when the last queue is dropped (it is
-//! never made persistent), so a crashed daemon leaves no interface behind.
+//! The overlay TUN device (`nebula1`), opened through `tun-rs` and configured over netlink
+//! (address, MTU, tx queue, up, routes). The device disappears when the last queue is dropped (it
+//! is never made persistent), so a crashed daemon leaves no interface behind.
 //!
-//! Raw ioctls via `libc` rather than `tun-rs`: opening a queue is one `open` and one `TUNSETIFF`,
-//! the crate is already a dependency, and the event loop wants plain fds for `poll(2)` rather than
-//! an async device. Offloads (`IFF_VNET_HDR` + `TUNSETOFFLOAD`) fit this shape later: one more flag
-//! and one ioctl, with the segmentation done by the data path that owns the buffers.
+//! Offloads (`tun.use_offloads`, on by default): the device is opened with `IFF_VNET_HDR` and
+//! `TUNSETOFFLOAD` (checksum, TSO4/6 and, on kernels ≥ 6.2, USO), so the kernel hands over TCP
+//! super-packets of up to 64 KB instead of one read per MTU-sized segment. [`Tun::recv`] splits
+//! them back into MTU-sized segments with their checksums completed (each segment then passes the
+//! firewall as a packet of its own), and [`Tun::send`] coalesces decrypted segments of one flow into
+//! super-packets again (GRO) before writing them. Without offloads both move one packet per call.
 //!
 //! Multi-queue: with `queues > 1` the device is created with `IFF_MULTI_QUEUE` and each queue is
 //! its own fd; the kernel spreads flows across them, one worker per queue.
 
-use std::ffi::c_char;
-use std::fs::OpenOptions;
+use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use ipnet::Ipv4Net;
+use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::netlink::{self, Route};
+
+/// Largest IP packet (and TCP super-packet) the kernel hands over.
+const MAX_PACKET: usize = 65_535;
+/// Segments one super-packet can split into (64 KB at the smallest MSS in practice); also the
+/// default number of packets written per [`Tun::send`].
+pub const MAX_SEGMENTS: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// Bytes reserved in front of every packet in a [`TunBatch`] for the virtio header the kernel
+/// expects on writes when offloads are on.
+pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 
 /// What the device should look like. [`TunConfig::from_config`] builds it from `tun:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +43,8 @@ pub struct TunConfig {
     pub routes: Vec<Route>,
     /// Number of queues (fds); 1 unless the daemon runs several workers.
     pub queues: usize,
+    /// Ask for TSO/checksum offloads (`tun.use_offloads`); off when the kernel refuses them.
+    pub offload: bool,
 }
 
 impl TunConfig {
@@ -50,26 +61,59 @@ impl TunConfig {
                 metric: r.metric,
             }))
             .collect();
-        TunConfig { name: tun.dev.clone(), address, mtu: tun.mtu, tx_queue: tun.tx_queue, routes, queues: 1 }
+        TunConfig {
+            name: tun.dev.clone(),
+            address,
+            mtu: tun.mtu,
+            tx_queue: tun.tx_queue,
+            routes,
+            queues: 1,
+            offload: tun.use_offloads,
+        }
     }
 }
 
 /// An open, configured TUN device. Dropping it closes every queue, which removes the device.
-#[derive(Debug)]
 pub struct Tun {
     name: String,
     index: u32,
-    queues: Vec<OwnedFd>,
+    mtu: usize,
+    queues: Vec<SyncDevice>,
+}
+
+impl fmt::Debug for Tun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tun").field("name", &self.name).field("queues", &self.queues.len()).finish()
+    }
 }
 
 impl Tun {
     /// Creates and configures the device in the calling thread's network namespace. Needs
     /// `CAP_NET_ADMIN`. Fails if an interface of that name already exists and is not a TUN.
+    /// Offloads the kernel refuses are left off (see [`Tun::offload`]).
     pub fn create(cfg: &TunConfig) -> io::Result<Tun> {
-        let queues =
-            (0..cfg.queues.max(1)).map(|_| open_queue(&cfg.name, cfg.queues > 1)).collect::<io::Result<Vec<_>>>()?;
-        let index = netlink::if_index(&cfg.name).map_err(|e| ctx(e, &format!("looking up {}", cfg.name)))?;
-        let tun = Tun { name: cfg.name.clone(), index, queues };
+        let name = &cfg.name;
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?} is not a valid interface name")));
+        }
+        let multi_queue = cfg.queues > 1;
+        let open =
+            |offload: bool| DeviceBuilder::new().name(name).offload(offload).multi_queue(multi_queue).build_sync();
+        let first = match open(cfg.offload) {
+            // An old kernel without IFF_VNET_HDR/TUNSETOFFLOAD: the plain device still works.
+            Err(e) if cfg.offload && e.raw_os_error() == Some(libc::EINVAL) => open(false),
+            r => r,
+        }
+        .map_err(|e| ctx(e, &format!("creating TUN device {name} (TUNSETIFF; needs CAP_NET_ADMIN)")))?;
+        let mut queues = vec![first];
+        for _ in 1..cfg.queues {
+            queues.push(queues[0].try_clone().map_err(|e| ctx(e, &format!("opening another queue of {name}")))?);
+        }
+        for q in &queues {
+            q.set_nonblocking(true)?;
+        }
+        let index = netlink::if_index(name).map_err(|e| ctx(e, &format!("looking up {name}")))?;
+        let tun = Tun { name: name.clone(), index, mtu: cfg.mtu as usize, queues };
         netlink::set_link(index, Some(cfg.mtu), Some(cfg.tx_queue), false)?;
         netlink::add_address(index, cfg.address)?;
         netlink::set_link(index, None, None, true)?;
@@ -88,19 +132,46 @@ impl Tun {
         self.index
     }
 
-    /// Every queue; `queues()[0]` is the one [`Tun::read`] / [`Tun::write`] use.
-    pub fn queues(&self) -> &[OwnedFd] {
+    /// The MTU the device was created with.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// Whether the kernel hands over super-packets (IFF_VNET_HDR + TSO are on).
+    pub fn offload(&self) -> bool {
+        self.queues[0].tcp_gso()
+    }
+
+    /// Whether UDP segmentation offload (USO, Linux ≥ 6.2) is on too.
+    pub fn udp_offload(&self) -> bool {
+        self.queues[0].udp_gso()
+    }
+
+    /// Every queue; `queues()[0]` is the one [`Tun::recv`] / [`Tun::send`] use.
+    pub fn queues(&self) -> &[SyncDevice] {
         &self.queues
     }
 
-    /// Reads one packet from queue 0. `WouldBlock` when none is waiting.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        read_queue(self.queues[0].as_fd(), buf)
+    /// Reads what is waiting on queue 0 into `rx`: one packet, or every segment of one
+    /// super-packet with its checksums completed. Returns how many packets `rx` now holds;
+    /// `WouldBlock` when none is waiting.
+    pub fn recv(&self, rx: &mut TunRecv) -> io::Result<usize> {
+        rx.filled = 0;
+        let n = self.queues[0].recv_multiple(&mut rx.raw, &mut rx.segments, &mut rx.sizes, 0)?;
+        rx.filled = n;
+        Ok(n)
     }
 
-    /// Writes one packet to queue 0 (the kernel delivers it as if received on the interface).
-    pub fn write(&self, packet: &[u8]) -> io::Result<usize> {
-        write_queue(self.queues[0].as_fd(), packet)
+    /// Writes every packet of `tx` to queue 0, coalescing segments of one flow when offloads
+    /// are on, and empties `tx`. Returns the bytes written. A packet the kernel refuses is
+    /// dropped (the rest still go) and the last such error is returned.
+    pub fn send(&self, tx: &mut TunBatch) -> io::Result<usize> {
+        if tx.len == 0 {
+            return Ok(0);
+        }
+        let r = self.queues[0].send_multiple(&mut tx.gro, &mut tx.bufs[..tx.len], HEADROOM);
+        tx.clear();
+        r
     }
 
     /// Adds or replaces a route through this device (reloads of `unsafe_routes`).
@@ -121,71 +192,124 @@ impl AsFd for Tun {
     }
 }
 
-/// Reads one packet from a queue fd.
-pub fn read_queue(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for writes of its length; `fd` is open for the borrow.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
+/// Caller-owned storage for [`Tun::recv`]: the raw read (a super-packet needs 64 KB; without
+/// offloads it is not used) and [`MAX_SEGMENTS`] MTU-sized segment slots. Allocated once per
+/// worker; pages the traffic never touches stay out of the resident set.
+pub struct TunRecv {
+    raw: Vec<u8>,
+    segments: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    filled: usize,
+}
+
+impl TunRecv {
+    /// Storage for reading `tun` (its MTU and whether offloads are on).
+    pub fn new(tun: &Tun) -> TunRecv {
+        let (raw, count) = if tun.offload() { (HEADROOM + MAX_PACKET, MAX_SEGMENTS) } else { (0, 1) };
+        TunRecv {
+            raw: vec![0; raw],
+            segments: vec![vec![0; tun.mtu().max(576)]; count],
+            sizes: vec![0; count],
+            filled: 0,
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
+    }
+
+    /// Packets from the last receive.
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// The packets of the last receive, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.segments.iter().zip(&self.sizes).take(self.filled).map(|(b, &n)| &b[..n])
     }
 }
 
-/// Writes one packet to a queue fd.
-pub fn write_queue(fd: BorrowedFd<'_>, packet: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `packet` is valid for reads of its length; `fd` is open for the borrow.
-        let n = unsafe { libc::write(fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+/// Packets on their way to the TUN, each in its own buffer with [`HEADROOM`] bytes in front
+/// (the decrypting core writes straight into [`TunBatch::room`]). Buffers are allocated once.
+/// When offloads are on, segments of one flow are coalesced into the buffer of the flow's first
+/// packet, so every buffer reserves room for a 64 KB super-packet; the pages only become
+/// resident where a coalesced packet actually lands.
+pub struct TunBatch {
+    bufs: Vec<Vec<u8>>,
+    slot: usize,
+    len: usize,
+    gro: GROTable,
 }
 
-/// `struct ifreq` as TUNSETIFF reads it: the name and the flags (the rest of the union unused).
-#[repr(C)]
-struct IfReq {
-    name: [c_char; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
+impl TunBatch {
+    /// `capacity` packets of up to `slot` bytes each; `coalesce` reserves room for super-packets
+    /// (pass [`Tun::offload`]).
+    pub fn new(capacity: usize, slot: usize, coalesce: bool) -> TunBatch {
+        // tun-rs coalesces only into a buffer whose capacity already holds the result (plus
+        // twice the header room); it never grows one.
+        let reserve = if coalesce { 2 * HEADROOM + MAX_PACKET + slot } else { HEADROOM + slot };
+        TunBatch {
+            bufs: (0..capacity.max(1)).map(|_| Vec::with_capacity(reserve)).collect(),
+            slot,
+            len: 0,
+            gro: GROTable::new(),
+        }
+    }
 
-fn open_queue(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?} is not a valid interface name")));
+    /// Packets queued.
+    pub fn len(&self) -> usize {
+        self.len
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("/dev/net/tun")
-        .map_err(|e| ctx(e, "opening /dev/net/tun"))?;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
-    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
-        *d = s as c_char;
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
-    let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;
-    if multi_queue {
-        flags |= libc::IFF_MULTI_QUEUE;
+
+    pub fn is_full(&self) -> bool {
+        self.len == self.bufs.len()
     }
-    req.flags = flags as libc::c_short;
-    // SAFETY: TUNSETIFF reads an ifreq, which `req` is laid out as; the fd is open.
-    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &raw mut req) } < 0 {
-        return Err(ctx(
-            io::Error::last_os_error(),
-            &format!("creating TUN device {name} (TUNSETIFF; needs CAP_NET_ADMIN)"),
-        ));
+
+    /// Largest packet a slot holds.
+    pub fn slot(&self) -> usize {
+        self.slot
     }
-    Ok(OwnedFd::from(file))
+
+    /// The next free slot (`slot` bytes) to write a packet into; [`TunBatch::commit`] queues it.
+    /// `None` when the batch is full.
+    pub fn room(&mut self) -> Option<&mut [u8]> {
+        let buf = self.bufs.get_mut(self.len)?;
+        buf.resize(HEADROOM + self.slot, 0);
+        Some(&mut buf[HEADROOM..])
+    }
+
+    /// Queues the first `n` bytes written into [`TunBatch::room`].
+    pub fn commit(&mut self, n: usize) {
+        if let Some(buf) = self.bufs.get_mut(self.len)
+            && n > 0
+        {
+            buf.truncate(HEADROOM + n.min(self.slot));
+            buf[..HEADROOM].fill(0);
+            self.len += 1;
+        }
+    }
+
+    /// Queues a copy of `packet`. False when the batch is full or the packet is empty.
+    pub fn push(&mut self, packet: &[u8]) -> bool {
+        let Some(buf) = self.bufs.get_mut(self.len) else { return false };
+        if packet.is_empty() {
+            return false;
+        }
+        buf.clear();
+        buf.resize(HEADROOM, 0);
+        buf.extend_from_slice(packet);
+        self.len += 1;
+        true
+    }
+
+    /// Forgets every queued packet.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
 }
 
 fn ctx(e: io::Error, what: &str) -> io::Error {
@@ -201,7 +325,7 @@ mod tests {
         let yaml = "dev: mesh0\nmtu: 1400\nroutes:\n  - {route: 100.100.0.0/16, mtu: 1300}\nunsafe_routes:\n  - {route: 10.1.0.0/16, via: 100.64.0.1, metric: 5}\n  - {route: 10.2.0.0/16, via: 100.64.0.1, install: false}\n";
         let tun: crate::config::Tun = serde_saphyr::from_str(yaml).unwrap();
         let cfg = TunConfig::from_config(&tun, "100.64.0.11/10".parse().unwrap());
-        assert_eq!((cfg.name.as_str(), cfg.mtu, cfg.tx_queue, cfg.queues), ("mesh0", 1400, 500, 1));
+        assert_eq!((cfg.name.as_str(), cfg.mtu, cfg.tx_queue, cfg.queues, cfg.offload), ("mesh0", 1400, 500, 1, true));
         assert_eq!(
             cfg.routes,
             vec![
@@ -209,5 +333,22 @@ mod tests {
                 Route { dst: "10.1.0.0/16".parse().unwrap(), mtu: None, metric: Some(5) },
             ]
         );
+        let off: crate::config::Tun = serde_saphyr::from_str("use_offloads: false\n").unwrap();
+        assert!(!TunConfig::from_config(&off, "100.64.0.11/10".parse().unwrap()).offload);
+    }
+
+    #[test]
+    fn a_batch_keeps_headroom_and_refuses_when_full() {
+        let mut b = TunBatch::new(2, 100, false);
+        let room = b.room().unwrap();
+        assert_eq!(room.len(), 100);
+        room[..3].copy_from_slice(b"abc");
+        b.commit(3);
+        assert!(b.push(b"de"));
+        assert!(b.is_full() && b.room().is_none() && !b.push(b"x"));
+        assert_eq!(&b.bufs[0][..], &[0u8; HEADROOM].iter().chain(b"abc").copied().collect::<Vec<_>>()[..]);
+        assert_eq!(&b.bufs[1][HEADROOM..], b"de");
+        b.clear();
+        assert!(b.is_empty() && b.room().is_some());
     }
 }

@@ -1,19 +1,58 @@
-//! The underlay UDP socket, with batched receive (`recvmmsg`) and send (`sendmmsg`) into
-//! caller-owned buffers: one system call moves up to `listen.batch` datagrams, and nothing is
-//! allocated per datagram (the batches are allocated once per worker and reused).
+//! The underlay UDP socket. `quinn-udp` does the msghdr/cmsg work: batched receive
+//! (`recvmmsg`) with UDP GRO (several datagrams of one sender arrive as one buffer with a
+//! stride), and sends with UDP GSO (`UDP_SEGMENT`: a run of equal-size datagrams to one peer
+//! leaves in one `sendmsg`). Both are probed when the socket opens; a device that refuses GSO
+//! later (`EIO`) turns it off for good and the run goes out one datagram at a time.
+//! Nothing is allocated per datagram: receive buffers belong to the caller and are reused.
 
-use std::io;
-use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::cell::Cell;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-/// Largest UDP payload; the default slot size of a batch.
+use nix::sys::socket::{setsockopt, sockopt};
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+
+/// Largest UDP payload.
 pub const MAX_DATAGRAM: usize = 65535;
+/// Socket buffer size asked for when the configuration names none: a few milliseconds of
+/// multi-gigabit traffic, so a burst of GSO runs is not dropped while the loop is busy.
+pub const DEFAULT_SOCKET_BUFFER: u32 = 4 << 20;
+/// Buffers per receive call (one `recvmmsg`).
+pub const RECV_BATCH: usize = 32;
+/// Largest number of datagrams in one GSO send (the kernel's `UDP_MAX_SEGMENTS` is 128; 64
+/// keeps a run within one 64 KB super-packet).
+pub const MAX_SEGMENTS: usize = 64;
+/// Largest payload of one GSO send.
+pub const MAX_RUN_BYTES: usize = 65_000;
+
+/// How the socket is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// `SO_RCVBUF(FORCE)` in bytes.
+    pub read_buffer: u32,
+    /// `SO_SNDBUF(FORCE)` in bytes.
+    pub write_buffer: u32,
+    /// Use UDP GSO and GRO where the kernel has them (`listen.udp_offloads`).
+    pub offloads: bool,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        UdpOptions { read_buffer: DEFAULT_SOCKET_BUFFER, write_buffer: DEFAULT_SOCKET_BUFFER, offloads: true }
+    }
+}
 
 /// A bound, nonblocking underlay socket.
 #[derive(Debug)]
 pub struct Udp {
     socket: UdpSocket,
+    state: UdpSocketState,
+    offloads: bool,
+    gro: bool,
+    /// Smallest segment size the kernel refused to segment (larger than the path MTU): runs of
+    /// this size or more go out one datagram at a time; smaller ones keep GSO.
+    gso_refused_at: Cell<usize>,
 }
 
 /// Socket buffer sizes actually in effect (the kernel doubles what is asked, and caps `SO_*BUF`
@@ -24,26 +63,63 @@ pub struct Buffers {
     pub write: usize,
 }
 
+/// What one [`Udp::send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sent {
+    /// The run left in one `sendmsg` with `UDP_SEGMENT`.
+    pub gso: bool,
+    /// GSO was refused and the run went out one datagram at a time. A device that refuses GSO
+    /// (`EIO`) turns it off for good; segments larger than the path allows turn it off for that
+    /// size and above.
+    pub fell_back: bool,
+}
+
 impl Udp {
-    /// Binds `addr` (port 0 = random), nonblocking. Buffer sizes use `SO_RCVBUFFORCE` /
-    /// `SO_SNDBUFFORCE` (which need `CAP_NET_ADMIN`), falling back to the capped `SO_RCVBUF` /
-    /// `SO_SNDBUF`, as Nebula does.
+    /// Binds `addr` (port 0 = random), nonblocking, with offloads on where available. Buffer
+    /// sizes use `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE` (which need `CAP_NET_ADMIN`), falling back
+    /// to the capped `SO_RCVBUF` / `SO_SNDBUF`, as Nebula does.
     pub fn bind(addr: SocketAddr, read_buffer: Option<u32>, write_buffer: Option<u32>) -> io::Result<Udp> {
+        let d = UdpOptions::default();
+        Udp::bind_with(
+            addr,
+            UdpOptions {
+                read_buffer: read_buffer.unwrap_or(d.read_buffer),
+                write_buffer: write_buffer.unwrap_or(d.write_buffer),
+                offloads: true,
+            },
+        )
+    }
+
+    /// Binds `addr` as `opts` say.
+    pub fn bind_with(addr: SocketAddr, opts: UdpOptions) -> io::Result<Udp> {
         let socket = UdpSocket::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
-        socket.set_nonblocking(true)?;
-        let fd = socket.as_raw_fd();
-        if let Some(n) = read_buffer {
-            set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, n)?;
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        allow_fragments(&socket, addr.is_ipv4())?;
+        if setsockopt(&socket, sockopt::RcvBufForce, &(opts.read_buffer as usize)).is_err() {
+            setsockopt(&socket, sockopt::RcvBuf, &(opts.read_buffer as usize))?;
         }
-        if let Some(n) = write_buffer {
-            set_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, n)?;
+        if setsockopt(&socket, sockopt::SndBufForce, &(opts.write_buffer as usize)).is_err() {
+            setsockopt(&socket, sockopt::SndBuf, &(opts.write_buffer as usize))?;
         }
-        Ok(Udp { socket })
+        let mut gro = state.gro_segments() > 1;
+        if gro && !opts.offloads {
+            setsockopt(&socket, sockopt::UdpGroSegment, &false)?;
+            gro = false;
+        }
+        Ok(Udp { socket, state, offloads: opts.offloads, gro, gso_refused_at: Cell::new(usize::MAX) })
     }
 
     /// Binds as the `listen` section says.
     pub fn from_config(listen: &crate::config::Listen) -> io::Result<Udp> {
-        Udp::bind(SocketAddr::new(listen.host, listen.port), listen.read_buffer, listen.write_buffer)
+        let d = UdpOptions::default();
+        Udp::bind_with(
+            SocketAddr::new(listen.host, listen.port),
+            UdpOptions {
+                read_buffer: listen.read_buffer.unwrap_or(d.read_buffer),
+                write_buffer: listen.write_buffer.unwrap_or(d.write_buffer),
+                offloads: listen.udp_offloads,
+            },
+        )
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -56,76 +132,64 @@ impl Udp {
     }
 
     pub fn buffers(&self) -> io::Result<Buffers> {
-        let fd = self.socket.as_raw_fd();
-        Ok(Buffers { read: get_int(fd, libc::SO_RCVBUF)? as usize, write: get_int(fd, libc::SO_SNDBUF)? as usize })
+        Ok(Buffers {
+            read: nix::sys::socket::getsockopt(&self.socket, sockopt::RcvBuf)?,
+            write: nix::sys::socket::getsockopt(&self.socket, sockopt::SndBuf)?,
+        })
     }
 
-    /// Receives up to `batch.capacity()` datagrams in one `recvmmsg`. Returns how many arrived
-    /// (read them with [`RecvBatch::get`]); `WouldBlock` when none is waiting.
-    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.prepare();
-        let n = loop {
-            // SAFETY: `prepare` pointed every header at this batch's own iovecs, buffers and
-            // address slots, which live (and do not move) for the duration of the call.
-            let n = unsafe {
-                libc::recvmmsg(
-                    self.socket.as_raw_fd(),
-                    batch.hdrs.as_mut_ptr(),
-                    batch.hdrs.len() as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if n >= 0 {
-                break n as usize;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        };
-        batch.filled = n;
-        Ok(n)
+    /// Datagrams one [`Udp::send`] may carry: more than 1 while GSO is on.
+    pub fn max_segments(&self) -> usize {
+        if self.offloads { self.state.max_gso_segments().min(MAX_SEGMENTS) } else { 1 }
     }
 
-    /// Sends the queued datagrams with as few `sendmmsg` calls as possible. Returns how many
-    /// were sent; those stay out of the batch. On `WouldBlock` the rest stay queued (wait for
-    /// the socket to be writable and call again). A datagram the kernel refuses outright
-    /// (unreachable destination, too large) is dropped, counted in [`SendBatch::dropped`], and
-    /// the rest still go.
-    pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
-        let mut sent = 0;
-        while batch.next < batch.len {
-            batch.prepare();
-            let pending = &mut batch.hdrs[batch.next..batch.len];
-            // SAFETY: `prepare` pointed the headers at this batch's buffers and addresses,
-            // which live for the call; `pending` is within the initialised headers.
-            let n = unsafe {
-                libc::sendmmsg(self.socket.as_raw_fd(), pending.as_mut_ptr(), pending.len() as u32, libc::MSG_DONTWAIT)
-            };
-            if n > 0 {
-                batch.next += n as usize;
-                sent += n as usize;
-                continue;
+    /// Whether receives may return several datagrams per buffer (UDP GRO is on).
+    pub fn gro(&self) -> bool {
+        self.gro
+    }
+
+    /// Sends `contents` to `to` as datagrams of `segment` bytes each (the last may be shorter):
+    /// one `sendmsg` with `UDP_SEGMENT` when there are several and GSO is on, else one call per
+    /// datagram. `WouldBlock` when the socket is full (nothing of a GSO run went).
+    pub fn send(&self, to: SocketAddr, contents: &[u8], segment: usize) -> io::Result<Sent> {
+        let segment = segment.max(1);
+        if contents.len() <= segment || self.max_segments() <= 1 || segment >= self.gso_refused_at.get() {
+            for d in contents.chunks(segment) {
+                self.send_one(to, d, None)?;
             }
-            if n == 0 {
-                break; // nothing pending after all
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock if sent > 0 => return Ok(sent),
-                io::ErrorKind::WouldBlock => return Err(e),
-                _ => {
-                    // The first pending datagram failed; drop it and carry on.
-                    batch.next += 1;
-                    batch.dropped += 1;
-                    batch.last_error = Some(e);
+            return Ok(Sent::default());
+        }
+        match self.send_one(to, contents, Some(segment)) {
+            Ok(()) => Ok(Sent { gso: true, fell_back: false }),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(_) => {
+                // quinn-udp turns GSO off after EIO/EINVAL; a segment too large for the path
+                // (EMSGSIZE) rules out GSO for that size. Either way the run still goes.
+                self.gso_refused_at.set(self.gso_refused_at.get().min(segment));
+                for d in contents.chunks(segment) {
+                    self.send_one(to, d, None)?;
                 }
+                Ok(Sent { gso: false, fell_back: true })
             }
         }
-        batch.clear();
-        Ok(sent)
+    }
+
+    fn send_one(&self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> io::Result<()> {
+        let t = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
+        self.state.try_send(UdpSockRef::from(&self.socket), &t)
+    }
+
+    /// Receives into `rx` with one `recvmmsg`. Returns how many buffers were filled (each one
+    /// datagram, or several of one sender with GRO; read them with [`UdpRecv::datagrams`]);
+    /// `WouldBlock` when none is waiting.
+    pub fn recv(&self, rx: &mut UdpRecv) -> io::Result<usize> {
+        rx.filled = 0;
+        let mut chunks = rx.buf.chunks_mut(rx.slot);
+        let mut slices: [IoSliceMut<'_>; RECV_BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let n = self.state.recv(UdpSockRef::from(&self.socket), &mut slices[..rx.count], &mut rx.meta[..rx.count])?;
+        rx.filled = n;
+        Ok(n)
     }
 }
 
@@ -141,42 +205,66 @@ impl AsFd for Udp {
     }
 }
 
-/// Caller-owned storage for one `recvmmsg`: `capacity` slots of `slot` bytes each, their source
-/// addresses and lengths.
-pub struct RecvBatch {
+/// quinn-udp forbids fragmentation (`IP_PMTUDISC_PROBE`, for QUIC's own path MTU discovery);
+/// the overlay has none, so a datagram larger than the path (a relayed full-size packet) must
+/// still be fragmented by the kernel as before. Back to the Linux default, `PMTUDISC_WANT`.
+fn allow_fragments(socket: &UdpSocket, ipv4: bool) -> io::Result<()> {
+    let opts: &[(libc::c_int, libc::c_int, libc::c_int)] = if ipv4 {
+        &[(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT)]
+    } else {
+        &[
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_WANT),
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_WANT),
+        ]
+    };
+    for &(level, name, value) in opts {
+        // SAFETY: `value` is a live c_int for the duration of the call and its size is passed;
+        // the fd is open for the borrow of `socket`. (nix has no wrapper for IP_MTU_DISCOVER.)
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            // A v6-only socket has no IPv4 level; nothing to undo there.
+            if level != libc::IPPROTO_IP || ipv4 {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Caller-owned storage for [`Udp::recv`]: up to [`RECV_BATCH`] buffers of 64 KB (a GRO
+/// buffer holds up to 64 datagrams of one sender). Allocated once per worker; the pages no
+/// datagram touches stay out of the resident set.
+pub struct UdpRecv {
     buf: Vec<u8>,
     slot: usize,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    count: usize,
+    meta: [RecvMeta; RECV_BATCH],
     filled: usize,
 }
 
-// SAFETY: the raw pointers inside `iovs`/`hdrs` only ever point into this struct's own vectors
-// and are rewritten before each use; nothing is shared.
-unsafe impl Send for RecvBatch {}
-
-impl RecvBatch {
-    /// `capacity` datagrams (`listen.batch`) of up to `slot` bytes each (a datagram longer
-    /// than `slot` is truncated; use [`MAX_DATAGRAM`] or the path MTU).
-    pub fn new(capacity: usize, slot: usize) -> RecvBatch {
-        let capacity = capacity.max(1);
-        RecvBatch {
-            buf: vec![0; capacity * slot],
-            slot,
-            // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr.
-            addrs: vec![unsafe { zeroed() }; capacity],
-            iovs: vec![unsafe { zeroed() }; capacity],
-            hdrs: vec![unsafe { zeroed() }; capacity],
-            filled: 0,
-        }
+impl UdpRecv {
+    /// Storage for `count` buffers per receive (at most [`RECV_BATCH`]).
+    pub fn new(count: usize) -> UdpRecv {
+        let count = count.clamp(1, RECV_BATCH);
+        let slot = MAX_DATAGRAM + 1;
+        UdpRecv { buf: vec![0; count * slot], slot, count, meta: [RecvMeta::default(); RECV_BATCH], filled: 0 }
     }
 
+    /// Buffers per receive.
     pub fn capacity(&self) -> usize {
-        self.hdrs.len()
+        self.count
     }
 
-    /// Datagrams from the last receive.
+    /// Buffers filled by the last receive.
     pub fn len(&self) -> usize {
         self.filled
     }
@@ -185,223 +273,23 @@ impl RecvBatch {
         self.filled == 0
     }
 
-    /// Datagram `i` of the last receive: its source and its bytes.
-    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+    /// Buffer `i` of the last receive: its sender, its bytes and the size of each datagram in it
+    /// (the stride; the last one may be shorter).
+    pub fn buffer(&self, i: usize) -> Option<(SocketAddr, &[u8], usize)> {
         if i >= self.filled {
             return None;
         }
-        let from = from_storage(&self.addrs[i])?;
-        let len = (self.hdrs[i].msg_len as usize).min(self.slot);
-        Some((from, &self.buf[i * self.slot..i * self.slot + len]))
+        let m = &self.meta[i];
+        let len = m.len.min(self.slot);
+        let from = SocketAddr::new(m.addr.ip().to_canonical(), m.addr.port());
+        Some((from, &self.buf[i * self.slot..i * self.slot + len], m.stride.max(1)))
     }
 
-    /// The datagrams of the last receive, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        (0..self.filled).filter_map(|i| self.get(i))
-    }
-
-    fn prepare(&mut self) {
-        self.filled = 0;
-        // One base pointer for all slots: re-borrowing the Vec per slot would invalidate the
-        // pointers already stored in earlier headers.
-        let base = self.buf.as_mut_ptr();
-        let name_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        for (i, ((hdr, iov), addr)) in self.hdrs.iter_mut().zip(&mut self.iovs).zip(&mut self.addrs).enumerate() {
-            // SAFETY: slot i lies within `buf` (capacity * slot bytes).
-            point(hdr, iov, unsafe { base.add(i * self.slot) }, self.slot, addr, name_len);
-        }
-    }
-}
-
-/// Caller-owned storage for outgoing datagrams: fill with [`SendBatch::push`] (copy) or
-/// [`SendBatch::push_with`] (write in place, e.g. encrypt straight into the slot), then
-/// [`Udp::send_batch`].
-pub struct SendBatch {
-    buf: Vec<u8>,
-    slot: usize,
-    lens: Vec<usize>,
-    addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    len: usize,
-    next: usize,
-    /// Datagrams dropped because the kernel refused them (see [`Udp::send_batch`]).
-    pub dropped: u64,
-    /// The error of the last dropped datagram.
-    pub last_error: Option<io::Error>,
-}
-
-// SAFETY: as for RecvBatch, the raw pointers only point into this struct's own vectors.
-unsafe impl Send for SendBatch {}
-
-impl SendBatch {
-    pub fn new(capacity: usize, slot: usize) -> SendBatch {
-        let capacity = capacity.max(1);
-        SendBatch {
-            buf: vec![0; capacity * slot],
-            slot,
-            lens: vec![0; capacity],
-            // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr.
-            addrs: vec![(unsafe { zeroed() }, 0); capacity],
-            iovs: vec![unsafe { zeroed() }; capacity],
-            hdrs: vec![unsafe { zeroed() }; capacity],
-            len: 0,
-            next: 0,
-            dropped: 0,
-            last_error: None,
-        }
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.hdrs.len()
-    }
-
-    /// Datagrams queued and not yet sent.
-    pub fn len(&self) -> usize {
-        self.len - self.next
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.len == self.capacity()
-    }
-
-    /// Queues a copy of `payload` for `to`. False (nothing queued) when the batch is full or
-    /// the payload is empty or larger than a slot.
-    pub fn push(&mut self, to: SocketAddr, payload: &[u8]) -> bool {
-        if payload.len() > self.slot || payload.is_empty() {
-            return false;
-        }
-        self.push_with(to, |slot| {
-            slot[..payload.len()].copy_from_slice(payload);
-            payload.len()
-        })
-    }
-
-    /// Queues a datagram for `to` written by `fill` into the slot; `fill` returns its length
-    /// (0 queues nothing). False when the batch is full.
-    pub fn push_with(&mut self, to: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
-        if self.is_full() {
-            return false;
-        }
-        let i = self.len;
-        let n = fill(&mut self.buf[i * self.slot..(i + 1) * self.slot]).min(self.slot);
-        if n == 0 {
-            return true;
-        }
-        self.lens[i] = n;
-        self.addrs[i] = to_storage(to);
-        self.len += 1;
-        true
-    }
-
-    /// Forgets every queued datagram.
-    pub fn clear(&mut self) {
-        self.len = 0;
-        self.next = 0;
-    }
-
-    fn prepare(&mut self) {
-        let base = self.buf.as_mut_ptr();
-        let slots = self.hdrs.iter_mut().zip(&mut self.iovs).zip(&mut self.addrs).zip(&self.lens).take(self.len);
-        for (i, (((hdr, iov), (addr, name_len)), &len)) in slots.enumerate() {
-            // SAFETY: slot i lies within `buf`, and `len` <= slot.
-            point(hdr, iov, unsafe { base.add(i * self.slot) }, len, addr, *name_len);
-        }
-    }
-}
-
-/// Points one `mmsghdr` at one buffer (through its iovec) and one address slot.
-fn point(
-    hdr: &mut libc::mmsghdr,
-    iov: &mut libc::iovec,
-    data: *mut u8,
-    len: usize,
-    addr: &mut libc::sockaddr_storage,
-    name_len: libc::socklen_t,
-) {
-    iov.iov_base = data.cast();
-    iov.iov_len = len;
-    hdr.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-    hdr.msg_hdr.msg_namelen = name_len;
-    hdr.msg_hdr.msg_iov = iov;
-    hdr.msg_hdr.msg_iovlen = 1;
-    hdr.msg_hdr.msg_control = std::ptr::null_mut();
-    hdr.msg_hdr.msg_controllen = 0;
-    hdr.msg_hdr.msg_flags = 0;
-    hdr.msg_len = 0;
-}
-
-fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: u32) -> io::Result<()> {
-    let v = bytes.min(i32::MAX as u32) as libc::c_int;
-    if set_int(fd, force, v).is_ok() {
-        return Ok(());
-    }
-    set_int(fd, plain, v)
-}
-
-fn set_int(fd: RawFd, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: `v` is a valid int for the call's duration.
-    let r =
-        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&raw const v).cast(), size_of::<libc::c_int>() as u32) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-fn get_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are valid for writes.
-    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(v) }
-}
-
-fn to_storage(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage, and it is large and aligned enough to be
-    // viewed as sockaddr_in or sockaddr_in6.
-    let mut s: libc::sockaddr_storage = unsafe { zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = unsafe { &mut *(&raw mut s).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-            (s, size_of::<libc::sockaddr_in>() as libc::socklen_t)
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = unsafe { &mut *(&raw mut s).cast::<libc::sockaddr_in6>() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr.s6_addr = a.ip().octets();
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_scope_id = a.scope_id();
-            (s, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
-        }
-    }
-}
-
-fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let port = u16::from_be(sin6.sin6_port);
-            // A v4-mapped source on a dual-stack socket is shown as the IPv4 address it is.
-            match ip.to_ipv4_mapped() {
-                Some(v4) => Some(SocketAddr::new(IpAddr::V4(v4), port)),
-                None => Some(SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id))),
-            }
-        }
-        _ => None,
+    /// Every datagram of the last receive, GRO buffers split at their stride, in order.
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        (0..self.filled)
+            .filter_map(|i| self.buffer(i))
+            .flat_map(|(from, data, stride)| data.chunks(stride).map(move |d| (from, d)))
     }
 }
 
@@ -410,26 +298,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn socket_addresses_round_trip() {
-        for a in ["198.18.0.1:4242", "[2001:db8::1]:4242", "0.0.0.0:0"] {
-            let addr: SocketAddr = a.parse().unwrap();
-            assert_eq!(from_storage(&to_storage(addr).0), Some(addr));
+    fn a_gso_run_arrives_as_its_datagrams_in_order() {
+        let a = Udp::bind("127.0.0.1:0".parse().unwrap(), None, None).unwrap();
+        let b = Udp::bind("127.0.0.1:0".parse().unwrap(), None, None).unwrap();
+        let run: Vec<u8> = (0..10 * 1000 + 300).map(|i| (i / 1000) as u8).collect();
+        let sent = a.send(b.local_addr().unwrap(), &run, 1000).unwrap();
+        assert_eq!(sent.gso, a.max_segments() > 1);
+        let mut rx = UdpRecv::new(8);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            match b.recv(&mut rx) {
+                Ok(_) => got.extend(rx.datagrams().map(|(from, d)| (from, d.to_vec()))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if got.len() == 11 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
-        let mapped: SocketAddr = "[::ffff:198.18.0.1]:9".parse().unwrap();
-        assert_eq!(from_storage(&to_storage(mapped).0), Some("198.18.0.1:9".parse().unwrap()));
+        assert_eq!(got.len(), 11);
+        for (i, (from, d)) in got.iter().enumerate() {
+            assert_eq!(*from, a.local_addr().unwrap());
+            assert_eq!(d.len(), if i == 10 { 300 } else { 1000 });
+            assert!(d.iter().all(|&x| x == i as u8), "datagram {i} out of order or mixed");
+        }
     }
 
     #[test]
-    fn send_batch_refuses_when_full_or_oversized() {
-        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let mut b = SendBatch::new(2, 4);
-        assert!(!b.push(to, b"too long"));
-        assert!(b.push(to, b"ab"));
-        assert!(b.push_with(to, |s| {
-            s[0] = 1;
-            1
-        }));
-        assert!(b.is_full() && !b.push(to, b"x"));
-        assert_eq!(b.len(), 2);
+    fn without_offloads_a_run_leaves_as_single_datagrams() {
+        let opts = UdpOptions { offloads: false, ..UdpOptions::default() };
+        let a = Udp::bind_with("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        let b = Udp::bind_with("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        assert_eq!((a.max_segments(), b.gro()), (1, false));
+        assert_eq!(a.send(b.local_addr().unwrap(), &[7u8; 3000], 1000).unwrap(), Sent::default());
+        let mut rx = UdpRecv::new(8);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(b.recv(&mut rx).unwrap(), 3);
+        assert!(rx.datagrams().all(|(_, d)| d.len() == 1000));
     }
 }

@@ -1,9 +1,10 @@
 //! The optional Prometheus endpoint (`stats: {type: prometheus, listen, path}`): typed metrics in
 //! a `prometheus-client` registry, served in OpenMetrics text by [`http`]'s small responder.
 //!
-//! Two kinds of values: the core's (peers, mesh and firewall counters) live in the sans-IO
-//! `Node` and are mirrored into the registry once a second by [`Metrics::update`]; the IO
-//! shell's own (the [`DataPlane`] counters) are incremented where they happen and are live.
+//! The values live where they are counted — the sans-IO `Node` (peers, mesh and firewall
+//! counters), the data path's plain counters, the DNS responder's — and are mirrored into the
+//! registry once a second by [`Metrics::update`], so the hot path never touches an atomic
+//! shared with a scrape.
 
 pub mod http;
 
@@ -20,33 +21,6 @@ use prometheus_client::registry::Registry;
 
 use crate::firewall::Firewall;
 use crate::mesh::{Counters as MeshCounters, PeerInfo};
-
-/// Declares a struct of counters and its registration, one line per counter: `name: "help"`.
-/// A counter `foo` is exported as `cos_mesh_<prefix>_foo_total`.
-macro_rules! counter_set {
-    ($(#[$doc:meta])* $set:ident { $($name:ident: $help:literal,)* }) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, Default)]
-        pub struct $set {
-            $(#[doc = $help] pub $name: Counter,)*
-        }
-
-        impl $set {
-            fn register(&self, registry: &mut Registry) {
-                $(registry.register(stringify!($name), $help, self.$name.clone());)*
-            }
-        }
-    };
-}
-
-counter_set! {
-    /// Counters the IO shell increments itself (`cos_mesh_io_*_total`). Add one with a line here
-    /// and `daemon.io.<name>.inc()` (or `inc_by`) where it happens: it is registered and exported.
-    DataPlane {
-        tx_dropped: "Datagrams dropped because the socket was full.",
-        tun_write_errors: "Packets the TUN device refused to take.",
-    }
-}
 
 /// Labels of the per-peer families.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +43,8 @@ pub struct Sample<'a> {
     pub cert_expiry_seconds: i64,
     /// A lighthouse's DNS responder (`lighthouse.serve_dns`), when it runs.
     pub dns: Option<&'a crate::dns::server::Counters>,
+    /// The data path's counters by name (`DataPath::counters.snapshot()`).
+    pub datapath: &'a [(&'static str, u64)],
 }
 
 /// The daemon's registered metrics: handles to what the registry (shared with the HTTP
@@ -86,6 +62,9 @@ pub struct Metrics {
     firewall_packets: Family<VerdictLabels, Counter>,
     conntrack_entries: Gauge,
     rules_version: Gauge,
+    /// One counter per data-path counter (`cos_mesh_io_<name>_total`): super-packets, segments,
+    /// GSO sends, GRO receives, fallbacks, drops.
+    io: BTreeMap<&'static str, Counter>,
     /// One counter per field of the DNS responder's counters (`cos_mesh_dns_<field>_total`),
     /// registered only on a lighthouse that serves DNS.
     dns: BTreeMap<String, Counter>,
@@ -95,7 +74,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers everything (the data-plane counters too) in a new `cos_mesh` registry.
-    pub fn new(data_plane: &DataPlane, serves_dns: bool) -> (Metrics, Registry) {
+    pub fn new(serves_dns: bool) -> (Metrics, Registry) {
         let mut registry = Registry::with_prefix("cos_mesh");
         let m = Metrics {
             tunnels: Gauge::default(),
@@ -109,6 +88,11 @@ impl Metrics {
             firewall_packets: Family::default(),
             conntrack_entries: Gauge::default(),
             rules_version: Gauge::default(),
+            io: crate::daemon::datapath::Counters::default()
+                .snapshot()
+                .into_iter()
+                .map(|(name, _)| (name, Counter::default()))
+                .collect(),
             dns: if serves_dns {
                 fields(&crate::dns::server::Counters::default()).map(|(name, _)| (name, Counter::default())).collect()
             } else {
@@ -144,7 +128,14 @@ impl Metrics {
         for (name, counter) in &m.dns {
             dns.register(name.as_str(), "DNS queries served by this lighthouse, by outcome.", counter.clone());
         }
-        data_plane.register(r.sub_registry_with_prefix("io"));
+        let io = r.sub_registry_with_prefix("io");
+        for (name, counter) in &m.io {
+            io.register(
+                *name,
+                "The data path: TUN reads and writes, UDP sends and receives, offloads, drops.",
+                counter.clone(),
+            );
+        }
         (m, registry)
     }
 
@@ -172,6 +163,11 @@ impl Metrics {
                 mirror(counter, value);
             }
         }
+        for (name, value) in s.datapath {
+            if let Some(counter) = self.io.get(name) {
+                mirror(counter, *value);
+            }
+        }
         for (name, value) in s.dns.into_iter().flat_map(fields) {
             if let Some(counter) = self.dns.get(&name) {
                 mirror(counter, value);
@@ -187,8 +183,8 @@ impl Metrics {
 }
 
 /// Starts the endpoint: the registry goes to the HTTP threads, the handles stay with the loop.
-pub fn serve(listen: &str, path: &str, data_plane: &DataPlane, serves_dns: bool) -> Result<Metrics> {
-    let (metrics, registry) = Metrics::new(data_plane, serves_dns);
+pub fn serve(listen: &str, path: &str, serves_dns: bool) -> Result<Metrics> {
+    let (metrics, registry) = Metrics::new(serves_dns);
     http::MetricsServer::start(listen, path, Arc::new(registry))?;
     Ok(metrics)
 }

@@ -78,10 +78,8 @@ impl ControlServer {
         stream.set_nonblocking(false).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
         stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut line = String::new();
-        let mut reader = BufReader::new(stream.try_clone().ok()?);
-        reader.by_ref().take(256).read_line(&mut line).ok()?;
-        Some((stream, Request::parse(&line)))
+        let request = read_request(stream.try_clone().ok()?);
+        Some((stream, request))
     }
 }
 
@@ -89,6 +87,13 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Reads a client's request: one line of at most 256 bytes (a fuzz target's entry point too).
+pub fn read_request(client: impl Read) -> Option<Request> {
+    let mut line = String::new();
+    BufReader::new(client).take(256).read_line(&mut line).ok()?;
+    Request::parse(&line)
 }
 
 /// Client side: sends `req` and returns the daemon's JSON answer.

@@ -26,8 +26,11 @@ use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
 
+/// A target's entry function.
+type Entry = fn(&[u8]);
+
 /// Every target with its entry function (the structured one decodes as `fuzz_target!` does).
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Entry)] = &[
     ("cert", cert::run),
     ("config_file", config::file),
     ("config_dir", config::dir),

@@ -33,26 +33,30 @@ fn section() -> &'static FirewallConfig {
     S.get_or_init(|| config::parse_rules_str(RULES, "rules.yaml".as_ref()).expect("fixture rules parse"))
 }
 
-/// The firewall identities of the fixture nodes 2, 3, 4 and the foreign one (unknown CA).
-pub fn identities() -> Vec<PeerIdentity> {
-    let pool = pki().pool();
-    let mut v: Vec<PeerIdentity> = (2..=4)
-        .map(|n| {
-            PeerIdentity::from(
-                &pool.verify(&pki().node(n).cert, UnixTime(WALL0), &Blocklist::default()).expect("fixture"),
-            )
-        })
-        .collect();
-    let f = pki().foreign.details();
-    v.push(PeerIdentity::new(
-        &f.name,
-        f.groups.clone(),
-        vec![IpAddr::V4(f.ips[0].addr())],
-        vec![],
-        "other",
-        pki().foreign.fingerprint(),
-    ));
-    v
+/// The firewall identities of the fixture nodes 2, 3, 4 and the foreign one (unknown CA),
+/// verified once per process.
+pub fn identities() -> &'static [PeerIdentity] {
+    static IDS: OnceLock<Vec<PeerIdentity>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        let pool = pki().pool();
+        let mut v: Vec<PeerIdentity> = (2..=4)
+            .map(|n| {
+                PeerIdentity::from(
+                    &pool.verify(&pki().node(n).cert, UnixTime(WALL0), &Blocklist::default()).expect("fixture"),
+                )
+            })
+            .collect();
+        let f = pki().foreign.details();
+        v.push(PeerIdentity::new(
+            &f.name,
+            f.groups.clone(),
+            vec![IpAddr::V4(f.ips[0].addr())],
+            vec![],
+            "other",
+            pki().foreign.fingerprint(),
+        ));
+        v
+    })
 }
 
 /// Real packets between the fixture nodes: ICMP echo, TCP SYN to 22, UDP 53, a fragment.

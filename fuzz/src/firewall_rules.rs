@@ -32,7 +32,7 @@ pub fn run(data: &[u8]) {
     let now = Instant::now();
     let peers = identities();
     for p in packets() {
-        for peer in &peers {
+        for peer in peers {
             let _ = fw.inbound(p, peer, now);
             let _ = fw.outbound(p, peer, now);
         }

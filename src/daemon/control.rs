@@ -93,9 +93,7 @@ impl ControlServer {
         stream.set_nonblocking(false).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
         stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut line = String::new();
-        let mut reader = BufReader::new(stream.try_clone().ok()?);
-        reader.by_ref().take(256).read_line(&mut line).ok()?;
+        let request = read_request(stream.try_clone().ok()?);
         // Checked after the request is read, so the refusal reaches the client (closing on
         // unread bytes would reset the connection instead).
         let cred = getsockopt(&stream, PeerCredentials).ok()?;
@@ -104,7 +102,7 @@ impl ControlServer {
             reply(stream, &serde_json::json!({ "error": "the control socket answers root only (run with sudo)" }));
             return None;
         }
-        Some((stream, Request::parse(&line)))
+        Some((stream, request))
     }
 }
 
@@ -136,6 +134,13 @@ impl Drop for ControlServer {
             let _ = std::fs::remove_file(f);
         }
     }
+}
+
+/// Reads a client's request: one line of at most 256 bytes (a fuzz target's entry point too).
+pub fn read_request(client: impl Read) -> Option<Request> {
+    let mut line = String::new();
+    BufReader::new(client).take(256).read_line(&mut line).ok()?;
+    Request::parse(&line)
 }
 
 /// Client side: sends `req` and returns the daemon's JSON answer, waiting at most

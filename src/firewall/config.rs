@@ -154,6 +154,9 @@ impl fmt::Display for Origin {
 pub enum ConfigError {
     #[error("reading firewall rules {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    /// A rules file over [`MAX_FILE`] (a mistaken `include:` of a log or a device, say).
+    #[error("firewall rules {path} are larger than {MAX_FILE} bytes (4 MiB); rule files are a few kilobytes")]
+    TooLarge { path: String },
     /// Malformed YAML, an unknown key or a wrongly typed value.
     #[error("{file}:{line}:{column}: {message}")]
     Syntax { file: String, line: u64, column: u64, message: String },
@@ -171,7 +174,7 @@ impl ConfigError {
     /// `file:line` of the error, when it has one (for `lint --format json`).
     pub fn position(&self) -> Option<(String, u64)> {
         match self {
-            ConfigError::Read { path, .. } => Some((path.clone(), 0)),
+            ConfigError::Read { path, .. } | ConfigError::TooLarge { path } => Some((path.clone(), 0)),
             ConfigError::Syntax { file, line, .. } => Some((file.clone(), *line)),
             ConfigError::Field { origin, .. } | ConfigError::IncludeCycle { origin, .. } => {
                 Some((origin.file.to_string(), u64::from(origin.line)))
@@ -219,8 +222,20 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T,
     })
 }
 
+/// Largest rules file read, the limit node config files have: an `include:` naming a huge or
+/// endless file (`/dev/zero`) must fail with an error, not fill memory.
+const MAX_FILE: u64 = 4 << 20;
+
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
+    use std::io::Read;
+    let read_err = |source| ConfigError::Read { path: path.display().to_string(), source };
+    let f = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    f.take(MAX_FILE + 1).read_to_string(&mut text).map_err(read_err)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(ConfigError::TooLarge { path: path.display().to_string() });
+    }
+    Ok(text)
 }
 
 /// Loads a standalone rules file: the `firewall:` keys at top level, e.g. `firewall/base.yaml`.
@@ -344,6 +359,11 @@ fn resolve_into(
             ConfigError::Read { source, .. } => {
                 ConfigError::field(cfg.origin(inc), "include", format!("{}: {source}", path.display()))
             }
+            ConfigError::TooLarge { .. } => ConfigError::field(
+                cfg.origin(inc),
+                "include",
+                format!("{} is larger than {MAX_FILE} bytes (4 MiB); rule files are a few kilobytes", path.display()),
+            ),
             other => other,
         })?;
         resolve_into(&sub, out, stack, seen, false)?;
@@ -425,6 +445,27 @@ mod tests {
         let m = write(d.path(), "m.yaml", "include: [nope.yaml]\n");
         let e = resolve(&load_rules_file(&m).unwrap()).unwrap_err().to_string();
         assert!(e.contains("m.yaml:1: include:") && e.contains("nope.yaml"), "{e}");
+    }
+
+    #[test]
+    fn include_over_4_mib_is_refused_naming_the_include() {
+        let d = tempfile::tempdir().unwrap();
+        let big = format!("# {}\ninbound: []\n", "x".repeat(4 << 20));
+        write(d.path(), "firewall/huge.yaml", &big);
+        let top = write(d.path(), "node.yaml", "firewall:\n  include: [firewall/huge.yaml]\n");
+        let e = resolve(&load_config_or_rules(&top).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("node.yaml:2: include:") && e.contains("huge.yaml is larger than 4194304 bytes"), "{e}");
+        // An endless file stops at the limit instead of filling memory.
+        let top = write(d.path(), "zero.yaml", "include: [/dev/zero]\n");
+        let e = resolve(&load_rules_file(&top).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("zero.yaml:1: include: /dev/zero is larger than"), "{e}");
+        // The same limit for a rules file named directly.
+        let e = load_rules_file(&d.path().join("firewall/huge.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("firewall rules ") && e.contains("larger than 4194304 bytes"), "{e}");
+        // Up to the limit is fine.
+        let fits = format!("# {}\ninbound: []\n", "x".repeat((4 << 20) - 100));
+        let p = write(d.path(), "fits.yaml", &fits);
+        assert!(load_rules_file(&p).is_ok());
     }
 
     #[test]

@@ -315,6 +315,7 @@ fn nebula_1_11_example_config_loads_with_every_key() {
         "pki.key",
         "pki.blocklist",
         "pki.disconnect_invalid",
+        "pki.initiating_version",
         "static_host_map",
         "lighthouse.am_lighthouse",
         "lighthouse.serve_dns",

@@ -17,6 +17,9 @@ use crate::cert::Certificate;
 /// second, which bounds what a flood (or a spoofed-source reflection) gets out of a lighthouse.
 pub const MAX_REPLIES_PER_SEC: u64 = 2_000;
 
+/// Bytes of socket receive buffer asked for.
+const RECEIVE_BUFFER: usize = 1 << 20;
+
 /// What the server has seen since it started.
 #[derive(Debug, Default, Serialize)]
 pub struct Counters {
@@ -40,6 +43,10 @@ impl DnsServer {
     /// Binds `addr` (`lighthouse.dns`) and starts answering (NXDOMAIN until the first [`set`](Self::set)).
     pub fn start(addr: SocketAddr, zone: &str) -> Result<DnsServer> {
         let socket = UdpSocket::bind(addr).with_context(|| format!("binding lighthouse.dns {addr}"))?;
+        // The overlay delivers datagrams in bursts (a GRO write to the TUN carries dozens): room
+        // for a burst, so queries are not lost in the socket queue before they are counted. The
+        // kernel caps it at net.core.rmem_max; a smaller buffer is no error.
+        let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &RECEIVE_BUFFER);
         let addr = socket.local_addr()?;
         let records = Arc::new(RwLock::new(Arc::new(Records::default())));
         let counters = Arc::new(Counters::default());

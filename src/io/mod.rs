@@ -21,6 +21,7 @@
 //!
 //! More throughput later means more workers (`Tun` queues with `IFF_MULTI_QUEUE`, one UDP
 //! socket each with `SO_REUSEPORT`), each running this same loop on its own thread.
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 pub mod ifaddrs;
 pub mod netlink;

@@ -47,7 +47,8 @@ fn text(b: &[u8]) -> String {
 fn one_config_runs_in_two_namespaces_and_each_answers_from_its_own() {
     let pki = Pki::new("ns-ca");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &pki, "twin", &unique("t"), 4242);
+    let dev = unique("t");
+    let cfg = config(dir.path(), &pki, "twin", &dev, 4242);
     let (a, b) = (Netns::new("a"), Netns::new("b"));
     let _da = start(&a, &cfg);
     let _db = start(&b, &cfg); // the same tun.dev, the same default socket name: no collision
@@ -60,7 +61,19 @@ fn one_config_runs_in_two_namespaces_and_each_answers_from_its_own() {
         assert_eq!(v["schema_version"], 1);
     }
     // Root only: the abstract socket has no file mode, the daemon checks the caller's uid.
-    let out = a.command("runuser", &["-u", "nobody", "--", BIN, "status", "-c", c]).output().unwrap();
+    // (nobody runs a copy of the binary from a directory it may enter, and names the socket
+    // directly: the checkout and the config may sit in directories only root can read.)
+    let open = tempfile::tempdir().unwrap();
+    let bin = open.path().join("cos-mesh");
+    std::fs::copy(BIN, &bin).unwrap();
+    for (p, mode) in [(open.path(), 0o755), (bin.as_path(), 0o755)] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let socket = format!("@cos-mesh/{dev}");
+    let out = a
+        .command("runuser", &["-u", "nobody", "--", bin.to_str().unwrap(), "status", "--socket", &socket])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("answers root only"), "{}", text(&out.stderr));
     // The root namespace has no daemon on that socket.

@@ -17,7 +17,8 @@ struct Found {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
     pub vpn_ip: Ipv4Addr,
-    /// The underlay addresses the node reported (what queriers are told).
+    /// The underlay addresses queriers are told: the one the node is heard from (its NAT's,
+    /// say) first, then those it reported.
     pub underlay: Vec<SocketAddr>,
     /// The relays the node said serve it.
     pub relays: Vec<Ipv4Addr>,
@@ -38,7 +39,7 @@ impl<P: Policy> Node<P> {
             .iter()
             .map(|(ip, r)| Registered {
                 vpn_ip: *ip,
-                underlay: r.reported.clone(),
+                underlay: self.addresses_of(*ip),
                 relays: r.relays.clone(),
                 ago: now.saturating_duration_since(r.seen),
             })

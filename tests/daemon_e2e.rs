@@ -138,6 +138,31 @@ fn overlay_carries_ping_tcp_and_memcached_within_the_role_rules() {
         st["peers"].as_array().unwrap().iter().find(|p| p["name"] == "server").unwrap()["firewall_dropped"].clone();
     assert!(server_drops.as_u64().unwrap() > 0, "status shows the drops per peer: {server_drops}");
 
+    // What the tunnel measures: the server started the handshake, so its round trip is known
+    // at once; a ping keeps traffic flowing so the path probe refines it.
+    let measured = |p: &serde_json::Value| p["rtt_ms"].is_f64() && p["tunnel_up_secs"].is_u64();
+    let client_a =
+        || h[SERVER].status()["peers"].as_array().unwrap().iter().find(|p| p["name"] == "client-a").unwrap().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || h[SERVER].ping("100.64.0.2") && measured(&client_a())),
+        "status --json measures the tunnel: {}",
+        client_a()
+    );
+    let p = client_a();
+    assert!(p["rtt_ms"].as_f64().unwrap() < 100.0, "a veth round trip: {p}");
+    assert!(p["last_rx_secs_ago"].as_u64().unwrap() <= 5, "a ping was just answered: {p}");
+    assert_eq!(p["direct"], "198.18.0.2:4242", "the path as a value: {p}");
+    let out = std::process::Command::new(support::daemon::BIN)
+        .args(["status", "--socket", &h[SERVER].socket().to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let details = text.lines().skip_while(|l| !l.starts_with("client-a")).nth(1).unwrap_or_default();
+    assert!(
+        details.trim_start().starts_with("rtt ") && details.contains(" ms, up ") && details.contains(", last rx "),
+        "the text status shows the tunnel's figures under the peer:\n{text}"
+    );
+
     // A 50 MB TCP stream client-b → client-a:25000 arrives intact.
     let listener = h[CLIENT_A].ns.run(|| std::net::TcpListener::bind("100.64.0.2:25000").unwrap());
     let receiver = std::thread::spawn(move || {

@@ -68,6 +68,14 @@ fn nodes_register_with_every_lighthouse() {
         })
         .collect();
     assert!(acks.contains(&vpn(LH1)) && acks.contains(&vpn(LH2)), "{acks:?}");
+    // Each lighthouse holds where the server is heard from (its NAT) and when it registered.
+    for lh in [LH1, LH2] {
+        let regs = sim.nodes[usize::from(lh - 1)].node.registrations(sim.now);
+        let r = regs.iter().find(|r| r.vpn_ip == vpn(11)).unwrap_or_else(|| panic!("{regs:?}"));
+        assert!(r.underlay.first().is_some_and(|a| a.ip().to_string() == "198.19.0.1"), "{r:?}");
+        assert!(r.ago < Duration::from_secs(2), "{r:?}");
+    }
+    assert!(sim.nodes[server].node.registrations(sim.now).is_empty(), "only lighthouses hold registrations");
 }
 
 #[test]

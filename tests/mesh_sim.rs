@@ -44,6 +44,43 @@ fn handshake_then_data_both_ways() {
     assert!(sim.nodes[a].events.iter().any(|e| matches!(e, Event::PeerUp { name, .. } if name == "b")));
 }
 
+/// What `status` shows of a tunnel is measured, not guessed: the round trip (5 ms each way
+/// here), how long the session has been up, how long ago the peer was last heard, and the path
+/// as a value.
+#[test]
+fn status_measures_round_trip_tunnel_age_and_last_rx() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (a, b) = pair(&mut sim, &ca);
+    let start = sim.now;
+    sim.send(a, vpn(2), b"hello");
+    sim.run(Duration::from_millis(50));
+    for _ in 0..10 {
+        sim.send(a, vpn(2), b"ping");
+        sim.run(Duration::from_millis(100));
+        sim.send(b, vpn(1), b"pong");
+        sim.run(Duration::from_millis(100));
+    }
+    let elapsed = sim.now - start;
+    for (i, other) in [(a, 2), (b, 1)] {
+        let p = sim.nodes[i].node.peers(sim.now).remove(0);
+        assert_eq!(p.path, Some(Path::Direct(underlay(other))), "{p:?}");
+        let rtt = p.rtt.unwrap_or_else(|| panic!("node {i}: no rtt measured: {p:?}"));
+        assert!(rtt >= 2 * sim.latency && rtt < 3 * sim.latency, "node {i}: rtt {rtt:?}, the network's is 10 ms");
+        let age = p.tunnel_age.unwrap_or_else(|| panic!("node {i}: up but no tunnel age: {p:?}"));
+        assert!(age > Duration::from_secs(1) && age <= elapsed, "node {i}: age {age:?} of {elapsed:?}");
+        let last_rx = p.last_rx_ago.unwrap_or_else(|| panic!("node {i}: no last rx: {p:?}"));
+        assert!(last_rx <= Duration::from_millis(200), "node {i}: last rx {last_rx:?} ago, traffic just flowed");
+    }
+    // Silence: the tunnel ages, the last datagram from b recedes (only a sends, a keepalive
+    // 10 s after the last pong), the round trip stays what it was.
+    sim.run(Duration::from_secs(30));
+    let p = sim.nodes[a].node.peers(sim.now).remove(0);
+    assert!(p.up && p.tunnel_age.unwrap() > Duration::from_secs(31), "{p:?}");
+    assert!(p.last_rx_ago.unwrap() >= Duration::from_secs(15), "a heard nothing for a while: {p:?}");
+    assert!(p.rtt.is_some());
+}
+
 #[test]
 fn rekeys_after_two_minutes_without_losing_packets() {
     let mut sim = Sim::new();

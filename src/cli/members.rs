@@ -53,16 +53,23 @@ pub fn run(a: Args) -> Result<ExitCode> {
 }
 
 fn table(members: &[MemberReport], out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(out, "{:<24} {:<15} {:<8} {:<12} {:<24} GROUPS", "NAME", "OVERLAY IP", "STATE", "LAST SEEN", "UNDERLAY")?;
+    writeln!(
+        out,
+        "{:<24} {:<15} {:<8} {:<12} {:<12} {:<24} GROUPS",
+        "NAME", "OVERLAY IP", "STATE", "LAST SEEN", "REGISTERED", "UNDERLAY"
+    )?;
     for m in members {
+        let join = |v: &[std::net::SocketAddr]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(",");
+        // What this node uses; on a lighthouse, otherwise what the member registered.
         let underlay = match (m.underlay.is_empty(), m.relay) {
-            (false, _) => m.underlay.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(","),
+            (false, _) => join(&m.underlay),
             (true, Some(r)) => format!("via relay {r}"),
+            (true, None) if !m.registered_underlay.is_empty() => join(&m.registered_underlay),
             (true, None) => "-".into(),
         };
         writeln!(
             out,
-            "{:<24} {:<15} {:<8} {:<12} {:<24} {}",
+            "{:<24} {:<15} {:<8} {:<12} {:<12} {:<24} {}",
             m.name,
             m.vpn_ip,
             state_word(m.state),
@@ -71,6 +78,7 @@ fn table(members: &[MemberReport], out: &mut impl Write) -> std::io::Result<()> 
                 (_, Some(s)) => format!("{} ago", human_secs(s)),
                 (_, None) => "never".into(),
             },
+            m.registered_secs_ago.map(|s| format!("{} ago", human_secs(s))).unwrap_or_else(|| "-".into()),
             underlay,
             m.groups.join(",")
         )?;
@@ -165,7 +173,26 @@ mod tests {
             last_seen_secs: Some(3),
             underlay: direct.map(|d| d.parse().unwrap()).into_iter().collect(),
             relay: relay.map(|r| r.parse().unwrap()),
+            registered_underlay: vec![],
+            registered_secs_ago: None,
         }
+    }
+
+    #[test]
+    fn a_lighthouse_table_shows_where_members_registered_and_when() {
+        let mut m = member("client-2", "100.64.0.22", "nomad-client", MemberState::Unknown, None, None);
+        m.registered_underlay = vec!["198.18.0.22:4242".parse().unwrap(), "198.19.0.2:4242".parse().unwrap()];
+        m.registered_secs_ago = Some(4);
+        let mut never = member("client-3", "100.64.0.23", "nomad-client", MemberState::Unknown, None, None);
+        never.last_seen_secs = None;
+        let mut out = Vec::new();
+        table(&[m, never], &mut out).unwrap();
+        let t = String::from_utf8(out).unwrap();
+        assert!(t.lines().next().unwrap().contains("REGISTERED"), "{t}");
+        let row = t.lines().find(|l| l.starts_with("client-2")).unwrap();
+        assert!(row.contains("4 s ago") && row.contains("198.18.0.22:4242,198.19.0.2:4242"), "{row}");
+        let row = t.lines().find(|l| l.starts_with("client-3")).unwrap();
+        assert!(!row.contains("198.") && !row.contains("ago"), "nothing registered, nothing shown: {row}");
     }
 
     #[test]

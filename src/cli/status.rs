@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::daemon::control::{Request, ask};
-use crate::daemon::report::{StatusReport, human_bytes, human_secs};
+use crate::daemon::report::{PeerReport, StatusReport, human_bytes, human_ms, human_secs, short_secs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,8 +27,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The status as text: one paragraph for the node, one line per lighthouse, a peer table, and
-/// the drop counters that are not zero.
+/// The status as text: one paragraph for the node, one line per lighthouse, a peer table (each
+/// peer with a line of what its tunnel measures), and the drop counters that are not zero.
 pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
     let n = &r.node;
     writeln!(
@@ -81,6 +81,9 @@ pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
             human_bytes(p.tx_bytes),
             p.drops.values().sum::<u64>(),
         )?;
+        if let Some(details) = tunnel_details(p) {
+            writeln!(out, "    {details}")?;
+        }
     }
     let drops: Vec<String> = r
         .firewall
@@ -109,6 +112,19 @@ pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `rtt 0.4 ms, up 3m12s, last rx 2s ago`: what is known of a peer's tunnel, if anything.
+fn tunnel_details(p: &PeerReport) -> Option<String> {
+    let parts: Vec<String> = [
+        p.rtt_ms.map(|ms| format!("rtt {}", human_ms(ms))),
+        p.tunnel_up_secs.map(|s| format!("up {}", short_secs(s))),
+        p.last_rx_secs_ago.map(|s| format!("last rx {} ago", short_secs(s))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -128,6 +144,9 @@ mod tests {
             endpoint: None,
             relayed: relay.is_some(),
             since_handshake_secs: Some(95),
+            rtt_ms: direct.map(|_| 0.412),
+            tunnel_up_secs: Some(192),
+            last_rx_secs_ago: Some(2),
             rx_bytes: 3 << 20,
             tx_bytes: 1536,
             rx_packets: 1,
@@ -187,7 +206,11 @@ mod tests {
         assert!(text.contains("lighthouse 100.64.0.1 NOT reachable: no answer yet"), "{text}");
         let s1 = text.lines().find(|l| l.starts_with("server-1")).unwrap();
         assert!(s1.contains("198.18.0.11:4242") && s1.contains("95 s ago") && s1.contains("3.0 MiB"), "{s1}");
+        let details = text.lines().skip_while(|l| !l.starts_with("server-1")).nth(1).unwrap();
+        assert_eq!(details, "    rtt 0.4 ms, up 3m12s, last rx 2s ago", "{text}");
         let s2 = text.lines().find(|l| l.starts_with("server-2")).unwrap();
+        let details = text.lines().skip_while(|l| !l.starts_with("server-2")).nth(1).unwrap();
+        assert_eq!(details, "    up 3m12s, last rx 2s ago", "no rtt measured, none shown: {text}");
         assert!(s2.contains(" lighthouse ") && s2.contains("1.5 KiB"), "the relay by name: {s2}");
         assert!(text.contains("drops: no rule 4"), "{text}");
         assert!(text.contains("tunnel drops: rx malformed 2"), "{text}");

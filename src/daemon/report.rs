@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mesh::{Node, PeerInfo};
+use crate::mesh::{Node, Path, PeerInfo, Registered};
 use crate::unixtime::UnixTime;
 
 use super::policy::FirewallPolicy;
@@ -66,6 +66,13 @@ pub struct PeerReport {
     pub endpoint: Option<String>,
     pub relayed: bool,
     pub since_handshake_secs: Option<u64>,
+    /// Round-trip time in milliseconds (microsecond precision), when measured: the last path
+    /// probe while traffic flows directly, else the last handshake we started.
+    pub rtt_ms: Option<f64>,
+    /// Seconds since the session came up (rekeys keep it up); none while it is down.
+    pub tunnel_up_secs: Option<u64>,
+    /// Seconds since the last authenticated datagram from the peer.
+    pub last_rx_secs_ago: Option<u64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -126,6 +133,11 @@ pub struct MemberReport {
     pub underlay: Vec<SocketAddr>,
     /// Overlay IP of the relay through which this node reaches the member.
     pub relay: Option<Ipv4Addr>,
+    /// On a lighthouse: the underlay addresses the member registered.
+    #[serde(default)]
+    pub registered_underlay: Vec<SocketAddr>,
+    /// On a lighthouse: seconds since the member last registered; none if it never did.
+    pub registered_secs_ago: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,19 +221,17 @@ pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<
     }
 }
 
-/// The path of a peer, split: the core reports it as one string (`ip:port` or `via relay X`).
-fn split_path(endpoint: Option<&str>) -> (Option<SocketAddr>, Option<Ipv4Addr>) {
-    match endpoint {
-        Some(e) => match e.strip_prefix("via relay ") {
-            Some(relay) => (None, relay.parse().ok()),
-            None => (e.parse().ok(), None),
-        },
+/// A peer's path as the report's two fields: the direct underlay address, or the relay.
+fn split_path(path: Option<Path>) -> (Option<SocketAddr>, Option<Ipv4Addr>) {
+    match path {
+        Some(Path::Direct(a)) => (Some(a), None),
+        Some(Path::Relay { relay, .. }) => (None, Some(relay)),
         None => (None, None),
     }
 }
 
 fn peer_report(p: &PeerInfo, names: &BTreeMap<Ipv4Addr, &str>) -> PeerReport {
-    let (direct, relay) = split_path(p.endpoint.as_deref());
+    let (direct, relay) = split_path(p.path);
     PeerReport {
         name: p.name.clone(),
         vpn_ip: p.vpn_ip,
@@ -233,6 +243,10 @@ fn peer_report(p: &PeerInfo, names: &BTreeMap<Ipv4Addr, &str>) -> PeerReport {
         endpoint: p.endpoint.clone(),
         relayed: p.relayed,
         since_handshake_secs: p.since_handshake_secs,
+        // Rounded to the microsecond: finer is noise, and the JSON stays short.
+        rtt_ms: p.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+        tunnel_up_secs: p.tunnel_age.map(|d| d.as_secs()),
+        last_rx_secs_ago: p.last_rx_ago.map(|d| d.as_secs()),
         rx_bytes: p.rx_bytes,
         tx_bytes: p.tx_bytes,
         rx_packets: p.rx_packets,
@@ -280,6 +294,8 @@ fn named_counters(v: &serde_json::Value) -> BTreeMap<String, u64> {
 /// Builds the members report: the core's member list, with what this node knows of each.
 pub fn members(node: &Node<FirewallPolicy>, now: Instant, listen: SocketAddr) -> MembersReport {
     let peers: BTreeMap<Ipv4Addr, PeerInfo> = node.peers(now).into_iter().map(|p| (p.vpn_ip, p)).collect();
+    let registered: BTreeMap<Ipv4Addr, Registered> =
+        node.registrations(now).into_iter().map(|r| (r.vpn_ip, r)).collect();
     let me = node.vpn_ip();
     let members = node
         .members()
@@ -287,7 +303,8 @@ pub fn members(node: &Node<FirewallPolicy>, now: Instant, listen: SocketAddr) ->
         .map(|c| {
             let vpn_ip = c.vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
             let peer = peers.get(&vpn_ip);
-            let (direct, relay) = split_path(peer.and_then(|p| p.endpoint.as_deref()));
+            let (direct, relay) = split_path(peer.and_then(|p| p.path));
+            let reg = registered.get(&vpn_ip);
             let state = match peer {
                 _ if vpn_ip == me => MemberState::This,
                 Some(p) if p.up => MemberState::Online,
@@ -302,6 +319,8 @@ pub fn members(node: &Node<FirewallPolicy>, now: Instant, listen: SocketAddr) ->
                 last_seen_secs: if vpn_ip == me { Some(0) } else { peer.and_then(|p| p.since_handshake_secs) },
                 underlay: if vpn_ip == me { vec![listen] } else { direct.into_iter().collect() },
                 relay,
+                registered_underlay: reg.map(|r| r.underlay.clone()).unwrap_or_default(),
+                registered_secs_ago: reg.map(|r| r.ago.as_secs()),
             }
         })
         .collect();
@@ -316,6 +335,21 @@ pub fn human_secs(s: u64) -> String {
         s if s < 86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
         s => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
     }
+}
+
+/// `2s`, `3m12s`, `1h05m`, `2d03h`: a compact span for the per-peer details.
+pub fn short_secs(s: u64) -> String {
+    match s {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `0.4 ms`, `12 ms`: a round trip for people (one decimal below 10 ms).
+pub fn human_ms(ms: f64) -> String {
+    if ms < 10.0 { format!("{ms:.1} ms") } else { format!("{ms:.0} ms") }
 }
 
 /// `512 B`, `1.5 KiB`, `3.2 MiB`: a byte count for people.
@@ -336,8 +370,10 @@ mod tests {
 
     #[test]
     fn paths_split_into_direct_and_relay() {
-        assert_eq!(split_path(Some("198.18.0.1:4242")), (Some("198.18.0.1:4242".parse().unwrap()), None));
-        assert_eq!(split_path(Some("via relay 100.64.0.1")), (None, Some(Ipv4Addr::new(100, 64, 0, 1))));
+        let a: SocketAddr = "198.18.0.1:4242".parse().unwrap();
+        assert_eq!(split_path(Some(Path::Direct(a))), (Some(a), None));
+        let relay = Ipv4Addr::new(100, 64, 0, 1);
+        assert_eq!(split_path(Some(Path::Relay { relay, peer: Ipv4Addr::new(100, 64, 0, 2) })), (None, Some(relay)));
         assert_eq!(split_path(None), (None, None));
     }
 
@@ -350,5 +386,11 @@ mod tests {
         assert_eq!(human_secs(600), "10 min");
         assert_eq!(human_secs(3 * 3600 + 120), "3 h 2 min");
         assert_eq!(human_secs(2 * 86_400 + 3600), "2 d 1 h");
+        assert_eq!(short_secs(2), "2s");
+        assert_eq!(short_secs(192), "3m12s");
+        assert_eq!(short_secs(3900), "1h05m");
+        assert_eq!(short_secs(2 * 86_400 + 3 * 3600), "2d03h");
+        assert_eq!(human_ms(0.412), "0.4 ms");
+        assert_eq!(human_ms(23.6), "24 ms");
     }
 }

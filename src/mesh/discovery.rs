@@ -13,12 +13,41 @@ struct Found {
     cert: Vec<u8>,
 }
 
+/// What a lighthouse holds for a registered node, for its `members` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub vpn_ip: Ipv4Addr,
+    /// The underlay addresses queriers are told: the one the node is heard from (its NAT's,
+    /// say) first, then those it reported.
+    pub underlay: Vec<SocketAddr>,
+    /// The relays the node said serve it.
+    pub relays: Vec<Ipv4Addr>,
+    /// How long ago its last report arrived.
+    pub ago: Duration,
+}
+
 /// Certificates per members reply (keeps each message well under the MTU).
 const MEMBERS_PER_REPLY: usize = 3;
 /// How often keepalive punches go to idle peers (`punchy.punch`).
 const PUNCH_EVERY: Duration = Duration::from_secs(10);
 
 impl<P: Policy> Node<P> {
+    /// On a lighthouse: every node registered with it, by overlay IP (empty elsewhere).
+    pub fn registrations(&self, now: Instant) -> Vec<Registered> {
+        let mut v: Vec<Registered> = self
+            .registrations
+            .iter()
+            .map(|(ip, r)| Registered {
+                vpn_ip: *ip,
+                underlay: self.addresses_of(*ip),
+                relays: r.relays.clone(),
+                ago: now.saturating_duration_since(r.seen),
+            })
+            .collect();
+        v.sort_by_key(|r| r.vpn_ip);
+        v
+    }
+
     /// A control message from peer `idx`, already authenticated by its tunnel.
     pub(super) fn handle_control(&mut self, now: Instant, wall: UnixTime, idx: u32, msg: Control) {
         let Some(peer) = self.peers.get(&idx) else {
@@ -72,7 +101,7 @@ impl<P: Policy> Node<P> {
             }
             Control::Ping => {}
             Control::PathProbe { nonce } => self.send_control(now, from_ip, Control::PathAck { nonce }),
-            Control::PathAck { nonce } => self.on_path_ack(idx, nonce),
+            Control::PathAck { nonce } => self.on_path_ack(now, idx, nonce),
             _ => self.counters.rx_unsolicited += 1,
         }
     }
@@ -160,9 +189,9 @@ impl<P: Policy> Node<P> {
 
     /// The peer answered a probe: the probed direct address carries our datagrams. If it had
     /// failed and traffic went through a relay, traffic comes back to it.
-    fn on_path_ack(&mut self, idx: u32, nonce: u64) {
+    fn on_path_ack(&mut self, now: Instant, idx: u32, nonce: u64) {
         let Some(peer) = self.peers.get_mut(&idx) else { return };
-        let Some(addr) = peer.path_check.on_ack(nonce) else { return };
+        let Some(addr) = peer.path_check.on_ack(now, nonce) else { return };
         let direct = Path::Direct(addr);
         if let Some(old) = peer.endpoint.filter(|e| !e.is_direct()) {
             peer.endpoint = Some(direct);

@@ -86,6 +86,7 @@ use crate::cert::{Certificate, Fingerprint};
 use crate::unixtime::UnixTime;
 use budget::{Budget, SourceBudget};
 use control::Control;
+pub use discovery::Registered;
 pub use event::{CertRefusal, CertSource, Event, Level, RemoveReason, SessionEnd};
 pub use peer::{Path, PeerInfo};
 use peer::{Peer, Pending};

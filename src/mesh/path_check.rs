@@ -51,6 +51,8 @@ pub struct PathCheck {
     /// Host packets sent to the peer when the last probe went out.
     tx_seen: u64,
     failed: Option<SocketAddr>,
+    /// The round trip of the last answered probe, and when its answer came.
+    last_rtt: Option<(Duration, Instant)>,
 }
 
 impl PathCheck {
@@ -81,13 +83,20 @@ impl PathCheck {
     }
 
     /// The peer answered probe `nonce`: returns the address it confirmed, if it was ours.
-    pub fn on_ack(&mut self, nonce: u64) -> Option<SocketAddr> {
+    /// The time from probe to answer is kept as the peer's round trip.
+    pub fn on_ack(&mut self, now: Instant, nonce: u64) -> Option<SocketAddr> {
         let p = self.outstanding.filter(|p| p.nonce == nonce)?;
         self.outstanding = None;
+        self.last_rtt = Some((now.saturating_duration_since(p.sent), now));
         if self.failed == Some(p.path) {
             self.failed = None;
         }
         Some(p.path)
+    }
+
+    /// The round trip of the last answered probe and when it was measured.
+    pub fn last_rtt(&self) -> Option<(Duration, Instant)> {
+        self.last_rtt
     }
 
     /// Whether being heard from `addr` may make it the endpoint again (not while it is failed).
@@ -124,7 +133,8 @@ mod tests {
         let t = Instant::now();
         let ep = Some(Path::Direct(addr()));
         let PathAction::Probe { nonce, path } = c.on_tick(t, ep, 1) else { panic!("probe") };
-        assert_eq!(c.on_ack(nonce), Some(path));
+        assert_eq!(c.on_ack(t + PROBE_EVERY / 4, nonce), Some(path));
+        assert_eq!(c.last_rtt(), Some((PROBE_EVERY / 4, t + PROBE_EVERY / 4)), "the probe's round trip is kept");
         assert_eq!(c.on_tick(t + PROBE_EVERY / 2, ep, 2), PathAction::Nothing, "not before PROBE_EVERY");
         let t2 = t + PROBE_EVERY;
         assert!(matches!(c.on_tick(t2, ep, 2), PathAction::Probe { .. }));
@@ -135,8 +145,8 @@ mod tests {
         let relay = Some(Path::Relay { relay: "100.64.0.3".parse().unwrap(), peer: "100.64.0.2".parse().unwrap() });
         let PathAction::Probe { nonce, path } = c.on_tick(t3, relay, 9) else { panic!("retry") };
         assert_eq!(path, addr());
-        assert_eq!(c.on_ack(nonce + 1), None, "a stale nonce confirms nothing");
-        assert_eq!(c.on_ack(nonce), Some(addr()));
+        assert_eq!(c.on_ack(t3, nonce + 1), None, "a stale nonce confirms nothing");
+        assert_eq!(c.on_ack(t3, nonce), Some(addr()));
         assert!(c.usable(addr()));
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::Tunn;
 use ipnet::Ipv4Net;
@@ -17,7 +17,8 @@ const MAX_CANDIDATES: usize = 8;
 
 /// How datagrams reach a peer: straight to an underlay address, or through a relay node's
 /// tunnel (still end-to-end encrypted between the two peers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Path {
     Direct(SocketAddr),
     Relay { relay: Ipv4Addr, peer: Ipv4Addr },
@@ -88,8 +89,10 @@ pub struct PeerInfo {
     pub name: String,
     pub vpn_ip: Ipv4Addr,
     pub groups: Vec<String>,
-    /// `198.18.0.1:4242`, or `via relay 100.64.0.9`.
+    /// `198.18.0.1:4242`, or `via relay 100.64.0.9` ([`PeerInfo::path`] as text).
     pub endpoint: Option<String>,
+    /// Where datagrams to the peer go: the path the last authenticated datagram came over.
+    pub path: Option<Path>,
     pub relayed: bool,
     pub up: bool,
     pub rx_bytes: u64,
@@ -101,6 +104,13 @@ pub struct PeerInfo {
     pub cert_not_after: String,
     /// Seconds since the last handshake, if any.
     pub since_handshake_secs: Option<u64>,
+    /// Round-trip time to the peer: the last answered path probe (while traffic flows on a
+    /// direct path), or boringtun's measurement of our last handshake, whichever is newer.
+    pub rtt: Option<Duration>,
+    /// How long the session has been up (rekeys keep it up); none while it is down.
+    pub tunnel_age: Option<Duration>,
+    /// How long ago the last authenticated datagram from the peer arrived.
+    pub last_rx_ago: Option<Duration>,
 }
 
 impl<I> Peer<I> {
@@ -175,6 +185,7 @@ impl<I> Peer<I> {
             vpn_ip: self.vpn_ip,
             groups: self.cert.cert().details().groups.clone(),
             endpoint: self.endpoint.map(|e| e.to_string()),
+            path: self.endpoint,
             relayed: self.endpoint.is_some_and(|e| !e.is_direct()),
             up: self.session.is_up(),
             rx_bytes: self.rx_bytes,
@@ -185,6 +196,21 @@ impl<I> Peer<I> {
             cert_fingerprint: self.cert.cert().fingerprint().to_string(),
             cert_not_after: self.cert.cert().details().not_after.rfc3339(),
             since_handshake_secs: self.last_handshake.map(|t| now.saturating_duration_since(t).as_secs()),
+            rtt: self.rtt(),
+            tunnel_age: self.session.up_since().map(|t| now.saturating_duration_since(t)),
+            last_rx_ago: self.last_rx.map(|t| now.saturating_duration_since(t)),
+        }
+    }
+
+    /// The newer of two round-trip measurements: the last path probe's (fine-grained, while
+    /// traffic flows directly) and boringtun's for our last handshake (whole milliseconds,
+    /// taken about when that handshake completed).
+    fn rtt(&self) -> Option<Duration> {
+        let handshake = self.tunn.stats().4.map(|ms| Duration::from_millis(u64::from(ms)));
+        match (self.path_check.last_rtt(), handshake) {
+            (Some((_, at)), Some(hs)) if self.last_handshake.is_some_and(|h| h > at) => Some(hs),
+            (Some((probe, _)), _) => Some(probe),
+            (None, hs) => hs,
         }
     }
 }

@@ -53,6 +53,14 @@ impl Session {
         matches!(self, Session::Up { .. } | Session::Rekeying { .. })
     }
 
+    /// When the session came up (a rekey keeps the time of the first confirmation).
+    pub fn up_since(&self) -> Option<Instant> {
+        match self {
+            Session::Up { since } | Session::Rekeying { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
+
     pub fn init(&self) -> Option<&InitInFlight> {
         match self {
             Session::Handshaking { attempt: Some(a) } | Session::Rekeying { attempt: a, .. } => a.init.as_ref(),
@@ -149,6 +157,7 @@ mod tests {
         assert!(matches!(s, Session::Rekeying { .. }) && s.is_up(), "a rekey keeps the session up");
         assert!(!s.confirmed(t + Duration::from_secs(121)), "already up");
         assert!(matches!(s, Session::Up { since } if since == t));
+        assert_eq!(s.up_since(), Some(t), "the tunnel's age counts from the first confirmation");
     }
 
     #[test]

@@ -446,6 +446,33 @@ fn spoofed_hellos_never_become_addresses_we_send_to() {
 }
 
 #[test]
+fn a_replayed_hello_is_answered_within_the_reply_budget() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (a, b) = pair(&mut sim, &ca);
+    sim.send(a, vpn(2), b"hi");
+    sim.run(Duration::from_millis(100));
+    // a's genuine Hello (its certificate is already verified and cached at b) replayed 500
+    // times within a second from one source: each costs b no signature check, so only the
+    // reply budget stops b answering every one of them.
+    let hello = cos_mesh::mesh::wire::hello(78, sim.nodes[a].node.cert().to_bytes());
+    let attacker = SocketAddr::from(([198, 18, 99, 1], 9999));
+    let before = sim.nodes[b].node.counters().tx_hello_replies;
+    for _ in 0..500 {
+        sim.transmit(attacker, underlay(2), None, hello.clone());
+    }
+    sim.run(Duration::from_millis(50));
+    let c = sim.nodes[b].node.counters();
+    let replies = c.tx_hello_replies - before;
+    assert!(replies <= 20, "{replies} replies to one source in a second");
+    assert!(c.tx_hello_reply_limited >= 480, "{} limited", c.tx_hello_reply_limited);
+    // The tunnel is untouched and a's own Hellos are answered again after the second.
+    sim.send(a, vpn(2), b"after");
+    sim.run(Duration::from_millis(100));
+    assert!(sim.received(b, b"after"));
+}
+
+#[test]
 fn the_host_cannot_speak_the_control_protocol() {
     let mut sim = Sim::new();
     let ca = Ca::new("ca");

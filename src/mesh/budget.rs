@@ -1,5 +1,5 @@
 //! Per-second allowances for work a stranger can make the node do: certificate verifications
-//! (an Ed25519 check each), refusals worth logging, replies to unknown session indexes. One type
+//! (an Ed25519 check each), refusals worth logging, Hello replies, replies to unknown session indexes. One type
 //! for all of them, refilled by the node's once-a-second timer. (Handshake initiations have
 //! their own limiter inside boringtun, which also answers with cookies.)
 
@@ -12,6 +12,11 @@ pub const VERIFY_PER_SOURCE_PER_SEC: u32 = 20;
 pub const VERIFY_PER_SEC: u32 = 200;
 /// Refused certificates reported as events (logged) per second; all are counted.
 pub const REFUSALS_LOGGED_PER_SEC: u32 = 5;
+/// `HelloReply`s per second to one source address, and in all. A Hello for a certificate already
+/// verified costs no signature check, so without these a replayed genuine Hello would make the
+/// node answer (and reflect toward a spoofed source) as fast as it arrives.
+pub const HELLO_REPLIES_PER_SOURCE_PER_SEC: u32 = 20;
+pub const HELLO_REPLIES_PER_SEC: u32 = 200;
 /// `UnknownIndex` replies per second (each tells a restarted peer to handshake again).
 pub const UNKNOWN_INDEX_REPLIES_PER_SEC: u32 = 10;
 

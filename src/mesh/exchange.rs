@@ -6,12 +6,7 @@ use super::*;
 
 impl<P: Policy> Node<P> {
     fn take_verify_budget(&mut self, source: CertSource) -> bool {
-        let key = match source {
-            CertSource::Direct(a) => a.ip(),
-            CertSource::Relay { relay, .. } => IpAddr::V4(relay),
-            CertSource::Lighthouse { lighthouse, .. } => IpAddr::V4(lighthouse),
-        };
-        let ok = self.verify_budget.take(key);
+        let ok = self.verify_budget.take(budget_key(source));
         if !ok {
             self.counters.rx_rate_limited += 1;
         }
@@ -111,7 +106,10 @@ impl<P: Policy> Node<P> {
             // A Hello's source is not authenticated: it never becomes a candidate address.
             self.refresh_cert(idx, v);
         }
-        if let Some(reply) = wire::hello_reply(id, &self.hello_cert, request_len) {
+        if !self.hello_reply_budget.take(budget_key(CertSource::of_path(from))) {
+            self.counters.tx_hello_reply_limited += 1;
+        } else if let Some(reply) = wire::hello_reply(id, &self.hello_cert, request_len) {
+            self.counters.tx_hello_replies += 1;
             self.send_path(now, from, reply);
         } else {
             self.counters.tx_reply_suppressed += 1;
@@ -260,5 +258,15 @@ impl<P: Policy> Node<P> {
             self.counters.peers_removed += 1;
             self.events.push_back(Event::PeerRemoved { name: p.name, vpn_ip: p.vpn_ip, reason });
         }
+    }
+}
+
+/// The address a per-source budget charges: the sender, or the relay or lighthouse a message
+/// came through.
+fn budget_key(source: CertSource) -> IpAddr {
+    match source {
+        CertSource::Direct(a) => a.ip(),
+        CertSource::Relay { relay, .. } => IpAddr::V4(relay),
+        CertSource::Lighthouse { lighthouse, .. } => IpAddr::V4(lighthouse),
     }
 }

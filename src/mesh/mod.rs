@@ -266,6 +266,8 @@ pub struct Node<P: Policy> {
     held_inits: HashMap<Path, (Vec<u8>, Instant)>,
     /// Certificate verifications left this second, per source and in all.
     verify_budget: SourceBudget,
+    /// Hello replies left this second, per source and in all.
+    hello_reply_budget: SourceBudget,
     unknown_index_budget: Budget,
     next_index: u32,
     /// Every random choice the node makes comes from here (seeded by [`NodeConfig::seed`]).
@@ -331,6 +333,10 @@ impl<P: Policy> Node<P> {
             refusals_to_log: Budget::per_sec(budget::REFUSALS_LOGGED_PER_SEC),
             held_inits: HashMap::new(),
             verify_budget: SourceBudget::new(budget::VERIFY_PER_SOURCE_PER_SEC, budget::VERIFY_PER_SEC),
+            hello_reply_budget: SourceBudget::new(
+                budget::HELLO_REPLIES_PER_SOURCE_PER_SEC,
+                budget::HELLO_REPLIES_PER_SEC,
+            ),
             unknown_index_budget: Budget::per_sec(budget::UNKNOWN_INDEX_REPLIES_PER_SEC),
             next_index: first_index,
             local_addrs: vec![],

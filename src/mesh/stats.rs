@@ -25,6 +25,10 @@ pub struct Counters {
     pub rx_rate_limited: u64,
     pub rx_unsolicited: u64,
     pub tx_reply_suppressed: u64,
+    /// Hello replies sent, and Hellos left unanswered because the reply budget (per source and
+    /// per node, see `budget`) was spent: a replayed Hello flood shows here.
+    pub tx_hello_replies: u64,
+    pub tx_hello_reply_limited: u64,
     pub tun_dropped_not_ipv4: u64,
     pub tun_dropped_no_route: u64,
     pub tun_dropped_pending_full: u64,

@@ -9,6 +9,7 @@ impl<P: Policy> Node<P> {
         if now >= self.next_second {
             self.next_second = now + Duration::from_secs(1);
             self.verify_budget.refill();
+            self.hello_reply_budget.refill();
             self.refusals_to_log.refill();
             self.limiter.reset_count();
             self.unknown_index_budget.refill();

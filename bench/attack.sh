@@ -15,7 +15,9 @@
 #   wg-init  WireGuard initiation shape (type 1, 148 bytes), random content
 #   hello    cos-mesh Hello with valid framing and padding around a junk certificate
 #   replay   one genuine handshake initiation from A, captured with tcpdump on B's veth while
-#            the tunnel came up (Nebula: its first handshake packet), replayed unchanged
+#            the tunnel came up, replayed unchanged (cos-mesh: A's Hello with its real
+#            certificate and the WireGuard initiation after the padding; Nebula: its first
+#            handshake packet; boringtun: the 148-byte initiation)
 # Measured per flood: throughput and the share of the no-flood figure kept, the flood's send
 # rate, B's daemon CPU (% of one core over the flood), B's RSS before and after, B's kernel UDP
 # counters (/proc/net/snmp in B: datagrams received, receive-buffer drops, datagrams sent, i.e.
@@ -104,6 +106,9 @@ while pos + 16 <= len(data):
     payload = frame[udp + 8:]
     if system == "nebula":
         ok = len(payload) > 16 and payload[0] == 0x10 and payload[1] == 0x00  # v1 handshake, ix_psk0
+    elif system == "cos-mesh":
+        # A Hello (padded to 1200 bytes) with the 148-byte WireGuard initiation after it.
+        ok = len(payload) > 1200 and payload[0] == 0x80
     else:
         ok = len(payload) == 148 and payload[:4] == b"\x01\x00\x00\x00"  # WireGuard initiation
     if ok:
@@ -117,10 +122,11 @@ attack() { # system
     local sys=$1 port; port=$(port_of "$1")
     local cap=""
     if command -v tcpdump >/dev/null; then
-        inb tcpdump -i "${ID}vb" -U -s 2048 -w "$WORK/$sys.pcap" "udp and src host $UA and dst port $port" 2>/dev/null &
+        ip netns exec "$NB" tcpdump -Z root --immediate-mode -i "${ID}vb" -U -s 2048 -w "$WORK/$sys.pcap" "udp and src host $UA and dst port $port" 2>"$WORK/tcpdump.log" &
         cap=$!
         PIDS+=($cap)
-        sleep 1
+        local w=0
+        until grep -q listening "$WORK/tcpdump.log" 2>/dev/null || [ $w -ge 50 ]; do sleep 0.1; w=$((w + 1)); done
     fi
     if ! "start_$sys"; then
         say "$sys: not installed or failed to start, skipped"
@@ -142,7 +148,7 @@ attack() { # system
         sleep 0.5
         kill "$cap" 2>/dev/null || true
         wait "$cap" 2>/dev/null || true
-        extract_initiation "$WORK/$sys.pcap" "$WORK/$sys.init" "$sys" || say "$sys: no initiation captured"
+        extract_initiation "$WORK/$sys.pcap" "$WORK/$sys.init" "$sys" || say "$sys: no initiation from A captured"
     fi
     sleep 1
     local hz; hz=$(getconf CLK_TCK)

@@ -62,9 +62,10 @@ lab_up() {
 DAEMONS=()
 TARGET=$OB
 
+# Version 1 certificates: Nebula 1.6.1 reads no others (cos-mesh makes v2 unless told).
 pki() {
     [ -f "$WORK/ca.crt" ] && return
-    "$COS_MESH" ca --name bench --ips 100.64.0.0/10 --out-crt "$WORK/ca.crt" --out-key "$WORK/ca.key" >/dev/null
+    "$COS_MESH" ca --version 1 --name bench --ips 100.64.0.0/10 --out-crt "$WORK/ca.crt" --out-key "$WORK/ca.key" >/dev/null
     for side in a b; do
         local ip=$OA; [ $side = b ] && ip=$OB
         "$COS_MESH" sign --ca-crt "$WORK/ca.crt" --ca-key "$WORK/ca.key" --name "$side" --ip "$ip/24" \

@@ -54,7 +54,8 @@ lab_up() {
         ip netns exec "$ns" ip link set lo up
         ip netns exec "$ns" ip link set "${ID}v${ns: -1}" up
     done
-    inb iperf3 -s >/dev/null 2>&1 &
+    # Not through inb: $! must be iperf3 itself, or the kill on exit misses it.
+    ip netns exec "$NB" iperf3 -s >/dev/null 2>&1 &
     PIDS+=($!)
 }
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""The Markdown tables of a bench/attack.sh results file: `attack_table.py results.txt`."""
+import sys
+
+
+def rows(path):
+    for line in open(path):
+        if line.startswith("#") or not line.strip():
+            continue
+        yield dict(kv.split("=", 1) for kv in line.split())
+
+
+def main(path):
+    runs = list(rows(path))
+    systems = list(dict.fromkeys(r["system"] for r in runs))
+    floods = list(dict.fromkeys(r["flood"] for r in runs if "flood" in r and not r["flood"].startswith("none")))
+    by = {(r["system"], r.get("flood")): r for r in runs}
+
+    print("Throughput kept under each flood (iperf3, 1 TCP stream, A -> B; % of the no-flood figure):\n")
+    print("| flood | " + " | ".join(systems) + " |")
+    print("|---|" + "---|" * len(systems))
+    cells = [by.get((s, "none"), {}).get("mbps", by.get((s, None), {}).get("status", "–")) for s in systems]
+    print("| none (Mbit/s) | " + " | ".join(cells) + " |")
+    for f in floods:
+        out = []
+        for s in systems:
+            r = by.get((s, f))
+            if not r or "kept_pct" not in r:
+                out.append("–")
+            else:
+                rate = int(r.get("flood_rate") or 0)
+                out.append(f"{r['kept_pct']}% ({r['mbps']} Mbit/s, flood {rate / 1000:.0f}k/s)")
+        print(f"| {f} | " + " | ".join(out) + " |")
+    cells = [by.get((s, "none-after"), {}).get("mbps", "–") for s in systems]
+    print("| none, after the floods (Mbit/s) | " + " | ".join(cells) + " |")
+
+    print("\nB's daemon and kernel during each flood (CPU in % of one core; UDP counters of B's namespace):\n")
+    print("| system | flood | CPU | RSS before → after (KiB) | UDP in | rcvbuf drops | UDP out | tunnel up | cos-mesh counters that moved |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in systems:
+        for f in floods:
+            r = by.get((s, f))
+            if not r or "kept_pct" not in r:
+                continue
+            counters = r.get("counters", "-").replace(",", ", ")
+            print(
+                f"| {s} | {f} | {r['cpu_b_pct']}% | {r['rss_before_kb']} → {r['rss_after_kb']} | {r['udp_in']} "
+                f"| {r['rcvbuf_errors']} | {r['udp_out']} | {r['alive']} | {counters} |"
+            )
+    print("\nRSS of B's daemon at the start and after all floods (KiB):\n")
+    print("| system | start | after | change |")
+    print("|---|---|---|---|")
+    for s in systems:
+        r = by.get((s, "none-after"))
+        if r and int(r.get("rss_start_kb") or 0) > 0:
+            a, b = int(r["rss_start_kb"]), int(r["rss_kb"])
+            print(f"| {s} | {a} | {b} | {100 * (b - a) / a:+.1f}% |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

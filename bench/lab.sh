@@ -1,0 +1,222 @@
+# bench/lab.sh — the lab shared by bench/overlay.sh and bench/attack.sh (sourced, not run).
+#
+# Expects from the caller: REPO MTU COS_MESH COS_MESH_OFFLOADS OUT, and `set -euo pipefail`.
+# Gives: lab_up, the namespaces NA and NB (underlay UA <-> UB, overlay OA <-> OB), NC reserved for a
+# third one, WORK (a temporary directory), PIDS (killed on exit), DAEMONS (the running
+# system's daemons, A first), start_<system> for every system, stop_daemons, cpu_ticks, rss_kb,
+# iperf.
+# Everything started is killed and every namespace deleted on exit, also on failure or Ctrl-C.
+
+ID=cb$$
+NA=${ID}a
+NB=${ID}b
+NC=${ID}c   # a third namespace, created only by scripts that need one (attack.sh)
+UA=198.18.0.1
+UB=198.18.0.2
+OA=100.64.0.1
+OB=100.64.0.2
+WORK=$(mktemp -d /tmp/cos-mesh-bench.XXXXXX)
+PIDS=()
+
+say() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+cleanup() {
+    set +e
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    ip netns del "$NA" 2>/dev/null
+    ip netns del "$NB" 2>/dev/null
+    ip netns del "$NC" 2>/dev/null
+    rm -f /var/run/wireguard/${ID}*.sock
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+inb() { ip netns exec "$NB" "$@"; }
+ina() { ip netns exec "$NA" "$@"; }
+
+# Checks the tools, makes $OUT, builds the underlay (two namespaces, one veth pair) and starts
+# the iperf3 server in B.
+lab_up() {
+    [ "$(id -u)" = 0 ] || die "run as root (namespaces, TUN devices)"
+    for t in ip iperf3 ping python3; do command -v "$t" >/dev/null || die "$t is not installed"; done
+    mkdir -p "$OUT"
+
+    # --- the underlay: two namespaces and one veth pair
+    ip netns add "$NA"
+    ip netns add "$NB"
+    ip link add "${ID}va" netns "$NA" type veth peer name "${ID}vb" netns "$NB"
+    ina ip addr add "$UA/24" dev "${ID}va"
+    inb ip addr add "$UB/24" dev "${ID}vb"
+    for ns in "$NA" "$NB"; do
+        ip netns exec "$ns" ip link set lo up
+        ip netns exec "$ns" ip link set "${ID}v${ns: -1}" up
+    done
+    # Not through inb: $! must be iperf3 itself, or the kill on exit misses it.
+    ip netns exec "$NB" iperf3 -s >/dev/null 2>&1 &
+    PIDS+=($!)
+}
+
+# --- per-system start functions: each starts its daemons (pids in DAEMONS) and sets TARGET
+DAEMONS=()
+TARGET=$OB
+
+# Version 1 certificates: Nebula 1.6.1 reads no others (cos-mesh makes v2 unless told).
+pki() {
+    [ -f "$WORK/ca.crt" ] && return
+    "$COS_MESH" ca --version 1 --name bench --ips 100.64.0.0/10 --out-crt "$WORK/ca.crt" --out-key "$WORK/ca.key" >/dev/null
+    for side in a b; do
+        local ip=$OA; [ $side = b ] && ip=$OB
+        "$COS_MESH" sign --ca-crt "$WORK/ca.crt" --ca-key "$WORK/ca.key" --name "$side" --ip "$ip/24" \
+            --out-crt "$WORK/$side.crt" --out-key "$WORK/$side.key" >/dev/null
+    done
+}
+
+mesh_config() { # side peer_overlay peer_underlay port dev extra
+    cat <<EOF
+pki:
+  ca: $WORK/ca.crt
+  cert: $WORK/$1.crt
+  key: $WORK/$1.key
+static_host_map:
+  "$2": ["$3:$4"]
+listen:
+  host: 0.0.0.0
+  port: $4
+tun:
+  dev: $5
+  mtu: $MTU
+firewall:
+  outbound:
+    - {port: any, proto: any, host: any}
+  inbound:
+    - {port: any, proto: any, host: any}
+$6
+EOF
+}
+
+start_cos-mesh() {
+    [ -x "$COS_MESH" ] || return 1
+    pki
+    for side in a b; do
+        local peer=$OB under=$UB; [ $side = b ] && peer=$OA under=$UA
+        local extra="control:
+  socket: $WORK/cm-$side.sock
+logging:
+  level: info"
+        if [ "$COS_MESH_OFFLOADS" = false ]; then
+            mesh_config $side $peer $under 4242 "${ID}m$side" "$extra" |
+                sed -e 's/^listen:$/listen:\n  udp_offloads: false/' -e 's/^tun:$/tun:\n  use_offloads: false/' >"$WORK/cm-$side.yml"
+        else
+            mesh_config $side $peer $under 4242 "${ID}m$side" "$extra" >"$WORK/cm-$side.yml"
+        fi
+        ip netns exec "$ID$side" "$COS_MESH" run -c "$WORK/cm-$side.yml" >"$WORK/cm-$side.log" 2>&1 &
+        DAEMONS+=($!)
+    done
+}
+
+start_cos-mesh-plain() {
+    local COS_MESH_OFFLOADS=false
+    start_cos-mesh
+}
+
+start_nebula() {
+    command -v nebula >/dev/null || return 1
+    pki
+    for side in a b; do
+        local peer=$OB under=$UB; [ $side = b ] && peer=$OA under=$UA
+        mesh_config $side $peer $under 4243 "${ID}n$side" "lighthouse:
+  am_lighthouse: false
+logging:
+  level: warning" >"$WORK/nb-$side.yml"
+        ip netns exec "$ID$side" nebula -config "$WORK/nb-$side.yml" >"$WORK/nb-$side.log" 2>&1 &
+        DAEMONS+=($!)
+    done
+}
+
+# WireGuard implementations: $1 = command line (the interface name is appended).
+start_wg() {
+    command -v wg >/dev/null || return 1
+    local keys=() pubs=()
+    for side in a b; do
+        local k; k=$(wg genkey); keys+=("$k"); pubs+=("$(echo "$k" | wg pubkey)")
+    done
+    local i=0
+    for side in a b; do
+        local dev="${ID}w$side"
+        ip netns exec "$ID$side" env WG_SUDO=1 WG_PROCESS_FOREGROUND=1 $1 "$dev" >"$WORK/wg-$side.log" 2>&1 &
+        DAEMONS+=($!)
+        local t=0
+        until ip netns exec "$ID$side" wg show "$dev" >/dev/null 2>&1; do
+            sleep 0.1; t=$((t + 1)); [ $t -lt 100 ] || return 1
+        done
+        local me=$OA peer=$OB under=$UB other=1
+        [ $side = b ] && me=$OB peer=$OA under=$UA other=0
+        echo "${keys[$i]}" >"$WORK/wg-$side.key"
+        ip netns exec "$ID$side" wg set "$dev" private-key "$WORK/wg-$side.key" listen-port 51820 \
+            peer "${pubs[$other]}" allowed-ips "$peer/32" endpoint "$under:51820"
+        ip netns exec "$ID$side" ip addr add "$me/24" dev "$dev"
+        ip netns exec "$ID$side" ip link set "$dev" mtu "$MTU" up
+        i=$((i + 1))
+    done
+}
+
+start_boringtun() {
+    command -v boringtun-cli >/dev/null || return 1
+    start_wg "boringtun-cli --foreground --disable-drop-privileges --log $WORK/boringtun.log"
+}
+
+start_wireguard-go() {
+    command -v wireguard-go >/dev/null || return 1
+    start_wg "wireguard-go -f"
+}
+
+start_raw() {
+    TARGET=$UB
+}
+
+stop_daemons() {
+    for p in "${DAEMONS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${DAEMONS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+    done
+    DAEMONS=()
+    TARGET=$OB
+}
+
+# CPU seconds (user + system, all threads) of the running daemons.
+cpu_ticks() {
+    local sum=0
+    for p in "${DAEMONS[@]}"; do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name in parentheses.
+        local s; s=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        set -- $s
+        sum=$((sum + ${12} + ${13}))
+    done
+    echo $sum
+}
+
+rss_kb() {
+    local sum=0
+    for p in "${DAEMONS[@]}"; do
+        local r; r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null) || r=0
+        sum=$((sum + ${r:-0}))
+    done
+    echo $sum
+}
+
+# iperf3 from A to $TARGET for $DURATION seconds (the first not counted).
+iperf() { # streams -> "mbps retransmits"
+    ina timeout $((DURATION + 30)) iperf3 -c "$TARGET" -t "$DURATION" -O 1 -P "$1" -J >"$WORK/iperf.json" 2>/dev/null || true
+    python3 - "$WORK/iperf.json" <<'EOF'
+import json, sys
+try:
+    end = json.load(open(sys.argv[1]))["end"]
+    print(f'{end["sum_received"]["bits_per_second"] / 1e6:.0f} {end["sum_sent"].get("retransmits", 0)}')
+except Exception:
+    print("FAIL FAIL")
+EOF
+}

@@ -9,8 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use support::daemon::{Host, Pki, Segment};
+use support::daemon::{Host, Pki, Segment, checksummed_stream};
 use support::{Netns, wait_until};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -164,44 +163,8 @@ fn overlay_carries_ping_tcp_and_memcached_within_the_role_rules() {
     );
 
     // A 50 MB TCP stream client-b → client-a:25000 arrives intact.
-    let listener = h[CLIENT_A].ns.run(|| std::net::TcpListener::bind("100.64.0.2:25000").unwrap());
-    let receiver = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0usize;
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            total += n;
-        }
-        (total, hasher.finalize().to_vec())
-    });
-    let started = Instant::now();
-    let sent_hash = h[CLIENT_B].ns.run(|| {
-        let mut s = TcpStream::connect_timeout(&"100.64.0.2:25000".parse().unwrap(), Duration::from_secs(5)).unwrap();
-        let mut hasher = Sha256::new();
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let mut chunk = vec![0u8; 1 << 16];
-        for _ in 0..800 {
-            for b in chunk.chunks_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                b.copy_from_slice(&state.to_le_bytes()[..b.len()]);
-            }
-            hasher.update(&chunk);
-            s.write_all(&chunk).unwrap();
-        }
-        hasher.finalize().to_vec()
-    });
-    let (total, received_hash) = receiver.join().unwrap();
-    eprintln!("50 MB over the overlay in {:?} (debug build)", started.elapsed());
-    assert_eq!(total, 800 << 16);
-    assert_eq!(received_hash, sent_hash, "the stream arrived intact");
+    let took = checksummed_stream(&h[CLIENT_B], &h[CLIENT_A], "100.64.0.2:25000", 800);
+    eprintln!("50 MB over the overlay in {took:?} (debug build)");
 }
 
 #[test]

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use support::daemon::{Host, Pki, Segment};
+use support::daemon::{Host, Pki, Segment, checksummed_stream};
 use support::wait_until;
 
 /// Inbound: ICMP, TCP 25000-25001 and UDP 25002; outbound: anything (or `outbound`).
@@ -77,47 +76,6 @@ impl Totals {
         let at = self.0.find(&needle).unwrap_or_else(|| panic!("{key} not in {}", self.0)) + needle.len();
         self.0[at..].split_whitespace().next().unwrap().parse().unwrap()
     }
-}
-
-/// Sends `chunks` × 64 KiB of pseudo-random bytes from `from` to `to` and checks they arrive
-/// intact (SHA-256 on both ends).
-fn checksummed_stream(from: &Host, to: &Host, addr: &'static str, chunks: usize) {
-    let listener = to.ns.run(move || TcpListener::bind(addr).unwrap());
-    let receiver = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0usize;
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            total += n;
-        }
-        (total, hasher.finalize().to_vec())
-    });
-    let sent = from.ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5)).unwrap();
-        let mut hasher = Sha256::new();
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let mut chunk = vec![0u8; 1 << 16];
-        for _ in 0..chunks {
-            for b in chunk.chunks_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                b.copy_from_slice(&state.to_le_bytes()[..b.len()]);
-            }
-            hasher.update(&chunk);
-            s.write_all(&chunk).unwrap();
-        }
-        hasher.finalize().to_vec()
-    });
-    let (total, received) = receiver.join().unwrap();
-    assert_eq!(total, chunks << 16);
-    assert_eq!(received, sent, "the stream arrived intact");
 }
 
 fn stream_ping_fragments_and_a_full_size_datagram(offloads: bool) {

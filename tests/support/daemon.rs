@@ -2,9 +2,13 @@
 //! segment, and hosts whose daemon, config, control socket and log live in a temp directory.
 
 use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use super::{ChildGuard, Netns, unique, wait_until};
 
@@ -238,4 +242,47 @@ impl Drop for Host {
             eprintln!("--- {} daemon log ---\n{}", self.name, self.log());
         }
     }
+}
+
+/// Sends `chunks` × 64 KiB of pseudo-random bytes from `from` to `to` and checks they arrive
+/// intact (SHA-256 on both ends). Returns how long the transfer took.
+pub fn checksummed_stream(from: &Host, to: &Host, addr: &'static str, chunks: usize) -> Duration {
+    let listener = to.ns.run(move || TcpListener::bind(addr).unwrap());
+    let receiver = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n;
+        }
+        (total, hasher.finalize().to_vec())
+    });
+    let started = Instant::now();
+    let sent = from.ns.run(move || {
+        let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5)).unwrap();
+        let mut hasher = Sha256::new();
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut chunk = vec![0u8; 1 << 16];
+        for _ in 0..chunks {
+            for b in chunk.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b.copy_from_slice(&state.to_le_bytes()[..b.len()]);
+            }
+            hasher.update(&chunk);
+            s.write_all(&chunk).unwrap();
+        }
+        hasher.finalize().to_vec()
+    });
+    let (total, received) = receiver.join().unwrap();
+    assert_eq!(total, chunks << 16);
+    assert_eq!(received, sent, "the stream arrived intact");
+    started.elapsed()
 }

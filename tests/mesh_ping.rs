@@ -167,3 +167,18 @@ fn a_peer_that_stops_answering_is_a_handshake_timeout() {
         other => panic!("expected a handshake timeout, got {other:?}"),
     }
 }
+
+#[test]
+fn a_peer_that_never_answers_over_a_working_tunnel_is_called_older() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (a, _) = pair(&mut sim, &ca);
+    answered(ping(&mut sim, a, 2, Probe::IcmpEcho));
+    // What an older cos-mesh does with the request (an unknown control message, dropped and
+    // counted) looks, from here, like the request vanishing on its way.
+    sim.filter = Box::new(|_, from, to, _| !(from == underlay(1) && to == underlay(2)));
+    let o = ping(&mut sim, a, 2, Probe::IcmpEcho);
+    assert_eq!(o, PingOutcome::Failed(PingFailure::NoPingSupport { name: "b".into() }));
+    let PingOutcome::Failed(f) = o else { unreachable!() };
+    assert_eq!(f.to_string(), "the tunnel to b is up but the peer does not answer cos-mesh ping (older version?)");
+}

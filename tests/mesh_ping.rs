@@ -51,7 +51,7 @@ fn a_direct_ping_starts_the_tunnel_and_reports_the_path() {
     let (a, _) = pair(&mut sim, &ca);
     let first = answered(ping(&mut sim, a, 2, Probe::IcmpEcho));
     assert_eq!(first.name, "b");
-    assert_eq!(first.path, Path::Direct(underlay(2)));
+    assert_eq!(first.path, Some(Path::Direct(underlay(2))));
     assert_eq!((first.far, first.near), (ProbeVerdict::Allow, ProbeVerdict::Allow));
     // The first one waited for the handshake; the second is one round trip (2 × 5 ms).
     let second = answered(ping(&mut sim, a, 2, Probe::Tcp(4647)));
@@ -112,7 +112,7 @@ fn a_ping_through_a_relay_names_it() {
     let (_, client, relay) = relayed_world(&mut sim, &ca);
     let a = answered(ping(&mut sim, client, 11, Probe::Tcp(4647)));
     assert_eq!(a.name, "server");
-    assert_eq!(a.path, Path::Relay { relay: vpn(RELAY), peer: vpn(11) });
+    assert_eq!(a.path, Some(Path::Relay { relay: vpn(RELAY), peer: vpn(11) }));
     assert_eq!(a.relay_name.as_deref(), Some("relay-1"));
     assert!(sim.nodes[relay].node.counters().relay_forwarded > 0);
 }

@@ -113,8 +113,9 @@ impl PingReport {
                 r.answered = true;
                 r.name = Some(a.name.clone());
                 match a.path {
-                    Path::Direct(addr) => r.direct = Some(addr),
-                    Path::Relay { relay, .. } => r.relay = Some(relay),
+                    Some(Path::Direct(addr)) => r.direct = Some(addr),
+                    Some(Path::Relay { relay, .. }) => r.relay = Some(relay),
+                    None => {}
                 }
                 r.relay_name = a.relay_name.clone();
                 r.rtt_ms = Some(a.rtt.as_micros() as f64 / 1000.0);

@@ -158,8 +158,9 @@ pub enum PingError {
 pub struct PingAnswer {
     /// The peer's certificate name.
     pub name: String,
-    /// The path its answer came over.
-    pub path: Path,
+    /// The path its answer came over (none in the rare case the answer's path was not
+    /// adopted, e.g. an address `lighthouse.remote_allow_list` forbids).
+    pub path: Option<Path>,
     /// The relay's certificate name when the path goes through one we know.
     pub relay_name: Option<String>,
     pub rtt: Duration,
@@ -311,10 +312,10 @@ impl<P: Policy> Node<P> {
         let Some(r) = self.pings.running.remove(&nonce) else { return };
         let flow = r.probe.flow(self.vpn_ip, peer.vpn_ip, false);
         let near = self.policy.would_pass(Direction::Outbound, &peer.policy_peer, &flow);
-        let path = peer.endpoint.unwrap_or(Path::Relay { relay: Ipv4Addr::UNSPECIFIED, peer: peer.vpn_ip });
+        let path = peer.endpoint;
         let relay_name = match path {
-            Path::Relay { relay, .. } => self.name_of(relay),
-            Path::Direct(_) => None,
+            Some(Path::Relay { relay, .. }) => self.name_of(relay),
+            _ => None,
         };
         let answer = PingAnswer {
             name: peer.name.clone(),

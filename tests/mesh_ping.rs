@@ -182,3 +182,18 @@ fn a_peer_that_never_answers_over_a_working_tunnel_is_called_older() {
     let PingOutcome::Failed(f) = o else { unreachable!() };
     assert_eq!(f.to_string(), "the tunnel to b is up but the peer does not answer cos-mesh ping (older version?)");
 }
+
+#[test]
+fn outcomes_nobody_collects_are_forgotten_after_a_minute() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let (a, _) = pair(&mut sim, &ca);
+    let now = sim.now;
+    let kept = sim.nodes[a].node.start_ping(now, vpn(2), Probe::IcmpEcho, TIMEOUT).unwrap();
+    let dropped = sim.nodes[a].node.start_ping(now, vpn(2), Probe::IcmpEcho, TIMEOUT).unwrap();
+    sim.drain(a);
+    sim.run(Duration::from_secs(30));
+    assert!(matches!(sim.nodes[a].node.take_ping(kept), Some(PingOutcome::Answered(_))));
+    sim.run(Duration::from_secs(40));
+    assert_eq!(sim.nodes[a].node.take_ping(dropped), None, "a minute later it is gone");
+}

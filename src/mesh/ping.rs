@@ -8,7 +8,12 @@
 //! whose peer stays silent (an older cos-mesh that does not know the message).
 //!
 //! The probe is only looked at: the far end's firewall evaluates its rules without creating or
-//! touching connection-tracking state ([`Policy::would_pass`]).
+//! touching connection-tracking state ([`Policy::would_pass`]). A peer learns only whether its
+//! own traffic would be let in, which it could find out by sending it; requests come only
+//! through authenticated tunnels and each gets one small answer.
+//!
+//! Outcomes are polled ([`Node::take_ping`]) rather than queued as events: the daemon holds the
+//! asking client's connection and answers it when its ping ends.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +32,8 @@ use crate::packet::{Flow, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 /// Pings in flight or finished and not yet collected, at most.
 const MAX_PINGS: usize = 64;
+/// How long a finished ping's outcome waits to be collected before it is forgotten.
+const OUTCOME_KEPT: Duration = Duration::from_secs(60);
 /// The source port a probe for TCP or UDP is assumed to come from (any ephemeral port; rules
 /// match the destination port).
 const PROBE_SOURCE_PORT: u16 = 49_152;
@@ -245,7 +252,8 @@ struct Running {
 #[derive(Default)]
 pub(super) struct Pings {
     running: HashMap<u64, Running>,
-    done: HashMap<u64, PingOutcome>,
+    /// Outcomes and when they were reached.
+    done: HashMap<u64, (PingOutcome, Instant)>,
 }
 
 impl Pings {
@@ -284,7 +292,7 @@ impl<P: Policy> Node<P> {
 
     /// The outcome of a finished ping (once); `None` while it runs or for an unknown id.
     pub fn take_ping(&mut self, id: PingId) -> Option<PingOutcome> {
-        self.pings.done.remove(&id.0)
+        self.pings.done.remove(&id.0).map(|(o, _)| o)
     }
 
     /// Whether the ping is still waiting for its answer.
@@ -325,17 +333,18 @@ impl<P: Policy> Node<P> {
             far,
             near,
         };
-        self.pings.done.insert(nonce, PingOutcome::Answered(answer));
+        self.pings.done.insert(nonce, (PingOutcome::Answered(answer), now));
     }
 
-    /// Pings whose time is up end with a diagnosis.
+    /// Pings whose time is up end with a diagnosis; outcomes nobody collected are forgotten.
     pub(super) fn expire_pings(&mut self, now: Instant) {
+        self.pings.done.retain(|_, (_, at)| now.saturating_duration_since(*at) < OUTCOME_KEPT);
         let due: Vec<(u64, Ipv4Addr)> =
             self.pings.running.iter().filter(|(_, r)| r.deadline <= now).map(|(n, r)| (*n, r.target)).collect();
         for (nonce, target) in due {
             self.pings.running.remove(&nonce);
             let failure = self.diagnose(target);
-            self.pings.done.insert(nonce, PingOutcome::Failed(failure));
+            self.pings.done.insert(nonce, (PingOutcome::Failed(failure), now));
         }
     }
 

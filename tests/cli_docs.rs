@@ -9,7 +9,7 @@ fn cos(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-const SUBCOMMANDS: [&str; 6] = ["sign", "nomad", "members", "completions", "man", "firewall"];
+const SUBCOMMANDS: [&str; 7] = ["sign", "nomad", "members", "ping", "completions", "man", "firewall"];
 
 #[test]
 fn completions_cover_the_subcommands() {

@@ -6,7 +6,9 @@ use std::process::Command;
 #[test]
 fn the_demo_runs_to_completion_and_its_matrix_matches_the_rules() {
     let before = namespaces();
-    let out = Command::new(env!("CARGO_BIN_EXE_cos-mesh")).arg("demo").output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("world.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_cos-mesh")).args(["demo", "--svg"]).arg(&picture).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("Every cell matches the role rule sets"), "{text}");
@@ -63,6 +65,26 @@ fn the_demo_runs_to_completion_and_its_matrix_matches_the_rules() {
         "retry_join lists both servers: {text}"
     );
     assert!(!text.contains("(failed:"), "{text}");
+    // The picture of the world, next to the matrix: an SVG document naming every host.
+    assert!(text.contains(&format!("A picture of this world: {} (solid: direct tunnel", picture.display())), "{text}");
+    let svg = std::fs::read_to_string(&picture).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("not XML: {e}\n{svg}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    // Each host's label is a text element, one line (tspan) each: name, overlay IP, role.
+    let labels: Vec<&str> = doc.descendants().filter(|n| n.has_tag_name("tspan")).filter_map(|n| n.text()).collect();
+    for host in [
+        "lighthouse-1",
+        "lighthouse-2",
+        "relay",
+        "operator",
+        "prometheus",
+        "server-1",
+        "server-2",
+        "client-1",
+        "client-2",
+    ] {
+        assert!(labels.contains(&host), "{host} not drawn: {labels:?}");
+    }
     // Nothing of the world is left behind.
     let after = namespaces();
     let leaked: Vec<_> = after.iter().filter(|n| !before.contains(n) && !n.starts_with("cm")).collect();

@@ -7,10 +7,14 @@ pub struct Args {
     /// Keep the world up until Ctrl-C (to look around with `ip netns` and `cos-mesh status`).
     #[arg(long)]
     keep: bool,
+    /// Where to write an SVG picture of the world (hosts coloured by role, direct and relayed
+    /// tunnels, lighthouses).
+    #[arg(long, value_name = "FILE", default_value = "cos-mesh-demo.svg")]
+    svg: std::path::PathBuf,
 }
 
 /// Exit 0 when every cell of the reachability matrix matches the role rule sets, 1 otherwise.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let ok = crate::demo::run(crate::demo::Options { keep: a.keep })?;
+    let ok = crate::demo::run(crate::demo::Options { keep: a.keep, svg: a.svg })?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -11,6 +11,7 @@ mod keygen;
 mod man;
 mod members;
 mod nomad;
+mod ping;
 mod print;
 mod reload;
 mod run;
@@ -61,6 +62,8 @@ enum Command {
     Members(members::Args),
     /// Reload the running daemon's configuration and say whether it worked.
     Reload(reload::Args),
+    /// Ping a member through the mesh: the path taken, the round trip, and whether its firewall lets us in.
+    Ping(ping::Args),
     /// Build a small mesh world in network namespaces (root), show it working, tear it down.
     Demo(demo::Args),
     /// Lint firewall rule files and explain verdicts.
@@ -90,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Members(a) => members::run(a),
         Command::Reload(a) => reload::run(a),
+        Command::Ping(a) => ping::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Firewall(a) => firewall::run(a),
         Command::Nomad(a) => nomad::run(a),

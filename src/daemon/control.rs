@@ -1,5 +1,5 @@
 //! The control socket: a root-only Unix socket (abstract by default, so per network namespace) on which `cos-mesh status`, `members` and
-//! `reload` ask the running daemon. One request line in, one JSON document out.
+//! `reload` ask the running daemon (and `ping`, answered when the ping ends). One request line in, one JSON document out.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::linux::net::SocketAddrExt;
@@ -20,14 +20,18 @@ pub enum Request {
     Status,
     Members,
     Reload,
+    /// `cos-mesh ping`: one ping, answered when it ends (`ping IP PROBE TIMEOUT_MS`).
+    Ping(super::ping::PingRequest),
 }
 
 impl Request {
-    pub fn as_str(self) -> &'static str {
+    /// The request line sent to the daemon.
+    pub fn line(self) -> String {
         match self {
-            Request::Status => "status",
-            Request::Members => "members",
-            Request::Reload => "reload",
+            Request::Status => "status".into(),
+            Request::Members => "members".into(),
+            Request::Reload => "reload".into(),
+            Request::Ping(p) => p.to_line(),
         }
     }
 
@@ -36,7 +40,7 @@ impl Request {
             "status" => Some(Request::Status),
             "members" => Some(Request::Members),
             "reload" => Some(Request::Reload),
-            _ => None,
+            other => super::ping::PingRequest::parse(other).map(Request::Ping),
         }
     }
 }
@@ -146,6 +150,11 @@ pub fn read_request(client: impl Read) -> Option<Request> {
 /// Client side: sends `req` and returns the daemon's JSON answer, waiting at most
 /// [`ANSWER_TIMEOUT`].
 pub fn ask(addr: impl Into<ControlAddr>, req: Request) -> Result<serde_json::Value> {
+    ask_within(addr, req, ANSWER_TIMEOUT)
+}
+
+/// [`ask`], waiting at most `wait` for the answer (a ping takes as long as its timeout).
+pub fn ask_within(addr: impl Into<ControlAddr>, req: Request, wait: Duration) -> Result<serde_json::Value> {
     let addr = addr.into();
     let connected = match &addr {
         ControlAddr::Path(p) => UnixStream::connect(p),
@@ -159,11 +168,11 @@ pub fn ask(addr: impl Into<ControlAddr>, req: Request) -> Result<serde_json::Val
              are you root?)"
         )
     })?;
-    s.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    s.set_read_timeout(Some(wait))?;
     s.set_write_timeout(Some(ANSWER_TIMEOUT))?;
     let timed_out = |e: &io::Error| matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut);
-    let silent = || anyhow!("the daemon did not answer within {} s (control socket {addr})", ANSWER_TIMEOUT.as_secs());
-    writeln!(s, "{}", req.as_str())
+    let silent = || anyhow!("the daemon did not answer within {} s (control socket {addr})", wait.as_secs());
+    writeln!(s, "{}", req.line())
         .map_err(|e| if timed_out(&e) { silent() } else { anyhow!("asking the daemon: {e}") })?;
     let mut text = String::new();
     if let Err(e) = io::Read::read_to_string(&mut s, &mut text) {

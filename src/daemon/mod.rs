@@ -7,6 +7,7 @@ pub mod datapath;
 mod events;
 pub mod logging;
 pub mod metrics;
+pub mod ping;
 pub mod policy;
 pub mod report;
 pub mod resolver;
@@ -71,6 +72,8 @@ struct Daemon {
     local_allow: crate::config::LocalAllowList,
     /// `static_host_map` as configured, for `status` to say where a lighthouse is looked for.
     static_hosts: setup::StaticHostMap,
+    /// `cos-mesh ping`s whose clients wait for the outcome.
+    pings: ping::Pings,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns an error (naming file and field) when the
@@ -150,6 +153,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         restart_only: restart::RestartOnly::of(c),
         local_allow: c.local_allow_list(),
         static_hosts: c.static_host_map.clone(),
+        pings: ping::Pings::default(),
         notifier,
     };
     let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
@@ -222,6 +226,7 @@ impl Daemon {
             if ctl_r {
                 self.serve_control(now);
             }
+            self.pings.answer_finished(&mut self.node);
         }
     }
 
@@ -339,7 +344,12 @@ impl Daemon {
                     Ok(r) => json!({ "reloaded": r.summary, "needs_restart": r.needs_restart }),
                     Err(e) => json!({ "error": format!("reload failed, the running configuration is kept: {e}") }),
                 },
-                None => json!({ "error": "unknown request; expected status, members or reload" }),
+                Some(Request::Ping(p)) => {
+                    self.pings.start(&mut self.node, now, stream, p);
+                    self.flush();
+                    continue;
+                }
+                None => json!({ "error": "unknown request; expected status, members, reload or ping" }),
             };
             control::reply(stream, &answer);
         }

@@ -5,12 +5,13 @@
 mod lookup;
 mod matrix;
 mod mtls;
+mod picture;
 mod world;
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::io::{Signal, Signals};
 use matrix::{Cell, Proto};
@@ -19,6 +20,8 @@ use world::World;
 pub struct Options {
     /// Keep the world up until Ctrl-C.
     pub keep: bool,
+    /// Where to write the SVG picture of the world.
+    pub svg: std::path::PathBuf,
 }
 
 /// Runs the demo; `Ok(false)` when a cell of the matrix disagrees with the rule sets.
@@ -55,6 +58,8 @@ pub fn run(opts: Options) -> Result<bool> {
     println!();
     print!("{}", matrix_table(&cells));
     println!();
+    draw(&world, &opts.svg)?;
+    println!();
     let handshake = mtls::run(&world)?;
     print!("{}", mtls::describe(&handshake, &world.dir.0));
     println!();
@@ -81,6 +86,40 @@ pub fn run(opts: Options) -> Result<bool> {
     println!("Tearing down.");
     drop(world);
     Ok(ok)
+}
+
+/// Writes the picture of the world (hosts, roles, tunnels as they are now) and says where.
+fn draw(world: &World, path: &std::path::Path) -> Result<()> {
+    let hosts: Vec<picture::HostView> = world
+        .hosts
+        .iter()
+        .map(|h| {
+            let status = h.status().unwrap_or_default();
+            let peers = status["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["up"] == true)
+                .map(|p| {
+                    let relay = (p["relayed"] == true).then(|| {
+                        p["relay_name"].as_str().or_else(|| p["relay"].as_str()).unwrap_or("a relay").to_string()
+                    });
+                    (p["name"].as_str().unwrap_or("?").to_string(), relay)
+                })
+                .collect();
+            picture::HostView {
+                name: h.name.clone(),
+                role: h.role.name(),
+                vpn_ip: h.vpn_ip,
+                lighthouse: h.role == world::Role::Lighthouse,
+                peers,
+            }
+        })
+        .collect();
+    let svg = picture::svg(&picture::dot(&hosts))?;
+    std::fs::write(path, svg).with_context(|| format!("writing the world's picture to {}", path.display()))?;
+    println!("A picture of this world: {} ({})", path.display(), picture::LEGEND);
+    Ok(())
 }
 
 fn interrupted(signals: &Signals) -> bool {

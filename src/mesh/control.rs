@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 
+use super::ping::{Probe, ProbeVerdict};
+
 pub const PROTO: u8 = 253;
 const VERSION: u8 = 1;
 /// Most addresses carried in one message.
@@ -68,6 +70,16 @@ pub enum Control {
     PathAck {
         nonce: u64,
     },
+    /// Node → peer (`cos-mesh ping`): would your firewall let `probe` from me in?
+    PingRequest {
+        nonce: u64,
+        probe: Probe,
+    },
+    /// Peer → node: its firewall's verdict on the probe of ping `nonce`.
+    PingReply {
+        nonce: u64,
+        verdict: ProbeVerdict,
+    },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -80,6 +92,8 @@ pub enum ControlError {
     Version(u8),
     #[error("too many addresses")]
     TooMany,
+    #[error("unknown value {0} in a ping message")]
+    UnknownValue(u8),
 }
 
 /// If `packet` is a control message for `us`, its payload.
@@ -116,6 +130,8 @@ impl Control {
             Control::MembersReply { .. } => 9,
             Control::PathProbe { .. } => 11,
             Control::PathAck { .. } => 12,
+            Control::PingRequest { .. } => 13,
+            Control::PingReply { .. } => 14,
         };
         v.extend_from_slice(&[kind, VERSION]);
         match self {
@@ -140,6 +156,16 @@ impl Control {
                 v.extend_from_slice(datagram);
             }
             Control::PathProbe { nonce } | Control::PathAck { nonce } => v.extend_from_slice(&nonce.to_be_bytes()),
+            Control::PingRequest { nonce, probe } => {
+                let (proto, port) = probe.to_wire();
+                v.extend_from_slice(&nonce.to_be_bytes());
+                v.push(proto);
+                v.extend_from_slice(&port.to_be_bytes());
+            }
+            Control::PingReply { nonce, verdict } => {
+                v.extend_from_slice(&nonce.to_be_bytes());
+                v.push(verdict.to_wire());
+            }
             Control::MembersReply { certs, last } => {
                 v.push(u8::from(*last));
                 v.push(certs.len() as u8);
@@ -180,6 +206,19 @@ impl Control {
             }
             11 => Control::PathProbe { nonce: r.u64()? },
             12 => Control::PathAck { nonce: r.u64()? },
+            13 => {
+                let nonce = r.u64()?;
+                let proto = r.u8()?;
+                let port = r.take(2)?;
+                let port = u16::from_be_bytes([port[0], port[1]]);
+                let probe = Probe::from_wire(proto, port).ok_or(ControlError::UnknownValue(proto))?;
+                Control::PingRequest { nonce, probe }
+            }
+            14 => {
+                let nonce = r.u64()?;
+                let v = r.u8()?;
+                Control::PingReply { nonce, verdict: ProbeVerdict::from_wire(v).ok_or(ControlError::UnknownValue(v))? }
+            }
             k => return Err(ControlError::UnknownKind(k)),
         })
     }
@@ -299,6 +338,9 @@ mod tests {
             Control::MembersReply { certs: vec![vec![1], vec![2, 2]], last: true },
             Control::PathProbe { nonce: 7 },
             Control::PathAck { nonce: u64::MAX },
+            Control::PingRequest { nonce: 3, probe: Probe::Tcp(4647) },
+            Control::PingRequest { nonce: 4, probe: Probe::IcmpEcho },
+            Control::PingReply { nonce: 5, verdict: ProbeVerdict::Drop },
         ];
         let us = Ipv4Addr::new(100, 64, 0, 1);
         for c in all {
@@ -326,5 +368,8 @@ mod tests {
         assert_eq!(Control::decode(&[42, 1]), Err(ControlError::UnknownKind(42)));
         assert_eq!(Control::decode(&[1, 2]), Err(ControlError::Version(2)));
         assert_eq!(Control::decode(&[1, 1, 200]), Err(ControlError::TooMany));
+        let ping = [13, 1, 0, 0, 0, 0, 0, 0, 0, 1, 132, 0, 9];
+        assert_eq!(Control::decode(&ping), Err(ControlError::UnknownValue(132)), "SCTP probes are unknown");
+        assert_eq!(Control::decode(&[14, 1, 0, 0, 0, 0, 0, 0, 0, 1, 7]), Err(ControlError::UnknownValue(7)));
     }
 }

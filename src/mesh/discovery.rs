@@ -102,6 +102,8 @@ impl<P: Policy> Node<P> {
             Control::Ping => {}
             Control::PathProbe { nonce } => self.send_control(now, from_ip, Control::PathAck { nonce }),
             Control::PathAck { nonce } => self.on_path_ack(now, idx, nonce),
+            Control::PingRequest { nonce, probe } => self.on_ping_request(now, idx, nonce, probe),
+            Control::PingReply { nonce, verdict } => self.on_ping_reply(now, idx, nonce, verdict),
             _ => self.counters.rx_unsolicited += 1,
         }
     }

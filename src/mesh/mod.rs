@@ -61,6 +61,7 @@ mod inbound;
 mod outbound;
 mod path_check;
 mod peer;
+pub mod ping;
 pub mod policy;
 mod session;
 mod stats;
@@ -90,6 +91,7 @@ pub use discovery::Registered;
 pub use event::{CertRefusal, CertSource, Event, Level, RemoveReason, SessionEnd};
 pub use peer::{Path, PeerInfo};
 use peer::{Peer, Pending};
+pub use ping::{PingAnswer, PingError, PingFailure, PingId, PingOutcome, Probe, ProbeVerdict};
 pub use policy::{Direction, Policy, Verdict};
 use session::InitInFlight;
 pub use stats::Counters;
@@ -282,6 +284,8 @@ pub struct Node<P: Policy> {
     scheduled: Vec<(Instant, Scheduled)>,
     next_update: Instant,
     next_punch: Instant,
+    /// `cos-mesh ping`s running and finished.
+    pings: ping::Pings,
 
     transmits: VecDeque<Transmit>,
     tun_writes: VecDeque<Vec<u8>>,
@@ -347,6 +351,7 @@ impl<P: Policy> Node<P> {
             scheduled: vec![],
             next_update: now,
             next_punch: now + Duration::from_secs(10),
+            pings: ping::Pings::default(),
             transmits: VecDeque::new(),
             tun_writes: VecDeque::new(),
             events: VecDeque::new(),
@@ -429,6 +434,9 @@ impl<P: Policy> Node<P> {
         }
         for (at, _) in &self.scheduled {
             t = t.min(*at);
+        }
+        if let Some(at) = self.pings.deadline() {
+            t = t.min(at);
         }
         t
     }

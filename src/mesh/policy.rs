@@ -4,6 +4,9 @@
 use std::time::Instant;
 
 use crate::cert::pool::VerifiedCert;
+use crate::packet::Flow;
+
+pub use super::ping::ProbeVerdict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -27,6 +30,12 @@ pub trait Policy {
     fn peer(&self, cert: &VerifiedCert) -> Self::Peer;
     /// Decides on one IP packet exchanged with `peer`.
     fn check(&mut self, now: Instant, dir: Direction, peer: &Self::Peer, packet: &[u8]) -> Verdict;
+    /// Whether a new `flow` with `peer` would pass in `dir`, for `cos-mesh ping`'s probes. It
+    /// only looks: no connection state is created or changed. A policy that filters nothing
+    /// keeps this default.
+    fn would_pass(&self, _dir: Direction, _peer: &Self::Peer, _flow: &Flow) -> ProbeVerdict {
+        ProbeVerdict::Allow
+    }
 }
 
 /// Allows everything: for tests of the tunnel machinery alone.

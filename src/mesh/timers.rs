@@ -22,6 +22,7 @@ impl<P: Policy> Node<P> {
             self.try_pending(now, ip);
         }
         self.discovery_timers(now);
+        self.expire_pings(now);
         if self.next_tick.is_some_and(|t| t <= now) {
             self.next_tick = if self.peers.is_empty() { None } else { Some(now + TIMER_TICK) };
             // boringtun logs its timer decisions itself, at ERROR for a normal idle expiry and

@@ -9,10 +9,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use cos_mesh::cert::keys::{CaSecret, HostSecret};
-use cos_mesh::cert::pool::{Blocklist, CaPool};
+use cos_mesh::cert::pool::{Blocklist, CaPool, VerifiedCert};
 use cos_mesh::cert::{Certificate, Details};
-use cos_mesh::mesh::policy::AllowAll;
-use cos_mesh::mesh::{Discovery, Event, MIN_BUFFER, Node, NodeConfig};
+use cos_mesh::daemon::policy::FirewallPolicy;
+use cos_mesh::firewall::PeerIdentity;
+use cos_mesh::mesh::{Direction, Discovery, Event, MIN_BUFFER, Node, NodeConfig, Policy, ProbeVerdict, Verdict};
+use cos_mesh::packet::Flow;
 use cos_mesh::unixtime::UnixTime;
 use mock_instant::MockClock;
 
@@ -164,8 +166,35 @@ impl Nat {
     }
 }
 
+/// The simulation's packet policy: everything passes, unless a test gives the node a real
+/// firewall (`sim.nodes[i].node.policy_mut().0 = Some(..)`).
+#[derive(Default)]
+pub struct SimPolicy(pub Option<FirewallPolicy>);
+
+impl Policy for SimPolicy {
+    type Peer = PeerIdentity;
+
+    fn peer(&self, cert: &VerifiedCert) -> PeerIdentity {
+        PeerIdentity::from(cert)
+    }
+
+    fn check(&mut self, now: Instant, dir: Direction, peer: &PeerIdentity, packet: &[u8]) -> Verdict {
+        match &mut self.0 {
+            Some(fw) => fw.check(now, dir, peer, packet),
+            None => Verdict::Allow,
+        }
+    }
+
+    fn would_pass(&self, dir: Direction, peer: &PeerIdentity, flow: &Flow) -> ProbeVerdict {
+        match &self.0 {
+            Some(fw) => fw.would_pass(dir, peer, flow),
+            None => ProbeVerdict::Allow,
+        }
+    }
+}
+
 pub struct SimNode {
-    pub node: Node<AllowAll>,
+    pub node: Node<SimPolicy>,
     pub addr: SocketAddr,
     /// The site whose NAT this node sits behind (`None`: on the public segment).
     pub site: Option<u8>,
@@ -255,7 +284,7 @@ impl Sim {
 
     /// Adds a node with overlay IP `vpn(n)` at `addr` (behind `site`'s NAT if given).
     pub fn add_at(&mut self, cfg: NodeConfig, addr: SocketAddr, site: Option<u8>) -> usize {
-        let mut node = Node::new(cfg, AllowAll, self.now, self.wall()).expect("node starts");
+        let mut node = Node::new(cfg, SimPolicy::default(), self.now, self.wall()).expect("node starts");
         node.set_local_addrs(self.now, vec![addr]);
         self.nodes.push(SimNode { node, addr, site, tun: vec![], events: vec![], up: true });
         self.nodes.len() - 1
@@ -268,7 +297,7 @@ impl Sim {
 
     /// Replaces node `i` by a fresh one (a restart: all state lost).
     pub fn restart(&mut self, i: usize, cfg: NodeConfig) {
-        let mut node = Node::new(cfg, AllowAll, self.now, self.wall()).unwrap();
+        let mut node = Node::new(cfg, SimPolicy::default(), self.now, self.wall()).unwrap();
         node.set_local_addrs(self.now, vec![self.nodes[i].addr]);
         self.nodes[i].node = node;
         self.nodes[i].tun.clear();

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -44,8 +44,13 @@ const OBSERVE: Duration = Duration::from_secs(1);
 const HOLD: Duration = Duration::from_secs(3);
 /// Issue 16's target: traffic flows again within this after any fault.
 pub const TARGET: Duration = Duration::from_secs(5);
-/// Issue 16's target for a direct path that fails one way: traffic on the relay within this.
-pub const TARGET_ONE_WAY: Duration = Duration::from_secs(2);
+/// Issue 16's target for a direct path lost (both ways) or failing one way: traffic on the
+/// relay within this.
+pub const TARGET_LOST_PATH: Duration = Duration::from_secs(2);
+/// A restarted lighthouse hears of a node at the node's next report (`lighthouse.interval`, 5 s
+/// in the demo): every node registered again within that and a second for the restart and
+/// the handshake. The traffic between nodes does not wait for it (and lighthouse-2 answers).
+pub const REGISTER_BOUND: Duration = Duration::from_secs(6);
 /// How long the run waits for a cross-NAT pair to be direct before a fault on its direct path.
 const DIRECT_WAIT: Duration = Duration::from_secs(8);
 /// File descriptors a daemon may hold beyond its count before the faults: a control connection
@@ -99,7 +104,7 @@ impl Fault {
     }
 
     pub fn target(self) -> Duration {
-        if self == Fault::OneWayDrop { TARGET_ONE_WAY } else { TARGET }
+        if self.needs_direct() { TARGET_LOST_PATH } else { TARGET }
     }
 
     fn hold(self) -> Duration {
@@ -129,17 +134,15 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    /// The figure held against the target: the traffic gap, or for the lighthouse the later of
-    /// the gap and its re-registration.
+    /// The figure held against the target: the traffic gap.
     pub fn time(&self) -> Option<Duration> {
-        match self.fault {
-            Fault::LighthouseRestart => Some(self.gap?.max(self.registered?)),
-            _ => self.gap,
-        }
+        self.gap
     }
 
+    /// Within the target; for the lighthouse also registered again within [`REGISTER_BOUND`].
     pub fn ok(&self) -> bool {
-        self.time().is_some_and(|t| t <= self.fault.target())
+        let registered = self.fault != Fault::LighthouseRestart || self.registered.is_some_and(|r| r <= REGISTER_BOUND);
+        registered && self.time().is_some_and(|t| t <= self.fault.target())
     }
 }
 
@@ -331,7 +334,14 @@ fn measure(world: &mut World, exe: &Path, traffic: &Traffic, fault: Fault) -> Re
     if !wait_until(GIVE_UP, || traffic.flowing(Instant::now() - FLOWING)) {
         bail!("the probes did not all flow before fault {fault:?}");
     }
-    let log_start = std::fs::metadata(&world.host("client-1").log).map_or(0, |m| m.len());
+    let logs: Vec<(String, PathBuf, u64)> = ["server-1", "client-1"]
+        .map(|n| {
+            let log = world.host(n).log.clone();
+            let len = std::fs::metadata(&log).map_or(0, |m| m.len());
+            (n.to_string(), log, len)
+        })
+        .into();
+    let before = direct(world.host("relay"), "client-1").map_or("?".into(), |a| a.to_string());
     let start = Instant::now();
     inject(world, exe, fault, &mut note)?;
     thread::sleep(fault.hold());
@@ -348,11 +358,16 @@ fn measure(world: &mut World, exe: &Path, traffic: &Traffic, fault: Fault) -> Re
     thread::sleep(OBSERVE);
     let (gap, pair) = traffic.worst_gap(start, Instant::now());
     if fault == Fault::OneWayDrop {
-        note.push_str(&log_note(&world.host("client-1").log, log_start, "server-1"));
+        for ((host, log, from), peer) in logs.iter().zip(["client-1", "server-1"]) {
+            note.push_str(&log_note(host, log, *from, peer));
+        }
     }
     if fault == Fault::NatFlap {
-        let seen = direct(world.host("lighthouse-1"), "client-1").map_or("?".into(), |a| a.to_string());
-        let _ = write!(note, "lighthouse-1 now sees client-1 at {seen}");
+        let _ = write!(note, "client-1 seen by the relay at {before} before, ");
+        let moved =
+            wait_until(OBSERVE, || direct(world.host("relay"), "client-1").is_some_and(|a| a.to_string() != before));
+        let seen = direct(world.host("relay"), "client-1").map_or("?".into(), |a| a.to_string());
+        let _ = write!(note, "{seen} after{}", if moved { "" } else { " (no new mapping seen)" });
     }
     Ok(Recovery { fault, gap: flowing.then_some(gap), pair, registered, note })
 }
@@ -492,15 +507,19 @@ fn path_note(world: &World) -> String {
     )
 }
 
-/// The lines `log` gained since `from` that name `peer`.
-fn log_note(log: &Path, from: u64, peer: &str) -> String {
+/// The lines `host`'s `log` gained since `from` that name `peer` (without their timestamps).
+fn log_note(host: &str, log: &Path, from: u64, peer: &str) -> String {
     let text = std::fs::read(log).unwrap_or_default();
     let new = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned();
-    let lines: Vec<&str> = new.lines().filter(|l| l.contains(peer)).collect();
+    let lines: Vec<&str> = new
+        .lines()
+        .filter(|l| l.contains(peer))
+        .map(|l| l.split_once("Z ").map_or(l, |(_, rest)| rest.trim()))
+        .collect();
     if lines.is_empty() {
-        format!("client-1 logged nothing naming {peer}")
+        format!("{host} logged nothing naming {peer}; ")
     } else {
-        format!("client-1 logged: {}", lines.join(" | "))
+        format!("{host} logged: {}; ", lines.join(" | "))
     }
 }
 
@@ -524,8 +543,9 @@ fn recovery_table(rs: &[Recovery]) -> String {
     for r in rs {
         let verdict = if r.ok() { "" } else { " MISSED" };
         let mut note = r.note.clone();
-        if let Some(reg) = r.registered {
-            let _ = write!(note, "every node registered again after {:.1} s", reg.as_secs_f64());
+        if r.fault == Fault::LighthouseRestart {
+            let reg = r.registered.map_or("not".into(), |t| format!("after {:.1} s", t.as_secs_f64()));
+            let _ = write!(note, "every node registered again {reg} (bound {} s)", REGISTER_BOUND.as_secs());
         }
         let _ = writeln!(
             s,

@@ -77,7 +77,7 @@ impl<P: Policy> Node<P> {
                 let idx = r >> 8;
                 if !self.peers.contains_key(&idx) {
                     self.counters.rx_unknown_index += 1;
-                    if msg_type == WgType::Data && self.unknown_index_budget.take() {
+                    if msg_type == WgType::Data && self.unknown_index_budget.take(from.source_ip()) {
                         self.send_path(now, from, wire::unknown_index(r).to_vec());
                     }
                     return None;
@@ -326,7 +326,14 @@ impl<P: Policy> Node<P> {
             }
         }
         let direct_fresh = peer.last_direct_rx.is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
-        let keep_direct = !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;
+        // The peer's data (not a handshake copy sent on every path) comes through a relay and
+        // nothing came directly for a probe's timeout: the peer gave up the direct path (its
+        // probe went unanswered), so ours is likely dead too. Follow it now instead of a second
+        // after our own probe fails (a path lost both ways took ~3 s to leave, not ~1.5 s).
+        let peer_left_direct = msg_type == WgType::Data
+            && peer.last_direct_rx.is_none_or(|t| now.duration_since(t) >= path_check::PROBE_TIMEOUT);
+        let keep_direct =
+            !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh && !peer_left_direct;
         // A direct address whose probe went unanswered does not win traffic back by being
         // heard from: the peer's datagrams reaching us say nothing about ours reaching it.
         let failed = matches!(from, Path::Direct(a) if !peer.path_check.usable(a));
@@ -405,6 +412,12 @@ impl<P: Policy> Node<P> {
         }
         peer.last_forced_handshake = Some(now);
         peer.session.lost();
+        if self.disc.lighthouses.contains(&peer.vpn_ip) {
+            // A restarted lighthouse lost our registration with our session, and the report
+            // that met the unknown index is gone: report again now (it waits for the new
+            // handshake), not an interval later.
+            self.next_update = now;
+        }
         let mut buf = self.take_buffer();
         if let Some(peer) = self.peers.get_mut(&idx)
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)

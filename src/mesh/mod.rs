@@ -268,7 +268,7 @@ pub struct Node<P: Policy> {
     verify_budget: SourceBudget,
     /// Hello replies left this second, per source and in all.
     hello_reply_budget: SourceBudget,
-    unknown_index_budget: Budget,
+    unknown_index_budget: SourceBudget,
     next_index: u32,
     /// Every random choice the node makes comes from here (seeded by [`NodeConfig::seed`]).
     rng: ChaCha8Rng,
@@ -282,6 +282,7 @@ pub struct Node<P: Policy> {
     scheduled: Vec<(Instant, Scheduled)>,
     next_update: Instant,
     next_punch: Instant,
+    next_relay_ping: Instant,
 
     transmits: VecDeque<Transmit>,
     tun_writes: VecDeque<Vec<u8>>,
@@ -337,7 +338,10 @@ impl<P: Policy> Node<P> {
                 budget::HELLO_REPLIES_PER_SOURCE_PER_SEC,
                 budget::HELLO_REPLIES_PER_SEC,
             ),
-            unknown_index_budget: Budget::per_sec(budget::UNKNOWN_INDEX_REPLIES_PER_SEC),
+            unknown_index_budget: SourceBudget::new(
+                budget::UNKNOWN_INDEX_REPLIES_PER_SOURCE_PER_SEC,
+                budget::UNKNOWN_INDEX_REPLIES_PER_SEC,
+            ),
             next_index: first_index,
             local_addrs: vec![],
             discovered: HashMap::new(),
@@ -347,6 +351,7 @@ impl<P: Policy> Node<P> {
             scheduled: vec![],
             next_update: now,
             next_punch: now + Duration::from_secs(10),
+            next_relay_ping: now,
             transmits: VecDeque::new(),
             tun_writes: VecDeque::new(),
             events: VecDeque::new(),

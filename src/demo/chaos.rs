@@ -114,7 +114,7 @@ impl Fault {
         }
     }
 
-    /// The cross-NAT pair whose direct path the fault is about, if it is about one.
+    /// Whether the fault is about the direct path of server-1 and client-1 (across both NATs).
     fn needs_direct(self) -> bool {
         matches!(self, Fault::OneWayDrop | Fault::TwoWayDrop)
     }

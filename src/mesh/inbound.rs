@@ -348,6 +348,13 @@ impl<P: Policy> Node<P> {
             }
             peer.endpoint = Some(from);
         }
+        let forced = peer.last_forced_handshake.is_some_and(|t| now.duration_since(t) < Duration::from_secs(5));
+        if msg_type == WgType::HandshakeResponse && forced && self.disc.lighthouses.contains(&peer.vpn_ip) {
+            // A lighthouse that restarted asked for this handshake (UnknownIndex): it lost our
+            // registration, and the report that met the unknown session is gone. Report again
+            // now that the new session is up, not an interval later.
+            self.next_update = now;
+        }
         if matches!(msg_type, WgType::HandshakeInit | WgType::HandshakeResponse) {
             peer.last_handshake = Some(now);
             self.counters.handshakes_completed += u64::from(msg_type == WgType::HandshakeResponse);
@@ -412,12 +419,6 @@ impl<P: Policy> Node<P> {
         }
         peer.last_forced_handshake = Some(now);
         peer.session.lost();
-        if self.disc.lighthouses.contains(&peer.vpn_ip) {
-            // A restarted lighthouse lost our registration with our session, and the report
-            // that met the unknown index is gone: report again now (it waits for the new
-            // handshake), not an interval later.
-            self.next_update = now;
-        }
         let mut buf = self.take_buffer();
         if let Some(peer) = self.peers.get_mut(&idx)
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)

@@ -346,6 +346,7 @@ fn a_restarted_lighthouse_knows_every_node_again_at_their_next_report() {
     let took = sim.run_until(Duration::from_secs(25), |s| s.nodes[lh1].node.registrations(s.now).len() == registered);
     let took = took.expect("every node registered again");
     let interval = discovery(&[]).interval;
+    eprintln!("registered again {took:?} after the restart");
     assert!(took <= interval, "registered again {took:?} after the restart (report interval {interval:?})");
 }
 

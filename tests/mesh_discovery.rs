@@ -6,6 +6,8 @@ mod simnet;
 
 use std::time::Duration;
 
+use cos_mesh::cert::Certificate;
+use cos_mesh::cert::keys::HostSecret;
 use cos_mesh::mesh::{Discovery, Event, NodeConfig};
 use simnet::{Ca, NatKind, Sim, private, underlay, vpn};
 
@@ -31,16 +33,21 @@ fn node_config(ca: &Ca, name: &str, n: u8, relays: &[u8]) -> NodeConfig {
     cfg
 }
 
+/// A host of the public segment: a lighthouse, or a relay.
+fn backbone_config(ca: &Ca, cert: Certificate, key: HostSecret, am_lighthouse: bool) -> NodeConfig {
+    let mut cfg = Sim::config(ca, cert, key, &[]);
+    let lighthouses = vec![vpn(LH1), vpn(LH2)];
+    cfg.discovery = Discovery { am_lighthouse, am_relay: !am_lighthouse, lighthouses, ..Discovery::default() };
+    cfg
+}
+
 /// The public segment: two lighthouses and a relay.
 fn backbone(sim: &mut Sim, ca: &Ca) -> [usize; 3] {
-    let mut lh = |name: &str, n: u8, am_lighthouse: bool, am_relay: bool| {
+    let mut lh = |name: &str, n: u8, am_lighthouse: bool| {
         let (cert, key) = ca.node(name, n, 86_400);
-        let mut cfg = Sim::config(ca, cert, key, &[]);
-        cfg.discovery =
-            Discovery { am_lighthouse, am_relay, lighthouses: vec![vpn(LH1), vpn(LH2)], ..Discovery::default() };
-        sim.add(cfg, n)
+        sim.add(backbone_config(ca, cert, key, am_lighthouse), n)
     };
-    [lh("lighthouse-1", LH1, true, false), lh("lighthouse-2", LH2, true, false), lh("relay", RELAY, false, true)]
+    [lh("lighthouse-1", LH1, true), lh("lighthouse-2", LH2, true), lh("relay", RELAY, false)]
 }
 
 /// Two environments, each behind its own NAT: a Nomad server in site 1, a client in site 2.
@@ -313,4 +320,79 @@ fn one_way_direct_path_moves_to_the_relay_within_two_seconds() {
         s.nodes[server].node.peers(s.now).iter().any(|p| p.name == "client" && !p.relayed)
     })
     .expect("back on the direct path after it healed");
+}
+
+#[test]
+fn a_restarted_lighthouse_knows_every_node_again_at_their_next_report() {
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    let mut host = |name: &str, n: u8, am_lighthouse: bool| {
+        let (cert, key) = ca.node(name, n, 86_400);
+        let config = |key| backbone_config(&ca, cert.clone(), key, am_lighthouse);
+        let restart = config(HostSecret::from_pem(key.to_pem().as_bytes()).unwrap());
+        (sim.add(config(key), n), restart)
+    };
+    let (lh1, restart) = host("lighthouse-1", LH1, true);
+    host("lighthouse-2", LH2, true);
+    host("relay", RELAY, false);
+    two_sites(&mut sim, &ca, NatKind::PortRestricted, NatKind::PortRestricted);
+    sim.run(Duration::from_secs(3));
+    let registered = sim.nodes[lh1].node.registrations(sim.now).len();
+    assert!(registered >= 2, "the server and the client registered: {registered}");
+    // lighthouse-1 restarts with its identity and nothing else, between two reports. The
+    // nodes' next report meets an unknown session: they handshake again and report at once,
+    // not an interval later.
+    sim.restart(lh1, restart);
+    let took = sim.run_until(Duration::from_secs(25), |s| s.nodes[lh1].node.registrations(s.now).len() == registered);
+    let took = took.expect("every node registered again");
+    let interval = discovery(&[]).interval;
+    eprintln!("registered again {took:?} after the restart");
+    assert!(took <= interval, "registered again {took:?} after the restart (report interval {interval:?})");
+}
+
+#[test]
+fn a_direct_path_lost_both_ways_moves_to_the_relay_within_two_seconds() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let mut sim = Sim::new();
+    let ca = Ca::new("ca");
+    backbone(&mut sim, &ca);
+    let (server, client) = two_sites(&mut sim, &ca, NatKind::FullCone, NatKind::FullCone);
+    sim.run(Duration::from_secs(2));
+    sim.send(client, vpn(11), b"hello");
+    sim.send(server, vpn(21), b"hello");
+    sim.run(Duration::from_secs(2));
+    let cut = Rc::new(Cell::new(false));
+    let c = cut.clone();
+    // Both NATs' datagrams to each other dropped once `cut` is set.
+    sim.filter = Box::new(move |_, from, to, _| {
+        let (a, b) = (from.ip().to_string(), to.ip().to_string());
+        !(c.get() && a.starts_with("198.19.0.") && b.starts_with("198.19.0."))
+    });
+    // The server asks every 100 ms; the client only answers (as a service does), so it has
+    // nothing of its own that would make it probe the path. A quiet second, then the cut.
+    let mut answered_since_cut = None;
+    for i in 0..50 {
+        if (5..15).contains(&i) {
+            sim.run(Duration::from_millis(100));
+            continue;
+        }
+        if i == 15 {
+            cut.set(true);
+        }
+        let (ask, answer) = (format!("ask-{i}"), format!("answer-{i}"));
+        sim.send(server, vpn(21), ask.as_bytes());
+        sim.run(Duration::from_millis(50));
+        if sim.received(client, ask.as_bytes()) {
+            sim.send(client, vpn(11), answer.as_bytes());
+        }
+        sim.run(Duration::from_millis(50));
+        if i >= 15 && answered_since_cut.is_none() && sim.received(server, answer.as_bytes()) {
+            answered_since_cut = Some(Duration::from_millis(100) * (i - 15));
+        }
+    }
+    let took = answered_since_cut.expect("no answer through the relay");
+    assert!(took <= Duration::from_secs(2), "answers back {took:?} after the cut");
+    let relayed = |i: usize, peer: &str| sim.nodes[i].node.peers(sim.now).iter().any(|p| p.name == peer && p.relayed);
+    assert!(relayed(server, "client") && relayed(client, "server"), "both sides on the relay");
 }

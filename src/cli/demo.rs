@@ -11,10 +11,14 @@ pub struct Args {
     /// tunnels, lighthouses).
     #[arg(long, value_name = "FILE", default_value = "cos-mesh-demo.svg")]
     svg: std::path::PathBuf,
+    /// Then break things one at a time (kill daemons, restart a lighthouse, drop and lose
+    /// datagrams with nft, flap the NAT, reload a broken config) and report the time to recover.
+    #[arg(long)]
+    chaos: bool,
 }
 
 /// Exit 0 when every cell of the reachability matrix matches the role rule sets, 1 otherwise.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let ok = crate::demo::run(crate::demo::Options { keep: a.keep, svg: a.svg })?;
+    let ok = crate::demo::run(crate::demo::Options { keep: a.keep, svg: a.svg, chaos: a.chaos })?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -2,6 +2,7 @@
 //! shown working (status, a reachability matrix of the Nomad ports per role observed with real
 //! connections, the Nomad snippets), then torn down.
 
+mod chaos;
 mod lookup;
 mod matrix;
 mod mtls;
@@ -22,6 +23,8 @@ pub struct Options {
     pub keep: bool,
     /// Where to write the SVG picture of the world.
     pub svg: std::path::PathBuf,
+    /// After the tour, inject faults one at a time and report the time to recover from each.
+    pub chaos: bool,
 }
 
 /// Runs the demo; `Ok(false)` when a cell of the matrix disagrees with the rule sets.
@@ -44,7 +47,7 @@ pub fn run(opts: Options) -> Result<bool> {
     );
     println!("Nomad servers in environment A (198.19.1.0/24) and clients in environment B (198.19.2.0/24),");
     println!("each behind its own NAT router (nft masquerade). Overlay 100.64.0.0/10 on nebula1 in every host.\n");
-    let world = World::build(&exe)?;
+    let mut world = World::build(&exe)?;
     println!(
         "All {} daemons up and registered with both lighthouses in {:.1}s.\n",
         world.hosts.len(),
@@ -68,11 +71,19 @@ pub fn run(opts: Options) -> Result<bool> {
     println!();
     print!("{}", snippets(&world, &exe));
     let tls_ok = handshake.as_ref().is_none_or(|h| h.accepted && h.refused);
-    let ok = cells.iter().all(|c| c.expected == c.observed) && tls_ok && answers.iter().all(lookup::Answer::ok);
+    let mut ok = cells.iter().all(|c| c.expected == c.observed) && tls_ok && answers.iter().all(lookup::Answer::ok);
     if ok {
         println!("Every cell matches the role rule sets in firewall/.");
     } else {
         println!("MISMATCH: cells (or handshakes) marked ! disagree with the role rule sets.");
+    }
+    if opts.chaos && !interrupted(&signals) {
+        println!();
+        let survived = chaos::run(&mut world, &exe)?;
+        if !survived {
+            println!("CHAOS: a fault took longer than its target, the matrix is not whole, or a daemon grew.");
+        }
+        ok &= survived;
     }
     if opts.keep {
         println!("\nThe world stays up (configs and logs in {}). Ctrl-C tears it down.", world.dir.0.display());

@@ -94,12 +94,40 @@ impl Host {
     pub fn status(&self) -> Option<serde_json::Value> {
         ask(&self.socket, Request::Status).ok()
     }
+
+    /// Starts the host's daemon (`cos-mesh run`), its log appended to `log`.
+    pub fn start(&mut self, exe: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = self
+            .ns
+            .command(&exe.to_string_lossy(), &["run", "-c", &self.config.to_string_lossy()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting cos-mesh run")?;
+        self.daemon = Some(Process(child));
+        Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL (no goodbye to its peers) and reaps it.
+    pub fn kill(&mut self) {
+        // Dropping the guard then reaps the killed process.
+        if let Some(mut p) = self.daemon.take() {
+            let _ = p.0.kill();
+        }
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|p| p.0.id())
+    }
 }
 
 pub struct World {
     // Hosts before routers and segments: daemons stop, then the links go.
     pub hosts: Vec<Host>,
-    routers: Vec<Router>,
+    pub routers: Vec<Router>,
     public: Segment,
     pub dir: TempDir,
     pub ca: Certificate,
@@ -171,15 +199,7 @@ impl World {
         }
         let mut world = World { hosts, routers, public, dir, ca };
         for h in &mut world.hosts {
-            let log = std::fs::File::create(&h.log)?;
-            let child =
-                h.ns.command(&exe.to_string_lossy(), &["run", "-c", &h.config.to_string_lossy()])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::from(log))
-                    .spawn()
-                    .context("starting cos-mesh run")?;
-            h.daemon = Some(Process(child));
+            h.start(exe)?;
         }
         for h in &world.hosts {
             let up = wait_until(Duration::from_secs(20), || {

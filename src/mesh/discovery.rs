@@ -30,6 +30,11 @@ pub struct Registered {
 const MEMBERS_PER_REPLY: usize = 3;
 /// How often keepalive punches go to idle peers (`punchy.punch`).
 const PUNCH_EVERY: Duration = Duration::from_secs(10);
+/// How often a node pings its relays. The relay learns the node's address from these: when the
+/// node's NAT forgets its mapping (a reboot, a flush) and hands out a new public port, a node
+/// that only receives is reachable through the relay again after its next ping, so this bounds
+/// that outage (it was `lighthouse.interval`, 5 to 10 s). A ping is ~100 bytes.
+const RELAY_KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
 
 impl<P: Policy> Node<P> {
     /// On a lighthouse: every node registered with it, by overlay IP (empty elsewhere).
@@ -238,15 +243,18 @@ impl<P: Policy> Node<P> {
                     self.send_control(now, lh, Control::MembersQuery);
                 }
             }
+            // Relayed sessions look for a direct path once per interval.
+            self.requery_peers(now, |p| p.session.is_up() && p.endpoint.is_some_and(|e| !e.is_direct()));
+            let stale = self.disc.interval * 6;
+            self.registrations.retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
+        }
+        if now >= self.next_relay_ping {
+            self.next_relay_ping = now + RELAY_KEEPALIVE_EVERY;
             for r in self.disc.relays.clone() {
                 if r != self.vpn_ip {
                     self.send_control(now, r, Control::Ping);
                 }
             }
-            // Relayed sessions look for a direct path once per interval.
-            self.requery_peers(now, |p| p.session.is_up() && p.endpoint.is_some_and(|e| !e.is_direct()));
-            let stale = self.disc.interval * 6;
-            self.registrations.retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
         }
         if self.disc.punch && now >= self.next_punch {
             self.next_punch = now + PUNCH_EVERY;

@@ -77,7 +77,7 @@ impl<P: Policy> Node<P> {
                 let idx = r >> 8;
                 if !self.peers.contains_key(&idx) {
                     self.counters.rx_unknown_index += 1;
-                    if msg_type == WgType::Data && self.unknown_index_budget.take() {
+                    if msg_type == WgType::Data && self.unknown_index_budget.take(from.source_ip()) {
                         self.send_path(now, from, wire::unknown_index(r).to_vec());
                     }
                     return None;
@@ -326,7 +326,14 @@ impl<P: Policy> Node<P> {
             }
         }
         let direct_fresh = peer.last_direct_rx.is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
-        let keep_direct = !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh;
+        // The peer's data (not a handshake copy sent on every path) comes through a relay and
+        // nothing came directly for a probe's timeout: the peer gave up the direct path (its
+        // probe went unanswered), so ours is likely dead too. Follow it now instead of a second
+        // after our own probe fails (a path lost both ways took ~3 s to leave, not ~1.5 s).
+        let peer_left_direct = msg_type == WgType::Data
+            && peer.last_direct_rx.is_none_or(|t| now.duration_since(t) >= path_check::PROBE_TIMEOUT);
+        let keep_direct =
+            !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh && !peer_left_direct;
         // A direct address whose probe went unanswered does not win traffic back by being
         // heard from: the peer's datagrams reaching us say nothing about ours reaching it.
         let failed = matches!(from, Path::Direct(a) if !peer.path_check.usable(a));
@@ -340,6 +347,13 @@ impl<P: Policy> Node<P> {
                 });
             }
             peer.endpoint = Some(from);
+        }
+        let forced = peer.last_forced_handshake.is_some_and(|t| now.duration_since(t) < Duration::from_secs(5));
+        if msg_type == WgType::HandshakeResponse && forced && self.disc.lighthouses.contains(&peer.vpn_ip) {
+            // A lighthouse that restarted asked for this handshake (UnknownIndex): it lost our
+            // registration, and the report that met the unknown session is gone. Report again
+            // now that the new session is up, not an interval later.
+            self.next_update = now;
         }
         if matches!(msg_type, WgType::HandshakeInit | WgType::HandshakeResponse) {
             peer.last_handshake = Some(now);

@@ -270,7 +270,7 @@ pub struct Node<P: Policy> {
     verify_budget: SourceBudget,
     /// Hello replies left this second, per source and in all.
     hello_reply_budget: SourceBudget,
-    unknown_index_budget: Budget,
+    unknown_index_budget: SourceBudget,
     next_index: u32,
     /// Every random choice the node makes comes from here (seeded by [`NodeConfig::seed`]).
     rng: ChaCha8Rng,
@@ -286,6 +286,7 @@ pub struct Node<P: Policy> {
     next_punch: Instant,
     /// `cos-mesh ping`s running and finished.
     pings: ping::Pings,
+    next_relay_ping: Instant,
 
     transmits: VecDeque<Transmit>,
     tun_writes: VecDeque<Vec<u8>>,
@@ -341,7 +342,10 @@ impl<P: Policy> Node<P> {
                 budget::HELLO_REPLIES_PER_SOURCE_PER_SEC,
                 budget::HELLO_REPLIES_PER_SEC,
             ),
-            unknown_index_budget: Budget::per_sec(budget::UNKNOWN_INDEX_REPLIES_PER_SEC),
+            unknown_index_budget: SourceBudget::new(
+                budget::UNKNOWN_INDEX_REPLIES_PER_SOURCE_PER_SEC,
+                budget::UNKNOWN_INDEX_REPLIES_PER_SEC,
+            ),
             next_index: first_index,
             local_addrs: vec![],
             discovered: HashMap::new(),
@@ -352,6 +356,7 @@ impl<P: Policy> Node<P> {
             next_update: now,
             next_punch: now + Duration::from_secs(10),
             pings: ping::Pings::default(),
+            next_relay_ping: now,
             transmits: VecDeque::new(),
             tun_writes: VecDeque::new(),
             events: VecDeque::new(),

@@ -92,7 +92,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let tun = if cfg.tun.disabled {
         None
     } else {
-        let tc = TunConfig::from_config(&cfg.tun, setup.overlay);
+        let tc = TunConfig::from_config(&cfg.tun, setup.overlay).with_ipv6(setup.overlay6.iter().copied());
         Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, tc.address))?)
     };
     let control = ControlServer::bind(&cfg.control_socket())?;

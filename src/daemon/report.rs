@@ -184,7 +184,7 @@ pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<
         .lighthouse_status()
         .into_iter()
         .map(|(ip, up)| {
-            let configured = facts.static_hosts.get(&crate::config::OverlayIp(ip));
+            let configured = facts.static_hosts.get(&crate::config::OverlayIp(ip.into()));
             let configured: Vec<String> = configured.into_iter().flatten().map(|u| u.to_string()).collect();
             lighthouse_report(ip, up, peers.iter().find(|p| p.vpn_ip == ip), &configured)
         })

@@ -120,8 +120,9 @@ pub struct NodeConfig {
     pub key: HostSecret,
     pub pool: CaPool,
     pub blocklist: Blocklist,
-    /// Underlay addresses of peers known in advance (`static_host_map`).
-    pub static_hosts: HashMap<Ipv4Addr, Vec<SocketAddr>>,
+    /// Underlay addresses of peers known in advance (`static_host_map`), by any overlay
+    /// address of the peer's certificate (IPv4 or IPv6).
+    pub static_hosts: HashMap<IpAddr, Vec<SocketAddr>>,
     /// `tun.unsafe_routes`: networks reached through a peer whose certificate lists them.
     pub unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
     /// Delay between Hello retries (`handshakes.try_interval`, linear backoff) and their number.
@@ -242,11 +243,13 @@ pub struct Node<P: Policy> {
     limiter: Arc<RateLimiter>,
     vpn_ip: Ipv4Addr,
     vpn_net: Ipv4Net,
-    /// Networks our certificate routes for (`unsafe_routes` on peers point here).
-    own_subnets: Vec<Ipv4Net>,
+    /// Every network of our certificate, IPv4 and IPv6 (our addresses with their prefixes).
+    own_networks: Vec<IpNet>,
+    /// Networks our certificate routes for (`unsafe_routes` on peers point here), v4 and v6.
+    own_subnets: Vec<IpNet>,
     pool: CaPool,
     blocklist: Blocklist,
-    static_hosts: HashMap<Ipv4Addr, Vec<SocketAddr>>,
+    static_hosts: HashMap<IpAddr, Vec<SocketAddr>>,
     unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
     try_interval: Duration,
     retries: u32,
@@ -256,8 +259,11 @@ pub struct Node<P: Policy> {
 
     peers: HashMap<u32, Peer<P::Peer>>,
     by_vpn_ip: HashMap<Ipv4Addr, u32>,
+    /// Every overlay address of every peer's certificate (IPv4 and IPv6) → the peer.
+    by_addr: HashMap<IpAddr, u32>,
     by_key: HashMap<[u8; 32], u32>,
-    pending: HashMap<Ipv4Addr, Pending>,
+    /// Peers being met, by the overlay address a packet was for (any of the peer's addresses).
+    pending: HashMap<IpAddr, Pending>,
     pending_packets: usize,
     known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
     known_by_fingerprint: HashMap<Fingerprint, [u8; 32]>,
@@ -276,6 +282,9 @@ pub struct Node<P: Policy> {
     local_addrs: Vec<SocketAddr>,
     discovered: HashMap<Ipv4Addr, Discovered>,
     registrations: HashMap<Ipv4Addr, Registration>,
+    /// On a lighthouse: every overlay address (v4 and v6) of a registered certificate → the
+    /// registration's IPv4 overlay IP.
+    registered_addrs: HashMap<IpAddr, Ipv4Addr>,
     members: BTreeMap<Ipv4Addr, Arc<Certificate>>,
     /// Member lists being received, per lighthouse.
     members_incoming: HashMap<Ipv4Addr, BTreeMap<Ipv4Addr, Arc<Certificate>>>,
@@ -301,7 +310,8 @@ impl<P: Policy> Node<P> {
         }
         let secret = StaticSecret::from(*cfg.key.bytes());
         let public = PublicKey::from(&secret);
-        let own_subnets = cfg.cert.details().subnets.iter().map(Ipv4Net::trunc).collect();
+        let own_networks = cfg.cert.networks().to_vec();
+        let own_subnets = cfg.cert.unsafe_networks().iter().map(IpNet::trunc).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let first_index = (rng.next_u32() & 0x00ff_ffff).max(1);
         Ok(Node {
@@ -313,6 +323,7 @@ impl<P: Policy> Node<P> {
             public,
             vpn_ip: ip.addr(),
             vpn_net: ip.trunc(),
+            own_networks,
             own_subnets,
             pool: cfg.pool,
             blocklist: cfg.blocklist,
@@ -325,6 +336,7 @@ impl<P: Policy> Node<P> {
             policy,
             peers: HashMap::new(),
             by_vpn_ip: HashMap::new(),
+            by_addr: HashMap::new(),
             by_key: HashMap::new(),
             pending: HashMap::new(),
             pending_packets: 0,
@@ -342,6 +354,7 @@ impl<P: Policy> Node<P> {
             local_addrs: vec![],
             discovered: HashMap::new(),
             registrations: HashMap::new(),
+            registered_addrs: HashMap::new(),
             members: BTreeMap::new(),
             members_incoming: HashMap::new(),
             scheduled: vec![],
@@ -472,9 +485,9 @@ impl<P: Policy> Node<P> {
     }
 
     /// Replaces the static host map (reload). Existing sessions keep their endpoints.
-    pub fn set_static_hosts(&mut self, hosts: HashMap<Ipv4Addr, Vec<SocketAddr>>) {
+    pub fn set_static_hosts(&mut self, hosts: HashMap<IpAddr, Vec<SocketAddr>>) {
         for (ip, addrs) in &hosts {
-            if let Some(p) = self.by_vpn_ip.get(ip).and_then(|i| self.peers.get_mut(i)) {
+            if let Some(p) = self.by_addr.get(ip).and_then(|i| self.peers.get_mut(i)) {
                 p.add_candidates(addrs);
             }
         }
@@ -553,7 +566,7 @@ impl<P: Policy> Node<P> {
                     self.transmits.push_back(Transmit { dst: to, data });
                 }
             }
-            None => self.queue_pending(now, dst, packet, true),
+            None => self.queue_pending(now, IpAddr::V4(dst), packet, true),
         }
     }
 
@@ -585,6 +598,11 @@ impl<P: Policy> Node<P> {
             _ => true,
         }
     }
+}
+
+/// The overlay addresses of a certificate (its networks without their prefixes), v4 and v6.
+fn cert_addrs(cert: &Certificate) -> impl Iterator<Item = IpAddr> + '_ {
+    cert.networks().iter().map(IpNet::addr)
 }
 
 /// Appends the items not already present, keeping order.

@@ -1,15 +1,19 @@
-//! A v1 node and a v2 node of one mesh talk: whole `mesh::Node`s with real certificates of both
+//! A v1 node and a v2 node of one mesh talk, and dual-stack v2 nodes talk over IPv6: whole
+//! `mesh::Node`s with real certificates of both
 //! versions exchange handshakes and data through the in-memory network of `simnet`. Needs
 //! `--features sim` (`cargo test --features sim --test mesh_cert_versions`).
 #![cfg(feature = "sim")]
 
 mod simnet;
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use cos_mesh::cert::keys::{CaSecret, HostSecret};
 use cos_mesh::cert::pool::{Blocklist, CaPool};
 use cos_mesh::cert::{Certificate, Tbs, Version};
+use cos_mesh::mesh::{Discovery, NodeConfig};
 use cos_mesh::unixtime::UnixTime;
 use simnet::{Ca, Sim, WALL0, underlay, vpn};
 
@@ -142,4 +146,121 @@ fn a_known_v2_certificate_is_served_from_the_cache() {
     }
     sim.run(Duration::from_millis(20));
     assert_eq!(sim.nodes[a].node.counters().rx_rate_limited, before, "the known v2 certificate was verified again");
+}
+
+// ----- IPv6 overlay: dual-stack v2 certificates ----------------------------------------------
+
+/// `fd00::<n>`, the IPv6 overlay address `node` gives a v2 certificate.
+fn v6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(n))
+}
+
+/// A minimal IPv6/UDP packet; the payload identifies it in assertions.
+fn ip6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let udp_len = (UDP_HEADER + payload.len()) as u16;
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&udp_len.to_be_bytes());
+    p.extend_from_slice(&[PROTO_UDP, 64]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0x30, 0x39, 0x30, 0x39]);
+    p.extend_from_slice(&udp_len.to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+const UDP_HEADER: usize = 8;
+const PROTO_UDP: u8 = 17;
+/// Where the payload of [`ip6_packet`] starts.
+const IP6_PAYLOAD_AT: usize = 40 + UDP_HEADER;
+
+/// Whether node `i` wrote an IPv6 packet from `src` carrying `data` to its TUN.
+fn received6(sim: &Sim, i: usize, src: Ipv6Addr, data: &[u8]) -> bool {
+    sim.nodes[i].tun.iter().any(|p| p[0] >> 4 == 6 && p[8..24] == src.octets() && p.get(IP6_PAYLOAD_AT..) == Some(data))
+}
+
+/// Two dual-stack nodes: node `a` knows `b` only by an IPv6 `static_host_map` key.
+fn dual_stack_pair(sim: &mut Sim) -> (usize, usize) {
+    let ca = ca(Version::V2, "v2 ca");
+    let (ca_cert, ka) = node(&ca, Version::V2, "a", 1);
+    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
+    let mut cfg_a = Sim::config(&ca, ca_cert, ka, &[]);
+    cfg_a.static_hosts = HashMap::from([(IpAddr::V6(v6(2)), vec![underlay(2)])]);
+    let a = sim.add(cfg_a, 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    (a, b)
+}
+
+/// A packet to a peer's IPv6 overlay address reaches the peer whose certificate holds it, met
+/// through an IPv6 static_host_map key, and the answer comes back over the same tunnel.
+#[test]
+fn dual_stack_nodes_talk_over_their_ipv6_overlay_addresses() {
+    let mut sim = Sim::new();
+    let (a, b) = dual_stack_pair(&mut sim);
+    sim.send_packet(a, &ip6_packet(v6(1), v6(2), b"v6-from-a"));
+    sim.run(Duration::from_millis(200));
+    assert!(received6(&sim, b, v6(1), b"v6-from-a"), "b got {:?}", sim.nodes[b].tun);
+    sim.send_packet(b, &ip6_packet(v6(2), v6(1), b"v6-from-b"));
+    sim.run(Duration::from_millis(50));
+    assert!(received6(&sim, a, v6(2), b"v6-from-b"), "a got {:?}", sim.nodes[a].tun);
+    // One tunnel carries both families: the v4 overlay works on it too, with no new handshake.
+    let handshakes = sim.nodes[a].node.counters().handshakes_initiated + sim.nodes[b].node.counters().handshakes_initiated;
+    sim.send(a, vpn(2), b"v4-from-a");
+    sim.run(Duration::from_millis(50));
+    assert!(sim.received(b, b"v4-from-a"));
+    assert_eq!(
+        sim.nodes[a].node.counters().handshakes_initiated + sim.nodes[b].node.counters().handshakes_initiated,
+        handshakes
+    );
+    let peers = sim.nodes[a].node.peers(sim.now);
+    assert!(peers.len() == 1 && peers[0].up && peers[0].vpn_ip == vpn(2), "{peers:?}");
+}
+
+/// Anti-spoofing on IPv6: a peer may only send from its certificate's addresses, and only
+/// packets for one of ours reach the TUN.
+#[test]
+fn ipv6_packets_from_addresses_the_certificate_lacks_are_dropped() {
+    let mut sim = Sim::new();
+    let (a, b) = dual_stack_pair(&mut sim);
+    sim.send_packet(a, &ip6_packet(v6(1), v6(2), b"open"));
+    sim.run(Duration::from_millis(200));
+    assert!(received6(&sim, b, v6(1), b"open"));
+    let spoofed = sim.nodes[a].node.counters().rx_spoofed;
+    // b's host forges a source in the overlay's v6 network that b's certificate does not hold.
+    sim.send_packet(b, &ip6_packet(v6(9), v6(1), b"forged-source"));
+    sim.run(Duration::from_millis(50));
+    assert!(!received6(&sim, a, v6(9), b"forged-source"));
+    assert_eq!(sim.nodes[a].node.counters().rx_spoofed, spoofed + 1);
+}
+
+/// A node that knows a peer by nothing but its IPv6 overlay address asks the lighthouse, which
+/// indexes registrations by every network of the certificate: the answer (with the certificate)
+/// starts the handshake, and the packet that waited arrives.
+#[test]
+fn a_lighthouse_answers_a_query_for_an_ipv6_overlay_address() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let lighthouse = |cfg: &mut NodeConfig, am_lighthouse: bool| {
+        cfg.discovery = Discovery { am_lighthouse, lighthouses: vec![vpn(1)], ..Discovery::default() };
+    };
+    let (cert, key) = node(&ca, Version::V2, "lighthouse", 1);
+    let mut cfg = Sim::config(&ca, cert, key, &[]);
+    lighthouse(&mut cfg, true);
+    let lh = sim.add(cfg, 1);
+    let mut add = |name: &str, n: u8| {
+        let (cert, key) = node(&ca, Version::V2, name, n);
+        let mut cfg = Sim::config(&ca, cert, key, &[(1, underlay(1))]);
+        lighthouse(&mut cfg, false);
+        sim.add(cfg, n)
+    };
+    let (a, b) = (add("a", 2), add("b", 3));
+    sim.run(Duration::from_secs(1));
+    sim.send_packet(a, &ip6_packet(v6(2), v6(3), b"found-by-v6"));
+    sim.run(Duration::from_millis(500));
+    assert!(received6(&sim, b, v6(2), b"found-by-v6"), "b got {:?}", sim.nodes[b].tun);
+    assert_eq!(sim.nodes[lh].node.counters().lighthouse_queries, 1);
+    assert_eq!(sim.nodes[lh].node.counters().lighthouse_unknown_queries, 0);
+    let peers = sim.nodes[a].node.peers(sim.now);
+    assert!(peers.iter().any(|p| p.name == "b" && p.up), "{peers:?}");
 }

@@ -1,0 +1,189 @@
+//! The IPv6 overlay end to end: real daemons in network namespaces with v2 dual-stack
+//! certificates (`100.64.0.n/10` and `fd00:64::n/64`) made by `cos-mesh ca --networks` and
+//! `cos-mesh sign`. Three nodes on one segment, known to each other only by IPv6
+//! `static_host_map` keys: `ping -6`, a checksummed TCP stream and a firewall group rule over
+//! the IPv6 overlay. Then a lighthouse and two nodes behind NAT routers (`nft` masquerade): a
+//! node that knows its peer only by the peer's IPv6 overlay address finds it through the
+//! lighthouse and punches through both NATs.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use support::daemon::{Host, Segment, checksummed_stream, cli};
+use support::{Netns, Router, default_route, veth, wait_until};
+
+/// The CA's networks: every node's v4 and v6 networks must lie inside them.
+const CA_NETWORKS: &str = "100.64.0.0/10,fd00::/16";
+/// Inbound: ICMP (and ICMPv6) from everyone, TCP 5001 from group `ops` only.
+const FIREWALL: &str = "  outbound:\n    - {port: any, proto: any, host: any}\n  inbound:\n    - {port: any, proto: icmp, host: any}\n    - {port: 5001, proto: tcp, group: ops}";
+
+/// A v2 CA with an IPv4 and an IPv6 network, in a temp directory.
+struct DualStackPki {
+    dir: tempfile::TempDir,
+}
+
+impl DualStackPki {
+    fn new() -> DualStackPki {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["ca", "--name", "v6 CA", "--networks", CA_NETWORKS, "--out-crt", "ca.crt", "--out-key", "ca.key"];
+        cli(dir.path(), &args);
+        DualStackPki { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// Signs node `n` (`100.64.0.n/10`, `fd00:64::n/64`) in `groups`; returns (cert, key).
+    fn sign(&self, name: &str, n: u8, groups: &str) -> (PathBuf, PathBuf) {
+        let networks = format!("{},{}/64", v4(n), v6(n));
+        let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+        let d = self.dir.path();
+        cli(
+            d,
+            &[
+                "sign", "--ca-crt", "ca.crt", "--ca-key", "ca.key", "--name", name, "--networks", &networks, "--groups",
+                groups, "--out-crt", &crt, "--out-key", &key,
+            ],
+        );
+        (d.join(crt), d.join(key))
+    }
+
+    fn configure(&self, h: &Host, n: u8, groups: &str, statics: &[(&str, &str)], extra: &str) {
+        let (crt, key) = self.sign(&h.name, n, groups);
+        h.configure(&self.ca(), &crt, &key, statics, FIREWALL, extra);
+    }
+}
+
+fn v4(n: u8) -> String {
+    format!("100.64.0.{n}/10")
+}
+
+fn v6(n: u8) -> String {
+    format!("fd00:64::{n}")
+}
+
+/// `ping -6 -c1` to an overlay address; true if answered.
+fn ping6(host: &Host, ip: &str) -> bool {
+    host.ns.exec("ping", &["-6", "-c", "1", "-W", "1", ip]).status.success()
+}
+
+fn assert_ping6(from: &Host, to: &Host, ip: &str) {
+    assert!(
+        wait_until(Duration::from_secs(10), || ping6(from, ip)),
+        "{} cannot ping -6 {} ({ip}):\n{}\n{}",
+        from.name,
+        to.name,
+        from.log(),
+        to.log()
+    );
+}
+
+fn can_connect(ns: &Netns, addr: &str) -> bool {
+    let addr: SocketAddr = addr.parse().unwrap();
+    ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+}
+
+fn peer_field(host: &Host, name: &str, field: &str) -> serde_json::Value {
+    let status = host.status();
+    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+    let p = peers.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no peer {name} in {status}"));
+    p[field].clone()
+}
+
+#[test]
+fn dual_stack_daemons_ping6_stream_and_filter_by_group_over_ipv6() {
+    let pki = DualStackPki::new();
+    let seg = Segment::new();
+    // (name, n, groups): `c` runs the service; `a` is in ops, `b` is not.
+    let nodes = [("a", 1u8, "ops"), ("b", 2, "dev"), ("c", 3, "ops,service")];
+    let v6s: Vec<String> = nodes.iter().map(|(_, n, _)| v6(*n)).collect();
+    let unders: Vec<String> = nodes.iter().map(|(_, n, _)| format!("198.18.0.{n}")).collect();
+    let mut hosts: Vec<Host> = nodes
+        .iter()
+        .zip(&unders)
+        .map(|((name, n, _), under)| Host::new(&seg, name, under, &v4(*n).replace("/10", "")))
+        .collect();
+    for (i, (h, (_, n, groups))) in hosts.iter().zip(&nodes).enumerate() {
+        // Each node knows the others only by their IPv6 overlay addresses.
+        let statics: Vec<(&str, &str)> =
+            (0..nodes.len()).filter(|j| *j != i).map(|j| (v6s[j].as_str(), unders[j].as_str())).collect();
+        pki.configure(h, *n, groups, &statics, "");
+    }
+    for h in &mut hosts {
+        h.start();
+    }
+    // nebula1 carries both addresses, with a route for each prefix.
+    let addrs = hosts[0].ns.exec_ok("ip", &["addr", "show", "dev", &hosts[0].tun]);
+    assert!(addrs.contains("inet 100.64.0.1/10") && addrs.contains("inet6 fd00:64::1/64"), "{addrs}");
+    let routes = hosts[0].ns.exec_ok("ip", &["-6", "route", "show", "dev", &hosts[0].tun]);
+    assert!(routes.contains("fd00:64::/64"), "{routes}");
+
+    for (i, j) in [(0, 1), (1, 0), (0, 2), (2, 1)] {
+        assert_ping6(&hosts[i], &hosts[j], &v6s[j]);
+    }
+    // The v4 overlay runs over the same tunnels.
+    assert!(hosts[0].ping("100.64.0.3"));
+
+    // A checksummed TCP stream over the IPv6 overlay: a (ops) → c:5001.
+    let took = checksummed_stream(&hosts[0], &hosts[2], "[fd00:64::3]:5001", 64);
+    assert!(took < Duration::from_secs(30), "4 MiB took {took:?}");
+    // The group rule: b (dev) is dropped at c's firewall on the same port, and c counts it.
+    let dropped_before = peer_field(&hosts[2], "b", "firewall_dropped").as_u64().unwrap_or(0);
+    let listener = hosts[2].ns.run(|| std::net::TcpListener::bind("[fd00:64::3]:5001").unwrap());
+    assert!(!can_connect(&hosts[1].ns, "[fd00:64::3]:5001"), "b (group dev) reached c:5001 over IPv6");
+    assert!(can_connect(&hosts[0].ns, "[fd00:64::3]:5001"), "a (group ops) cannot reach c:5001 over IPv6");
+    drop(listener);
+    let dropped_after = peer_field(&hosts[2], "b", "firewall_dropped").as_u64().unwrap_or(0);
+    assert!(dropped_after > dropped_before, "c did not count b's SYNs as dropped: {dropped_before} → {dropped_after}");
+}
+
+/// A host behind its own NAT router: the router at `198.18.0.<10n>` on the public segment
+/// masquerades `198.19.<n>.0/24`; the host is `198.19.<n>.2`.
+fn behind_nat(public: &Segment, n: u8, name: &str, vpn: &str) -> (Router, Host) {
+    let router = Router::new();
+    let wan = public.attach(&router.ns, &format!("198.18.0.{}/24", 10 * n));
+    router.masquerade(&wan);
+    let ns = Netns::new("h");
+    veth(&router.ns, &format!("198.19.{n}.1/24"), &ns, &format!("198.19.{n}.2/24"));
+    default_route(&ns, &format!("198.19.{n}.1"));
+    (router, Host::in_ns(ns, name, &format!("198.19.{n}.2"), vpn))
+}
+
+#[test]
+fn nodes_behind_nat_find_each_other_by_ipv6_overlay_address_via_the_lighthouse() {
+    let pki = DualStackPki::new();
+    let public = Segment::new();
+    let mut lighthouse = Host::new(&public, "lighthouse", "198.18.0.1", "100.64.0.1");
+    pki.configure(&lighthouse, 1, "lighthouse", &[], "lighthouse:\n  am_lighthouse: true\n");
+    lighthouse.start();
+    // Nodes know the lighthouse (by its v4 overlay IP, as lighthouse.hosts lists it) and
+    // nothing else: no relay, so only a punched direct path can carry their traffic.
+    let extra = "lighthouse:\n  hosts: [100.64.0.1]\n  interval: 2\n";
+    let statics = [("100.64.0.1", "198.18.0.1")];
+    let (_ra, mut a) = behind_nat(&public, 1, "a", "100.64.0.11");
+    let (_rb, mut b) = behind_nat(&public, 2, "b", "100.64.0.21");
+    pki.configure(&a, 11, "ops", &statics, extra);
+    pki.configure(&b, 21, "ops", &statics, extra);
+    a.start();
+    b.start();
+    for h in [&a, &b] {
+        let registered = wait_until(Duration::from_secs(10), || {
+            h.try_status().is_some_and(|s| s["lighthouses"].as_array().is_some_and(|l| l.iter().all(|x| x["up"] == true)))
+        });
+        assert!(registered, "{} did not reach the lighthouse:\n{}", h.name, h.log());
+    }
+    // a has never heard of fd00:64::21: the lighthouse answers the query for that v6 address.
+    assert_ping6(&a, &b, &v6(21));
+    assert_ping6(&b, &a, &v6(11));
+    // Direct, through both NATs: a sees b at b's router's public address.
+    let endpoint = peer_field(&a, "b", "endpoint");
+    assert!(endpoint.as_str().is_some_and(|e| e.starts_with("198.18.0.20:")), "a reaches b at {endpoint}");
+    assert_eq!(peer_field(&a, "b", "relayed"), false);
+    let lh = lighthouse.status();
+    let queries = lh["counters"]["lighthouse_queries"].as_u64();
+    assert!(queries.is_some_and(|q| q >= 1), "the lighthouse answered no query: {}", lh["counters"]);
+}

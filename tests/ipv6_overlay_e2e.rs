@@ -187,3 +187,53 @@ fn nodes_behind_nat_find_each_other_by_ipv6_overlay_address_via_the_lighthouse()
     let queries = lh["counters"]["lighthouse_queries"].as_u64();
     assert!(queries.is_some_and(|q| q >= 1), "the lighthouse answered no query: {}", lh["counters"]);
 }
+
+/// A host on `seg` with only an IPv6 underlay address, `2001:db8::<n>/64` (duplicate address
+/// detection off, so the address works at once).
+fn v6_underlay_host(seg: &Segment, name: &str, n: u8, vpn: &str) -> Host {
+    let ns = Netns::new("h");
+    for conf in ["all", "default"] {
+        ns.exec_ok("sysctl", &["-q", "-w", &format!("net.ipv6.conf.{conf}.accept_dad=0")]);
+    }
+    seg.attach(&ns, &format!("2001:db8::{n}/64"));
+    Host::in_ns(ns, name, &format!("[2001:db8::{n}]"), vpn)
+}
+
+/// `listen.host: "::"` instead of the helper's `0.0.0.0`.
+fn listen_on_any_v6(h: &Host) {
+    let text = std::fs::read_to_string(h.config_path()).unwrap();
+    let text = text.replacen("listen:\n  host: 0.0.0.0\n", "listen:\n  host: \"::\"\n", 1);
+    assert!(text.contains("host: \"::\""), "{text}");
+    std::fs::write(h.config_path(), text).unwrap();
+}
+
+#[test]
+fn an_ipv6_underlay_carries_the_overlay_and_the_lighthouse_protocol() {
+    let pki = DualStackPki::new();
+    let seg = Segment::new();
+    let mut lighthouse = v6_underlay_host(&seg, "lighthouse", 1, "100.64.0.1");
+    pki.configure(&lighthouse, 1, "lighthouse", &[], "lighthouse:\n  am_lighthouse: true\n");
+    listen_on_any_v6(&lighthouse);
+    lighthouse.start();
+    // The lighthouse's static_host_map entry is `[2001:db8::1]:4242`; a and b report their v6
+    // addresses to it and learn each other's from its answer.
+    let extra = "lighthouse:\n  hosts: [100.64.0.1]\n  interval: 2\n";
+    let statics = [("100.64.0.1", "[2001:db8::1]")];
+    let mut a = v6_underlay_host(&seg, "a", 2, "100.64.0.2");
+    let mut b = v6_underlay_host(&seg, "b", 3, "100.64.0.3");
+    for (h, n) in [(&a, 2), (&b, 3)] {
+        pki.configure(h, n, "ops", &statics, extra);
+        listen_on_any_v6(h);
+    }
+    a.start();
+    b.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || b.try_status().is_some_and(|s| s["lighthouses"][0]["up"] == true)),
+        "b did not reach the lighthouse over IPv6:\n{}",
+        b.log()
+    );
+    assert_ping6(&a, &b, &v6(3));
+    assert!(a.ping("100.64.0.3"), "the v4 overlay over the v6 underlay");
+    let endpoint = peer_field(&a, "b", "endpoint");
+    assert_eq!(endpoint, "[2001:db8::3]:4242", "a reaches b over the IPv6 underlay");
+}

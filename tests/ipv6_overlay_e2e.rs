@@ -45,8 +45,21 @@ impl DualStackPki {
         cli(
             d,
             &[
-                "sign", "--ca-crt", "ca.crt", "--ca-key", "ca.key", "--name", name, "--networks", &networks, "--groups",
-                groups, "--out-crt", &crt, "--out-key", &key,
+                "sign",
+                "--ca-crt",
+                "ca.crt",
+                "--ca-key",
+                "ca.key",
+                "--name",
+                name,
+                "--networks",
+                &networks,
+                "--groups",
+                groups,
+                "--out-crt",
+                &crt,
+                "--out-key",
+                &key,
             ],
         );
         (d.join(crt), d.join(key))
@@ -172,7 +185,8 @@ fn nodes_behind_nat_find_each_other_by_ipv6_overlay_address_via_the_lighthouse()
     b.start();
     for h in [&a, &b] {
         let registered = wait_until(Duration::from_secs(10), || {
-            h.try_status().is_some_and(|s| s["lighthouses"].as_array().is_some_and(|l| l.iter().all(|x| x["up"] == true)))
+            h.try_status()
+                .is_some_and(|s| s["lighthouses"].as_array().is_some_and(|l| l.iter().all(|x| x["up"] == true)))
         });
         assert!(registered, "{} did not reach the lighthouse:\n{}", h.name, h.log());
     }

@@ -205,7 +205,8 @@ fn dual_stack_nodes_talk_over_their_ipv6_overlay_addresses() {
     sim.run(Duration::from_millis(50));
     assert!(received6(&sim, a, v6(2), b"v6-from-b"), "a got {:?}", sim.nodes[a].tun);
     // One tunnel carries both families: the v4 overlay works on it too, with no new handshake.
-    let handshakes = sim.nodes[a].node.counters().handshakes_initiated + sim.nodes[b].node.counters().handshakes_initiated;
+    let handshakes =
+        sim.nodes[a].node.counters().handshakes_initiated + sim.nodes[b].node.counters().handshakes_initiated;
     sim.send(a, vpn(2), b"v4-from-a");
     sim.run(Duration::from_millis(50));
     assert!(sim.received(b, b"v4-from-a"));

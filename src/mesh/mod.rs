@@ -468,6 +468,10 @@ impl<P: Policy> Node<P> {
         self.pool = pool;
         self.blocklist = blocklist;
         self.hello_cert = cert.to_bytes().to_vec();
+        // Routing and "is this for us" follow the new certificate's networks (the TUN keeps the
+        // addresses it started with until a restart).
+        self.own_networks = cert.networks().to_vec();
+        self.own_subnets = cert.unsafe_networks().iter().map(IpNet::trunc).collect();
         self.cert = Arc::new(cert);
         self.known_certs.clear();
         self.known_by_fingerprint.clear();

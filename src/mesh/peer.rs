@@ -5,10 +5,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use boringtun::noise::Tunn;
 use super::path_check::PathCheck;
 use super::session::Session;
 use crate::cert::pool::VerifiedCert;
+use boringtun::noise::Tunn;
 
 /// Candidate underlay addresses kept per peer.
 const MAX_CANDIDATES: usize = 8;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use cos_mesh::cert::keys::{CaSecret, HostSecret};
 use cos_mesh::cert::pool::{Blocklist, CaPool};
 use cos_mesh::cert::{Certificate, Tbs, Version};
-use cos_mesh::mesh::{Discovery, NodeConfig};
+use cos_mesh::mesh::Discovery;
 use cos_mesh::unixtime::UnixTime;
 use simnet::{Ca, Sim, WALL0, underlay, vpn};
 
@@ -236,33 +236,58 @@ fn ipv6_packets_from_addresses_the_certificate_lacks_are_dropped() {
     assert_eq!(sim.nodes[a].node.counters().rx_spoofed, spoofed + 1);
 }
 
+/// A lighthouse (node 1) and a relay (node 3) on the public segment, and dual-stack nodes
+/// `a` (2) and `b` (4) that know only them; `a` knows `b` by nothing. Returns (lighthouse, relay,
+/// a, b).
+fn lighthouse_world(sim: &mut Sim) -> [usize; 4] {
+    let ca = ca(Version::V2, "v2 ca");
+    let mut add = |name: &str, n: u8, am_lighthouse: bool, am_relay: bool| {
+        let (cert, key) = node(&ca, Version::V2, name, n);
+        let mut cfg = Sim::config(&ca, cert, key, &[(1, underlay(1)), (3, underlay(3))]);
+        let relays = if am_lighthouse || am_relay { vec![] } else { vec![vpn(3)] };
+        cfg.discovery =
+            Discovery { am_lighthouse, am_relay, lighthouses: vec![vpn(1)], relays, ..Discovery::default() };
+        sim.add(cfg, n)
+    };
+    let world = [
+        add("lighthouse", 1, true, false),
+        add("relay", 3, false, true),
+        add("a", 2, false, false),
+        add("b", 4, false, false),
+    ];
+    sim.run(Duration::from_secs(1));
+    world
+}
+
 /// A node that knows a peer by nothing but its IPv6 overlay address asks the lighthouse, which
 /// indexes registrations by every network of the certificate: the answer (with the certificate)
 /// starts the handshake, and the packet that waited arrives.
 #[test]
 fn a_lighthouse_answers_a_query_for_an_ipv6_overlay_address() {
     let mut sim = Sim::new();
-    let ca = ca(Version::V2, "v2 ca");
-    let lighthouse = |cfg: &mut NodeConfig, am_lighthouse: bool| {
-        cfg.discovery = Discovery { am_lighthouse, lighthouses: vec![vpn(1)], ..Discovery::default() };
-    };
-    let (cert, key) = node(&ca, Version::V2, "lighthouse", 1);
-    let mut cfg = Sim::config(&ca, cert, key, &[]);
-    lighthouse(&mut cfg, true);
-    let lh = sim.add(cfg, 1);
-    let mut add = |name: &str, n: u8| {
-        let (cert, key) = node(&ca, Version::V2, name, n);
-        let mut cfg = Sim::config(&ca, cert, key, &[(1, underlay(1))]);
-        lighthouse(&mut cfg, false);
-        sim.add(cfg, n)
-    };
-    let (a, b) = (add("a", 2), add("b", 3));
-    sim.run(Duration::from_secs(1));
-    sim.send_packet(a, &ip6_packet(v6(2), v6(3), b"found-by-v6"));
-    sim.run(Duration::from_millis(500));
-    assert!(received6(&sim, b, v6(2), b"found-by-v6"), "b got {:?}", sim.nodes[b].tun);
-    assert_eq!(sim.nodes[lh].node.counters().lighthouse_queries, 1);
+    let [lh, relay, a, b] = lighthouse_world(&mut sim);
+    let queries = sim.nodes[lh].node.counters().lighthouse_queries;
+    assert!(deliver6(&mut sim, (a, 2), (b, 4), b"found-by-v6"), "b got {:?}", sim.nodes[b].tun);
+    assert_eq!(sim.nodes[lh].node.counters().lighthouse_queries, queries + 1, "one query, about fd00::4");
     assert_eq!(sim.nodes[lh].node.counters().lighthouse_unknown_queries, 0);
     let peers = sim.nodes[a].node.peers(sim.now);
-    assert!(peers.iter().any(|p| p.name == "b" && p.up), "{peers:?}");
+    assert!(peers.iter().any(|p| p.name == "b" && p.up && !p.relayed), "{peers:?}");
+    assert_eq!(sim.nodes[relay].node.counters().relay_forwarded, 0, "a direct path needs no relay");
+}
+
+/// With no direct path between `a` and `b`, IPv6 overlay traffic found by a v6 query goes
+/// through the relay the lighthouse named (relayed datagrams are family-agnostic ciphertext).
+#[test]
+fn ipv6_overlay_traffic_goes_through_a_relay_when_no_direct_path_works() {
+    let mut sim = Sim::new();
+    let [_, relay, a, b] = lighthouse_world(&mut sim);
+    let (ua, ub) = (underlay(2), underlay(4));
+    sim.filter = Box::new(move |_, from, to, _| !((from == ua && to == ub) || (from == ub && to == ua)));
+    sim.send_packet(a, &ip6_packet(v6(2), v6(4), b"via-relay-v6"));
+    let took = sim.run_until(Duration::from_secs(5), |s| received6(s, b, v6(2), b"via-relay-v6"));
+    assert!(took.is_some(), "never arrived: {:?}", sim.nodes[a].node.counters());
+    assert!(deliver6(&mut sim, (b, 4), (a, 2), b"v6-reply-via-relay"));
+    let peers = sim.nodes[a].node.peers(sim.now);
+    assert!(peers.iter().any(|p| p.name == "b" && p.up && p.relayed), "{peers:?}");
+    assert!(sim.nodes[relay].node.counters().relay_forwarded >= 2);
 }

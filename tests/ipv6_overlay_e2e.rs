@@ -140,6 +140,9 @@ fn dual_stack_daemons_ping6_stream_and_filter_by_group_over_ipv6() {
     }
     // The v4 overlay runs over the same tunnels.
     assert!(hosts[0].ping("100.64.0.3"));
+    // status names both families: ours and each peer's IPv6 addresses.
+    assert_eq!(hosts[0].status()["node"]["ipv6"], serde_json::json!(["fd00:64::1/64"]));
+    assert_eq!(peer_field(&hosts[0], "c", "ipv6"), serde_json::json!(["fd00:64::3"]));
 
     // A checksummed TCP stream over the IPv6 overlay: a (ops) → c:5001.
     let took = checksummed_stream(&hosts[0], &hosts[2], "[fd00:64::3]:5001", 64);

@@ -401,6 +401,11 @@ impl<P: Policy> Node<P> {
         v
     }
 
+    /// The networks (v4 and v6) of the certificate of the peer at `vpn_ip`, if it is a peer.
+    pub fn peer_networks(&self, vpn_ip: Ipv4Addr) -> Option<&[IpNet]> {
+        self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).map(|p| p.cert.cert().networks())
+    }
+
     /// Every member of the mesh we know of, this node included: on a lighthouse the
     /// registered nodes, elsewhere what the lighthouses last listed, plus our peers.
     pub fn members(&self) -> Vec<Arc<Certificate>> {

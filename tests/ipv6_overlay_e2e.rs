@@ -254,3 +254,31 @@ fn an_ipv6_underlay_carries_the_overlay_and_the_lighthouse_protocol() {
     let endpoint = peer_field(&a, "b", "endpoint");
     assert_eq!(endpoint, "[2001:db8::3]:4242", "a reaches b over the IPv6 underlay");
 }
+
+/// `cos-mesh check` on a dual-stack node: a `tun.mtu` IPv6 cannot run on, and an IPv6
+/// `static_host_map` key outside the certificate's v6 network, are refused naming the key.
+#[test]
+fn check_refuses_what_an_ipv6_overlay_cannot_use() {
+    let pki = DualStackPki::new();
+    let (crt, key) = pki.sign("n", 5, "ops");
+    let check = |extra: &str| {
+        let config = pki.dir.path().join("config.yml");
+        let text =
+            format!("pki:\n  ca: {}\n  cert: {}\n  key: {}\n{extra}", pki.ca().display(), crt.display(), key.display());
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(support::daemon::BIN)
+            .args(["check", "-c", &config.to_string_lossy()])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = check("static_host_map:\n  \"fd00:64::9\": [\"[2001:db8::9]:4242\"]\n");
+    assert!(ok, "{err}");
+    let (ok, err) = check("tun:\n  mtu: 1200\n");
+    assert!(!ok && err.contains("tun.mtu: 1200 is below 1280, the smallest MTU IPv6 allows"), "{err}");
+    let (ok, err) = check("static_host_map:\n  \"fd00:99::9\": [\"198.18.0.9:4242\"]\n");
+    assert!(
+        !ok && err.contains("static_host_map.fd00:99::9: fd00:99::9 is outside the IPv6 overlay networks fd00:64::/64"),
+        "{err}"
+    );
+}

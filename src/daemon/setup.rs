@@ -64,6 +64,17 @@ impl Setup {
             })
             .collect();
         loaded.check_networks(overlay, &overlay6)?;
+        let mtu = loaded.config.tun.mtu;
+        if !overlay6.is_empty() && mtu < IPV6_MIN_MTU && !loaded.config.tun.disabled {
+            return Err(field_err(
+                &loaded,
+                "tun.mtu",
+                format!(
+                    "{mtu} is below {IPV6_MIN_MTU}, the smallest MTU IPv6 allows, and certificate {} has IPv6 networks; raise tun.mtu",
+                    pki.cert.name()
+                ),
+            ));
+        }
         let sections = firewall_sections(&loaded.files)?;
         // Rules without local_cidr match traffic to any of our networks, v4 and v6.
         let mut local: Vec<IpNet> = pki.cert.networks().iter().map(IpNet::trunc).collect();
@@ -230,6 +241,9 @@ impl Pki {
         Ok(Pki { pool, cert, key: secret, blocklist, warnings })
     }
 }
+
+/// IPv6's minimum link MTU (RFC 8200): the kernel keeps IPv6 off a smaller device.
+const IPV6_MIN_MTU: u32 = 1280;
 
 /// Warn when the node certificate has less than 30 days left, the CA less than 90.
 const CERT_NOTICE: i64 = 30 * 86_400;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use cos_mesh::cert::keys::{CaSecret, HostSecret};
 use cos_mesh::cert::pool::{Blocklist, CaPool};
 use cos_mesh::cert::{Certificate, Tbs, Version};
-use cos_mesh::mesh::Discovery;
+use cos_mesh::mesh::{Discovery, Event};
 use cos_mesh::unixtime::UnixTime;
 use simnet::{Ca, Sim, WALL0, underlay, vpn};
 
@@ -40,11 +40,16 @@ fn ca(version: Version, name: &str) -> Ca {
 
 /// A node certificate of `version` for `100.64.0.<n>` (and `fd00::<n>` when v2).
 fn node(ca: &Ca, version: Version, name: &str, n: u8) -> (Certificate, HostSecret) {
-    let key = HostSecret::generate();
     let mut networks = vec![format!("100.64.0.{n}/10").parse().unwrap()];
     if version == Version::V2 {
         networks.push(format!("fd00::{n}/64").parse().unwrap());
     }
+    node_with_networks(ca, version, name, networks)
+}
+
+/// A node certificate of `version` for exactly `networks`, with a new key.
+fn node_with_networks(ca: &Ca, version: Version, name: &str, networks: Vec<ipnet::IpNet>) -> (Certificate, HostSecret) {
+    let key = HostSecret::generate();
     let tbs = Tbs {
         version,
         name: name.into(),
@@ -220,6 +225,38 @@ fn dual_stack_nodes_talk_over_their_ipv6_overlay_addresses() {
     );
     let peers = sim.nodes[a].node.peers(sim.now);
     assert!(peers.len() == 1 && peers[0].up && peers[0].vpn_ip == vpn(2), "{peers:?}");
+}
+
+/// The address index follows certificates: when `b` is re-provisioned (new key, same IPv4
+/// overlay IP, another IPv6 address), packets for its new v6 address reach it and its old v6
+/// address no longer leads to it.
+#[test]
+fn the_address_index_follows_a_replaced_certificate() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (ca_cert, ka) = node(&ca, Version::V2, "a", 1);
+    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
+    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    // Met by its IPv4 address (the static_host_map key); then its certificate's v6 address
+    // routes to it too.
+    sim.send(a, vpn(2), b"hello b");
+    sim.run(Duration::from_millis(200));
+    assert!(deliver6(&mut sim, (a, 1), (b, 2), b"before"));
+    let networks = vec!["100.64.0.2/10".parse().unwrap(), "fd00::77/64".parse().unwrap()];
+    let (new_cert, new_key) = node_with_networks(&ca, Version::V2, "b-new", networks);
+    sim.restart(b, Sim::config(&ca, new_cert, new_key, &[(1, underlay(1))]));
+    sim.send(b, vpn(1), b"b is back");
+    sim.run(Duration::from_millis(200));
+    assert!(sim.received(a, b"b is back"));
+    assert!(deliver6(&mut sim, (a, 1), (b, 0x77), b"to-the-new-address"), "b got {:?}", sim.nodes[b].tun);
+    assert!(!deliver6(&mut sim, (a, 1), (b, 2), b"to-the-old-address"), "the old v6 address still routes to b");
+    // The old address is unknown again (not a stale entry): a looks for it, and gives up.
+    sim.run(Duration::from_secs(8));
+    let gave_up = Event::HandshakeTimedOut { vpn_ip: IpAddr::V6(v6(2)) };
+    assert!(sim.nodes[a].events.contains(&gave_up), "{:?}", sim.nodes[a].events);
+    let peers = sim.nodes[a].node.peers(sim.now);
+    assert!(peers.len() == 1 && peers[0].name == "b-new", "{peers:?}");
 }
 
 /// Anti-spoofing on IPv6: a peer may only send from its certificate's addresses.

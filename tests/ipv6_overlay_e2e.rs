@@ -253,6 +253,15 @@ fn an_ipv6_underlay_carries_the_overlay_and_the_lighthouse_protocol() {
     assert!(a.ping("100.64.0.3"), "the v4 overlay over the v6 underlay");
     let endpoint = peer_field(&a, "b", "endpoint");
     assert_eq!(endpoint, "[2001:db8::3]:4242", "a reaches b over the IPv6 underlay");
+
+    // The lighthouse's socket on :: is dual-stack: a node with only an IPv4 underlay reaches it
+    // at 198.18.0.1 and is seen as IPv4 (not ::ffff:198.18.0.5).
+    seg.attach(&lighthouse.ns, "198.18.0.1/24");
+    let mut c = Host::new(&seg, "c", "198.18.0.5", "100.64.0.5");
+    pki.configure(&c, 5, "ops", &[("100.64.0.1", "198.18.0.1")], extra);
+    c.start();
+    assert_ping6(&c, &lighthouse, &v6(1));
+    assert_eq!(peer_field(&lighthouse, "c", "endpoint"), "198.18.0.5:4242");
 }
 
 /// `cos-mesh check` on a dual-stack node: a `tun.mtu` IPv6 cannot run on, and an IPv6

@@ -146,6 +146,7 @@ fn dual_stack_daemons_ping6_stream_and_filter_by_group_over_ipv6() {
 
     // A checksummed TCP stream over the IPv6 overlay: a (ops) → c:5001.
     let took = checksummed_stream(&hosts[0], &hosts[2], "[fd00:64::3]:5001", 64);
+    eprintln!("4 MiB over the IPv6 overlay, checksummed: {took:?}");
     assert!(took < Duration::from_secs(30), "4 MiB took {took:?}");
     // The group rule: b (dev) is dropped at c's firewall on the same port, and c counts it.
     let dropped_before = peer_field(&hosts[2], "b", "firewall_dropped").as_u64().unwrap_or(0);

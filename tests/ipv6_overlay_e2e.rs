@@ -17,8 +17,9 @@ use support::{Netns, Router, default_route, veth, wait_until};
 
 /// The CA's networks: every node's v4 and v6 networks must lie inside them.
 const CA_NETWORKS: &str = "100.64.0.0/10,fd00::/16";
-/// Inbound: ICMP (and ICMPv6) from everyone, TCP 5001 from group `ops` only.
-const FIREWALL: &str = "  outbound:\n    - {port: any, proto: any, host: any}\n  inbound:\n    - {port: any, proto: icmp, host: any}\n    - {port: 5001, proto: tcp, group: ops}";
+/// Inbound: ICMP (and ICMPv6) from everyone, TCP 5001 from group `ops` only; the rest is
+/// rejected (a TCP RST back through the tunnel).
+const FIREWALL: &str = "  outbound:\n    - {port: any, proto: any, host: any}\n  inbound:\n    - {port: any, proto: icmp, host: any}\n    - {port: 5001, proto: tcp, group: ops}\n  inbound_action: reject";
 
 /// A v2 CA with an IPv4 and an IPv6 network, in a temp directory.
 struct DualStackPki {
@@ -95,9 +96,10 @@ fn assert_ping6(from: &Host, to: &Host, ip: &str) {
     );
 }
 
-fn can_connect(ns: &Netns, addr: &str) -> bool {
+/// A TCP connection from inside `ns`: `Ok` when it completed, else how it failed.
+fn connect(ns: &Netns, addr: &str) -> Result<(), std::io::ErrorKind> {
     let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+    ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop).map_err(|e| e.kind()))
 }
 
 fn peer_field(host: &Host, name: &str, field: &str) -> serde_json::Value {
@@ -151,8 +153,10 @@ fn dual_stack_daemons_ping6_stream_and_filter_by_group_over_ipv6() {
     // The group rule: b (dev) is dropped at c's firewall on the same port, and c counts it.
     let dropped_before = peer_field(&hosts[2], "b", "firewall_dropped").as_u64().unwrap_or(0);
     let listener = hosts[2].ns.run(|| std::net::TcpListener::bind("[fd00:64::3]:5001").unwrap());
-    assert!(!can_connect(&hosts[1].ns, "[fd00:64::3]:5001"), "b (group dev) reached c:5001 over IPv6");
-    assert!(can_connect(&hosts[0].ns, "[fd00:64::3]:5001"), "a (group ops) cannot reach c:5001 over IPv6");
+    // c's firewall rejects: b's SYN is answered with an IPv6 TCP RST through the tunnel.
+    let refused = connect(&hosts[1].ns, "[fd00:64::3]:5001");
+    assert_eq!(refused, Err(std::io::ErrorKind::ConnectionRefused), "b (group dev) to c:5001 over IPv6");
+    assert_eq!(connect(&hosts[0].ns, "[fd00:64::3]:5001"), Ok(()), "a (group ops) to c:5001 over IPv6");
     drop(listener);
     let dropped_after = peer_field(&hosts[2], "b", "firewall_dropped").as_u64().unwrap_or(0);
     assert!(dropped_after > dropped_before, "c did not count b's SYNs as dropped: {dropped_before} → {dropped_after}");

@@ -79,17 +79,25 @@ fn exchange(sim: &mut Sim, a: usize, b: usize) {
     }
 }
 
+/// Nodes `a` (100.64.0.1) and `b` (100.64.0.2) of `ca` with certificates of `versions`, each
+/// knowing the other by its IPv4 overlay IP.
+fn pair(sim: &mut Sim, ca: &Ca, versions: [Version; 2]) -> (usize, usize) {
+    let (ca_cert, ka) = node(ca, versions[0], "a", 1);
+    let (cb_cert, kb) = node(ca, versions[1], "b", 2);
+    let a = sim.add(Sim::config(ca, ca_cert, ka, &[(2, underlay(2))]), 1);
+    let b = sim.add(Sim::config(ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    (a, b)
+}
+
 /// Nebula's migration path: a v2 CA signs a v1 certificate for an old node and a v2
 /// (dual-stack) certificate for a new one; the two nodes verify each other and talk.
 #[test]
 fn a_v1_node_and_a_v2_node_of_one_v2_ca_talk() {
     let mut sim = Sim::new();
     let ca = ca(Version::V2, "v2 ca");
-    let (ca_cert, ka) = node(&ca, Version::V1, "a", 1);
-    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
-    assert_eq!((ca_cert.version(), cb_cert.version()), (Version::V1, Version::V2));
-    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    let (a, b) = pair(&mut sim, &ca, [Version::V1, Version::V2]);
+    let version = |i: usize| sim.nodes[i].node.cert().version();
+    assert_eq!((version(a), version(b)), (Version::V1, Version::V2));
     exchange(&mut sim, a, b);
 }
 
@@ -234,10 +242,7 @@ fn dual_stack_nodes_talk_over_their_ipv6_overlay_addresses() {
 fn the_address_index_follows_a_replaced_certificate() {
     let mut sim = Sim::new();
     let ca = ca(Version::V2, "v2 ca");
-    let (ca_cert, ka) = node(&ca, Version::V2, "a", 1);
-    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
-    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    let (a, b) = pair(&mut sim, &ca, [Version::V2, Version::V2]);
     // Met by its IPv4 address (the static_host_map key); then its certificate's v6 address
     // routes to it too.
     sim.send(a, vpn(2), b"hello b");

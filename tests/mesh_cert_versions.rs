@@ -264,6 +264,27 @@ fn the_address_index_follows_a_replaced_certificate() {
     assert!(peers.len() == 1 && peers[0].name == "b-new", "{peers:?}");
 }
 
+/// A reload whose certificate keeps the IPv4 overlay IP but changes the IPv6 network is
+/// refused (the TUN carries the running one), as Nebula refuses it; a renewal is taken.
+#[test]
+fn a_reload_that_changes_the_ipv6_network_needs_a_restart() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (a, _) = pair(&mut sim, &ca, [Version::V2, Version::V2]);
+    let wall = sim.wall();
+    let moved = vec!["100.64.0.1/10".parse().unwrap(), "fd00::99/64".parse().unwrap()];
+    let (cert, _) = node_with_networks(&ca, Version::V2, "a", moved);
+    let err = sim.nodes[a].node.reload_trust(ca.pool(), Blocklist::default(), cert, wall).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pki.cert: the new certificate's networks (100.64.0.1/10, fd00::99/64) differ from those this node runs with (100.64.0.1/10, fd00::1/64); changing them needs a restart"
+    );
+    let mut tbs = sim.nodes[a].node.cert().tbs().clone();
+    tbs.not_after = UnixTime(tbs.not_after.0 + 86_400);
+    let renewed = Certificate::sign_tbs(&tbs, ca.key.signing_key()).unwrap();
+    sim.nodes[a].node.reload_trust(ca.pool(), Blocklist::default(), renewed, wall).expect("a renewal is taken");
+}
+
 /// Anti-spoofing on IPv6: a peer may only send from its certificate's addresses.
 #[test]
 fn ipv6_packets_from_addresses_the_certificate_lacks_are_dropped() {

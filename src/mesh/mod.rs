@@ -198,6 +198,12 @@ pub enum ReloadError {
         new.map_or_else(|| "no overlay IP".to_string(), |ip| ip.to_string())
     )]
     OverlayIpChanged { new: Option<Ipv4Addr>, running: Ipv4Addr },
+    /// Nebula refuses this reload too: the TUN's addresses and every peer's view of us follow
+    /// the networks.
+    #[error(
+        "pki.cert: the new certificate's networks ({new}) differ from those this node runs with ({running}); changing them needs a restart"
+    )]
+    NetworksChanged { new: String, running: String },
     #[error("pki.cert: the new certificate is for another key; changing the key needs a restart")]
     KeyChanged,
     #[error("pki.cert: {0}")]
@@ -466,6 +472,10 @@ impl<P: Policy> Node<P> {
         if cert.vpn_ip() != Some(self.vpn_ip) {
             return Err(ReloadError::OverlayIpChanged { new: cert.vpn_ip(), running: self.vpn_ip });
         }
+        if sorted_networks(&cert) != sorted_networks(&self.cert) {
+            let list = |c: &Certificate| c.networks().iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
+            return Err(ReloadError::NetworksChanged { new: list(&cert), running: list(&self.cert) });
+        }
         if cert.details().public_key != self.public.to_bytes() {
             return Err(ReloadError::KeyChanged);
         }
@@ -473,9 +483,7 @@ impl<P: Policy> Node<P> {
         self.pool = pool;
         self.blocklist = blocklist;
         self.hello_cert = cert.to_bytes().to_vec();
-        // Routing and "is this for us" follow the new certificate's networks (the TUN keeps the
-        // addresses it started with until a restart).
-        self.own_networks = cert.networks().to_vec();
+        // Its networks are ours already; the networks it routes for may have changed.
         self.own_subnets = cert.unsafe_networks().iter().map(IpNet::trunc).collect();
         self.cert = Arc::new(cert);
         self.known_certs.clear();
@@ -607,6 +615,13 @@ impl<P: Policy> Node<P> {
             _ => true,
         }
     }
+}
+
+/// A certificate's networks in a canonical order (a v1 certificate keeps its own).
+fn sorted_networks(cert: &Certificate) -> Vec<IpNet> {
+    let mut v = cert.networks().to_vec();
+    v.sort();
+    v
 }
 
 /// The overlay addresses of a certificate (its networks without their prefixes), v4 and v6.

@@ -324,7 +324,7 @@ pub fn lighthouse(n: usize, queries: usize) -> Figures {
     let mut lat = Vec::with_capacity(queries);
     for k in 0..queries {
         let target = client_ip((k * 7919) % n.max(1));
-        let msg = Control::HostQuery { vpn_ip: target }.to_packet(q.vpn_ip, LH_IP);
+        let msg = Control::HostQuery { vpn_ip: target.into() }.to_packet(q.vpn_ip, LH_IP);
         let TunnResult::WriteToNetwork(d) = q.tunn.encapsulate(&msg, &mut buf) else { panic!("encapsulate") };
         let d = d.to_vec();
         let before = lh.cpu;
@@ -337,7 +337,7 @@ pub fn lighthouse(n: usize, queries: usize) -> Figures {
         };
         let msg = Control::decode(payload_for(p, q.vpn_ip).expect("control")).expect("decodes");
         let Control::HostQueryReply { vpn_ip, addrs, .. } = msg else { panic!("{msg:?}") };
-        assert_eq!(vpn_ip, target);
+        assert_eq!(vpn_ip, std::net::IpAddr::V4(target));
         assert!(addrs.contains(&client_addr((k * 7919) % n.max(1))), "{addrs:?}");
     }
     lat.sort();

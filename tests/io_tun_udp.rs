@@ -19,6 +19,7 @@ fn tun_config(name: &str, addr: &str) -> TunConfig {
     TunConfig {
         name: name.into(),
         address: addr.parse().unwrap(),
+        ipv6: Vec::new(),
         mtu: 1420,
         tx_queue: 500,
         routes: Vec::new(),
@@ -30,7 +31,7 @@ fn tun_config(name: &str, addr: &str) -> TunConfig {
 #[test]
 fn tun_device_gets_address_mtu_queue_routes_and_goes_away_on_drop() {
     let ns = Netns::new("t");
-    let mut cfg = tun_config("nebula1", "100.64.0.1/10");
+    let mut cfg = tun_config("nebula1", "100.64.0.1/10").with_ipv6(["fd00:64::1/64".parse().unwrap()]);
     cfg.tx_queue = 1000;
     cfg.routes = vec![Route { dst: "10.99.0.0/16".parse().unwrap(), mtu: Some(1300), metric: Some(7) }];
     let tun = ns.run(move || Tun::create(&cfg).unwrap());
@@ -44,6 +45,11 @@ fn tun_device_gets_address_mtu_queue_routes_and_goes_away_on_drop() {
     let routes = ns.exec_ok("ip", &["route", "show", "dev", "nebula1"]);
     assert!(routes.contains("10.99.0.0/16 proto static scope link metric 7 mtu 1300"), "{routes}");
     assert!(routes.contains("100.64.0.0/10 proto kernel scope link src 100.64.0.1"), "{routes}");
+    // A dual-stack certificate: its IPv6 network is on the device too, with its prefix route.
+    let link6 = ns.exec_ok("ip", &["-6", "addr", "show", "dev", "nebula1"]);
+    assert!(link6.contains("inet6 fd00:64::1/64"), "{link6}");
+    let routes6 = ns.exec_ok("ip", &["-6", "route", "show", "dev", "nebula1"]);
+    assert!(routes6.contains("fd00:64::/64"), "{routes6}");
 
     drop(tun);
     assert!(wait_until(Duration::from_secs(5), || !ns.exec("ip", &["link", "show", "nebula1"]).status.success()));

@@ -1,15 +1,19 @@
-//! A v1 node and a v2 node of one mesh talk: whole `mesh::Node`s with real certificates of both
+//! A v1 node and a v2 node of one mesh talk, and dual-stack v2 nodes talk over IPv6: whole
+//! `mesh::Node`s with real certificates of both
 //! versions exchange handshakes and data through the in-memory network of `simnet`. Needs
 //! `--features sim` (`cargo test --features sim --test mesh_cert_versions`).
 #![cfg(feature = "sim")]
 
 mod simnet;
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use cos_mesh::cert::keys::{CaSecret, HostSecret};
 use cos_mesh::cert::pool::{Blocklist, CaPool};
 use cos_mesh::cert::{Certificate, Tbs, Version};
+use cos_mesh::mesh::{Discovery, Event};
 use cos_mesh::unixtime::UnixTime;
 use simnet::{Ca, Sim, WALL0, underlay, vpn};
 
@@ -36,11 +40,16 @@ fn ca(version: Version, name: &str) -> Ca {
 
 /// A node certificate of `version` for `100.64.0.<n>` (and `fd00::<n>` when v2).
 fn node(ca: &Ca, version: Version, name: &str, n: u8) -> (Certificate, HostSecret) {
-    let key = HostSecret::generate();
     let mut networks = vec![format!("100.64.0.{n}/10").parse().unwrap()];
     if version == Version::V2 {
         networks.push(format!("fd00::{n}/64").parse().unwrap());
     }
+    node_with_networks(ca, version, name, networks)
+}
+
+/// A node certificate of `version` for exactly `networks`, with a new key.
+fn node_with_networks(ca: &Ca, version: Version, name: &str, networks: Vec<ipnet::IpNet>) -> (Certificate, HostSecret) {
+    let key = HostSecret::generate();
     let tbs = Tbs {
         version,
         name: name.into(),
@@ -70,17 +79,25 @@ fn exchange(sim: &mut Sim, a: usize, b: usize) {
     }
 }
 
+/// Nodes `a` (100.64.0.1) and `b` (100.64.0.2) of `ca` with certificates of `versions`, each
+/// knowing the other by its IPv4 overlay IP.
+fn pair(sim: &mut Sim, ca: &Ca, versions: [Version; 2]) -> (usize, usize) {
+    let (ca_cert, ka) = node(ca, versions[0], "a", 1);
+    let (cb_cert, kb) = node(ca, versions[1], "b", 2);
+    let a = sim.add(Sim::config(ca, ca_cert, ka, &[(2, underlay(2))]), 1);
+    let b = sim.add(Sim::config(ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    (a, b)
+}
+
 /// Nebula's migration path: a v2 CA signs a v1 certificate for an old node and a v2
 /// (dual-stack) certificate for a new one; the two nodes verify each other and talk.
 #[test]
 fn a_v1_node_and_a_v2_node_of_one_v2_ca_talk() {
     let mut sim = Sim::new();
     let ca = ca(Version::V2, "v2 ca");
-    let (ca_cert, ka) = node(&ca, Version::V1, "a", 1);
-    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
-    assert_eq!((ca_cert.version(), cb_cert.version()), (Version::V1, Version::V2));
-    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    let (a, b) = pair(&mut sim, &ca, [Version::V1, Version::V2]);
+    let version = |i: usize| sim.nodes[i].node.cert().version();
+    assert_eq!((version(a), version(b)), (Version::V1, Version::V2));
     exchange(&mut sim, a, b);
 }
 
@@ -142,4 +159,198 @@ fn a_known_v2_certificate_is_served_from_the_cache() {
     }
     sim.run(Duration::from_millis(20));
     assert_eq!(sim.nodes[a].node.counters().rx_rate_limited, before, "the known v2 certificate was verified again");
+}
+
+// ----- IPv6 overlay: dual-stack v2 certificates ----------------------------------------------
+
+/// `fd00::<n>`, the IPv6 overlay address `node` gives a v2 certificate.
+fn v6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(n))
+}
+
+/// A minimal IPv6/UDP packet; the payload identifies it in assertions.
+fn ip6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let udp_len = (UDP_HEADER + payload.len()) as u16;
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&udp_len.to_be_bytes());
+    p.extend_from_slice(&[PROTO_UDP, 64]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0x30, 0x39, 0x30, 0x39]);
+    p.extend_from_slice(&udp_len.to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+const UDP_HEADER: usize = 8;
+const PROTO_UDP: u8 = 17;
+/// Where the payload of [`ip6_packet`] starts.
+const IP6_PAYLOAD_AT: usize = 40 + UDP_HEADER;
+
+/// Whether node `i` wrote an IPv6 packet from `src` carrying `data` to its TUN.
+fn received6(sim: &Sim, i: usize, src: Ipv6Addr, data: &[u8]) -> bool {
+    sim.nodes[i].tun.iter().any(|p| p[0] >> 4 == 6 && p[8..24] == src.octets() && p.get(IP6_PAYLOAD_AT..) == Some(data))
+}
+
+/// Node `from`'s host sends `data` from `fd00::<src>` to `fd00::<dst>`; whether node `to`
+/// wrote it to its TUN within 200 ms (time for a first handshake).
+fn deliver6(sim: &mut Sim, (from, src): (usize, u8), (to, dst): (usize, u8), data: &[u8]) -> bool {
+    sim.send_packet(from, &ip6_packet(v6(src), v6(dst), data));
+    sim.run(Duration::from_millis(200));
+    received6(sim, to, v6(src), data)
+}
+
+/// Two dual-stack nodes: node `a` knows `b` only by an IPv6 `static_host_map` key.
+fn dual_stack_pair(sim: &mut Sim) -> (usize, usize) {
+    let ca = ca(Version::V2, "v2 ca");
+    let (ca_cert, ka) = node(&ca, Version::V2, "a", 1);
+    let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
+    let mut cfg_a = Sim::config(&ca, ca_cert, ka, &[]);
+    cfg_a.static_hosts = HashMap::from([(IpAddr::V6(v6(2)), vec![underlay(2)])]);
+    let a = sim.add(cfg_a, 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    (a, b)
+}
+
+/// A packet to a peer's IPv6 overlay address reaches the peer whose certificate holds it, met
+/// through an IPv6 static_host_map key, and the answer comes back over the same tunnel.
+#[test]
+fn dual_stack_nodes_talk_over_their_ipv6_overlay_addresses() {
+    let mut sim = Sim::new();
+    let (a, b) = dual_stack_pair(&mut sim);
+    assert!(deliver6(&mut sim, (a, 1), (b, 2), b"v6-from-a"), "b got {:?}", sim.nodes[b].tun);
+    assert!(deliver6(&mut sim, (b, 2), (a, 1), b"v6-from-b"), "a got {:?}", sim.nodes[a].tun);
+    // One tunnel carries both families: the v4 overlay works on it too, with no new handshake.
+    let handshakes =
+        sim.nodes[a].node.counters().handshakes_initiated + sim.nodes[b].node.counters().handshakes_initiated;
+    sim.send(a, vpn(2), b"v4-from-a");
+    sim.run(Duration::from_millis(50));
+    assert!(sim.received(b, b"v4-from-a"));
+    assert_eq!(
+        sim.nodes[a].node.counters().handshakes_initiated + sim.nodes[b].node.counters().handshakes_initiated,
+        handshakes
+    );
+    let peers = sim.nodes[a].node.peers(sim.now);
+    assert!(peers.len() == 1 && peers[0].up && peers[0].vpn_ip == vpn(2), "{peers:?}");
+}
+
+/// The address index follows certificates: when `b` is re-provisioned (new key, same IPv4
+/// overlay IP, another IPv6 address), packets for its new v6 address reach it and its old v6
+/// address no longer leads to it.
+#[test]
+fn the_address_index_follows_a_replaced_certificate() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (a, b) = pair(&mut sim, &ca, [Version::V2, Version::V2]);
+    // Met by its IPv4 address (the static_host_map key); then its certificate's v6 address
+    // routes to it too.
+    sim.send(a, vpn(2), b"hello b");
+    sim.run(Duration::from_millis(200));
+    assert!(deliver6(&mut sim, (a, 1), (b, 2), b"before"));
+    let networks = vec!["100.64.0.2/10".parse().unwrap(), "fd00::77/64".parse().unwrap()];
+    let (new_cert, new_key) = node_with_networks(&ca, Version::V2, "b-new", networks);
+    sim.restart(b, Sim::config(&ca, new_cert, new_key, &[(1, underlay(1))]));
+    sim.send(b, vpn(1), b"b is back");
+    sim.run(Duration::from_millis(200));
+    assert!(sim.received(a, b"b is back"));
+    assert!(deliver6(&mut sim, (a, 1), (b, 0x77), b"to-the-new-address"), "b got {:?}", sim.nodes[b].tun);
+    assert!(!deliver6(&mut sim, (a, 1), (b, 2), b"to-the-old-address"), "the old v6 address still routes to b");
+    // The old address is unknown again (not a stale entry): a looks for it, and gives up.
+    sim.run(Duration::from_secs(8));
+    let gave_up = Event::HandshakeTimedOut { vpn_ip: IpAddr::V6(v6(2)) };
+    assert!(sim.nodes[a].events.contains(&gave_up), "{:?}", sim.nodes[a].events);
+    let peers = sim.nodes[a].node.peers(sim.now);
+    assert!(peers.len() == 1 && peers[0].name == "b-new", "{peers:?}");
+}
+
+/// A reload whose certificate keeps the IPv4 overlay IP but changes the IPv6 network is
+/// refused (the TUN carries the running one), as Nebula refuses it; a renewal is taken.
+#[test]
+fn a_reload_that_changes_the_ipv6_network_needs_a_restart() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (a, _) = pair(&mut sim, &ca, [Version::V2, Version::V2]);
+    let wall = sim.wall();
+    let moved = vec!["100.64.0.1/10".parse().unwrap(), "fd00::99/64".parse().unwrap()];
+    let (cert, _) = node_with_networks(&ca, Version::V2, "a", moved);
+    let err = sim.nodes[a].node.reload_trust(ca.pool(), Blocklist::default(), cert, wall).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pki.cert: the new certificate's networks (100.64.0.1/10, fd00::99/64) differ from those this node runs with (100.64.0.1/10, fd00::1/64); changing them needs a restart"
+    );
+    let mut tbs = sim.nodes[a].node.cert().tbs().clone();
+    tbs.not_after = UnixTime(tbs.not_after.0 + 86_400);
+    let renewed = Certificate::sign_tbs(&tbs, ca.key.signing_key()).unwrap();
+    sim.nodes[a].node.reload_trust(ca.pool(), Blocklist::default(), renewed, wall).expect("a renewal is taken");
+}
+
+/// Anti-spoofing on IPv6: a peer may only send from its certificate's addresses.
+#[test]
+fn ipv6_packets_from_addresses_the_certificate_lacks_are_dropped() {
+    let mut sim = Sim::new();
+    let (a, b) = dual_stack_pair(&mut sim);
+    assert!(deliver6(&mut sim, (a, 1), (b, 2), b"open"));
+    let spoofed = sim.nodes[a].node.counters().rx_spoofed;
+    // b's host forges a source in the overlay's v6 network that b's certificate does not hold.
+    sim.send_packet(b, &ip6_packet(v6(9), v6(1), b"forged-source"));
+    sim.run(Duration::from_millis(50));
+    assert!(!received6(&sim, a, v6(9), b"forged-source"));
+    assert_eq!(sim.nodes[a].node.counters().rx_spoofed, spoofed + 1);
+}
+
+/// A lighthouse (node 1) and a relay (node 3) on the public segment, and dual-stack nodes
+/// `a` (2) and `b` (4) that know only them; `a` knows `b` by nothing. Returns (lighthouse, relay,
+/// a, b).
+fn lighthouse_world(sim: &mut Sim) -> [usize; 4] {
+    let ca = ca(Version::V2, "v2 ca");
+    let mut add = |name: &str, n: u8, am_lighthouse: bool, am_relay: bool| {
+        let (cert, key) = node(&ca, Version::V2, name, n);
+        let mut cfg = Sim::config(&ca, cert, key, &[(1, underlay(1)), (3, underlay(3))]);
+        let relays = if am_lighthouse || am_relay { vec![] } else { vec![vpn(3)] };
+        cfg.discovery =
+            Discovery { am_lighthouse, am_relay, lighthouses: vec![vpn(1)], relays, ..Discovery::default() };
+        sim.add(cfg, n)
+    };
+    let world = [
+        add("lighthouse", 1, true, false),
+        add("relay", 3, false, true),
+        add("a", 2, false, false),
+        add("b", 4, false, false),
+    ];
+    sim.run(Duration::from_secs(1));
+    world
+}
+
+/// A node that knows a peer by nothing but its IPv6 overlay address asks the lighthouse, which
+/// indexes registrations by every network of the certificate: the answer (with the certificate)
+/// starts the handshake, and the packet that waited arrives.
+#[test]
+fn a_lighthouse_answers_a_query_for_an_ipv6_overlay_address() {
+    let mut sim = Sim::new();
+    let [lh, relay, a, b] = lighthouse_world(&mut sim);
+    let queries = sim.nodes[lh].node.counters().lighthouse_queries;
+    assert!(deliver6(&mut sim, (a, 2), (b, 4), b"found-by-v6"), "b got {:?}", sim.nodes[b].tun);
+    assert_eq!(sim.nodes[lh].node.counters().lighthouse_queries, queries + 1, "one query, about fd00::4");
+    assert_eq!(sim.nodes[lh].node.counters().lighthouse_unknown_queries, 0);
+    let peers = sim.nodes[a].node.peers(sim.now);
+    assert!(peers.iter().any(|p| p.name == "b" && p.up && !p.relayed), "{peers:?}");
+    assert_eq!(sim.nodes[relay].node.counters().relay_forwarded, 0, "a direct path needs no relay");
+}
+
+/// With no direct path between `a` and `b`, IPv6 overlay traffic found by a v6 query goes
+/// through the relay the lighthouse named (relayed datagrams are family-agnostic ciphertext).
+#[test]
+fn ipv6_overlay_traffic_goes_through_a_relay_when_no_direct_path_works() {
+    let mut sim = Sim::new();
+    let [_, relay, a, b] = lighthouse_world(&mut sim);
+    let (ua, ub) = (underlay(2), underlay(4));
+    sim.filter = Box::new(move |_, from, to, _| !((from == ua && to == ub) || (from == ub && to == ua)));
+    sim.send_packet(a, &ip6_packet(v6(2), v6(4), b"via-relay-v6"));
+    let took = sim.run_until(Duration::from_secs(5), |s| received6(s, b, v6(2), b"via-relay-v6"));
+    assert!(took.is_some(), "never arrived: {:?}", sim.nodes[a].node.counters());
+    assert!(deliver6(&mut sim, (b, 4), (a, 2), b"v6-reply-via-relay"));
+    let peers = sim.nodes[a].node.peers(sim.now);
+    assert!(peers.iter().any(|p| p.name == "b" && p.up && p.relayed), "{peers:?}");
+    assert!(sim.nodes[relay].node.counters().relay_forwarded >= 2);
 }

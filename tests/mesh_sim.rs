@@ -127,7 +127,7 @@ fn unreachable_peer_times_out_and_says_so() {
     sim.filter = Box::new(|_, _, _, _| false);
     sim.send(a, vpn(2), b"void");
     sim.run(Duration::from_secs(10));
-    assert!(sim.nodes[a].events.contains(&Event::HandshakeTimedOut { vpn_ip: vpn(2) }));
+    assert!(sim.nodes[a].events.contains(&Event::HandshakeTimedOut { vpn_ip: vpn(2).into() }));
     assert_eq!(sim.nodes[a].node.counters().handshakes_timed_out, 1);
 }
 

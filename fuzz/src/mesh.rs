@@ -163,7 +163,7 @@ fn node_config(n: u8, disc: Discovery) -> NodeConfig {
         key: id.key(),
         pool: pki().pool(),
         blocklist: Blocklist::default(),
-        static_hosts: [(vpn(1), vec![addr(1)])].into_iter().collect::<HashMap<_, _>>(),
+        static_hosts: [(IpAddr::V4(vpn(1)), vec![addr(1)])].into_iter().collect::<HashMap<_, _>>(),
         unsafe_routes: vec![],
         try_interval: Duration::from_millis(100),
         retries: 5,
@@ -499,12 +499,12 @@ fn message(m: Message) -> Control {
         Message::Update { addrs: a, relays } => {
             Control::HostUpdate { addrs: addrs(a), relays: relays.into_iter().take(20).map(ip).collect() }
         }
-        Message::Query(n) => Control::HostQuery { vpn_ip: ip(n) },
+        Message::Query(n) => Control::HostQuery { vpn_ip: ip(n).into() },
         Message::Members => Control::MembersQuery,
         Message::RelayTo { peer, datagram } => Control::RelayTo { peer: ip(peer), datagram },
         Message::RelayFrom { peer, datagram } => Control::RelayFrom { peer: ip(peer), datagram },
         Message::Reply { ip: n, addrs: a, cert } => {
-            Control::HostQueryReply { vpn_ip: ip(n), addrs: addrs(a), relays: vec![], cert: cert_bytes(cert) }
+            Control::HostQueryReply { vpn_ip: ip(n).into(), addrs: addrs(a), relays: vec![], cert: cert_bytes(cert) }
         }
         Message::Punch { ip: n, addrs: a } => Control::HostPunch { vpn_ip: ip(n), addrs: addrs(a) },
         Message::Ping => Control::Ping,

@@ -42,6 +42,9 @@ pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
         human_secs(n.uptime_secs)
     )?;
     writeln!(out, "  groups: {}", if n.groups.is_empty() { "-".into() } else { n.groups.join(", ") })?;
+    if !n.ipv6.is_empty() {
+        writeln!(out, "  IPv6 overlay: {}", n.ipv6.join(", "))?;
+    }
     writeln!(out, "  listening on {}, tun {}, certificate valid until {}", n.listen, n.tun, n.cert_not_after)?;
     for lh in &r.lighthouses {
         let who = lh.name.as_deref().map(|n| format!("{n} ")).unwrap_or_default();
@@ -83,6 +86,10 @@ pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
         )?;
         if let Some(details) = tunnel_details(p) {
             writeln!(out, "    {details}")?;
+        }
+        if !p.ipv6.is_empty() {
+            let v6: Vec<String> = p.ipv6.iter().map(|a| a.to_string()).collect();
+            writeln!(out, "    IPv6 {}", v6.join(", "))?;
         }
     }
     let drops: Vec<String> = r
@@ -136,6 +143,7 @@ mod tests {
         PeerReport {
             name: name.into(),
             vpn_ip: ip.parse().unwrap(),
+            ipv6: vec![],
             groups: vec!["nomad-server".into()],
             up: true,
             direct: direct.map(|d| d.parse().unwrap()),
@@ -167,6 +175,7 @@ mod tests {
                 name: "client-1".into(),
                 vpn_ip: "100.64.0.21".parse().unwrap(),
                 overlay: "100.64.0.0/10".into(),
+                ipv6: vec!["fd00::21/64".into()],
                 groups: vec!["nomad-client".into()],
                 cert_not_after: "2027-12-02T05:00:00Z".into(),
                 cert_fingerprint: String::new(),
@@ -178,7 +187,10 @@ mod tests {
                 uptime_secs: 7260,
             },
             peers: vec![
-                peer("server-1", "100.64.0.11", Some("198.18.0.11:4242"), None),
+                PeerReport {
+                    ipv6: vec!["fd00::11".parse().unwrap()],
+                    ..peer("server-1", "100.64.0.11", Some("198.18.0.11:4242"), None)
+                },
                 peer("server-2", "100.64.0.12", None, Some(("lighthouse", "100.64.0.1"))),
             ],
             lighthouses: vec![LighthouseReport {
@@ -208,6 +220,7 @@ mod tests {
         assert!(s1.contains("198.18.0.11:4242") && s1.contains("95 s ago") && s1.contains("3.0 MiB"), "{s1}");
         let details = text.lines().skip_while(|l| !l.starts_with("server-1")).nth(1).unwrap();
         assert_eq!(details, "    rtt 0.4 ms, up 3m12s, last rx 2s ago", "{text}");
+        assert!(text.contains("\n  IPv6 overlay: fd00::21/64\n") && text.contains("\n    IPv6 fd00::11\n"), "{text}");
         let s2 = text.lines().find(|l| l.starts_with("server-2")).unwrap();
         let details = text.lines().skip_while(|l| !l.starts_with("server-2")).nth(1).unwrap();
         assert_eq!(details, "    up 3m12s, last rx 2s ago", "no rtt measured, none shown: {text}");

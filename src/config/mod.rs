@@ -49,9 +49,16 @@ impl LoadedConfig {
     }
 
     /// [`validate_overlay`] against the overlay network of this node's certificate
-    /// (`Certificate::details().ips[0]`), with the error naming the file.
+    /// (`Certificate::details().ips[0]`), with the error naming the file; for a certificate
+    /// without IPv6 networks (see [`LoadedConfig::check_networks`]).
     pub fn check_overlay(&self, overlay: ipnet::Ipv4Net) -> Result<(), ConfigError> {
-        validate_overlay(&self.config, overlay).map_err(|(field, reason)| ConfigError::Invalid {
+        self.check_networks(overlay, &[])
+    }
+
+    /// [`validate_overlay`] against the overlay network of this node's certificate and its IPv6
+    /// networks, with the error naming the file.
+    pub fn check_networks(&self, overlay: ipnet::Ipv4Net, v6: &[ipnet::Ipv6Net]) -> Result<(), ConfigError> {
+        validate_overlay(&self.config, overlay, v6).map_err(|(field, reason)| ConfigError::Invalid {
             file: self.origin(&field),
             field,
             reason,

@@ -33,7 +33,8 @@ pub type Unimplemented = Option<serde::de::IgnoredAny>;
 pub struct Config {
     #[serde(deserialize_with = "nullable")]
     pub pki: Pki,
-    /// Overlay IPv4 → underlay addresses (`host:port`, DNS names allowed) of a few hosts.
+    /// Overlay address (IPv4, or IPv6 of a dual-stack certificate) → underlay addresses
+    /// (`host:port`, `[2001:db8::1]:4242`, DNS names allowed) of a few hosts.
     #[serde(deserialize_with = "nullable")]
     pub static_host_map: BTreeMap<OverlayIp, Vec<Underlay>>,
     #[serde(deserialize_with = "nullable")]

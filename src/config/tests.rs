@@ -97,7 +97,7 @@ fn nebula_style_config_loads_with_warnings_naming_unimplemented_keys() {
     assert_eq!(c.relay.relays, c.lighthouse.hosts, "the anchor *lighthouses resolves");
     assert_eq!(c.handshakes.try_interval.0, Duration::from_millis(100));
     assert_eq!(c.lighthouse.interval, 60);
-    let lh = &c.static_host_map[&OverlayIp(Ipv4Addr::new(100, 64, 0, 1))];
+    let lh = &c.static_host_map[&OverlayIp(Ipv4Addr::new(100, 64, 0, 1).into())];
     assert_eq!(lh[1].host, UnderlayHost::Dns("lighthouse.example.net".into()));
     assert_eq!(c.tun.unsafe_routes[0].metric, Some(100));
     assert!(c.tun.unsafe_routes[0].install);
@@ -145,9 +145,9 @@ fn parse_errors_name_line_and_key() {
         ),
         ("listen:\n  port: 99999\n", 2, "listen.port 99999 is out of range: a UDP port is 0-65535"),
         (
-            "static_host_map:\n  \"fd00::1\": [\"198.18.0.1:4242\"]\n",
+            "static_host_map:\n  \"fd00::1/64\": [\"198.18.0.1:4242\"]\n",
             2,
-            "static_host_map key \"fd00::1\" is not an overlay IPv4",
+            "static_host_map key \"fd00::1/64\" is not an overlay IP address",
         ),
         ("static_host_map:\n  \"100.64.0.1\": [\"198.18.0.1\"]\n", 2, "is not an underlay address: no port"),
         ("logging:\n  format: xml\n", 2, "xml"),
@@ -268,6 +268,20 @@ fn overlay_membership_is_checked_against_the_certificate_network() {
     loaded.check_overlay("100.64.0.11/10".parse().unwrap()).unwrap();
     let err = loaded.check_overlay("10.42.0.11/16".parse().unwrap()).unwrap_err().to_string();
     assert!(err.ends_with("config.yml: static_host_map.100.64.0.1: 100.64.0.1 is outside the overlay network 10.42.0.0/16 (from this node's certificate)"), "{err}");
+}
+
+#[test]
+fn ipv6_static_host_map_keys_must_be_in_an_ipv6_network_of_the_certificate() {
+    let text = format!("{PKI}static_host_map:\n  \"fd00:1::7\": [\"[2001:db8::7]:4242\"]\n");
+    let loaded = load_str(&text).unwrap();
+    let key = OverlayIp("fd00:1::7".parse().unwrap());
+    assert_eq!(loaded.config.static_host_map[&key][0].port, 4242);
+    let overlay = "100.64.0.11/10".parse().unwrap();
+    loaded.check_networks(overlay, &["fd00:1::11/64".parse().unwrap()]).unwrap();
+    let err = loaded.check_networks(overlay, &["fd00:2::11/64".parse().unwrap()]).unwrap_err().to_string();
+    assert!(err.ends_with("static_host_map.fd00:1::7: fd00:1::7 is outside the IPv6 overlay networks fd00:2::/64 (from this node's certificate)"), "{err}");
+    let err = loaded.check_networks(overlay, &[]).unwrap_err().to_string();
+    assert!(err.contains("this node's certificate has no IPv6 network"), "{err}");
 }
 
 #[test]

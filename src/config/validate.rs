@@ -1,10 +1,10 @@
 //! Semantic checks on a parsed configuration. Each error names the file and the field, in the
 //! words an operator would use to fix it.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::allow_list::LocalAllowList;
 use super::schema::{Config, StatsKind, UnderlayHost};
@@ -53,7 +53,7 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
         }
     } else {
         for (i, h) in l.hosts.iter().enumerate() {
-            if !c.static_host_map.keys().any(|k| k.0 == *h) {
+            if !c.static_host_map.keys().any(|k| k.0 == IpAddr::V4(*h)) {
                 return Err(fail(
                     &format!("lighthouse.hosts[{i}]"),
                     format!("{h} is not in static_host_map, so this node cannot reach that lighthouse"),
@@ -173,13 +173,27 @@ fn check_mtu(mtu: u32) -> Result<(), String> {
 
 /// Checks the addresses that must lie inside the overlay network, which only the node's
 /// certificate knows (its first IP with its prefix): `static_host_map` keys, `lighthouse.hosts`,
-/// `relay.relays` and the `via` of unsafe routes. Returns the offending field and the reason.
-pub fn validate_overlay(c: &Config, overlay: Ipv4Net) -> Result<(), (String, String)> {
+/// `relay.relays` and the `via` of unsafe routes; IPv6 `static_host_map` keys must lie in one of
+/// the certificate's IPv6 networks (`v6`). Returns the offending field and the reason.
+pub fn validate_overlay(c: &Config, overlay: Ipv4Net, v6: &[Ipv6Net]) -> Result<(), (String, String)> {
     let net = overlay.trunc();
     let outside = |ip: Ipv4Addr| format!("{ip} is outside the overlay network {net} (from this node's certificate)");
     let inside = |ip: &Ipv4Addr| net.contains(ip);
-    if let Some(k) = c.static_host_map.keys().find(|k| !inside(&k.0)) {
-        return Err((format!("static_host_map.{}", k.0), outside(k.0)));
+    let outside6 = |ip: Ipv6Addr| match v6 {
+        [] => format!("{ip} is an IPv6 overlay address, but this node's certificate has no IPv6 network"),
+        nets => format!(
+            "{ip} is outside the IPv6 overlay networks {} (from this node's certificate)",
+            nets.iter().map(|n| n.trunc().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    for k in c.static_host_map.keys() {
+        let problem = match k.0 {
+            IpAddr::V4(ip) => (!inside(&ip)).then(|| outside(ip)),
+            IpAddr::V6(ip) => (!v6.iter().any(|n| n.contains(&ip))).then(|| outside6(ip)),
+        };
+        if let Some(reason) = problem {
+            return Err((format!("static_host_map.{}", k.0), reason));
+        }
     }
     for (field, list) in [("lighthouse.hosts", &c.lighthouse.hosts), ("relay.relays", &c.relay.relays)] {
         if let Some((i, ip)) = list.iter().enumerate().find(|(_, ip)| !inside(ip)) {

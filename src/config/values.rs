@@ -60,15 +60,18 @@ impl<'de> Deserialize<'de> for PemSource {
     }
 }
 
-/// A `static_host_map` key: an overlay IPv4 address.
+/// A `static_host_map` key: an overlay address, IPv4 or IPv6 (any network of the host's
+/// certificate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OverlayIp(pub Ipv4Addr);
+pub struct OverlayIp(pub IpAddr);
 
 impl<'de> Deserialize<'de> for OverlayIp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.trim().parse::<Ipv4Addr>().map(OverlayIp).map_err(|_| {
-            de::Error::custom(format!("static_host_map key {s:?} is not an overlay IPv4 address (e.g. \"100.64.0.1\")"))
+        s.trim().parse::<IpAddr>().map(OverlayIp).map_err(|_| {
+            de::Error::custom(format!(
+                "static_host_map key {s:?} is not an overlay IP address (e.g. \"100.64.0.1\" or \"fd00::1\")"
+            ))
         })
     }
 }

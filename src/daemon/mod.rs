@@ -61,7 +61,8 @@ struct Daemon {
     next_expiry_check: Instant,
     next_watchdog: Option<Instant>,
     next_addr_check: Instant,
-    overlay_net: ipnet::Ipv4Net,
+    /// The certificate's networks (v4 and v6): never reported as underlay addresses.
+    overlay_nets: Vec<ipnet::IpNet>,
     /// Resolves the running static_host_map's names off the loop.
     resolver: resolver::Resolver,
     /// A lighthouse's DNS (`serve_dns`), answering from the members published once a second.
@@ -95,7 +96,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let tun = if cfg.tun.disabled {
         None
     } else {
-        let tc = TunConfig::from_config(&cfg.tun, setup.overlay);
+        let tc = TunConfig::from_config(&cfg.tun, setup.overlay).with_ipv6(setup.overlay6.iter().copied());
         Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, tc.address))?)
     };
     let control = ControlServer::bind(&cfg.control_socket())?;
@@ -110,6 +111,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let discovery = setup.discovery();
     let unsafe_routes = setup.unsafe_routes();
     let Setup { loaded, pki, firewall, overlay, .. } = setup;
+    let overlay_nets = pki.cert.networks().to_vec();
     let c = &loaded.config;
     let node_cfg = NodeConfig {
         cert: pki.cert,
@@ -125,7 +127,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
     };
     let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
-    node.set_local_addrs(now, local_addrs(listen, overlay.trunc(), &c.tun.dev, &c.local_allow_list()));
+    node.set_local_addrs(now, local_addrs(listen, &overlay_nets, &c.tun.dev, &c.local_allow_list()));
     let notifier = Notifier::from_env();
     log_offloads(tun.as_ref(), &udp);
     let datapath = DataPath::new(tun.as_ref(), &udp, c.listen.batch.max(1));
@@ -147,7 +149,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         next_expiry_check: now,
         next_watchdog: notifier.watchdog_interval().map(|_| now),
         next_addr_check: now + ADDR_CHECK_EVERY,
-        overlay_net: overlay.trunc(),
+        overlay_nets,
         resolver: resolver::Resolver::start(c.static_host_map.clone()),
         dns: crate::dns::server::DnsServer::from_config(c)?,
         restart_only: restart::RestartOnly::of(c),
@@ -258,7 +260,7 @@ impl Daemon {
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
-            let addrs = local_addrs(self.listen, self.overlay_net, &self.tun_name, &self.local_allow);
+            let addrs = local_addrs(self.listen, &self.overlay_nets, &self.tun_name, &self.local_allow);
             self.node.set_local_addrs(now, addrs);
         }
         if now >= self.next_expiry_check {
@@ -413,21 +415,31 @@ fn log_offloads(tun: Option<&Tun>, udp: &Udp) {
 }
 
 /// The underlay addresses to report to lighthouses: the bound address if specific, else every
-/// IPv4 address of the host except loopback, link-local, the overlay and our own TUN, and those
-/// `lighthouse.local_allow_list` keeps out (docker0, Nomad's bridge, ...).
+/// address of the host (IPv4, and IPv6 too when listening on `::`) except loopback,
+/// link-local, the overlay and our own TUN, and those `lighthouse.local_allow_list` keeps out
+/// (docker0, Nomad's bridge, ...).
 fn local_addrs(
     listen: SocketAddr,
-    overlay: ipnet::Ipv4Net,
+    overlay: &[ipnet::IpNet],
     tun: &str,
     allow: &crate::config::LocalAllowList,
 ) -> Vec<SocketAddr> {
     if !listen.ip().is_unspecified() {
         return vec![listen];
     }
-    ifaddrs::ipv4_addresses()
+    ifaddrs::ip_addresses(listen.is_ipv6())
         .into_iter()
-        .filter(|(name, ip)| name != tun && !ip.is_loopback() && !ip.is_link_local() && !overlay.contains(ip))
-        .filter(|(name, ip)| allow.allows(name, IpAddr::V4(*ip)))
-        .map(|(_, ip)| SocketAddr::new(IpAddr::V4(ip), listen.port()))
+        .filter(|(name, ip)| name != tun && !ip.is_loopback() && !is_link_local(*ip))
+        .filter(|(_, ip)| !overlay.iter().any(|n| n.contains(ip)))
+        .filter(|(name, ip)| allow.allows(name, *ip))
+        .map(|(_, ip)| SocketAddr::new(ip, listen.port()))
         .collect()
+}
+
+/// 169.254.0.0/16 or fe80::/10: meaningless to a peer on another link.
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => ip.is_link_local(),
+        IpAddr::V6(ip) => ip.is_unicast_link_local(),
+    }
 }

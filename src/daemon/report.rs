@@ -3,7 +3,7 @@
 //! up when a field changes meaning or disappears (adding one does not).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,9 @@ pub struct NodeReport {
     pub name: String,
     pub vpn_ip: Ipv4Addr,
     pub overlay: String,
+    /// The certificate's IPv6 networks (a dual-stack node), e.g. `fd00::1/64`.
+    #[serde(default)]
+    pub ipv6: Vec<String>,
     pub groups: Vec<String>,
     pub cert_not_after: String,
     pub cert_fingerprint: String,
@@ -53,6 +56,9 @@ pub struct NodeReport {
 pub struct PeerReport {
     pub name: String,
     pub vpn_ip: Ipv4Addr,
+    /// The peer's IPv6 overlay addresses (from its certificate).
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6Addr>,
     pub groups: Vec<String>,
     pub up: bool,
     /// The underlay address packets go to when the path is direct.
@@ -179,12 +185,18 @@ pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<
     let d = cert.details();
     let infos = node.peers(now);
     let names: BTreeMap<Ipv4Addr, &str> = infos.iter().map(|p| (p.vpn_ip, p.name.as_str())).collect();
-    let peers: Vec<PeerReport> = infos.iter().map(|p| peer_report(p, &names)).collect();
+    let peers: Vec<PeerReport> = infos
+        .iter()
+        .map(|p| PeerReport {
+            ipv6: v6_addrs(node.peer_networks(p.vpn_ip).unwrap_or_default()),
+            ..peer_report(p, &names)
+        })
+        .collect();
     let lighthouses = node
         .lighthouse_status()
         .into_iter()
         .map(|(ip, up)| {
-            let configured = facts.static_hosts.get(&crate::config::OverlayIp(ip));
+            let configured = facts.static_hosts.get(&crate::config::OverlayIp(ip.into()));
             let configured: Vec<String> = configured.into_iter().flatten().map(|u| u.to_string()).collect();
             lighthouse_report(ip, up, peers.iter().find(|p| p.vpn_ip == ip), &configured)
         })
@@ -203,6 +215,7 @@ pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<
             name: d.name.clone(),
             vpn_ip: node.vpn_ip(),
             overlay: node.vpn_net().to_string(),
+            ipv6: cert.networks().iter().filter(|n| n.addr().is_ipv6()).map(|n| n.to_string()).collect(),
             groups: d.groups.clone(),
             cert_not_after: d.not_after.rfc3339(),
             cert_fingerprint: cert.fingerprint().to_string(),
@@ -230,11 +243,23 @@ fn split_path(path: Option<Path>) -> (Option<SocketAddr>, Option<Ipv4Addr>) {
     }
 }
 
+/// The IPv6 addresses among a certificate's networks.
+fn v6_addrs(networks: &[ipnet::IpNet]) -> Vec<Ipv6Addr> {
+    networks
+        .iter()
+        .filter_map(|n| match n.addr() {
+            IpAddr::V6(ip) => Some(ip),
+            IpAddr::V4(_) => None,
+        })
+        .collect()
+}
+
 fn peer_report(p: &PeerInfo, names: &BTreeMap<Ipv4Addr, &str>) -> PeerReport {
     let (direct, relay) = split_path(p.path);
     PeerReport {
         name: p.name.clone(),
         vpn_ip: p.vpn_ip,
+        ipv6: vec![],
         groups: p.groups.clone(),
         up: p.up,
         direct,

@@ -3,7 +3,7 @@
 //! lookup and are used at once.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use super::setup::{self, StaticHostMap};
 const EVERY: Duration = Duration::from_secs(30);
 
 /// Resolved static hosts, and a message for each name that did not resolve.
-pub type Resolved = (HashMap<Ipv4Addr, Vec<SocketAddr>>, Vec<String>);
+pub type Resolved = (HashMap<IpAddr, Vec<SocketAddr>>, Vec<String>);
 
 pub struct Resolver {
     requests: Sender<StaticHostMap>,
@@ -60,7 +60,7 @@ impl Resolver {
 }
 
 /// The IP-literal entries of `map`, usable without any lookup.
-pub fn literals(map: &StaticHostMap) -> HashMap<Ipv4Addr, Vec<SocketAddr>> {
+pub fn literals(map: &StaticHostMap) -> HashMap<IpAddr, Vec<SocketAddr>> {
     map.iter()
         .map(|(ip, us)| {
             let addrs = us

@@ -3,13 +3,13 @@
 //! Errors name the file and the field.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::cert::bundle::HostCerts;
 use crate::cert::keys::HostSecret;
@@ -31,6 +31,8 @@ pub struct Setup {
     pub firewall: Firewall,
     /// This node's overlay address with the overlay prefix.
     pub overlay: Ipv4Net,
+    /// The certificate's IPv6 networks (a dual-stack node), addresses with their prefixes.
+    pub overlay6: Vec<Ipv6Net>,
     /// Warnings to print or log (config keys without effect, expiring certificates, ...).
     pub warnings: Vec<String>,
 }
@@ -52,12 +54,33 @@ impl Setup {
                 ),
             )
         })?;
-        loaded.check_overlay(overlay)?;
+        let overlay6: Vec<Ipv6Net> = pki
+            .cert
+            .networks()
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V6(n) => Some(*n),
+                IpNet::V4(_) => None,
+            })
+            .collect();
+        loaded.check_networks(overlay, &overlay6)?;
+        let mtu = loaded.config.tun.mtu;
+        if !overlay6.is_empty() && mtu < IPV6_MIN_MTU && !loaded.config.tun.disabled {
+            return Err(field_err(
+                &loaded,
+                "tun.mtu",
+                format!(
+                    "{mtu} is below {IPV6_MIN_MTU}, the smallest MTU IPv6 allows, and certificate {} has IPv6 networks; raise tun.mtu",
+                    pki.cert.name()
+                ),
+            ));
+        }
         let sections = firewall_sections(&loaded.files)?;
-        let mut local: Vec<IpNet> = vec![IpNet::V4(overlay.trunc())];
-        local.extend(pki.cert.details().subnets.iter().map(|s| IpNet::V4(s.trunc())));
+        // Rules without local_cidr match traffic to any of our networks, v4 and v6.
+        let mut local: Vec<IpNet> = pki.cert.networks().iter().map(IpNet::trunc).collect();
+        local.extend(pki.cert.unsafe_networks().iter().map(IpNet::trunc));
         let firewall = Firewall::compile_sections(&sections, &local).map_err(|e| anyhow!("firewall: {e}"))?;
-        Ok(Setup { loaded, pki, firewall, overlay, warnings })
+        Ok(Setup { loaded, pki, firewall, overlay, overlay6, warnings })
     }
 
     pub fn config(&self) -> &Config {
@@ -66,7 +89,7 @@ impl Setup {
 
     /// `static_host_map` with names resolved (IP literals need no lookup). A name that does not
     /// resolve is left out and reported, so one bad entry does not stop the node.
-    pub fn resolve_static_hosts(&self) -> (HashMap<Ipv4Addr, Vec<SocketAddr>>, Vec<String>) {
+    pub fn resolve_static_hosts(&self) -> (HashMap<IpAddr, Vec<SocketAddr>>, Vec<String>) {
         resolve_static_hosts(&self.config().static_host_map)
     }
 
@@ -102,7 +125,7 @@ impl Setup {
 
     /// `tun.unsafe_routes` as (network, via overlay IP): of several gateways, the highest-weight
     /// one (the first on a tie) carries all the traffic.
-    pub fn unsafe_routes(&self) -> Vec<(Ipv4Net, Ipv4Addr)> {
+    pub fn unsafe_routes(&self) -> Vec<(Ipv4Net, std::net::Ipv4Addr)> {
         self.config().tun.unsafe_routes.iter().map(|r| (r.route, r.via.primary())).collect()
     }
 }
@@ -118,7 +141,7 @@ pub fn firewall_sections(files: &[std::path::PathBuf]) -> Result<Vec<FirewallCon
     }
     Ok(sections)
 }
-pub fn resolve_static_hosts(map: &StaticHostMap) -> (HashMap<Ipv4Addr, Vec<SocketAddr>>, Vec<String>) {
+pub fn resolve_static_hosts(map: &StaticHostMap) -> (HashMap<IpAddr, Vec<SocketAddr>>, Vec<String>) {
     let mut out = HashMap::new();
     let mut problems = vec![];
     for (ip, underlays) in map {
@@ -218,6 +241,9 @@ impl Pki {
         Ok(Pki { pool, cert, key: secret, blocklist, warnings })
     }
 }
+
+/// IPv6's minimum link MTU (RFC 8200): the kernel keeps IPv6 off a smaller device.
+const IPV6_MIN_MTU: u32 = 1280;
 
 /// Warn when the node certificate has less than 30 days left, the CA less than 90.
 const CERT_NOTICE: i64 = 30 * 86_400;

@@ -61,12 +61,13 @@ impl PeerIdentity {
 
 impl From<&VerifiedCert> for PeerIdentity {
     fn from(v: &VerifiedCert) -> Self {
-        let d = v.cert().details();
+        let c = v.cert();
+        // Every network of the certificate, IPv4 and IPv6 (a v2 certificate may hold both).
         PeerIdentity::new(
-            d.name.clone(),
-            d.groups.iter().cloned(),
-            d.ips.iter().map(|n| IpAddr::V4(n.addr())).collect(),
-            d.subnets.iter().map(|n| IpNet::V4(*n)).collect(),
+            c.name(),
+            c.groups().iter().cloned(),
+            c.networks().iter().map(IpNet::addr).collect(),
+            c.unsafe_networks().to_vec(),
             v.ca_name(),
             v.ca_fingerprint(),
         )

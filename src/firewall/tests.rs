@@ -280,3 +280,54 @@ fn rules_version_wrap_resets_conntrack() {
     f.reload(fw(rules));
     assert_eq!((f.rules_version(), f.conntrack().len()), (0, 0), "on wrap an old entry could look current");
 }
+
+/// A dual-stack node (v2 certificate with 100.64.0.1/10 and fd00::1/64) filters IPv6 overlay
+/// traffic with the same rules: groups, v6 `cidr` and `local_cidr`, and `proto: icmp` matching
+/// ICMPv6 as in Nebula; rules without `local_cidr` cover the v6 network of the certificate.
+#[test]
+fn ipv6_packets_meet_groups_v6_cidrs_local_cidr_and_icmpv6() {
+    use crate::packet::PROTO_ICMPV6;
+    use std::net::Ipv6Addr;
+    let me6: Ipv6Addr = "fd00::1".parse().unwrap();
+    let local: Vec<IpNet> = vec!["100.64.0.1/10".parse().unwrap(), "fd00::1/64".parse().unwrap()];
+    let mut f = fw_local(
+        "inbound:\n  - {port: 22, proto: tcp, group: ops}\n  - {port: 8000-8999, proto: udp, cidr: \"fd00::40/122\"}\n  - {port: 9000, proto: tcp, host: any, local_cidr: \"fd00::1/128\"}\n  - {port: any, proto: icmp, host: any}\n",
+        &local,
+    );
+    let v6_peer = |name: &str, groups: &[&str], ip: &str| {
+        let ips = vec!["100.64.0.9".parse().unwrap(), ip.parse().unwrap()];
+        PeerIdentity::new(name, groups.iter().copied(), ips, vec![], "ca-a", CA_A)
+    };
+    let ops = v6_peer("laptop", &["ops"], "fd00::9");
+    let dev = v6_peer("dev", &["dev"], "fd00::a");
+    let in_cidr = v6_peer("alloc", &[], "fd00::41");
+    let tcp = |src: &str, dst: Ipv6Addr, dport: u16| {
+        let mut t = vec![0x9c, 0x40];
+        t.extend_from_slice(&dport.to_be_bytes());
+        t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        ipv6(src.parse().unwrap(), dst, PROTO_TCP, &t)
+    };
+    let udp = |src: &str, dport: u16| {
+        let mut u = vec![0x9c, 0x40];
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&[0, 8, 0, 0]);
+        ipv6(src.parse().unwrap(), me6, PROTO_UDP, &u)
+    };
+    let echo = |src: &str| ipv6(src.parse().unwrap(), me6, PROTO_ICMPV6, &[128, 0, 0, 0, 0, 1, 0, 1]);
+    let now = Instant::now();
+    let cases: Vec<(&str, &PeerIdentity, Vec<u8>, bool)> = vec![
+        ("group ops allowed over v6", &ops, tcp("fd00::9", me6, 22), true),
+        ("group dev dropped over v6", &dev, tcp("fd00::a", me6, 22), false),
+        ("v6 cidr inside", &in_cidr, udp("fd00::41", 8080), true),
+        ("v6 cidr outside", &dev, udp("fd00::a", 8080), false),
+        ("local_cidr v6 matches", &dev, tcp("fd00::a", me6, 9000), true),
+        ("ICMPv6 echo is proto icmp", &dev, echo("fd00::a"), true),
+        ("a source the certificate lacks", &ops, tcp("fd00::99", me6, 22), false),
+    ];
+    for (name, p, packet, allowed) in cases {
+        assert_eq!(f.inbound(&packet, p, now).is_allow(), allowed, "{name}");
+    }
+    // A v6 destination outside the node's networks: rules without local_cidr do not cover it.
+    let elsewhere: Ipv6Addr = "fd01::1".parse().unwrap();
+    assert!(!f.inbound(&tcp("fd00::9", elsewhere, 22), &ops, now).is_allow(), "scope is the certificate's networks");
+}

@@ -1,5 +1,5 @@
-//! Interface configuration over rtnetlink, synchronously: link MTU / tx queue / up, IPv4
-//! addresses and routes. About what `ip link set`, `ip addr add` and `ip route replace` send.
+//! Interface configuration over rtnetlink, synchronously: link MTU / tx queue / up, IPv4 and
+//! IPv6 addresses, and IPv4 routes. About what `ip link set`, `ip addr add` and `ip route replace` send.
 //!
 //! Messages are built by `netlink-packet-route` and sent on a `netlink-sys` socket, blocking:
 //! the daemon needs five requests at start and on reload, and an async netlink stack
@@ -11,9 +11,8 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
@@ -52,14 +51,17 @@ pub fn set_link(index: u32, mtu: Option<u32>, tx_queue: Option<u32>, up: bool) -
         .map_err(|e| context(e, format!("configuring link {index} (mtu {mtu:?}, txqueuelen {tx_queue:?})")))
 }
 
-/// Adds `addr` (address with prefix, e.g. 100.64.0.1/10) to interface `index`; the kernel adds
-/// the prefix route once the link is up.
-pub fn add_address(index: u32, addr: Ipv4Net) -> io::Result<()> {
+/// Adds `addr` (address with prefix, e.g. 100.64.0.1/10 or fd00::1/64) to interface `index`;
+/// the kernel adds the prefix route (IPv4: once the link is up).
+pub fn add_address(index: u32, addr: IpNet) -> io::Result<()> {
     let mut m = AddressMessage::default();
-    m.header.family = AddressFamily::Inet;
+    m.header.family = match addr {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
     m.header.prefix_len = addr.prefix_len();
     m.header.index = index;
-    let ip = IpAddr::V4(addr.addr());
+    let ip = addr.addr();
     m.attributes = vec![AddressAttribute::Local(ip), AddressAttribute::Address(ip)];
     request(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL)
         .map_err(|e| context(e, format!("adding address {addr} to link {index}")))

@@ -16,7 +16,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::netlink::{self, Route};
@@ -37,6 +37,8 @@ pub struct TunConfig {
     pub name: String,
     /// This node's overlay address with the overlay prefix (from its certificate).
     pub address: Ipv4Net,
+    /// The certificate's IPv6 networks (addresses with their prefixes), added too.
+    pub ipv6: Vec<Ipv6Net>,
     pub mtu: u32,
     pub tx_queue: u32,
     /// Extra routes through the device (`tun.routes` and `tun.unsafe_routes`).
@@ -49,7 +51,8 @@ pub struct TunConfig {
 
 impl TunConfig {
     /// The device the `tun` section describes for a node whose certificate IP is `address`.
-    /// Unsafe routes with `install: false` are left to the operator.
+    /// Unsafe routes with `install: false` are left to the operator. IPv6 addresses come with
+    /// [`TunConfig::with_ipv6`].
     pub fn from_config(tun: &crate::config::Tun, address: Ipv4Net) -> TunConfig {
         let routes = tun
             .routes
@@ -64,12 +67,21 @@ impl TunConfig {
         TunConfig {
             name: tun.dev.clone(),
             address,
+            ipv6: vec![],
             mtu: tun.mtu,
             tx_queue: tun.tx_queue,
             routes,
             queues: 1,
             offload: tun.use_offloads,
         }
+    }
+}
+
+impl TunConfig {
+    /// The same device with the IPv6 networks of a dual-stack certificate as well.
+    pub fn with_ipv6(mut self, networks: impl IntoIterator<Item = Ipv6Net>) -> TunConfig {
+        self.ipv6 = networks.into_iter().collect();
+        self
     }
 }
 
@@ -115,7 +127,10 @@ impl Tun {
         let index = netlink::if_index(name).map_err(|e| ctx(e, &format!("looking up {name}")))?;
         let tun = Tun { name: name.clone(), index, mtu: cfg.mtu as usize, queues };
         netlink::set_link(index, Some(cfg.mtu), Some(cfg.tx_queue), false)?;
-        netlink::add_address(index, cfg.address)?;
+        netlink::add_address(index, IpNet::V4(cfg.address))?;
+        for net in &cfg.ipv6 {
+            netlink::add_address(index, IpNet::V6(*net))?;
+        }
         netlink::set_link(index, None, None, true)?;
         for r in &cfg.routes {
             netlink::replace_route(index, r)?;

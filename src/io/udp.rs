@@ -92,7 +92,7 @@ impl Udp {
 
     /// Binds `addr` as `opts` say.
     pub fn bind_with(addr: SocketAddr, opts: UdpOptions) -> io::Result<Udp> {
-        let socket = UdpSocket::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
+        let socket = bind_dual_stack(addr).map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         allow_fragments(&socket, addr.is_ipv4())?;
         if setsockopt(&socket, sockopt::RcvBufForce, &(opts.read_buffer as usize)).is_err() {
@@ -203,6 +203,21 @@ impl AsFd for Udp {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
     }
+}
+
+/// Binds `addr`; an IPv6 socket also takes IPv4 (`IPV6_V6ONLY` off whatever
+/// `net.ipv6.bindv6only` says, as Nebula does), so `listen.host: "::"` serves peers of both
+/// families. IPv4 peers then appear as `::ffff:a.b.c.d`, which [`UdpRecv::buffer`] gives back as
+/// IPv4; IPv4 destinations are sent to as they are (Linux accepts them on a dual-stack socket).
+fn bind_dual_stack(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn6, bind, socket};
+    let SocketAddr::V6(v6) = addr else {
+        return UdpSocket::bind(addr);
+    };
+    let fd = socket(AddressFamily::Inet6, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+    Ok(UdpSocket::from(fd))
 }
 
 /// quinn-udp forbids fragmentation (`IP_PMTUDISC_PROBE`, for QUIC's own path MTU discovery);
@@ -324,6 +339,38 @@ mod tests {
             assert_eq!(d.len(), if i == 10 { 300 } else { 1000 });
             assert!(d.iter().all(|&x| x == i as u8), "datagram {i} out of order or mixed");
         }
+    }
+
+    #[test]
+    fn a_socket_on_any_ipv6_address_talks_to_ipv4_peers_too() {
+        let dual = Udp::bind("[::]:0".parse().unwrap(), None, None).unwrap();
+        let v4 = Udp::bind("127.0.0.1:0".parse().unwrap(), None, None).unwrap();
+        let dual_port = dual.local_addr().unwrap().port();
+        dual.send(v4.local_addr().unwrap(), b"to v4", 1000).unwrap();
+        let mut rx = UdpRecv::new(4);
+        let from = receive_one(&v4, &mut rx, b"to v4");
+        assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], dual_port)));
+        v4.send(from, b"back", 1000).unwrap();
+        // The IPv4 peer shows as IPv4, not as ::ffff:127.0.0.1: the address the core keys on.
+        assert_eq!(receive_one(&dual, &mut rx, b"back"), v4.local_addr().unwrap());
+    }
+
+    /// Waits for one datagram with `want` on `udp`; returns its sender.
+    fn receive_one(udp: &Udp, rx: &mut UdpRecv, want: &[u8]) -> SocketAddr {
+        for _ in 0..100 {
+            match udp.recv(rx) {
+                Ok(_) => {
+                    let (from, d) = rx.datagrams().next().unwrap();
+                    assert_eq!(d, want);
+                    return from;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("nothing arrived")
     }
 
     #[test]

@@ -16,6 +16,11 @@ pub const PROTO: u8 = 253;
 const VERSION: u8 = 1;
 /// Most addresses carried in one message.
 pub const MAX_ADDRS: usize = 16;
+/// Kinds of the queries and answers about an IPv6 overlay address. One about an IPv4 address
+/// keeps kinds 3 and 4 and their layout, so cos-mesh versions before IPv6 still understand
+/// it (and count a v6 kind they do not know as malformed).
+const KIND_HOST_QUERY_V6: u8 = 0x20;
+const KIND_HOST_QUERY_REPLY_V6: u8 = 0x21;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -25,14 +30,14 @@ pub enum Control {
         relays: Vec<Ipv4Addr>,
     },
     HostUpdateAck,
-    /// Node → lighthouse: where is `vpn_ip`?
+    /// Node → lighthouse: where is `vpn_ip` (any overlay address of a node, v4 or v6)?
     HostQuery {
-        vpn_ip: Ipv4Addr,
+        vpn_ip: IpAddr,
     },
     /// Lighthouse → node: `vpn_ip` is at `addrs` (observed first, then reported), served by
     /// `relays`, and this is its certificate (so the handshake can start at once).
     HostQueryReply {
-        vpn_ip: Ipv4Addr,
+        vpn_ip: IpAddr,
         addrs: Vec<SocketAddr>,
         relays: Vec<Ipv4Addr>,
         cert: Vec<u8>,
@@ -120,8 +125,10 @@ impl Control {
         let kind = match self {
             Control::HostUpdate { .. } => 1,
             Control::HostUpdateAck => 2,
-            Control::HostQuery { .. } => 3,
-            Control::HostQueryReply { .. } => 4,
+            Control::HostQuery { vpn_ip: IpAddr::V4(_) } => 3,
+            Control::HostQuery { vpn_ip: IpAddr::V6(_) } => KIND_HOST_QUERY_V6,
+            Control::HostQueryReply { vpn_ip: IpAddr::V4(_), .. } => 4,
+            Control::HostQueryReply { vpn_ip: IpAddr::V6(_), .. } => KIND_HOST_QUERY_REPLY_V6,
             Control::HostPunch { .. } => 5,
             Control::RelayTo { .. } => 6,
             Control::RelayFrom { .. } => 10,
@@ -140,9 +147,9 @@ impl Control {
                 put_ips(v, relays);
             }
             Control::HostUpdateAck | Control::Ping | Control::MembersQuery => {}
-            Control::HostQuery { vpn_ip } => v.extend_from_slice(&vpn_ip.octets()),
+            Control::HostQuery { vpn_ip } => put_ip(v, *vpn_ip),
             Control::HostQueryReply { vpn_ip, addrs, relays, cert } => {
-                v.extend_from_slice(&vpn_ip.octets());
+                put_ip(v, *vpn_ip);
                 put_addrs(v, addrs);
                 put_ips(v, relays);
                 put_bytes(v, cert);
@@ -186,9 +193,10 @@ impl Control {
         Ok(match kind {
             1 => Control::HostUpdate { addrs: r.addrs()?, relays: r.ips()? },
             2 => Control::HostUpdateAck,
-            3 => Control::HostQuery { vpn_ip: r.ip()? },
-            4 => Control::HostQueryReply {
-                vpn_ip: r.ip()?,
+            3 => Control::HostQuery { vpn_ip: IpAddr::V4(r.ip()?) },
+            KIND_HOST_QUERY_V6 => Control::HostQuery { vpn_ip: IpAddr::V6(r.ip6()?) },
+            4 | KIND_HOST_QUERY_REPLY_V6 => Control::HostQueryReply {
+                vpn_ip: if kind == 4 { IpAddr::V4(r.ip()?) } else { IpAddr::V6(r.ip6()?) },
                 addrs: r.addrs()?,
                 relays: r.ips()?,
                 cert: r.bytes()?.to_vec(),
@@ -242,6 +250,14 @@ fn put_addrs(v: &mut Vec<u8>, addrs: &[SocketAddr]) {
     }
 }
 
+/// An overlay address without a family byte (the message kind says which).
+fn put_ip(v: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => v.extend_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => v.extend_from_slice(&ip.octets()),
+    }
+}
+
 fn put_ips(v: &mut Vec<u8>, ips: &[Ipv4Addr]) {
     let ips = &ips[..ips.len().min(MAX_ADDRS)];
     v.push(ips.len() as u8);
@@ -277,6 +293,10 @@ impl<'a> Reader<'a> {
         let b = self.take(4)?;
         Ok(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
     }
+    fn ip6(&mut self) -> Result<Ipv6Addr, ControlError> {
+        let b: [u8; 16] = self.take(16)?.try_into().map_err(|_| ControlError::Truncated)?;
+        Ok(Ipv6Addr::from(b))
+    }
     fn bytes(&mut self) -> Result<&'a [u8], ControlError> {
         let n = self.take(2)?;
         let n = usize::from(u16::from_be_bytes([n[0], n[1]]));
@@ -298,10 +318,7 @@ impl<'a> Reader<'a> {
             .map(|_| {
                 let ip = match self.u8()? {
                     4 => IpAddr::V4(self.ip()?),
-                    6 => {
-                        let b: [u8; 16] = self.take(16)?.try_into().map_err(|_| ControlError::Truncated)?;
-                        IpAddr::V6(Ipv6Addr::from(b))
-                    }
+                    6 => IpAddr::V6(self.ip6()?),
                     _ => return Err(ControlError::Truncated),
                 };
                 let p = self.take(2)?;
@@ -328,8 +345,15 @@ mod tests {
         let all = vec![
             Control::HostUpdate { addrs: vec![a, b], relays: vec![ip] },
             Control::HostUpdateAck,
-            Control::HostQuery { vpn_ip: ip },
-            Control::HostQueryReply { vpn_ip: ip, addrs: vec![a], relays: vec![], cert: vec![1, 2, 3] },
+            Control::HostQuery { vpn_ip: IpAddr::V4(ip) },
+            Control::HostQuery { vpn_ip: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9)) },
+            Control::HostQueryReply { vpn_ip: IpAddr::V4(ip), addrs: vec![a], relays: vec![], cert: vec![1, 2, 3] },
+            Control::HostQueryReply {
+                vpn_ip: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9)),
+                addrs: vec![b, a],
+                relays: vec![ip],
+                cert: vec![7; 30],
+            },
             Control::HostPunch { vpn_ip: ip, addrs: vec![b] },
             Control::RelayTo { peer: ip, datagram: vec![4; 100] },
             Control::RelayFrom { peer: ip, datagram: vec![5; 10] },
@@ -355,7 +379,7 @@ mod tests {
     #[test]
     fn malformed_never_panics() {
         let good = Control::HostQueryReply {
-            vpn_ip: Ipv4Addr::LOCALHOST,
+            vpn_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             addrs: vec!["1.2.3.4:5".parse().unwrap()],
             relays: vec![Ipv4Addr::LOCALHOST],
             cert: vec![9; 40],
@@ -371,5 +395,18 @@ mod tests {
         let ping = [13, 1, 0, 0, 0, 0, 0, 0, 0, 1, 132, 0, 9];
         assert_eq!(Control::decode(&ping), Err(ControlError::UnknownValue(132)), "SCTP probes are unknown");
         assert_eq!(Control::decode(&[14, 1, 0, 0, 0, 0, 0, 0, 0, 1, 7]), Err(ControlError::UnknownValue(7)));
+    }
+
+    #[test]
+    fn queries_about_ipv4_keep_the_previous_layout() {
+        // Kind 3, version 1, four address bytes: what cos-mesh before IPv6 sends and reads.
+        let q = Control::HostQuery { vpn_ip: IpAddr::V4(Ipv4Addr::new(100, 64, 0, 9)) };
+        let p = q.to_packet(Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 1));
+        assert_eq!(&p[20..], &[3, 1, 100, 64, 0, 9]);
+        let v6 = Control::HostQuery { vpn_ip: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9)) };
+        let p = v6.to_packet(Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 1));
+        assert_eq!(p[20..22], [KIND_HOST_QUERY_V6, 1]);
+        assert_eq!(p.len(), 20 + 2 + 16);
+        assert_eq!(Control::decode(&p[20..21 + 16]), Err(ControlError::Truncated));
     }
 }

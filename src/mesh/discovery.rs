@@ -7,7 +7,8 @@ use super::*;
 
 /// A lighthouse's answer about one node.
 struct Found {
-    vpn_ip: Ipv4Addr,
+    /// The overlay address asked about (any address of the node's certificate).
+    vpn_ip: IpAddr,
     addrs: Vec<SocketAddr>,
     relays: Vec<Ipv4Addr>,
     cert: Vec<u8>,
@@ -65,6 +66,9 @@ impl<P: Policy> Node<P> {
             Control::HostUpdate { addrs, relays } if self.disc.am_lighthouse => {
                 let cert = peer.cert.clone();
                 let reported = addrs.into_iter().filter(|a| !a.ip().is_unspecified() && a.port() != 0).collect();
+                for addr in cert_addrs(cert.cert()) {
+                    self.registered_addrs.insert(addr, from_ip);
+                }
                 self.registrations.insert(from_ip, Registration { cert, reported, relays, seen: now });
                 self.send_control(now, from_ip, Control::HostUpdateAck);
             }
@@ -113,22 +117,31 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    /// Lighthouse: where is `target`? Answer the querier and ask the target to punch.
-    fn answer_query(&mut self, now: Instant, querier: Ipv4Addr, target: Ipv4Addr) {
-        let Some(reg) = self.registrations.get(&target) else {
+    /// Lighthouse: where is `asked` (any overlay address of a registered node)? Answer the
+    /// querier and ask the target to punch.
+    fn answer_query(&mut self, now: Instant, querier: Ipv4Addr, asked: IpAddr) {
+        let Some((target, relays, cert)) =
+            self.registration_of(asked).map(|(t, r)| (t, r.relays.clone(), r.cert.cert().to_bytes().to_vec()))
+        else {
             self.counters.lighthouse_unknown_queries += 1;
             return;
         };
         self.counters.lighthouse_queries += 1;
-        let reply = Control::HostQueryReply {
-            vpn_ip: target,
-            addrs: self.addresses_of(target),
-            relays: reg.relays.clone(),
-            cert: reg.cert.cert().to_bytes().to_vec(),
-        };
+        let reply = Control::HostQueryReply { vpn_ip: asked, addrs: self.addresses_of(target), relays, cert };
         self.send_control(now, querier, reply);
         let punch = Control::HostPunch { vpn_ip: querier, addrs: self.addresses_of(querier) };
         self.send_control(now, target, punch);
+    }
+
+    /// The registration whose certificate holds overlay address `ip`, and its IPv4 overlay IP:
+    /// registrations are kept by that IP, and indexed by every network of the certificate.
+    fn registration_of(&self, ip: IpAddr) -> Option<(Ipv4Addr, &Registration)> {
+        let owner = match ip {
+            IpAddr::V4(v4) if self.registrations.contains_key(&v4) => v4,
+            _ => *self.registered_addrs.get(&ip)?,
+        };
+        let reg = self.registrations.get(&owner)?;
+        cert_addrs(reg.cert.cert()).any(|a| a == ip).then_some((owner, reg))
     }
 
     /// What a lighthouse knows of a node's addresses: observed (learned) first, then reported.
@@ -165,8 +178,16 @@ impl<P: Policy> Node<P> {
         let Found { vpn_ip, addrs, relays, cert } = found;
         let cert = &cert[..];
         let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
-        self.discovered.insert(vpn_ip, Discovered { addrs: addrs.clone(), relays: relays.clone() });
-        if let Some(&idx) = self.by_vpn_ip.get(&vpn_ip)
+        let known = self.by_addr.get(&vpn_ip).and_then(|i| self.peers.get(i)).map(|p| p.vpn_ip);
+        // Kept under the node's IPv4 overlay IP (the peer's identity), whichever address was asked.
+        let owner = match vpn_ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => known,
+        };
+        if let Some(owner) = owner {
+            self.discovered.insert(owner, Discovered { addrs: addrs.clone(), relays: relays.clone() });
+        }
+        if let Some(&idx) = self.by_addr.get(&vpn_ip)
             && let Some(p) = self.peers.get_mut(&idx)
         {
             p.add_candidates(&addrs);
@@ -180,16 +201,17 @@ impl<P: Policy> Node<P> {
             }
             return;
         }
-        let via = Path::Relay { relay: lighthouse, peer: vpn_ip };
         let source = CertSource::Lighthouse { lighthouse, about: Some(vpn_ip) };
         let Some(v) = self.verify_cert(now, wall, source, cert, true) else {
             return;
         };
-        if v.cert().vpn_ip() != Some(vpn_ip) {
+        let Some(owner) = v.cert().vpn_ip().filter(|_| cert_addrs(v.cert()).any(|a| a == vpn_ip)) else {
             self.counters.rx_cert_rejected += 1;
             return;
-        }
+        };
+        self.discovered.insert(owner, Discovered { addrs: addrs.clone(), relays: relays.clone() });
         // The certificate came with the answer: no Hello round trip, the handshake starts now.
+        let via = Path::Relay { relay: lighthouse, peer: owner };
         let from = addrs.first().map(|a| Path::Direct(*a)).unwrap_or(via);
         self.install_peer(now, v, Some(from), None);
     }
@@ -247,6 +269,8 @@ impl<P: Policy> Node<P> {
             self.requery_peers(now, |p| p.session.is_up() && p.endpoint.is_some_and(|e| !e.is_direct()));
             let stale = self.disc.interval * 6;
             self.registrations.retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
+            let registrations = &self.registrations;
+            self.registered_addrs.retain(|_, owner| registrations.contains_key(owner));
         }
         if now >= self.next_relay_ping {
             self.next_relay_ping = now + RELAY_KEEPALIVE_EVERY;
@@ -311,7 +335,7 @@ impl<P: Policy> Node<P> {
             }
             for lh in self.disc.lighthouses.clone() {
                 if lh != self.vpn_ip {
-                    self.send_control(now, lh, Control::HostQuery { vpn_ip });
+                    self.send_control(now, lh, Control::HostQuery { vpn_ip: IpAddr::V4(vpn_ip) });
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! that stopped answering, a direct path that carries nothing) is `Warn`.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::cert::pool::VerifyError;
 
@@ -34,7 +34,7 @@ pub enum Event {
     CertRejected { source: CertSource, reason: CertRefusal },
     /// No answer from a peer we have no certificate for, after all Hello retries; the
     /// packets that waited are dropped.
-    HandshakeTimedOut { vpn_ip: Ipv4Addr },
+    HandshakeTimedOut { vpn_ip: IpAddr },
     /// A lighthouse acknowledged our address report.
     Registered { lighthouse: Ipv4Addr },
     /// A peer's session ended without the peer being removed.
@@ -72,7 +72,7 @@ pub enum CertSource {
     /// A Hello relayed by `relay`, claiming to come from `peer`.
     Relay { relay: Ipv4Addr, peer: Ipv4Addr },
     /// A lighthouse's answer about `about`, or its member list (`about: None`).
-    Lighthouse { lighthouse: Ipv4Addr, about: Option<Ipv4Addr> },
+    Lighthouse { lighthouse: Ipv4Addr, about: Option<IpAddr> },
 }
 
 impl CertSource {
@@ -101,7 +101,7 @@ pub enum CertRefusal {
     },
     /// We asked for `expected` and got someone else's certificate.
     WrongPeer {
-        expected: Ipv4Addr,
+        expected: IpAddr,
         name: String,
         got: Option<Ipv4Addr>,
     },

@@ -141,7 +141,7 @@ impl<P: Policy> Node<P> {
         let Some(v) = self.verify_wire_cert(now, wall, from, cert) else {
             return;
         };
-        if v.cert().vpn_ip() != Some(target) {
+        if !cert_addrs(v.cert()).any(|a| a == target) {
             self.counters.rx_cert_rejected += 1;
             self.events.push_back(Event::CertRejected {
                 source: CertSource::of_path(from),
@@ -193,12 +193,15 @@ impl<P: Policy> Node<P> {
                 };
                 let mut peer = Peer::new(v.clone(), self.policy.peer(&v), tunn);
                 peer.since = Some(now);
-                peer.add_candidates(self.static_hosts.get(&vpn_ip).map(Vec::as_slice).unwrap_or_default());
+                for addr in cert_addrs(v.cert()) {
+                    peer.add_candidates(self.static_hosts.get(&addr).map(Vec::as_slice).unwrap_or_default());
+                }
                 if let Some(d) = self.discovered.get(&vpn_ip) {
                     peer.add_candidates(&d.addrs);
                     peer.relays = d.relays.clone();
                 }
                 self.by_vpn_ip.insert(vpn_ip, idx);
+                self.index_addrs(idx, v.cert());
                 self.by_key.insert(key, idx);
                 self.peers.insert(idx, peer);
                 if self.next_tick.is_none() {
@@ -213,10 +216,15 @@ impl<P: Policy> Node<P> {
         {
             p.add_candidates(&[a]);
         }
-        // Whatever waited for this peer goes now (even when the peer reached us first).
-        if let Some(pending) = self.pending.remove(&vpn_ip) {
+        // Whatever waited for this peer, under any of its addresses, goes now (even when the
+        // peer reached us first).
+        let waited: Vec<Pending> = match self.peers.get(&idx) {
+            Some(p) => cert_addrs(p.cert.cert()).filter_map(|a| self.pending.remove(&a)).collect(),
+            None => vec![],
+        };
+        if !waited.is_empty() {
             let mut out = self.take_buffer();
-            for (packet, control) in pending.queue {
+            for (packet, control) in waited.into_iter().flat_map(|p| p.queue) {
                 self.pending_packets = self.pending_packets.saturating_sub(1);
                 if let Some((dst, d)) = self.encapsulate(now, idx, &packet, &mut out, control) {
                     self.transmits.push_back(Transmit { dst, data: d.to_vec() });
@@ -227,6 +235,22 @@ impl<P: Policy> Node<P> {
         idx
     }
 
+    /// Points every overlay address of `cert` (IPv4 and IPv6) at peer `idx`.
+    fn index_addrs(&mut self, idx: u32, cert: &Certificate) {
+        for addr in cert_addrs(cert) {
+            self.by_addr.insert(addr, idx);
+        }
+    }
+
+    /// Forgets the addresses of `cert` that still point at peer `idx`.
+    fn unindex_addrs(&mut self, idx: u32, cert: &Certificate) {
+        for addr in cert_addrs(cert) {
+            if self.by_addr.get(&addr) == Some(&idx) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
     /// A newer certificate for a peer's key (renewal, group change): adopt it if it names the
     /// same overlay IP, and rebuild what the firewall knows about the peer.
     pub(super) fn refresh_cert(&mut self, idx: u32, v: VerifiedCert) {
@@ -235,10 +259,11 @@ impl<P: Policy> Node<P> {
         if v.cert().fingerprint() == p.cert.cert().fingerprint() || v.cert().vpn_ip() != Some(p.vpn_ip) {
             return;
         }
-        p.subnets = v.cert().details().subnets.iter().map(Ipv4Net::trunc).collect();
+        let old = std::mem::replace(&mut p.cert, v.clone());
         p.name = v.cert().name().to_string();
-        p.cert = v;
         p.policy_peer = policy_peer;
+        self.unindex_addrs(idx, old.cert());
+        self.index_addrs(idx, v.cert());
     }
 
     pub(super) fn allocate_index(&mut self) -> u32 {
@@ -253,6 +278,7 @@ impl<P: Policy> Node<P> {
     pub(super) fn remove_peer(&mut self, idx: u32, reason: RemoveReason) {
         if let Some(p) = self.peers.remove(&idx) {
             self.by_vpn_ip.remove(&p.vpn_ip);
+            self.unindex_addrs(idx, p.cert.cert());
             self.by_key.remove(&p.public_key);
             self.registrations.remove(&p.vpn_ip);
             self.counters.peers_removed += 1;

@@ -201,15 +201,18 @@ impl<P: Policy> Node<P> {
                 (None, Some(b.to_vec()), matches!(WgType::of(b), Some(WgType::HandshakeResponse | WgType::Data)))
             }
             TunnResult::WriteToTunnelV4(b, src) => {
-                if !peer.owns(src) {
+                if !peer.owns(IpAddr::V4(src)) {
                     self.counters.rx_spoofed += 1;
                     return None;
                 }
                 (Some(b.len()), None, true)
             }
-            TunnResult::WriteToTunnelV6(..) => {
-                self.counters.rx_spoofed += 1;
-                return None;
+            TunnResult::WriteToTunnelV6(b, src) => {
+                if !peer.owns(IpAddr::V6(src)) {
+                    self.counters.rx_spoofed += 1;
+                    return None;
+                }
+                (Some(b.len()), None, true)
             }
         };
         if !proven {
@@ -274,11 +277,7 @@ impl<P: Policy> Node<P> {
         }
         // Only packets for this node (or the networks its certificate routes for) reach the
         // host: anything else would be forwarded by a host with IP forwarding on.
-        if let Ok(ip) = Ipv4Packet::new(&out[..len])
-            && let dst = ip.dst()
-            && dst != self.vpn_ip
-            && !self.own_subnets.iter().any(|n| n.contains(&dst))
-        {
+        if !addressed_to(&self.own_networks, &self.own_subnets, &out[..len]) {
             self.counters.rx_not_for_us += 1;
             return None;
         }
@@ -428,4 +427,11 @@ impl<P: Policy> Node<P> {
         }
         self.put_buffer(buf);
     }
+}
+
+/// Whether a decrypted packet is addressed to one of our certificate's addresses (`networks`,
+/// IPv4 or IPv6) or into a network it routes for (`subnets`).
+fn addressed_to(networks: &[IpNet], subnets: &[IpNet], packet: &[u8]) -> bool {
+    let Some((dst, _)) = outbound::dst_and_protocol(packet) else { return false };
+    networks.iter().any(|n| n.addr() == dst) || subnets.iter().any(|n| n.contains(&dst))
 }

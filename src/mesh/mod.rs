@@ -122,8 +122,9 @@ pub struct NodeConfig {
     pub key: HostSecret,
     pub pool: CaPool,
     pub blocklist: Blocklist,
-    /// Underlay addresses of peers known in advance (`static_host_map`).
-    pub static_hosts: HashMap<Ipv4Addr, Vec<SocketAddr>>,
+    /// Underlay addresses of peers known in advance (`static_host_map`), by any overlay
+    /// address of the peer's certificate (IPv4 or IPv6).
+    pub static_hosts: HashMap<IpAddr, Vec<SocketAddr>>,
     /// `tun.unsafe_routes`: networks reached through a peer whose certificate lists them.
     pub unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
     /// Delay between Hello retries (`handshakes.try_interval`, linear backoff) and their number.
@@ -199,6 +200,12 @@ pub enum ReloadError {
         new.map_or_else(|| "no overlay IP".to_string(), |ip| ip.to_string())
     )]
     OverlayIpChanged { new: Option<Ipv4Addr>, running: Ipv4Addr },
+    /// Nebula refuses this reload too: the TUN's addresses and every peer's view of us follow
+    /// the networks.
+    #[error(
+        "pki.cert: the new certificate's networks ({new}) differ from those this node runs with ({running}); changing them needs a restart"
+    )]
+    NetworksChanged { new: String, running: String },
     #[error("pki.cert: the new certificate is for another key; changing the key needs a restart")]
     KeyChanged,
     #[error("pki.cert: {0}")]
@@ -244,11 +251,13 @@ pub struct Node<P: Policy> {
     limiter: Arc<RateLimiter>,
     vpn_ip: Ipv4Addr,
     vpn_net: Ipv4Net,
-    /// Networks our certificate routes for (`unsafe_routes` on peers point here).
-    own_subnets: Vec<Ipv4Net>,
+    /// Every network of our certificate, IPv4 and IPv6 (our addresses with their prefixes).
+    own_networks: Vec<IpNet>,
+    /// Networks our certificate routes for (`unsafe_routes` on peers point here), v4 and v6.
+    own_subnets: Vec<IpNet>,
     pool: CaPool,
     blocklist: Blocklist,
-    static_hosts: HashMap<Ipv4Addr, Vec<SocketAddr>>,
+    static_hosts: HashMap<IpAddr, Vec<SocketAddr>>,
     unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
     try_interval: Duration,
     retries: u32,
@@ -258,8 +267,11 @@ pub struct Node<P: Policy> {
 
     peers: HashMap<u32, Peer<P::Peer>>,
     by_vpn_ip: HashMap<Ipv4Addr, u32>,
+    /// Every overlay address of every peer's certificate (IPv4 and IPv6) → the peer.
+    by_addr: HashMap<IpAddr, u32>,
     by_key: HashMap<[u8; 32], u32>,
-    pending: HashMap<Ipv4Addr, Pending>,
+    /// Peers being met, by the overlay address a packet was for (any of the peer's addresses).
+    pending: HashMap<IpAddr, Pending>,
     pending_packets: usize,
     known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
     known_by_fingerprint: HashMap<Fingerprint, [u8; 32]>,
@@ -278,6 +290,9 @@ pub struct Node<P: Policy> {
     local_addrs: Vec<SocketAddr>,
     discovered: HashMap<Ipv4Addr, Discovered>,
     registrations: HashMap<Ipv4Addr, Registration>,
+    /// On a lighthouse: every overlay address (v4 and v6) of a registered certificate → the
+    /// registration's IPv4 overlay IP.
+    registered_addrs: HashMap<IpAddr, Ipv4Addr>,
     members: BTreeMap<Ipv4Addr, Arc<Certificate>>,
     /// Member lists being received, per lighthouse.
     members_incoming: HashMap<Ipv4Addr, BTreeMap<Ipv4Addr, Arc<Certificate>>>,
@@ -306,7 +321,8 @@ impl<P: Policy> Node<P> {
         }
         let secret = StaticSecret::from(*cfg.key.bytes());
         let public = PublicKey::from(&secret);
-        let own_subnets = cfg.cert.details().subnets.iter().map(Ipv4Net::trunc).collect();
+        let own_networks = cfg.cert.networks().to_vec();
+        let own_subnets = cfg.cert.unsafe_networks().iter().map(IpNet::trunc).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let first_index = (rng.next_u32() & 0x00ff_ffff).max(1);
         Ok(Node {
@@ -318,6 +334,7 @@ impl<P: Policy> Node<P> {
             public,
             vpn_ip: ip.addr(),
             vpn_net: ip.trunc(),
+            own_networks,
             own_subnets,
             pool: cfg.pool,
             blocklist: cfg.blocklist,
@@ -330,6 +347,7 @@ impl<P: Policy> Node<P> {
             policy,
             peers: HashMap::new(),
             by_vpn_ip: HashMap::new(),
+            by_addr: HashMap::new(),
             by_key: HashMap::new(),
             pending: HashMap::new(),
             pending_packets: 0,
@@ -350,6 +368,7 @@ impl<P: Policy> Node<P> {
             local_addrs: vec![],
             discovered: HashMap::new(),
             registrations: HashMap::new(),
+            registered_addrs: HashMap::new(),
             members: BTreeMap::new(),
             members_incoming: HashMap::new(),
             scheduled: vec![],
@@ -396,6 +415,11 @@ impl<P: Policy> Node<P> {
         let mut v: Vec<_> = self.peers.values().map(|p| p.info(now)).collect();
         v.sort_by_key(|p| p.vpn_ip);
         v
+    }
+
+    /// The networks (v4 and v6) of the certificate of the peer at `vpn_ip`, if it is a peer.
+    pub fn peer_networks(&self, vpn_ip: Ipv4Addr) -> Option<&[IpNet]> {
+        self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).map(|p| p.cert.cert().networks())
     }
 
     /// Every member of the mesh we know of, this node included: on a lighthouse the
@@ -461,6 +485,10 @@ impl<P: Policy> Node<P> {
         if cert.vpn_ip() != Some(self.vpn_ip) {
             return Err(ReloadError::OverlayIpChanged { new: cert.vpn_ip(), running: self.vpn_ip });
         }
+        if sorted_networks(&cert) != sorted_networks(&self.cert) {
+            let list = |c: &Certificate| c.networks().iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
+            return Err(ReloadError::NetworksChanged { new: list(&cert), running: list(&self.cert) });
+        }
         if cert.details().public_key != self.public.to_bytes() {
             return Err(ReloadError::KeyChanged);
         }
@@ -468,6 +496,8 @@ impl<P: Policy> Node<P> {
         self.pool = pool;
         self.blocklist = blocklist;
         self.hello_cert = cert.to_bytes().to_vec();
+        // Its networks are ours already; the networks it routes for may have changed.
+        self.own_subnets = cert.unsafe_networks().iter().map(IpNet::trunc).collect();
         self.cert = Arc::new(cert);
         self.known_certs.clear();
         self.known_by_fingerprint.clear();
@@ -485,9 +515,9 @@ impl<P: Policy> Node<P> {
     }
 
     /// Replaces the static host map (reload). Existing sessions keep their endpoints.
-    pub fn set_static_hosts(&mut self, hosts: HashMap<Ipv4Addr, Vec<SocketAddr>>) {
+    pub fn set_static_hosts(&mut self, hosts: HashMap<IpAddr, Vec<SocketAddr>>) {
         for (ip, addrs) in &hosts {
-            if let Some(p) = self.by_vpn_ip.get(ip).and_then(|i| self.peers.get_mut(i)) {
+            if let Some(p) = self.by_addr.get(ip).and_then(|i| self.peers.get_mut(i)) {
                 p.add_candidates(addrs);
             }
         }
@@ -566,7 +596,7 @@ impl<P: Policy> Node<P> {
                     self.transmits.push_back(Transmit { dst: to, data });
                 }
             }
-            None => self.queue_pending(now, dst, packet, true),
+            None => self.queue_pending(now, IpAddr::V4(dst), packet, true),
         }
     }
 
@@ -598,6 +628,18 @@ impl<P: Policy> Node<P> {
             _ => true,
         }
     }
+}
+
+/// A certificate's networks in a canonical order (a v1 certificate keeps its own).
+fn sorted_networks(cert: &Certificate) -> Vec<IpNet> {
+    let mut v = cert.networks().to_vec();
+    v.sort();
+    v
+}
+
+/// The overlay addresses of a certificate (its networks without their prefixes), v4 and v6.
+fn cert_addrs(cert: &Certificate) -> impl Iterator<Item = IpAddr> + '_ {
+    cert.networks().iter().map(IpNet::addr)
 }
 
 /// Appends the items not already present, keeping order.

@@ -2,7 +2,20 @@
 //! and starting the certificate exchange (or lighthouse query) for a peer we have not met.
 
 use super::*;
-use crate::packet::Ipv4Packet;
+use crate::packet::{Ipv4Packet, Ipv6Packet};
+
+/// The IP version nibbles of the first byte of a packet.
+const IP_VERSION_4: u8 = 4;
+const IP_VERSION_6: u8 = 6;
+
+/// The destination and protocol (IPv6: the last next-header) of an IPv4 or IPv6 packet.
+pub(super) fn dst_and_protocol(packet: &[u8]) -> Option<(IpAddr, u8)> {
+    match packet.first()? >> 4 {
+        IP_VERSION_4 => Ipv4Packet::new(packet).ok().map(|p| (IpAddr::V4(p.dst()), p.protocol())),
+        IP_VERSION_6 => Ipv6Packet::new(packet).ok().map(|p| (IpAddr::V6(p.dst()), p.protocol())),
+        _ => None,
+    }
+}
 
 impl<P: Policy> Node<P> {
     /// An IP packet the host sent into the overlay. Returns the datagram to send (written into
@@ -13,14 +26,13 @@ impl<P: Policy> Node<P> {
         packet: &[u8],
         out: &'b mut [u8],
     ) -> Option<(SocketAddr, &'b [u8])> {
-        let Ok(ip) = Ipv4Packet::new(packet) else {
+        let Some((dst, protocol)) = dst_and_protocol(packet) else {
             self.counters.tun_dropped_not_ipv4 += 1;
             return None;
         };
-        let dst = ip.dst();
         // cos-mesh's control protocol is spoken by the daemon only, never by the host: a local
         // process forging a lighthouse update or relay request is refused here.
-        if ip.protocol() == control::PROTO {
+        if protocol == control::PROTO {
             self.counters.tun_dropped_control += 1;
             return None;
         }
@@ -28,25 +40,28 @@ impl<P: Policy> Node<P> {
             self.counters.tun_dropped_no_route += 1;
             return None;
         };
-        let Some(&idx) = self.by_vpn_ip.get(&peer_ip) else {
+        let Some(&idx) = self.by_addr.get(&peer_ip) else {
             self.queue_pending(now, peer_ip, packet.to_vec(), false);
             return None;
         };
         self.encapsulate(now, idx, packet, out, false)
     }
 
-    fn route(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        if dst == self.vpn_ip {
+    /// The overlay address of the peer that takes packets for `dst`: `dst` itself inside one
+    /// of our certificate's networks (IPv4 or IPv6), else the gateway of an unsafe route.
+    fn route(&self, dst: IpAddr) -> Option<IpAddr> {
+        if self.own_networks.iter().any(|n| n.addr() == dst) {
             return None;
         }
-        if self.vpn_net.contains(&dst) {
+        if self.own_networks.iter().any(|n| n.contains(&dst)) {
             return Some(dst);
         }
+        let IpAddr::V4(dst) = dst else { return None };
         self.unsafe_routes
             .iter()
             .filter(|(net, _)| net.contains(&dst))
             .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, via)| *via)
+            .map(|(_, via)| IpAddr::V4(*via))
     }
 
     /// Firewall (unless `control`), then encryption for peer `idx`. A datagram for a direct
@@ -137,7 +152,7 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    pub(super) fn queue_pending(&mut self, now: Instant, vpn_ip: Ipv4Addr, packet: Vec<u8>, control: bool) {
+    pub(super) fn queue_pending(&mut self, now: Instant, vpn_ip: IpAddr, packet: Vec<u8>, control: bool) {
         if !self.pending.contains_key(&vpn_ip) && self.pending.len() >= PENDING_PEERS {
             self.counters.tun_dropped_pending_full += 1;
             return;
@@ -159,9 +174,15 @@ impl<P: Policy> Node<P> {
 
     /// One attempt to reach a peer we have no certificate for: a Hello to each known address
     /// (static host map, lighthouse answers), and a query to the lighthouses.
-    pub(super) fn try_pending(&mut self, now: Instant, vpn_ip: Ipv4Addr) {
+    pub(super) fn try_pending(&mut self, now: Instant, vpn_ip: IpAddr) {
         let mut addrs = self.static_hosts.get(&vpn_ip).cloned().unwrap_or_default();
-        let found = self.discovered.get(&vpn_ip).cloned().unwrap_or_default();
+        // What a lighthouse said about a peer is kept under its IPv4 overlay IP; a peer met by
+        // an IPv6 address is installed from the lighthouse's answer (its certificate) at once.
+        let v4 = match vpn_ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        };
+        let found = v4.and_then(|ip| self.discovered.get(&ip).cloned()).unwrap_or_default();
         push_unique(&mut addrs, found.addrs.iter().copied());
         let Some(p) = self.pending.get_mut(&vpn_ip) else {
             return;
@@ -186,14 +207,17 @@ impl<P: Policy> Node<P> {
         // Relays join when no direct address is known, or after a few unanswered attempts.
         // Not at once when lighthouses can answer: a relay that wins the race would carry
         // traffic a punched direct path could.
-        if self.disc.use_relays && (attempt >= 3 || (no_direct && self.disc.lighthouses.is_empty())) {
+        if let Some(peer) = v4
+            && self.disc.use_relays
+            && (attempt >= 3 || (no_direct && self.disc.lighthouses.is_empty()))
+        {
             let us = self.vpn_ip;
-            for relay in found.relays.into_iter().filter(|r| *r != us && *r != vpn_ip) {
-                self.send_path(now, Path::Relay { relay, peer: vpn_ip }, hello.clone());
+            for relay in found.relays.into_iter().filter(|r| *r != us && *r != peer) {
+                self.send_path(now, Path::Relay { relay, peer }, hello.clone());
             }
         }
         // Ask the lighthouses (not about themselves), on the first attempt and then sparingly.
-        let ask = !self.disc.lighthouses.contains(&vpn_ip) && (attempt == 1 || attempt % 3 == 0);
+        let ask = v4.is_none_or(|ip| !self.disc.lighthouses.contains(&ip)) && (attempt == 1 || attempt % 3 == 0);
         if ask {
             for lh in self.disc.lighthouses.clone() {
                 self.send_control(now, lh, Control::HostQuery { vpn_ip });

@@ -5,12 +5,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use boringtun::noise::Tunn;
-use ipnet::Ipv4Net;
-
 use super::path_check::PathCheck;
 use super::session::Session;
 use crate::cert::pool::VerifiedCert;
+use boringtun::noise::Tunn;
 
 /// Candidate underlay addresses kept per peer.
 const MAX_CANDIDATES: usize = 8;
@@ -49,7 +47,6 @@ impl fmt::Display for Path {
 
 pub(super) struct Peer<I> {
     pub vpn_ip: Ipv4Addr,
-    pub subnets: Vec<Ipv4Net>,
     pub name: String,
     pub public_key: [u8; 32],
     pub cert: VerifiedCert,
@@ -118,7 +115,6 @@ impl<I> Peer<I> {
         let d = cert.cert().details();
         Peer {
             vpn_ip: cert.cert().vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED),
-            subnets: d.subnets.iter().map(Ipv4Net::trunc).collect(),
             name: d.name.clone(),
             public_key: d.public_key,
             cert,
@@ -143,9 +139,11 @@ impl<I> Peer<I> {
         }
     }
 
-    /// Whether `src` may appear as the source of packets from this peer.
-    pub fn owns(&self, src: Ipv4Addr) -> bool {
-        src == self.vpn_ip || self.subnets.iter().any(|n| n.contains(&src))
+    /// Whether `src` may appear as the source of packets from this peer: one of its
+    /// certificate's addresses (IPv4 or IPv6) or inside one of its unsafe networks.
+    pub fn owns(&self, src: IpAddr) -> bool {
+        let cert = self.cert.cert();
+        cert.networks().iter().any(|n| n.addr() == src) || cert.unsafe_networks().iter().any(|n| n.contains(&src))
     }
 
     pub fn add_candidates(&mut self, addrs: &[SocketAddr]) {

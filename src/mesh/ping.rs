@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -357,7 +357,7 @@ impl<P: Policy> Node<P> {
             return PingFailure::NoPingSupport { name: p.name.clone() };
         }
         let found = self.discovered.get(&target);
-        let mut addrs = self.static_hosts.get(&target).cloned().unwrap_or_default();
+        let mut addrs = self.static_hosts.get(&IpAddr::V4(target)).cloned().unwrap_or_default();
         let mut relays = vec![];
         if let Some(d) = found {
             push_unique(&mut addrs, d.addrs.iter().copied());

@@ -29,6 +29,7 @@ pub struct Counters {
     /// per node, see `budget`) was spent: a replayed Hello flood shows here.
     pub tx_hello_replies: u64,
     pub tx_hello_reply_limited: u64,
+    /// Packets from the TUN that are neither IPv4 nor IPv6 (the name predates IPv6).
     pub tun_dropped_not_ipv4: u64,
     pub tun_dropped_no_route: u64,
     pub tun_dropped_pending_full: u64,

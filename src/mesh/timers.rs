@@ -17,7 +17,7 @@ impl<P: Policy> Node<P> {
             self.recheck_peers(wall, false);
             self.forget_idle_peers(now);
         }
-        let due: Vec<Ipv4Addr> = self.pending.iter().filter(|(_, p)| p.next_try <= now).map(|(ip, _)| *ip).collect();
+        let due: Vec<IpAddr> = self.pending.iter().filter(|(_, p)| p.next_try <= now).map(|(ip, _)| *ip).collect();
         for ip in due {
             self.try_pending(now, ip);
         }

@@ -258,7 +258,7 @@ impl Sim {
             key,
             pool: ca.pool(),
             blocklist: Blocklist::default(),
-            static_hosts: statics.iter().map(|(n, a)| (vpn(*n), vec![*a])).collect::<HashMap<_, _>>(),
+            static_hosts: statics.iter().map(|(n, a)| (IpAddr::V4(vpn(*n)), vec![*a])).collect::<HashMap<_, _>>(),
             unsafe_routes: vec![],
             try_interval: Duration::from_millis(100),
             retries: 10,

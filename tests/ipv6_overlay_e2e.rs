@@ -142,6 +142,14 @@ fn dual_stack_daemons_ping6_stream_and_filter_by_group_over_ipv6() {
     }
     // The v4 overlay runs over the same tunnels.
     assert!(hosts[0].ping("100.64.0.3"));
+    // `cos-mesh ping` takes an IPv6 overlay address and names the member that holds it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cos-mesh"))
+        .args(["ping", "-n", "1", "--socket", &hosts[0].socket().to_string_lossy(), &v6s[2]])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("reply from c (100.64.0.3) directly at 198.18.0.3:"), "{text}");
     // status names both families: ours and each peer's IPv6 addresses.
     assert_eq!(hosts[0].status()["node"]["ipv6"], serde_json::json!(["fd00:64::1/64"]));
     assert_eq!(peer_field(&hosts[0], "c", "ipv6"), serde_json::json!(["fd00:64::3"]));

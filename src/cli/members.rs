@@ -175,6 +175,7 @@ mod tests {
             relay: relay.map(|r| r.parse().unwrap()),
             registered_underlay: vec![],
             registered_secs_ago: None,
+            ipv6: vec![],
         }
     }
 

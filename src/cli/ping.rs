@@ -3,7 +3,7 @@
 //! the probe; a ping without an answer says which stage failed.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -132,6 +132,16 @@ fn resolve(peer: &str, members: &MembersReport) -> Result<(Ipv4Addr, Option<Stri
     if let Ok(ip) = peer.parse::<Ipv4Addr>() {
         let name = members.members.iter().find(|m| m.vpn_ip == ip).map(|m| m.name.clone());
         return Ok((ip, name));
+    }
+    if let Ok(ip) = peer.parse::<Ipv6Addr>() {
+        // The core names a peer by its IPv4 overlay address; an IPv6 one maps to its member.
+        return match members.members.iter().find(|m| m.ipv6.contains(&ip)) {
+            Some(m) => Ok((m.vpn_ip, Some(m.name.clone()))),
+            None => bail!(
+                "no member known to this node has the IPv6 overlay address {ip} (`cos-mesh members` lists them; \
+                 a name or an IPv4 overlay address works too)"
+            ),
+        };
     }
     match members.members.iter().find(|m| m.name == peer) {
         Some(m) => Ok((m.vpn_ip, Some(m.name.clone()))),

@@ -144,6 +144,9 @@ pub struct MemberReport {
     pub registered_underlay: Vec<SocketAddr>,
     /// On a lighthouse: seconds since the member last registered; none if it never did.
     pub registered_secs_ago: Option<u64>,
+    /// The member's IPv6 overlay addresses (from its certificate); empty from older daemons.
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +349,7 @@ pub fn members(node: &Node<FirewallPolicy>, now: Instant, listen: SocketAddr) ->
                 relay,
                 registered_underlay: reg.map(|r| r.underlay.clone()).unwrap_or_default(),
                 registered_secs_ago: reg.map(|r| r.ago.as_secs()),
+                ipv6: v6_addrs(c.networks()),
             }
         })
         .collect();

@@ -257,6 +257,10 @@ pub struct Node<P: Policy> {
     peers: HashMap<u32, Peer<P::Peer>>,
     by_vpn_ip: HashMap<Ipv4Addr, u32>,
     by_key: HashMap<[u8; 32], u32>,
+    /// Peers by the upper 24 bits of their own session index (boringtun keeps them for every
+    /// handshake of a session object): a peer's next initiation goes to its `Tunn` at once,
+    /// which proves the key, instead of costing one more Diffie-Hellman to learn who sent it.
+    by_remote_index: HashMap<u32, u32>,
     pending: HashMap<Ipv4Addr, Pending>,
     pending_packets: usize,
     known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
@@ -326,6 +330,7 @@ impl<P: Policy> Node<P> {
             peers: HashMap::new(),
             by_vpn_ip: HashMap::new(),
             by_key: HashMap::new(),
+            by_remote_index: HashMap::new(),
             pending: HashMap::new(),
             pending_packets: 0,
             known_certs: HashMap::new(),

@@ -280,6 +280,11 @@ impl<P: Policy> Node<P> {
             self.by_vpn_ip.remove(&p.vpn_ip);
             self.unindex_addrs(idx, p.cert.cert());
             self.by_key.remove(&p.public_key);
+            if let Some(r) = p.remote_index
+                && self.by_remote_index.get(&r) == Some(&idx)
+            {
+                self.by_remote_index.remove(&r);
+            }
             self.registrations.remove(&p.vpn_ip);
             self.counters.peers_removed += 1;
             self.events.push_back(Event::PeerRemoved { name: p.name, vpn_ip: p.vpn_ip, reason });

@@ -3,7 +3,12 @@
 
 use super::*;
 use crate::packet::Ipv4Packet;
+use boringtun::noise::errors::WireGuardError;
 use wire::WgType;
+
+/// An initiation offered to a peer on a hint (its sender index) carried another key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NotThisPeer;
 
 /// A relayed datagram carries no further relay message (no relay chains).
 const MAX_RELAY_DEPTH: u8 = 1;
@@ -105,6 +110,15 @@ impl<P: Policy> Node<P> {
         let mut cookie = [0u8; 64];
         let half = match self.limiter.verify_packet(Some(from.source_ip()), data, &mut cookie) {
             Ok(boringtun::noise::Packet::HandshakeInit(init)) => {
+                // A peer we know by its session index: its `Tunn` proves the key itself, and an
+                // initiation yields no packet for the TUN. Only a key that is not this peer's
+                // (an index another sender also uses) goes on to the anonymous parse.
+                if let Some(idx) = self.hinted_initiator(from, data)
+                    && self.offer(now, wall, idx, Arrival { from, depth }, data, &mut *out) != Err(NotThisPeer)
+                {
+                    self.counters.rx_handshake_by_index += 1;
+                    return None;
+                }
                 parse_handshake_anon(&self.secret, &self.public, &init)
             }
             Ok(_) => {
@@ -162,6 +176,7 @@ impl<P: Policy> Node<P> {
             }
         };
         let idx = self.install_peer(now, v, Some(from), Some((idx, tunn)));
+        self.note_remote_index(idx, data);
         self.authenticated(now, idx, from, WgType::HandshakeInit);
         self.send_path(now, from, response);
         None
@@ -176,26 +191,74 @@ impl<P: Policy> Node<P> {
         data: &[u8],
         out: &'b mut [u8],
     ) -> Option<&'b [u8]> {
+        match self.offer(now, wall, idx, arrival, data, out) {
+            Ok(packet) => packet,
+            Err(NotThisPeer) => {
+                self.counters.rx_wireguard_errors += 1;
+                None
+            }
+        }
+    }
+
+    /// The peer whose session index the initiation's sender index continues, if any (and, for
+    /// a relayed initiation, the peer the relay names).
+    fn hinted_initiator(&self, from: Path, data: &[u8]) -> Option<u32> {
+        let idx = *self.by_remote_index.get(&(wire::sender_index(data)? >> 8))?;
+        let peer = self.peers.get(&idx)?;
+        match from {
+            Path::Relay { peer: claimed, .. } if claimed != peer.vpn_ip => None,
+            _ => Some(idx),
+        }
+    }
+
+    /// Remembers the sender's session index of a handshake message that authenticated as peer
+    /// `idx` (see `by_remote_index`).
+    fn note_remote_index(&mut self, idx: u32, data: &[u8]) {
+        let Some(remote) = wire::sender_index(data).map(|i| i >> 8) else { return };
+        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        if let Some(old) = peer.remote_index.replace(remote)
+            && old != remote
+            && self.by_remote_index.get(&old) == Some(&idx)
+        {
+            self.by_remote_index.remove(&old);
+        }
+        self.by_remote_index.insert(remote, idx);
+    }
+
+    /// [`Node::decapsulate`], except that an initiation carrying another key than the peer's
+    /// is handed back (`NotThisPeer`) rather than counted: it came to this peer on a hint.
+    fn offer<'b>(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        idx: u32,
+        arrival: Arrival,
+        data: &[u8],
+        out: &'b mut [u8],
+    ) -> Result<Option<&'b [u8]>, NotThisPeer> {
         let Arrival { from, depth } = arrival;
-        let peer = self.peers.get_mut(&idx)?;
+        let Some(peer) = self.peers.get_mut(&idx) else { return Ok(None) };
         if let Path::Relay { peer: claimed, .. } = from
             && claimed != peer.vpn_ip
         {
             // A relay may only deliver a peer's datagrams under that peer's name.
             self.counters.rx_spoofed += 1;
-            return None;
+            return Ok(None);
         }
         // Only what proves the peer's key may change its state: decrypted data (a keepalive is
         // `Done` for a data message), a response to our initiation (we answer with a keepalive,
         // type 4) or a fresh initiation we answer (type 2). A cookie reply (type 3, boringtun is
         // under load) proves nothing: it goes back to the source and changes nothing.
-        let msg_type = WgType::of(data)?;
+        let Some(msg_type) = WgType::of(data) else { return Ok(None) };
         let (packet_len, reply, proven) = match peer.tunn.decapsulate(Some(from.source_ip()), data, out) {
             TunnResult::Done => (None, None, msg_type == WgType::Data),
+            TunnResult::Err(WireGuardError::WrongKey) if msg_type == WgType::HandshakeInit => {
+                return Err(NotThisPeer);
+            }
             TunnResult::Err(_) => {
                 // Attacker-controlled input: counted, never logged per packet.
                 self.counters.rx_wireguard_errors += 1;
-                return None;
+                return Ok(None);
             }
             TunnResult::WriteToNetwork(b) => {
                 (None, Some(b.to_vec()), matches!(WgType::of(b), Some(WgType::HandshakeResponse | WgType::Data)))
@@ -203,14 +266,14 @@ impl<P: Policy> Node<P> {
             TunnResult::WriteToTunnelV4(b, src) => {
                 if !peer.owns(IpAddr::V4(src)) {
                     self.counters.rx_spoofed += 1;
-                    return None;
+                    return Ok(None);
                 }
                 (Some(b.len()), None, true)
             }
             TunnResult::WriteToTunnelV6(b, src) => {
                 if !peer.owns(IpAddr::V6(src)) {
                     self.counters.rx_spoofed += 1;
-                    return None;
+                    return Ok(None);
                 }
                 (Some(b.len()), None, true)
             }
@@ -224,10 +287,13 @@ impl<P: Policy> Node<P> {
                 // retry is stale (no mac2), so a fresh one, carrying the cookie, goes now.
                 self.refresh_initiation(now, idx);
             }
-            return None;
+            return Ok(None);
         }
         self.authenticated(now, idx, from, msg_type);
-        let peer = self.peers.get_mut(&idx)?;
+        if matches!(msg_type, WgType::HandshakeInit | WgType::HandshakeResponse) {
+            self.note_remote_index(idx, data);
+        }
+        let Some(peer) = self.peers.get_mut(&idx) else { return Ok(None) };
         if let Some(reply) = reply {
             // A response goes back the way its initiation came (the initiator chose that path,
             // and a relay's copy may be the only one that reaches it) unless that is a direct
@@ -245,52 +311,52 @@ impl<P: Policy> Node<P> {
             if msg_type == WgType::HandshakeResponse {
                 self.flush_session_queue(now, idx, path);
             }
-            return None;
+            return Ok(None);
         }
         if peer.queued_in_session && msg_type == WgType::Data {
             let path = peer.endpoint.unwrap_or(from);
             self.flush_session_queue(now, idx, path);
         }
-        let peer = self.peers.get_mut(&idx)?;
-        let len = packet_len?;
+        let Some(peer) = self.peers.get_mut(&idx) else { return Ok(None) };
+        let Some(len) = packet_len else { return Ok(None) };
         // Control messages addressed to us from the peer itself are ours, not the host's.
         if let Some(payload) = control::payload_for(&out[..len], self.vpn_ip) {
             if Ipv4Packet::new(&out[..len]).map(|p| p.src()).ok() != Some(peer.vpn_ip) {
                 self.counters.rx_spoofed += 1;
-                return None;
+                return Ok(None);
             }
             let Ok(msg) = Control::decode(payload) else {
                 self.counters.rx_malformed += 1;
-                return None;
+                return Ok(None);
             };
             if let Control::RelayFrom { peer: origin, datagram } = msg {
                 let relay = peer.vpn_ip;
                 // Only a relay that serves us or the origin may speak for the origin.
                 if depth >= MAX_RELAY_DEPTH || !from.is_direct() || !self.is_relay_for(relay, origin) {
                     self.counters.rx_malformed += 1;
-                    return None;
+                    return Ok(None);
                 }
-                return self.receive(now, wall, Path::Relay { relay, peer: origin }, &datagram, out, depth + 1);
+                return Ok(self.receive(now, wall, Path::Relay { relay, peer: origin }, &datagram, out, depth + 1));
             }
             self.handle_control(now, wall, idx, msg);
-            return None;
+            return Ok(None);
         }
         // Only packets for this node (or the networks its certificate routes for) reach the
         // host: anything else would be forwarded by a host with IP forwarding on.
         if !addressed_to(&self.own_networks, &self.own_subnets, &out[..len]) {
             self.counters.rx_not_for_us += 1;
-            return None;
+            return Ok(None);
         }
         match self.policy.check(now, Direction::Inbound, &peer.policy_peer, &out[..len]) {
             Verdict::Allow => {
                 peer.rx_packets += 1;
                 peer.rx_bytes += len as u64;
-                Some(&out[..len])
+                Ok(Some(&out[..len]))
             }
             Verdict::Drop => {
                 self.counters.firewall_dropped_inbound += 1;
                 peer.fw_dropped += 1;
-                None
+                Ok(None)
             }
             Verdict::Reject(reply) => {
                 self.counters.firewall_dropped_inbound += 1;
@@ -301,7 +367,7 @@ impl<P: Policy> Node<P> {
                     let data = d.to_vec();
                     self.transmits.push_back(Transmit { dst, data });
                 }
-                None
+                Ok(None)
             }
         }
     }

@@ -270,6 +270,10 @@ pub struct Node<P: Policy> {
     /// Every overlay address of every peer's certificate (IPv4 and IPv6) → the peer.
     by_addr: HashMap<IpAddr, u32>,
     by_key: HashMap<[u8; 32], u32>,
+    /// Peers by the upper 24 bits of their own session index (boringtun keeps them for every
+    /// handshake of a session object): a peer's next initiation goes to its `Tunn` at once,
+    /// which proves the key, instead of costing one more Diffie-Hellman to learn who sent it.
+    by_remote_index: HashMap<u32, u32>,
     /// Peers being met, by the overlay address a packet was for (any of the peer's addresses).
     pending: HashMap<IpAddr, Pending>,
     pending_packets: usize,
@@ -349,6 +353,7 @@ impl<P: Policy> Node<P> {
             by_vpn_ip: HashMap::new(),
             by_addr: HashMap::new(),
             by_key: HashMap::new(),
+            by_remote_index: HashMap::new(),
             pending: HashMap::new(),
             pending_packets: 0,
             known_certs: HashMap::new(),

@@ -51,7 +51,9 @@ pub(super) struct Peer<I> {
     pub public_key: [u8; 32],
     pub cert: VerifiedCert,
     pub policy_peer: I,
-    pub tunn: Tunn,
+    /// Boxed: a `Tunn` is 11 KB (eight session slots inline), and the peer map's spare
+    /// capacity (up to half of it after a resize) should cost a pointer a slot, not 11 KB.
+    pub tunn: Box<Tunn>,
     /// The path the last authenticated datagram came over.
     pub endpoint: Option<Path>,
     /// Underlay addresses to try (static host map, lighthouse answers, Hello sources).
@@ -78,6 +80,9 @@ pub(super) struct Peer<I> {
     pub tx_packets: u64,
     /// Packets to or from this peer the firewall dropped or rejected.
     pub fw_dropped: u64,
+    /// The upper 24 bits of the peer's session index, from its last handshake message: its
+    /// next initiation is offered to this peer first (see `Node::by_remote_index`).
+    pub remote_index: Option<u32>,
 }
 
 /// What `status` shows about a peer.
@@ -119,7 +124,7 @@ impl<I> Peer<I> {
             public_key: d.public_key,
             cert,
             policy_peer,
-            tunn,
+            tunn: Box::new(tunn),
             endpoint: None,
             candidates: Vec::new(),
             relays: Vec::new(),
@@ -136,6 +141,7 @@ impl<I> Peer<I> {
             rx_packets: 0,
             tx_packets: 0,
             fw_dropped: 0,
+            remote_index: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct Counters {
     pub firewall_dropped_outbound: u64,
     pub handshakes_initiated: u64,
     pub handshakes_completed: u64,
+    /// Initiations that went straight to the peer their sender index names (one
+    /// Diffie-Hellman less than finding the sender by its key).
+    pub rx_handshake_by_index: u64,
     pub handshakes_timed_out: u64,
     pub sessions_expired: u64,
     pub peers_removed: u64,

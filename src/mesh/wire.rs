@@ -109,6 +109,12 @@ const WG_DATA_MIN_LEN: usize = 32;
 /// What WireGuard adds to a packet it encrypts (header and tag).
 pub const WG_DATA_OVERHEAD: usize = 32;
 
+/// The sender index of a handshake initiation or response (bytes 4..8), `None` for anything
+/// shorter. boringtun keeps its upper 24 bits for every handshake of one session object.
+pub fn sender_index(d: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(d.get(4..8)?.try_into().ok()?))
+}
+
 pub fn classify(d: &[u8]) -> Result<Kind<'_>, WireError> {
     let first = *d.first().ok_or(WireError::Empty)?;
     match first {

@@ -192,9 +192,12 @@ impl<P: Policy> Node<P> {
         let msg_type = WgType::of(data)?;
         let (packet_len, reply, proven) = match peer.tunn.decapsulate(Some(from.source_ip()), data, out) {
             TunnResult::Done => (None, None, msg_type == WgType::Data),
-            TunnResult::Err(_) => {
+            TunnResult::Err(e) => {
                 // Attacker-controlled input: counted, never logged per packet.
                 self.counters.rx_wireguard_errors += 1;
+                if matches!(e, boringtun::noise::errors::WireGuardError::WrongTai64nTimestamp) {
+                    self.counters.rx_handshake_stale += 1;
+                }
                 return None;
             }
             TunnResult::WriteToNetwork(b) => {

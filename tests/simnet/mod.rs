@@ -226,7 +226,15 @@ pub struct Sim {
     pub filter: Filter,
     buf: Vec<u8>,
     pub dropped: usize,
+    /// Restarts so far: each restarted node gets a fresh seed, as a daemon draws one from the OS.
+    restarts: u64,
 }
+
+/// Mixed into a restarted node's seed (times the restart count): a new incarnation must not
+/// reuse its predecessor's session indices, or a peer's packets for the old session land on
+/// whichever new session drew the same index (failed decryption instead of an unknown-index
+/// reply, and the sender keeps using the dead session).
+const RESTART_SEED_STEP: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl Sim {
     pub fn new() -> Sim {
@@ -243,6 +251,7 @@ impl Sim {
             filter: Box::new(|_, _, _, _| true),
             buf: vec![0; MIN_BUFFER],
             dropped: 0,
+            restarts: 0,
         }
     }
 
@@ -296,7 +305,9 @@ impl Sim {
     }
 
     /// Replaces node `i` by a fresh one (a restart: all state lost).
-    pub fn restart(&mut self, i: usize, cfg: NodeConfig) {
+    pub fn restart(&mut self, i: usize, mut cfg: NodeConfig) {
+        self.restarts += 1;
+        cfg.seed = cfg.seed.wrapping_add(RESTART_SEED_STEP.wrapping_mul(self.restarts));
         let mut node = Node::new(cfg, SimPolicy::default(), self.now, self.wall()).unwrap();
         node.set_local_addrs(self.now, vec![self.nodes[i].addr]);
         self.nodes[i].node = node;

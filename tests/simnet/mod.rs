@@ -102,14 +102,24 @@ pub fn private(site: u8, n: u8) -> SocketAddr {
     SocketAddr::from(([198, 18, site, n], 4242))
 }
 
+/// The UDP port `ip_packet` sends from and to.
+pub const DEFAULT_PORT: u16 = 12345;
+
 /// A minimal IPv4/UDP packet; the payload identifies it in assertions.
 pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    udp_packet(src, DEFAULT_PORT, dst, DEFAULT_PORT, payload)
+}
+
+/// A minimal IPv4/UDP packet between the given ports (no checksums: the mesh checks none).
+pub fn udp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
     let total = 28 + payload.len();
     let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
     let udp_len = 8 + payload.len();
-    p.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[(udp_len >> 8) as u8, udp_len as u8, 0, 0]);
     p.extend_from_slice(payload);
     p
 }

@@ -222,70 +222,72 @@ impl World {
         site
     }
 
+    /// Node `from` sends to `to`'s `port`; a disagreement with the model, if any.
+    fn send(&mut self, from: usize, to: usize, port: u16) -> Option<String> {
+        let (from_out, to_out) = (self.blocked.contains(&from), self.blocked.contains(&to));
+        if from_out && to_out {
+            // Two outcasts: each refused the reload that blocked it and still trusts the other;
+            // the model says nothing about them.
+            return None;
+        }
+        let expect = !from_out && !to_out && !self.closed.contains(&(to, port));
+        let stale_before = self.stale_handshakes();
+        let arrived = self.deliver(from, to, port);
+        if expect && !arrived && self.stale_handshakes() > stale_before {
+            // Not the mesh's doing but boringtun's clock in the simulation: it stamps an
+            // initiation (TAI64N) with the wall clock read when the session's `Tunn` was made
+            // (real `SystemTime`, which its `mock-instant` feature leaves alone) plus the mock
+            // `Instant` elapsed since. Virtual time runs far ahead of real time, so a `Tunn` made
+            // later in virtual time (a restarted node's) stamps *older* than its predecessor's
+            // last initiation, and the peer still holding that session drops it as a replay
+            // (WireGuard's rule) until the session is gone. A real restart takes real time and
+            // the wall clock moves on. Seeds 805 and 1906 found this.
+            self.clock_artifacts += 1;
+            return None;
+        }
+        (arrived != expect).then(|| self.explain(from, to, expect, arrived))
+    }
+
+    /// Sends one UDP packet to `to`'s `port` and resends it every second, as a transport would
+    /// (a packet sealed for a session the peer lost in a restart is gone, in WireGuard as here),
+    /// until it arrives or `DELIVERY` passes. Whether it arrived.
+    fn deliver(&mut self, from: usize, to: usize, port: u16) -> bool {
+        self.tag += 1;
+        let msg = format!("model-{}", self.tag);
+        let sport = EPHEMERAL_PORT_BASE + (self.tag % u32::from(u16::MAX - EPHEMERAL_PORT_BASE)) as u16;
+        let packet = udp_packet(vpn(member_ip(from)), sport, vpn(member_ip(to)), port, msg.as_bytes());
+        let to_node = to + LIGHTHOUSES.len();
+        (0..DELIVERY.as_secs()).any(|_| {
+            self.sim.send_packet(from + LIGHTHOUSES.len(), &packet);
+            self.sim.run_until(Duration::from_secs(1), |s| s.received(to_node, msg.as_bytes())).is_some()
+        })
+    }
+
+    /// What both ends of a disagreeing send saw.
+    fn explain(&self, from: usize, to: usize, expect: bool, arrived: bool) -> String {
+        let node = |i: usize| &self.sim.nodes[i + LIGHTHOUSES.len()];
+        let view = |i: usize, j: usize| {
+            node(i).node.peers(self.sim.now).into_iter().find(|p| p.vpn_ip == vpn(member_ip(j)))
+        };
+        let events = |i: usize| node(i).events.iter().rev().take(6).map(|e| e.to_string()).collect::<Vec<_>>();
+        let said = |b: bool| if b { "delivery" } else { "nothing" };
+        format!(
+            "m{from} -> m{to}: expected {}, got {}\n  m{from}'s view: {:?}\n  m{to}'s view: {:?}\n  m{from}'s last events: {:?}\n  m{to}'s last events: {:?}\n  m{from}: {:?}\n  m{to}: {:?}",
+            said(expect),
+            said(arrived),
+            view(from, to),
+            view(to, from),
+            events(from),
+            events(to),
+            node(from).node.counters(),
+            node(to).node.counters(),
+        )
+    }
+
     /// Runs one step; returns a disagreement with the model, if any.
     fn step(&mut self, step: &Step) -> Option<String> {
         match *step {
-            Step::Send { from, to, port } => {
-                self.tag += 1;
-                let msg = format!("model-{}", self.tag);
-                let (from_out, to_out) = (self.blocked.contains(&from), self.blocked.contains(&to));
-                if from_out && to_out {
-                    // Two outcasts: each refused the reload that blocked it and still trusts
-                    // the other; the model says nothing about them.
-                    return None;
-                }
-                let expect = !from_out && !to_out && !self.closed.contains(&(to, port));
-                let sport = EPHEMERAL_PORT_BASE + (self.tag % u32::from(u16::MAX - EPHEMERAL_PORT_BASE)) as u16;
-                let packet = udp_packet(vpn(member_ip(from)), sport, vpn(member_ip(to)), port, msg.as_bytes());
-                // Reachability, as a transport sees it: the packet is sent again every second
-                // (TCP would retransmit), since a packet sealed for a session the peer lost in a
-                // restart is gone, in WireGuard as here.
-                let stale_before = self.stale_handshakes();
-                let mut arrived = false;
-                for _ in 0..DELIVERY.as_secs() {
-                    self.sim.send_packet(from + LIGHTHOUSES.len(), &packet);
-                    let to_node = to + LIGHTHOUSES.len();
-                    if self.sim.run_until(Duration::from_secs(1), |s| s.received(to_node, msg.as_bytes())).is_some() {
-                        arrived = true;
-                        break;
-                    }
-                }
-                if expect && !arrived && self.stale_handshakes() > stale_before {
-                    // Not the mesh's doing but boringtun's clock in the simulation: it stamps an
-                    // initiation (TAI64N) with the wall clock read when the session's `Tunn` was
-                    // made (real `SystemTime`, not mockable) plus the mock `Instant` elapsed since.
-                    // Virtual time runs far ahead of real time, so a `Tunn` made later in virtual
-                    // time (a restarted node's) stamps *older* than its predecessor's last
-                    // initiation, and the peer still holding that session drops it as a replay
-                    // (WireGuard's rule) until the session is gone. A real restart takes real
-                    // time and the wall clock moves on. Seeds 805 and 1906 found this.
-                    self.clock_artifacts += 1;
-                    return None;
-                }
-                if arrived != expect {
-                    let ep = |i: usize, j: usize| {
-                        self.sim.nodes[i + LIGHTHOUSES.len()]
-                            .node
-                            .peers(self.sim.now)
-                            .into_iter()
-                            .find(|p| p.vpn_ip == vpn(member_ip(j)))
-                    };
-                    let events = |i: usize| {
-                        self.sim.nodes[i + LIGHTHOUSES.len()].events.iter().rev().take(6).map(|e| e.to_string()).collect::<Vec<_>>()
-                    };
-                    return Some(format!(
-                        "m{from} -> m{to}: expected {}, got {}\n  m{from}'s view: {:?}\n  m{to}'s view: {:?}\n  m{from}'s last events: {:?}\n  m{to}'s last events: {:?}\n  m{from}: {:?}\n  m{to}: {:?}",
-                        if expect { "delivery" } else { "nothing" },
-                        if arrived { "delivery" } else { "nothing" },
-                        ep(from, to),
-                        ep(to, from),
-                        events(from),
-                        events(to),
-                        self.sim.nodes[from + LIGHTHOUSES.len()].node.counters(),
-                        self.sim.nodes[to + LIGHTHOUSES.len()].node.counters(),
-                    ));
-                }
-            }
+            Step::Send { from, to, port } => return self.send(from, to, port),
             Step::Wait(d) => self.sim.run(d),
             Step::Loss { percent, for_ } => {
                 self.loss.set(percent);
@@ -316,6 +318,7 @@ impl World {
                     self.reload_node(i);
                 }
                 self.sim.run(Duration::from_secs(1));
+                return self.tunnels_to_outcasts();
             }
             Step::Narrow(m, port) => {
                 self.closed.insert((m, port));
@@ -336,6 +339,19 @@ impl World {
             }
         }
         None
+    }
+
+    /// A tunnel that a node which reloaded with the blocklist still has up to a blocked node
+    /// (the reload tears them down), if any.
+    fn tunnels_to_outcasts(&self) -> Option<String> {
+        let outcasts: HashSet<_> = self.blocked.iter().map(|m| vpn(member_ip(*m))).collect();
+        let trusting = |i: &usize| *i < LIGHTHOUSES.len() || !self.blocked.contains(&(i - LIGHTHOUSES.len()));
+        (0..self.sim.nodes.len()).filter(trusting).find_map(|i| {
+            let node = &self.sim.nodes[i].node;
+            let peers = node.peers(self.sim.now);
+            let up = peers.iter().find(|p| p.up && outcasts.contains(&p.vpn_ip))?;
+            Some(format!("{} still has a tunnel up to the blocklisted {}", node.vpn_ip(), up.name))
+        })
     }
 
     /// Initiations dropped anywhere for a stale TAI64N timestamp (see `Step::Send`).

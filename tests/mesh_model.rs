@@ -266,9 +266,8 @@ impl World {
     /// What both ends of a disagreeing send saw.
     fn explain(&self, from: usize, to: usize, expect: bool, arrived: bool) -> String {
         let node = |i: usize| &self.sim.nodes[i + LIGHTHOUSES.len()];
-        let view = |i: usize, j: usize| {
-            node(i).node.peers(self.sim.now).into_iter().find(|p| p.vpn_ip == vpn(member_ip(j)))
-        };
+        let view =
+            |i: usize, j: usize| node(i).node.peers(self.sim.now).into_iter().find(|p| p.vpn_ip == vpn(member_ip(j)));
         let events = |i: usize| node(i).events.iter().rev().take(6).map(|e| e.to_string()).collect::<Vec<_>>();
         let said = |b: bool| if b { "delivery" } else { "nothing" };
         format!(
@@ -532,7 +531,11 @@ fn regression_roam_to_an_unpunchable_nat_moves_to_the_relay() {
     assert_agrees(Scenario {
         seed: 132,
         places: vec![Place::Behind(NatKind::Symmetric), Place::Behind(NatKind::FullCone)],
-        steps: vec![Step::Send { from: 1, to: 0, port: SERVICE_PORTS[0] }, Step::Roam(1, NatKind::Symmetric), Step::Send { from: 1, to: 0, port: SERVICE_PORTS[0] }],
+        steps: vec![
+            Step::Send { from: 1, to: 0, port: SERVICE_PORTS[0] },
+            Step::Roam(1, NatKind::Symmetric),
+            Step::Send { from: 1, to: 0, port: SERVICE_PORTS[0] },
+        ],
     });
 }
 

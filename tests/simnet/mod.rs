@@ -1,7 +1,11 @@
 //! A simulated world for mesh tests: whole `mesh::Node`s (real certificates, real boringtun
 //! sessions) exchanging datagrams through an in-memory network with latency, loss filters and
 //! NAT routers, on a virtual clock. boringtun's clock is the thread-local mock (`--features
-//! sim`), advanced in step with ours, so a rekey at 120 s is a millisecond test.
+//! sim`), advanced in step with ours, so a rekey at 120 s is a millisecond test. One thing it
+//! does not mock: a handshake initiation's TAI64N stamp is the real `SystemTime` read when the
+//! session's `Tunn` was made plus the mock time since, so a node restarted seconds of virtual time
+//! (milliseconds of real time) after its last handshake stamps older than its predecessor, and
+//! the peer still holding the old session refuses it as a replay (`rx_handshake_stale`).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};

@@ -244,9 +244,9 @@ impl World {
             // `Instant` elapsed since. Virtual time runs far ahead of real time, so a `Tunn` made
             // later in virtual time (a restarted node's) stamps *older* than its predecessor's
             // last initiation, and the peer still holding that session drops it as a replay
-            // (WireGuard's rule). A real restart takes real time and
-            // the wall clock moves on. Seeds 805 and 1906 found this. (Only where an end restarted:
-            // a stale initiation is also the second copy of one that came two ways.)
+            // (WireGuard's rule). A real restart takes real time and the wall clock moves on.
+            // Seeds 805 and 1906 found this. (Only where an end restarted: a stale initiation is
+            // also the second copy of one that came two ways.)
             self.clock_artifacts += 1;
             return None;
         }

@@ -255,9 +255,12 @@ impl<P: Policy> Node<P> {
             TunnResult::Err(WireGuardError::WrongKey) if msg_type == WgType::HandshakeInit => {
                 return Err(NotThisPeer);
             }
-            TunnResult::Err(_) => {
+            TunnResult::Err(e) => {
                 // Attacker-controlled input: counted, never logged per packet.
                 self.counters.rx_wireguard_errors += 1;
+                if matches!(e, WireGuardError::WrongTai64nTimestamp) {
+                    self.counters.rx_handshake_stale += 1;
+                }
                 return Ok(None);
             }
             TunnResult::WriteToNetwork(b) => {

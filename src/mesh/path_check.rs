@@ -59,6 +59,11 @@ impl PathCheck {
     /// Called on the node's timer tick with the peer's current endpoint and its count of host
     /// packets sent.
     pub fn on_tick(&mut self, now: Instant, endpoint: Option<Path>, tx_packets: u64) -> PathAction {
+        // Traffic went direct to another address since one failed (the peer roamed and was
+        // heard there): the old failure says nothing of the new path, which must be probed.
+        if matches!(endpoint, Some(Path::Direct(a)) if self.failed.is_some_and(|f| f != a)) {
+            self.failed = None;
+        }
         if let Some(p) = self.outstanding {
             if now.duration_since(p.sent) < PROBE_TIMEOUT {
                 return PathAction::Nothing;
@@ -148,5 +153,20 @@ mod tests {
         assert_eq!(c.on_ack(t3, nonce + 1), None, "a stale nonce confirms nothing");
         assert_eq!(c.on_ack(t3, nonce), Some(addr()));
         assert!(c.usable(addr()));
+    }
+
+    /// Seed 5387 of the reference model: a failed address must not keep the peer's next direct
+    /// address (it roamed and was heard there) from being probed and failed in its turn.
+    #[test]
+    fn a_new_direct_path_after_a_failed_one_is_probed_too() {
+        let mut c = PathCheck::default();
+        let t = Instant::now();
+        let PathAction::Probe { .. } = c.on_tick(t, Some(Path::Direct(addr())), 1) else { panic!("probe") };
+        assert_eq!(c.on_tick(t + PROBE_TIMEOUT, Some(Path::Direct(addr())), 2), PathAction::Lost(addr()));
+        let moved: SocketAddr = "198.19.0.2:30007".parse().unwrap();
+        let t2 = t + PROBE_TIMEOUT + PROBE_EVERY;
+        let PathAction::Probe { path, .. } = c.on_tick(t2, Some(Path::Direct(moved)), 3) else { panic!("probe") };
+        assert_eq!(path, moved);
+        assert_eq!(c.on_tick(t2 + PROBE_TIMEOUT, Some(Path::Direct(moved)), 4), PathAction::Lost(moved));
     }
 }

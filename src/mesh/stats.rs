@@ -15,6 +15,9 @@ pub struct Counters {
     pub rx_unknown_key: u64,
     /// Decryption, replay or other WireGuard errors on an existing session.
     pub rx_wireguard_errors: u64,
+    /// Of those, initiations whose TAI64N timestamp is not newer than one already accepted from
+    /// the same key: a replay, or a peer that restarted with its clock behind.
+    pub rx_handshake_stale: u64,
     /// A tunneled packet whose source is not the peer's certificate IP or subnets.
     pub rx_spoofed: u64,
     /// A tunneled packet addressed to neither this node nor a network its certificate routes.

@@ -33,7 +33,10 @@ impl<P: Policy> Node<P> {
 
     fn peer_timers(&mut self, now: Instant) {
         let mut buf = self.take_buffer();
-        let ids: Vec<u32> = self.peers.keys().copied().collect();
+        // In index order, not the map's (seeded per process): what goes out, and so which
+        // datagrams a simulation's seeded loss drops, is the same in every run.
+        let mut ids: Vec<u32> = self.peers.keys().copied().collect();
+        ids.sort_unstable();
         for idx in ids {
             let Some(peer) = self.peers.get_mut(&idx) else {
                 continue;

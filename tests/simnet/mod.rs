@@ -1,7 +1,11 @@
 //! A simulated world for mesh tests: whole `mesh::Node`s (real certificates, real boringtun
 //! sessions) exchanging datagrams through an in-memory network with latency, loss filters and
 //! NAT routers, on a virtual clock. boringtun's clock is the thread-local mock (`--features
-//! sim`), advanced in step with ours, so a rekey at 120 s is a millisecond test.
+//! sim`), advanced in step with ours, so a rekey at 120 s is a millisecond test. One thing it
+//! does not mock: a handshake initiation's TAI64N stamp is the real `SystemTime` read when the
+//! session's `Tunn` was made plus the mock time since, so a node restarted seconds of virtual time
+//! (milliseconds of real time) after its last handshake stamps older than its predecessor, and
+//! the peer still holding the old session refuses it as a replay (`rx_handshake_stale`).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -102,14 +106,24 @@ pub fn private(site: u8, n: u8) -> SocketAddr {
     SocketAddr::from(([198, 18, site, n], 4242))
 }
 
+/// The UDP port `ip_packet` sends from and to.
+pub const DEFAULT_PORT: u16 = 12345;
+
 /// A minimal IPv4/UDP packet; the payload identifies it in assertions.
 pub fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    udp_packet(src, DEFAULT_PORT, dst, DEFAULT_PORT, payload)
+}
+
+/// A minimal IPv4/UDP packet between the given ports (no checksums: the mesh checks none).
+pub fn udp_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
     let total = 28 + payload.len();
     let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
     let udp_len = 8 + payload.len();
-    p.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[(udp_len >> 8) as u8, udp_len as u8, 0, 0]);
     p.extend_from_slice(payload);
     p
 }
@@ -226,7 +240,15 @@ pub struct Sim {
     pub filter: Filter,
     buf: Vec<u8>,
     pub dropped: usize,
+    /// Restarts so far: each restarted node gets a fresh seed, as a daemon draws one from the OS.
+    restarts: u64,
 }
+
+/// Mixed into a restarted node's seed (times the restart count): a new incarnation must not
+/// reuse its predecessor's session indices, or a peer's packets for the old session land on
+/// whichever new session drew the same index (failed decryption instead of an unknown-index
+/// reply, and the sender keeps using the dead session).
+const RESTART_SEED_STEP: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl Sim {
     pub fn new() -> Sim {
@@ -243,6 +265,7 @@ impl Sim {
             filter: Box::new(|_, _, _, _| true),
             buf: vec![0; MIN_BUFFER],
             dropped: 0,
+            restarts: 0,
         }
     }
 
@@ -296,7 +319,9 @@ impl Sim {
     }
 
     /// Replaces node `i` by a fresh one (a restart: all state lost).
-    pub fn restart(&mut self, i: usize, cfg: NodeConfig) {
+    pub fn restart(&mut self, i: usize, mut cfg: NodeConfig) {
+        self.restarts += 1;
+        cfg.seed = cfg.seed.wrapping_add(RESTART_SEED_STEP.wrapping_mul(self.restarts));
         let mut node = Node::new(cfg, SimPolicy::default(), self.now, self.wall()).unwrap();
         node.set_local_addrs(self.now, vec![self.nodes[i].addr]);
         self.nodes[i].node = node;

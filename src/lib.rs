@@ -3,6 +3,9 @@
 //! The pure modules (`cert`, `duration`, `unixtime`) do no IO and read no clock; the CLI and the
 //! daemon's IO shell pass time and bytes in.
 
+// Library code reports errors; only tests may unwrap (clippy.toml: allow-unwrap-in-tests).
+#![warn(clippy::unwrap_used)]
+
 pub mod cert;
 pub mod cli;
 pub mod config;

@@ -95,8 +95,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     let udp = Udp::from_config(&cfg.listen)
         .with_context(|| format!("binding listen {}:{}", cfg.listen.host, cfg.listen.port))?;
     let listen = udp.local_addr()?;
-    let peer_socks = PeerSockets::new(listen, UdpOptions::from_listen(&cfg.listen), crate::io::peer_sockets::MAX_PEER_SOCKETS)
-        .context("creating the epoll instance for peer sockets")?;
+    let peer_socks =
+        PeerSockets::new(listen, UdpOptions::from_listen(&cfg.listen), crate::io::peer_sockets::MAX_PEER_SOCKETS)
+            .context("creating the epoll instance for peer sockets")?;
     let tun = if cfg.tun.disabled {
         None
     } else {
@@ -372,7 +373,12 @@ impl Daemon {
         let facts = report::DaemonFacts {
             listen: self.listen,
             tun: &self.tun_name,
-            io: report::IoReport { tx_dropped: self.tx_dropped, tun_write_errors: self.tun_write_errors },
+            io: report::IoReport {
+                tx_dropped: self.tx_dropped,
+                tun_write_errors: self.tun_write_errors,
+                rx_peer_socket_datagrams: self.datapath.counters.udp_datagrams_peer_sockets,
+                peer_sockets: self.peer_socks.len(),
+            },
             started: self.control.started(),
             static_hosts: &self.static_hosts,
         };

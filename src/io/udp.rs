@@ -108,7 +108,10 @@ impl Udp {
             // The socket joins a SO_REUSEPORT group (for the peer sockets below), which would let
             // a second daemon on the same port start and silently take half the traffic: a
             // plain bind first still refuses a port in use.
-            drop(bind_dual_stack(addr, false).map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?);
+            drop(
+                bind_dual_stack(addr, false)
+                    .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?,
+            );
         }
         let socket =
             bind_dual_stack(addr, true).map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;

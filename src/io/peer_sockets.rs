@@ -4,8 +4,9 @@
 //! Each is a UDP socket bound to the listening socket's address in its `SO_REUSEPORT` group and
 //! `connect()`ed to one peer's direct endpoint: Linux hands that endpoint's datagrams to it, not
 //! to the listening socket. One `epoll` instance holds them all, so the event loop polls one
-//! descriptor however many peers there are. Bounded ([`MAX_PEER_SOCKETS`]); peers beyond the cap
-//! share the listening socket as before. Sends always leave from the listening socket.
+//! descriptor however many peers there are. Bounded ([`MAX_PEER_SOCKETS`], and half the
+//! open-file limit); peers beyond the cap share the listening socket as before. Sends always leave
+//! from the listening socket.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -18,6 +19,9 @@ use super::udp::{Udp, UdpOptions};
 
 /// The most peers with a socket of their own (each one descriptor).
 pub const MAX_PEER_SOCKETS: usize = 1024;
+/// Share of the open-file limit (`RLIMIT_NOFILE`, often 1,024 under systemd) peer sockets may
+/// take: the TUN, control connections and the rest keep the other half.
+const FD_LIMIT_SHARE: u64 = 2;
 /// Ready sockets taken from epoll per call.
 const READY_BATCH: usize = 64;
 /// Receive buffer of a peer socket: one peer's burst, not the whole mesh's.
@@ -43,7 +47,7 @@ impl PeerSockets {
         Ok(PeerSockets {
             local,
             opts: UdpOptions { read_buffer: PEER_READ_BUFFER.min(opts.read_buffer), ..opts },
-            cap: cap.min(MAX_PEER_SOCKETS),
+            cap: cap.min(MAX_PEER_SOCKETS).min(fd_budget()),
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             slots: Vec::new(),
             by_peer: HashMap::new(),
@@ -117,6 +121,13 @@ impl PeerSockets {
         let slot = self.events[..self.ready].get(i)?.data() as usize;
         self.slots.get(slot).and_then(Option::as_ref)
     }
+}
+
+/// Half the soft open-file limit (unlimited or unknown: [`MAX_PEER_SOCKETS`]).
+fn fd_budget() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .map_or(MAX_PEER_SOCKETS, |(soft, _)| usize::try_from(soft / FD_LIMIT_SHARE).unwrap_or(MAX_PEER_SOCKETS))
 }
 
 impl AsFd for PeerSockets {

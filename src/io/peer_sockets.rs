@@ -180,6 +180,21 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv4_peer_of_a_dual_stack_listening_socket_gets_its_own_socket_too() {
+        let listen = Udp::bind("[::]:0".parse().unwrap(), None, None).unwrap();
+        let port = listen.local_addr().unwrap().port();
+        let peer = Udp::bind("127.0.0.1:0".parse().unwrap(), None, None).unwrap();
+        let mut socks = PeerSockets::new(listen.local_addr().unwrap(), UdpOptions::default(), 4).unwrap();
+        assert!(socks.sync([peer.local_addr().unwrap()]).is_empty());
+        peer.send(SocketAddr::from(([127, 0, 0, 1], port)), b"v4", 1000).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(socks.poll_ready(), 1);
+        let mut rx = UdpRecv::new(4);
+        let own = socks.ready_socket(0).unwrap();
+        assert_eq!(recv_one(own, &mut rx), Some((peer.local_addr().unwrap(), b"v4".to_vec())));
+    }
+
+    #[test]
     fn the_cap_bounds_the_sockets_and_a_taken_port_is_still_refused() {
         let listen = Udp::bind("127.0.0.1:0".parse().unwrap(), None, None).unwrap();
         let local = listen.local_addr().unwrap();

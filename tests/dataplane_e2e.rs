@@ -259,6 +259,7 @@ fn an_established_peers_datagrams_arrive_on_its_own_socket() {
     let received = b.get("udp_datagrams_received");
     // The stream's datagrams (thousands) came through the peer's socket; the stranger's did not.
     assert!(own > 1000 && own + 20 <= received, "own socket {own} of {received}: {}", b.0);
-    assert_eq!(b.get("udp_datagrams_peer_sockets"), own + own_before, "{}", b.0);
+    // The status figure is the data path's counter (keepalives may still arrive after it).
+    assert!(b.get("udp_datagrams_peer_sockets") >= own + own_before, "{}", b.0);
     assert!(b.get("udp_gro_buffers") > 100, "GRO on the peer socket: {}", b.0);
 }

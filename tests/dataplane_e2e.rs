@@ -229,3 +229,37 @@ fn firewall_drops_every_segment_of_a_bulk_flow_with_offloads() {
 fn firewall_drops_every_segment_of_a_bulk_flow_without_offloads() {
     firewall_drops_every_segment_of_a_bulk_flow(false);
 }
+
+/// An established peer's datagrams arrive on a receive socket of its own (connected to its
+/// endpoint, same port), not in the listening socket's queue where a flood would delay them;
+/// GRO still works on it, and a stranger's datagrams still go to the listening socket.
+#[test]
+fn an_established_peers_datagrams_arrive_on_its_own_socket() {
+    let mut p = Pair::new(true);
+    let io = |h: &Host, key: &str| h.status()["io"][key].as_u64().unwrap_or_else(|| panic!("io.{key}: {}", h.status()));
+    assert!(wait_until(Duration::from_secs(5), || io(&p.b, "peer_sockets") == 1), "{}", p.b.status());
+    let own_before = io(&p.b, "rx_peer_socket_datagrams");
+    let malformed_before = p.b.status()["counters"]["rx_malformed"].as_u64().unwrap_or(0);
+    checksummed_stream(&p.a, &p.b, "100.64.0.2:25000", 400);
+    // A stranger on a's underlay address (another port) is not the peer's endpoint.
+    p.a.ns.run(|| {
+        let s = UdpSocket::bind("198.18.0.1:0").unwrap();
+        for _ in 0..20 {
+            s.send_to(&[0xee; 40], "198.18.0.2:4242").unwrap();
+        }
+    });
+    assert!(
+        wait_until(Duration::from_secs(3), || p.b.status()["counters"]["rx_malformed"].as_u64().unwrap_or(0)
+            >= malformed_before + 20),
+        "{}",
+        p.b.status()
+    );
+    let own = io(&p.b, "rx_peer_socket_datagrams") - own_before;
+    let (_, b) = p.totals();
+    let received = b.get("udp_datagrams_received");
+    // The stream's datagrams (thousands) came through the peer's socket; the stranger's did not.
+    assert!(own > 1000 && own + 20 <= received, "own socket {own} of {received}: {}", b.0);
+    // The status figure is the data path's counter (keepalives may still arrive after it).
+    assert!(b.get("udp_datagrams_peer_sockets") >= own + own_before, "{}", b.0);
+    assert!(b.get("udp_gro_buffers") > 100, "GRO on the peer socket: {}", b.0);
+}

@@ -16,7 +16,7 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use crate::io::udp::{MAX_RUN_BYTES, RECV_BATCH};
-use crate::io::{Tun, TunBatch, TunRecv, Udp, UdpRecv, tun};
+use crate::io::{PeerSockets, Tun, TunBatch, TunRecv, Udp, UdpRecv, tun};
 use crate::mesh::{MIN_BUFFER, Node, Policy};
 use crate::unixtime::UnixTime;
 
@@ -29,6 +29,9 @@ const COALESCE_BATCH: usize = 32;
 const TUN_READS_PER_WAKEUP: usize = 64;
 /// Receive calls per wakeup before the TUN gets its turn again.
 const UDP_READS_PER_WAKEUP: usize = 8;
+/// Receive calls of the listening socket per wakeup while established peers' own sockets had
+/// datagrams: a flood there waits (or overflows its own queue) rather than delay the peers.
+const LISTEN_READS_WHILE_PEERS: usize = 1;
 
 /// What the data path did, for the metrics endpoint and `status`. Plain numbers, owned by the
 /// worker; monotonic since start.
@@ -60,11 +63,13 @@ pub struct Counters {
     pub gso_fallbacks: u64,
     /// Datagrams dropped: the socket stayed full, or the kernel refused them.
     pub tx_dropped: u64,
+    /// Datagrams that arrived on an established peer's own socket (not the listening one).
+    pub udp_datagrams_peer_sockets: u64,
 }
 
 impl Counters {
     /// Name → value, for an exposition.
-    pub fn snapshot(&self) -> [(&'static str, u64); 15] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 16] {
         [
             ("tun_reads", self.tun_reads),
             ("tun_super_packets", self.tun_super_packets),
@@ -81,6 +86,7 @@ impl Counters {
             ("udp_datagrams_sent", self.udp_datagrams_sent),
             ("gso_fallbacks", self.gso_fallbacks),
             ("tx_dropped", self.tx_dropped),
+            ("udp_datagrams_peer_sockets", self.udp_datagrams_peer_sockets),
         ]
     }
 }
@@ -121,22 +127,51 @@ impl DataPath {
         !self.runs.is_empty()
     }
 
-    /// Datagrams from the socket → the core → the TUN, a bounded number of receives.
+    /// Datagrams from established peers' own sockets first (every one that is ready), then
+    /// from the listening socket (a bounded number of receives): only
+    /// [`LISTEN_READS_WHILE_PEERS`] of it while the peers had data, so a flood there cannot
+    /// crowd out their traffic.
     pub fn read_udp<P: Policy>(
         &mut self,
         node: &mut Node<P>,
+        peers: &mut PeerSockets,
         udp: &Udp,
         tun: Option<&Tun>,
         now: Instant,
         wall: UnixTime,
     ) {
-        for _ in 0..UDP_READS_PER_WAKEUP {
-            let n = match udp.recv(&mut self.udp_rx) {
+        let mut got = 0;
+        for i in 0..peers.poll_ready() {
+            if let Some(own) = peers.ready_socket(i) {
+                got += self.read_socket(node, own, udp, tun, now, wall, UDP_READS_PER_WAKEUP);
+            }
+        }
+        self.counters.udp_datagrams_peer_sockets += got;
+        let listen_reads = if got > 0 { LISTEN_READS_WHILE_PEERS } else { UDP_READS_PER_WAKEUP };
+        self.read_socket(node, udp, udp, tun, now, wall, listen_reads);
+    }
+
+    /// Up to `reads` receives from `rx`; replies and queued output leave through `tx` (the
+    /// listening socket). Returns the datagrams received.
+    #[allow(clippy::too_many_arguments)]
+    fn read_socket<P: Policy>(
+        &mut self,
+        node: &mut Node<P>,
+        rx: &Udp,
+        tx: &Udp,
+        tun: Option<&Tun>,
+        now: Instant,
+        wall: UnixTime,
+        reads: usize,
+    ) -> u64 {
+        let before = self.counters.udp_datagrams_received;
+        for _ in 0..reads {
+            let n = match rx.recv(&mut self.udp_rx) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     debug!("udp receive: {e}");
-                    return;
+                    break;
                 }
             };
             let c = &mut self.counters;
@@ -169,11 +204,12 @@ impl DataPath {
                 }
             }
             write_tun(tun, &mut self.tun_tx, c);
-            self.flush(node, udp, tun);
+            self.flush(node, tx, tun);
             if n < self.udp_rx.capacity() {
-                return;
+                break;
             }
         }
+        self.counters.udp_datagrams_received - before
     }
 
     /// Packets from the TUN → the core → the socket, a bounded number of reads.

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::io::{Notifier, PollFd, Signal, Signals, Tun, TunConfig, Udp, ifaddrs, poll};
+use crate::io::{Notifier, PeerSockets, PollFd, Signal, Signals, Tun, TunConfig, Udp, UdpOptions, ifaddrs, poll};
 use crate::mesh::{Node, NodeConfig};
 use crate::unixtime::UnixTime;
 use control::{ControlServer, Request};
@@ -43,6 +43,8 @@ struct Daemon {
     config_path: PathBuf,
     node: Node<FirewallPolicy>,
     udp: Udp,
+    /// Receive sockets of established peers (beside `udp`, same port).
+    peer_socks: PeerSockets,
     tun: Option<Tun>,
     signals: Signals,
     notifier: Notifier,
@@ -93,6 +95,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     let udp = Udp::from_config(&cfg.listen)
         .with_context(|| format!("binding listen {}:{}", cfg.listen.host, cfg.listen.port))?;
     let listen = udp.local_addr()?;
+    let peer_socks =
+        PeerSockets::new(listen, UdpOptions::from_listen(&cfg.listen), crate::io::peer_sockets::MAX_PEER_SOCKETS)
+            .context("creating the epoll instance for peer sockets")?;
     let tun = if cfg.tun.disabled {
         None
     } else {
@@ -136,6 +141,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         tun_name: if c.tun.disabled { "(disabled)".into() } else { c.tun.dev.clone() },
         node,
         udp,
+        peer_socks,
         tun,
         signals,
         control,
@@ -180,12 +186,13 @@ impl Daemon {
                 deadline = deadline.min(w);
             }
             let timeout = deadline.saturating_duration_since(now);
-            let (udp_r, tun_r, sig_r, ctl_r) = {
+            let (udp_r, tun_r, sig_r, ctl_r, peers_r) = {
                 let wants_write = self.datapath.wants_write();
                 let mut fds = vec![
                     PollFd::new(self.udp.as_fd(), wants_write),
                     PollFd::new(self.signals.as_fd(), false),
                     PollFd::new(self.control.listener().as_fd(), false),
+                    PollFd::new(self.peer_socks.as_fd(), false),
                 ];
                 let tun_at = fds.len();
                 // While ciphertexts wait for the socket, the TUN is left unread: its queue
@@ -200,12 +207,14 @@ impl Daemon {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e).context("poll"),
                 }
-                (fds[0].readable(), fds.get(tun_at).is_some_and(|f| f.readable()), fds[1].readable(), fds[2].readable())
+                let tun_r = fds.get(tun_at).is_some_and(|f| f.readable());
+                (fds[0].readable(), tun_r, fds[1].readable(), fds[2].readable(), fds[3].readable())
             };
             let now = Instant::now();
             let wall = UnixTime::now();
-            if udp_r {
-                self.datapath.read_udp(&mut self.node, &self.udp, self.tun.as_ref(), now, wall);
+            if udp_r || peers_r {
+                let tun = self.tun.as_ref();
+                self.datapath.read_udp(&mut self.node, &mut self.peer_socks, &self.udp, tun, now, wall);
             }
             if tun_r && let Some(tun) = &self.tun {
                 self.datapath.read_tun(&mut self.node, &self.udp, tun, now);
@@ -257,6 +266,9 @@ impl Daemon {
                 dns.set(&self.node.members());
             }
             self.update_metrics(now, wall);
+            for e in self.peer_socks.sync(self.node.established_direct_paths()) {
+                debug!("{e}");
+            }
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
@@ -361,7 +373,12 @@ impl Daemon {
         let facts = report::DaemonFacts {
             listen: self.listen,
             tun: &self.tun_name,
-            io: report::IoReport { tx_dropped: self.tx_dropped, tun_write_errors: self.tun_write_errors },
+            io: report::IoReport {
+                tx_dropped: self.tx_dropped,
+                tun_write_errors: self.tun_write_errors,
+                rx_peer_socket_datagrams: self.datapath.counters.udp_datagrams_peer_sockets,
+                peer_sockets: self.peer_socks.len(),
+            },
             started: self.control.started(),
             static_hosts: &self.static_hosts,
         };

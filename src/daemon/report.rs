@@ -106,6 +106,12 @@ pub struct LighthouseReport {
 pub struct IoReport {
     pub tx_dropped: u64,
     pub tun_write_errors: u64,
+    /// Datagrams that arrived on established peers' own receive sockets (so not behind a flood
+    /// in the listening socket's queue), and how many peers have one now.
+    #[serde(default)]
+    pub rx_peer_socket_datagrams: u64,
+    #[serde(default)]
+    pub peer_sockets: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

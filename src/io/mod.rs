@@ -26,12 +26,14 @@
 pub mod ifaddrs;
 pub mod netlink;
 pub mod notify;
+pub mod peer_sockets;
 pub mod poll;
 pub mod signals;
 pub mod tun;
 pub mod udp;
 
 pub use notify::Notifier;
+pub use peer_sockets::PeerSockets;
 pub use poll::PollFd;
 pub use signals::{Signal, Signals};
 pub use tun::{Tun, TunBatch, TunConfig, TunRecv};

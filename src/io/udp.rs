@@ -37,6 +37,18 @@ pub struct UdpOptions {
     pub offloads: bool,
 }
 
+impl UdpOptions {
+    /// The options the `listen` section asks for.
+    pub fn from_listen(listen: &crate::config::Listen) -> UdpOptions {
+        let d = UdpOptions::default();
+        UdpOptions {
+            read_buffer: listen.read_buffer.unwrap_or(d.read_buffer),
+            write_buffer: listen.write_buffer.unwrap_or(d.write_buffer),
+            offloads: listen.udp_offloads,
+        }
+    }
+}
+
 impl Default for UdpOptions {
     fn default() -> Self {
         UdpOptions { read_buffer: DEFAULT_SOCKET_BUFFER, write_buffer: DEFAULT_SOCKET_BUFFER, offloads: true }
@@ -92,9 +104,41 @@ impl Udp {
 
     /// Binds `addr` as `opts` say.
     pub fn bind_with(addr: SocketAddr, opts: UdpOptions) -> io::Result<Udp> {
-        let socket = bind_dual_stack(addr).map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
+        if addr.port() != 0 {
+            // The socket joins a SO_REUSEPORT group (for the peer sockets below), which would let
+            // a second daemon on the same port start and silently take half the traffic: a
+            // plain bind first still refuses a port in use.
+            drop(
+                bind_dual_stack(addr, false)
+                    .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?,
+            );
+        }
+        let socket =
+            bind_dual_stack(addr, true).map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
+        Udp::configure(socket, addr.is_ipv4(), opts)
+    }
+
+    /// A socket of its own for datagrams from `peer`: bound to `local` (the address of the
+    /// listening [`Udp`], in its `SO_REUSEPORT` group) and connected to `peer`. Linux delivers
+    /// `peer`'s datagrams to it rather than to the listening socket (a connected socket scores
+    /// higher in the lookup), so a flood into the listening socket's queue neither delays nor
+    /// drops them. Only for receiving: sends still leave from the listening socket, same port.
+    pub fn connected(local: SocketAddr, peer: SocketAddr, opts: UdpOptions) -> io::Result<Udp> {
+        let peer = match (local, peer) {
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+            (SocketAddr::V4(_), SocketAddr::V6(_)) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "an IPv6 peer on an IPv4 listen socket"));
+            }
+            _ => peer,
+        };
+        let socket = bind_dual_stack(local, true)?;
+        socket.connect(peer)?;
+        Udp::configure(socket, local.is_ipv4(), opts)
+    }
+
+    fn configure(socket: UdpSocket, ipv4: bool, opts: UdpOptions) -> io::Result<Udp> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
-        allow_fragments(&socket, addr.is_ipv4())?;
+        allow_fragments(&socket, ipv4)?;
         if setsockopt(&socket, sockopt::RcvBufForce, &(opts.read_buffer as usize)).is_err() {
             setsockopt(&socket, sockopt::RcvBuf, &(opts.read_buffer as usize))?;
         }
@@ -111,15 +155,7 @@ impl Udp {
 
     /// Binds as the `listen` section says.
     pub fn from_config(listen: &crate::config::Listen) -> io::Result<Udp> {
-        let d = UdpOptions::default();
-        Udp::bind_with(
-            SocketAddr::new(listen.host, listen.port),
-            UdpOptions {
-                read_buffer: listen.read_buffer.unwrap_or(d.read_buffer),
-                write_buffer: listen.write_buffer.unwrap_or(d.write_buffer),
-                offloads: listen.udp_offloads,
-            },
-        )
+        Udp::bind_with(SocketAddr::new(listen.host, listen.port), UdpOptions::from_listen(listen))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -205,18 +241,25 @@ impl AsFd for Udp {
     }
 }
 
-/// Binds `addr`; an IPv6 socket also takes IPv4 (`IPV6_V6ONLY` off whatever
-/// `net.ipv6.bindv6only` says, as Nebula does), so `listen.host: "::"` serves peers of both
-/// families. IPv4 peers then appear as `::ffff:a.b.c.d`, which [`UdpRecv::buffer`] gives back as
-/// IPv4; IPv4 destinations are sent to as they are (Linux accepts them on a dual-stack socket).
-fn bind_dual_stack(addr: SocketAddr) -> io::Result<UdpSocket> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn6, bind, socket};
-    let SocketAddr::V6(v6) = addr else {
-        return UdpSocket::bind(addr);
-    };
-    let fd = socket(AddressFamily::Inet6, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
-    setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
-    bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+/// Binds `addr` (with `SO_REUSEPORT` if `reuse_port`); an IPv6 socket also takes IPv4
+/// (`IPV6_V6ONLY` off whatever `net.ipv6.bindv6only` says, as Nebula does), so
+/// `listen.host: "::"` serves peers of both families. IPv4 peers then appear as
+/// `::ffff:a.b.c.d`, which [`UdpRecv::buffer`] gives back as IPv4; IPv4 destinations are sent
+/// to as they are (Linux accepts them on a dual-stack socket).
+fn bind_dual_stack(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, socket};
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    if reuse_port {
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
+    match addr {
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
+        SocketAddr::V6(v6) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+        }
+    }
     Ok(UdpSocket::from(fd))
 }
 

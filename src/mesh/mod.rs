@@ -422,6 +422,15 @@ impl<P: Policy> Node<P> {
         v
     }
 
+    /// The direct endpoints of peers whose session is up (the daemon gives each a receive
+    /// socket of its own).
+    pub fn established_direct_paths(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.peers.values().filter(|p| p.session.is_up()).filter_map(|p| match p.endpoint {
+            Some(Path::Direct(a)) => Some(a),
+            _ => None,
+        })
+    }
+
     /// The networks (v4 and v6) of the certificate of the peer at `vpn_ip`, if it is a peer.
     pub fn peer_networks(&self, vpn_ip: Ipv4Addr) -> Option<&[IpNet]> {
         self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).map(|p| p.cert.cert().networks())

@@ -13,14 +13,18 @@
 //!   → each segment through Node::handle_tun_packet (firewall + conntrack per segment),
 //!     encrypted straight into the next slot of one contiguous send buffer
 //!   → runs of equal-size ciphertexts to one peer → one sendmsg with UDP_SEGMENT (GSO)
-//! UDP recvmmsg with UDP_GRO (many datagrams of one peer per buffer, split at the stride)
+//! UDP recvmmsg with UDP_GRO (many datagrams of one peer per buffer, split at the stride),
+//!   first from the established peers' own connected sockets (`peer_sockets`), then a bounded
+//!   share from the listening socket, so a flood of strangers queues only there
 //!   → each through Node::handle_datagram, decrypted straight into a TUN write slot with
 //!     the virtio header room in front
 //!   → TUN send, segments of one flow coalesced back into super-packets (GRO)
 //! ```
 //!
-//! More throughput later means more workers (`Tun` queues with `IFF_MULTI_QUEUE`, one UDP
-//! socket each with `SO_REUSEPORT`), each running this same loop on its own thread.
+//! More throughput later means more workers (`Tun` queues with `IFF_MULTI_QUEUE`), each running
+//! this same loop on its own thread. Plain `SO_REUSEPORT` spreading will not do for their UDP
+//! side: the kernel stops spreading a reuseport group across its members once a connected peer
+//! socket is in it, so workers need a reuseport BPF program or peers partitioned by worker.
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 pub mod ifaddrs;

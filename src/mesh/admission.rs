@@ -36,6 +36,15 @@ pub(super) enum NotAdmitted {
     Refused(CertRefusal),
 }
 
+/// A certificate a stranger offers: where it came from, its wire bytes, and whether checking
+/// it is charged to the source's budget (not for certificates an authenticated lighthouse sent).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CertOffer<'a> {
+    pub source: CertSource,
+    pub bytes: &'a [u8],
+    pub budgeted: bool,
+}
+
 pub(super) struct Admission {
     pool: CaPool,
     blocklist: Blocklist,
@@ -97,11 +106,10 @@ impl Admission {
         &mut self,
         now: Instant,
         wall: UnixTime,
-        source: CertSource,
-        cert: &[u8],
-        budgeted: bool,
+        offer: CertOffer<'_>,
         us: &Identity,
     ) -> Result<VerifiedCert, NotAdmitted> {
+        let CertOffer { source, bytes: cert, budgeted } = offer;
         // Indexed by a hash of the wire bytes: that is the fingerprint of a v1 certificate but
         // not of a v2 one (Nebula hashes v2's parts), so entries are matched on their bytes.
         let fp = Fingerprint::of(cert);

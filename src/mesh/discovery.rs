@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use boringtun::noise::TunnResult;
 use ipnet::IpNet;
 
+use super::admission::CertOffer;
 use super::control::{self, Control};
 use super::event::{CertSource, Event};
 use super::peer::{Path, Peer};
@@ -319,7 +320,7 @@ impl<P: Policy> Node<P> {
                     if Certificate::from_bytes(&c).is_ok_and(|c| c.vpn_ip() == Some(self.id.vpn_ip)) {
                         continue;
                     }
-                    if let Some(v) = self.verify_cert(now, wall, source, &c, false)
+                    if let Some(v) = self.verify_cert(now, wall, CertOffer { source, bytes: &c, budgeted: false })
                         && let Some(ip) = v.cert().vpn_ip()
                     {
                         listed.push((ip, v.cert().clone()));
@@ -405,7 +406,7 @@ impl<P: Policy> Node<P> {
             return;
         }
         let source = CertSource::Lighthouse { lighthouse, about: Some(vpn_ip) };
-        let Some(v) = self.verify_cert(now, wall, source, cert, true) else {
+        let Some(v) = self.verify_cert(now, wall, CertOffer { source, bytes: cert, budgeted: true }) else {
             return;
         };
         let Some(cert_owner) = v.cert().vpn_ip().filter(|_| cert_addrs(v.cert()).any(|a| a == vpn_ip)) else {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use boringtun::noise::Tunn;
 use boringtun::x25519::PublicKey;
 
-use super::admission::NotAdmitted;
+use super::admission::{CertOffer, NotAdmitted};
 use super::event::{CertRefusal, CertSource, Event, RemoveReason};
 use super::peer::{Path, Peer};
 use super::peer_table::cert_addrs;
@@ -26,20 +26,15 @@ impl<P: Policy> Node<P> {
         from: Path,
         cert: &[u8],
     ) -> Option<VerifiedCert> {
-        self.verify_cert(now, wall, CertSource::of_path(from), cert, true)
+        self.verify_cert(now, wall, CertOffer { source: CertSource::of_path(from), bytes: cert, budgeted: true })
     }
 
-    /// As [`Node::verify_wire_cert`]; `budgeted: false` for certificates an authenticated
-    /// lighthouse sent (member lists), which must not be cut short by the per-source budget.
-    pub(super) fn verify_cert(
-        &mut self,
-        now: Instant,
-        wall: UnixTime,
-        source: CertSource,
-        cert: &[u8],
-        budgeted: bool,
-    ) -> Option<VerifiedCert> {
-        match self.admission.verify(now, wall, source, cert, budgeted, &self.id) {
+    /// As [`Node::verify_wire_cert`], for any offer; `budgeted: false` for certificates an
+    /// authenticated lighthouse sent (member lists), which must not be cut short by the
+    /// per-source budget.
+    pub(super) fn verify_cert(&mut self, now: Instant, wall: UnixTime, offer: CertOffer<'_>) -> Option<VerifiedCert> {
+        let source = offer.source;
+        match self.admission.verify(now, wall, offer, &self.id) {
             Ok(v) => Some(v),
             Err(NotAdmitted::OverBudget) => {
                 self.out.counters.rx_rate_limited += 1;

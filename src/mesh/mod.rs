@@ -23,30 +23,44 @@
 //! Determinism: time comes only from the `now` arguments and every random choice from a RNG
 //! seeded by [`NodeConfig::seed`], so a simulation replays exactly.
 //!
-//! The parts (each `impl Node` block lives in the file of its concern):
-//! - `mod.rs`: [`Node`], its settings, the public API and the send helpers;
-//! - `wire`: underlay datagram classification ([`wire::WgType`], Hello, UnknownIndex, punches);
-//! - `inbound`: underlay → TUN: demultiplexing, handshakes, decryption, roaming, anti-spoofing,
-//!   inbound firewall;
-//! - `outbound`: TUN → underlay: routing, outbound firewall, encryption, initiations, pending
-//!   peers;
-//! - `exchange`: admission: certificate verification and cache, held initiations, peer
-//!   install/refresh/removal;
-//! - `budget`: per-second allowances for work strangers can cause;
-//! - `discovery` and `control`: lighthouse registration, queries, punching, relays, member
-//!   lists, path probes (messages inside tunnels);
-//! - `peer`, `session` and `path_check`: per-peer state, its session as one state enum
+//! The parts. [`Node`] owns one value of each state-holding part and routes between them; a
+//! method that needs one part lives on that part (and is tested there), a method that needs
+//! several is a `Node` method in the file of its concern:
+//! - `mod.rs`: [`Node`] (the router), its settings, the public API and the send helpers
+//!   (`send_path`, `send_control`);
+//! - `identity`: `Identity`, who we are: certificate and Hello bytes, keys, overlay addresses
+//!   and networks, routing of overlay packets (own networks, unsafe routes), renewal checks;
+//! - `admission`: `Admission`, what strangers must show: CA pool and blocklist, the cache of
+//!   verified certificates, initiations held for their Hello, the per-second budgets
+//!   (`budget`) and boringtun's handshake limiter;
+//! - `peer_table`: `PeerTable`, the peers by session index with their lookups (overlay IP,
+//!   every certificate address, key, the peer's own index) kept consistent by insert/remove;
+//!   `PendingPeers`, peers being met and their waiting packets, bounded;
+//! - `peer`, `session` and `path_check`: one peer's state, its session as one state enum
 //!   (handshaking, up, rekeying, expired), and whether its direct path still carries ours;
-//! - `timers`: boringtun timers, retries, budgets refilled, certificate rechecks;
-//! - `event` and `stats`: what the operator is told (typed events with levels) and counted.
+//! - `discovery`: `DiscoveryState` (settings, lighthouse registrations, answers, member lists,
+//!   scheduled punches, report timers) and the `Node` methods that handle control messages
+//!   (`control`: their wire format), queries, punching, relays and path probes;
+//! - `output`: `Output`, the queues drained by `poll_transmit`/`poll_tun_write`/`poll_event`,
+//!   and the counters (`stats`); `event`: what the operator is told, typed with levels;
+//! - `ping`: `Pings`, `cos-mesh ping`s running and done, and their `Node` methods;
+//! - `wire`: underlay datagram classification ([`wire::WgType`], Hello, UnknownIndex, punches);
+//! - `inbound` (underlay → TUN), `outbound` (TUN → underlay), `exchange` (Hellos, peer
+//!   install/refresh/removal) and `timers` (boringtun timers, retries, the once-a-second work):
+//!   `Node` methods only, the routes between the parts.
 //!
-//! A datagram's way in: `handle_datagram` → `wire::classify` → Hello/HelloReply (`exchange`:
-//! verify the certificate under the budget, reply, release a held initiation) or WireGuard →
-//! by receiver index to the peer's `Tunn` (`inbound::decapsulate`; an initiation from an
-//! unknown session goes through mac1/cookie checks and the certificate cache first) →
-//! `authenticated` (roaming, session up) → a control message (`discovery`) or a relayed
-//! datagram (back into `receive` once) or an IP packet: source must belong to the peer,
-//! destination to us, then the firewall → returned for the TUN.
+//! A datagram's way in: `handle_datagram` (inbound) → `wire::classify` →
+//! - Hello/HelloReply → `exchange`: `Admission::verify` (cache, then budget, then signature),
+//!   a reply under the Hello budget, a held initiation released, or `install_peer` (into the
+//!   `PeerTable`, with what `DiscoveryState` knows; the `PendingPeers` packets then leave);
+//! - a WireGuard initiation → the `Admission` limiter (mac1, cookies) → the peer its sender
+//!   index hints at (`PeerTable::index_of_remote`), else `parse_handshake_anon` → a peer by key,
+//!   or a new peer from the `Admission` certificate cache (else the initiation is held);
+//! - other WireGuard messages → the peer by receiver index → `offer`: its `Tunn` decrypts →
+//!   `authenticated` (roaming, session state, `DiscoveryState` report timer) → a control
+//!   message (`discovery::handle_control`) or a relayed datagram (back into `receive` once) or
+//!   an IP packet: source must belong to the peer, destination to us (`Identity`), then the
+//!   firewall (`Policy`) → returned for the TUN. Replies and events wait in `Output`.
 
 // House rules for the core: no panicking shortcuts outside tests, no unsafe code.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

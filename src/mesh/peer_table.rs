@@ -291,7 +291,82 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Instant;
 
-    use super::{PENDING_PEERS, PENDING_QUEUE, PendingPeers, Queued, TooManyPending};
+    use boringtun::noise::Tunn;
+    use boringtun::x25519::{PublicKey, StaticSecret};
+
+    use super::{PENDING_PEERS, PENDING_QUEUE, PeerTable, PendingPeers, Queued, TooManyPending};
+    use crate::cert::keys::{CaSecret, HostSecret};
+    use crate::cert::pool::{Blocklist, CaPool};
+    use crate::cert::{Certificate, Details};
+    use crate::mesh::peer::Peer;
+    use crate::unixtime::UnixTime;
+
+    /// A peer with a real certificate (under a fresh CA) for overlay address `ip`.
+    fn peer(ip: &str) -> Peer<()> {
+        let ca_key = CaSecret::generate();
+        let ca = Details {
+            name: "ca".into(),
+            ips: vec![],
+            subnets: vec![],
+            groups: vec![],
+            not_before: UnixTime(1_000),
+            not_after: UnixTime(10_000),
+            public_key: ca_key.public(),
+            is_ca: true,
+            issuer: None,
+        };
+        let ca = Certificate::sign(&ca, ca_key.signing_key()).expect("ca");
+        let host = Details {
+            name: format!("host-{ip}"),
+            ips: vec![ip.parse().expect("net")],
+            not_before: UnixTime(2_000),
+            not_after: UnixTime(9_000),
+            public_key: HostSecret::generate().public().0,
+            is_ca: false,
+            issuer: Some(ca.fingerprint()),
+            ..ca.details().clone()
+        };
+        let host = Certificate::sign(&host, ca_key.signing_key()).expect("host");
+        let mut pool = CaPool::default();
+        pool.add(ca).expect("pool");
+        let v = pool.verify(&host, UnixTime(5_000), &Blocklist::default()).expect("verifies");
+        let tunn =
+            Tunn::new(StaticSecret::from([7; 32]), PublicKey::from(host.details().public_key), None, None, 1, None);
+        Peer::new(v, (), tunn)
+    }
+
+    #[test]
+    fn lookups_follow_insert_and_remove() {
+        let mut t: PeerTable<()> = PeerTable::new(0);
+        let a = peer("100.64.0.2/10");
+        let key = a.public_key;
+        let idx = t.allocate_index();
+        assert_ne!(idx, 0);
+        t.insert(idx, a);
+        let ip = Ipv4Addr::new(100, 64, 0, 2);
+        assert_eq!(t.index_of_vpn_ip(ip), Some(idx));
+        assert_eq!(t.index_of_addr(IpAddr::V4(ip)), Some(idx));
+        assert_eq!(t.index_of_key(&key), Some(idx));
+        assert_ne!(t.allocate_index(), idx, "an index in use is never handed out again");
+        t.note_remote_index(idx, 0x42);
+        t.note_remote_index(idx, 0x43);
+        assert_eq!(t.index_of_remote(0x42), None, "the peer's old index is forgotten");
+        assert_eq!(t.index_of_remote(0x43), Some(idx));
+        assert!(t.remove(idx).is_some());
+        assert!(t.is_empty());
+        assert_eq!(t.index_of_vpn_ip(ip), None);
+        assert_eq!(t.index_of_addr(IpAddr::V4(ip)), None);
+        assert_eq!(t.index_of_key(&key), None);
+        assert_eq!(t.index_of_remote(0x43), None);
+        assert!(t.remove(idx).is_none());
+    }
+
+    #[test]
+    fn index_allocation_wraps_within_24_bits_and_skips_zero() {
+        let mut t: PeerTable<()> = PeerTable::new(0x00ff_fffe);
+        assert_eq!(t.allocate_index(), 0x00ff_ffff);
+        assert_eq!(t.allocate_index(), 1);
+    }
 
     fn ip(n: u32) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(0x6440_0000 + n))

@@ -583,11 +583,11 @@ mod tests {
     #[test]
     fn remote_allow_list_most_specific_rule_wins_and_defaults_follow_nebula() {
         assert!(state(&[]).remote_allowed(ip("198.18.0.1")));
-        let s = state(&[("198.18.0.0/15", false), ("198.18.1.0/24", true)]);
+        let s = state(&[("198.18.0.0/16", false), ("198.18.1.0/24", true)]);
         assert!(!s.remote_allowed(ip("198.18.0.1")));
         assert!(s.remote_allowed(ip("198.18.1.7")));
         // Mixed rules: no match means allowed.
-        assert!(s.remote_allowed(ip("198.51.100.1")));
+        assert!(s.remote_allowed(ip("198.19.0.1")));
         // Only denials: anything else is allowed; only allowances: anything else is denied.
         assert!(state(&[("198.18.0.0/24", false)]).remote_allowed(ip("198.19.0.1")));
         assert!(!state(&[("198.18.0.0/24", true)]).remote_allowed(ip("198.19.0.1")));

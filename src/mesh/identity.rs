@@ -116,3 +116,63 @@ fn sorted_networks(cert: &Certificate) -> Vec<IpNet> {
     v.sort();
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::Identity;
+    use crate::cert::keys::{CaSecret, HostSecret};
+    use crate::cert::{Certificate, Details};
+    use crate::mesh::ReloadError;
+    use crate::unixtime::UnixTime;
+
+    fn cert(ca: &CaSecret, ip: &str, key: &HostSecret) -> Certificate {
+        let d = Details {
+            name: "host".into(),
+            ips: vec![ip.parse().expect("net")],
+            subnets: vec![],
+            groups: vec![],
+            not_before: UnixTime(2_000),
+            not_after: UnixTime(9_000),
+            public_key: key.public().0,
+            is_ca: false,
+            issuer: None,
+        };
+        Certificate::sign(&d, ca.signing_key()).expect("signs")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn routes_to_overlay_peers_and_through_the_most_specific_unsafe_route() {
+        let (ca, key) = (CaSecret::generate(), HostSecret::generate());
+        let routes = vec![
+            ("100.96.0.0/24".parse().expect("net"), "100.64.0.7".parse().expect("ip")),
+            ("100.96.0.128/25".parse().expect("net"), "100.64.0.8".parse().expect("ip")),
+        ];
+        let id = Identity::new(cert(&ca, "100.64.0.1/16", &key), &key, routes).expect("identity");
+        assert_eq!(id.route(ip("100.64.0.1")), None, "our own address is not routed");
+        assert_eq!(id.route(ip("100.64.3.4")), Some(ip("100.64.3.4")));
+        assert_eq!(id.route(ip("100.96.0.1")), Some(ip("100.64.0.7")));
+        assert_eq!(id.route(ip("100.96.0.200")), Some(ip("100.64.0.8")));
+        assert_eq!(id.route(ip("100.100.0.1")), None);
+    }
+
+    #[test]
+    fn a_renewal_keeps_address_and_key_and_another_key_is_refused() {
+        let (ca, key, other) = (CaSecret::generate(), HostSecret::generate(), HostSecret::generate());
+        let id = Identity::new(cert(&ca, "100.64.0.1/10", &key), &key, vec![]).expect("identity");
+        assert!(Identity::new(cert(&ca, "100.64.0.1/10", &key), &other, vec![]).is_err(), "key mismatch");
+        assert_eq!(id.check_renewal(&cert(&ca, "100.64.0.1/10", &key)), Ok(()));
+        assert!(matches!(
+            id.check_renewal(&cert(&ca, "100.64.0.2/10", &key)),
+            Err(ReloadError::OverlayIpChanged { .. })
+        ));
+        assert_eq!(id.check_renewal(&cert(&ca, "100.64.0.1/10", &other)), Err(ReloadError::KeyChanged));
+        assert!(id.claimed_by(&cert(&ca, "100.64.0.9/10", &key)), "our key under another address");
+        assert!(!id.claimed_by(&cert(&ca, "100.64.0.9/10", &other)));
+    }
+}

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use cos_mesh::cert::keys::{CaSecret, HostSecret};
-use cos_mesh::cert::pool::{Blocklist, CaPool};
-use cos_mesh::cert::{Certificate, Details};
+use cos_mesh::cert::Certificate;
+use cos_mesh::cert::pool::Blocklist;
 use cos_mesh::mesh::control::{Control, payload_for};
 use cos_mesh::mesh::policy::AllowAll;
 use cos_mesh::mesh::{Discovery, MIN_BUFFER, Node, NodeConfig, wire};
@@ -67,16 +66,14 @@ pub fn live_bytes() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
 
-const WALL0: i64 = 1_800_000_000;
-const LH_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+/// The simulation world's CA and node certificates (shared with the mesh tests).
+#[path = "../tests/simnet/mod.rs"]
+mod simnet;
+use simnet::{Ca, WALL0, thread_cpu};
 
-/// CPU time of this thread (the lighthouse's calls run on it, one core).
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+/// Node certificates are valid for 300 days of simulated time.
+const NODE_LIFE: i64 = 300 * 86_400;
+const LH_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 
 fn rss_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -85,50 +82,6 @@ fn rss_bytes() -> usize {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
         .map_or(0, |kb| kb * 1024)
-}
-
-struct Ca {
-    key: CaSecret,
-    cert: Certificate,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = CaSecret::generate();
-        let d = Details {
-            name: "scale-ca".into(),
-            ips: vec!["100.64.0.0/10".parse().unwrap()],
-            subnets: vec![],
-            groups: vec![],
-            not_before: UnixTime(WALL0 - 10),
-            not_after: UnixTime(WALL0 + 365 * 86_400),
-            public_key: key.public(),
-            is_ca: true,
-            issuer: None,
-        };
-        let cert = Certificate::sign(&d, key.signing_key()).unwrap();
-        Ca { key, cert }
-    }
-
-    fn pool(&self) -> CaPool {
-        CaPool::from_pem(self.cert.to_pem().as_bytes()).unwrap()
-    }
-
-    fn node(&self, ip: Ipv4Addr) -> (Certificate, HostSecret) {
-        let key = HostSecret::generate();
-        let d = Details {
-            name: format!("node-{ip}"),
-            ips: vec![format!("{ip}/10").parse().unwrap()],
-            subnets: vec![],
-            groups: vec!["nomad-client".into()],
-            not_before: UnixTime(WALL0 - 5),
-            not_after: UnixTime(WALL0 + 300 * 86_400),
-            public_key: key.public().0,
-            is_ca: false,
-            issuer: Some(self.cert.fingerprint()),
-        };
-        (Certificate::sign(&d, self.key.signing_key()).unwrap(), key)
-    }
 }
 
 /// Overlay and underlay addresses of client `i`.
@@ -163,7 +116,7 @@ pub struct Lighthouse {
 impl Lighthouse {
     fn new(ca: &Ca) -> Lighthouse {
         MockClock::set_time(Duration::from_secs(10_000));
-        let (cert, key) = ca.node(LH_IP);
+        let (cert, key) = ca.node_at(&format!("node-{LH_IP}"), LH_IP, NODE_LIFE, &["nomad-client"], &[]);
         let public = cert.details().public_key;
         // Registrations are kept for six intervals; a long interval keeps every registration of
         // the run (a real node refreshes its own every 10 s).
@@ -270,7 +223,7 @@ fn client(ca: &Ca, lh_public: [u8; 32], i: usize) -> Client {
 /// share one make the lighthouse's index hint miss).
 fn client_with_index(ca: &Ca, lh_public: [u8; 32], i: usize, index: u32) -> Client {
     let vpn_ip = client_ip(i);
-    let (cert, key) = ca.node(vpn_ip);
+    let (cert, key) = ca.node_at(&format!("node-{vpn_ip}"), vpn_ip, NODE_LIFE, &["nomad-client"], &[]);
     let tunn = Tunn::new(StaticSecret::from(*key.bytes()), PublicKey::from(lh_public), None, None, index, None);
     Client { vpn_ip, addr: client_addr(i), cert, tunn }
 }
@@ -299,7 +252,7 @@ pub struct Figures {
 
 /// Registers `n` nodes, then runs `queries` HostQuerys from one more node.
 pub fn lighthouse(n: usize, queries: usize) -> Figures {
-    let ca = Ca::new();
+    let ca = Ca::new("scale-ca");
     let heap0 = live_bytes();
     let rss0 = rss_bytes();
     let mut lh = Lighthouse::new(&ca);
@@ -397,7 +350,7 @@ pub struct Handshakes {
 /// ordinary node, after one Hello each. With `shared_index`, every initiator uses the same
 /// session index (the worst case for the responder's index hint).
 pub fn handshakes(peers: usize, rounds: usize, shared_index: bool) -> Handshakes {
-    let ca = Ca::new();
+    let ca = Ca::new("scale-ca");
     let mut lh = Lighthouse::new(&ca);
     lh.node.set_discovery(lh.now, Discovery::default());
     let mut buf = vec![0u8; MIN_BUFFER];

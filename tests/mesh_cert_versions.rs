@@ -13,9 +13,9 @@ use std::time::Duration;
 use cos_mesh::cert::keys::{CaSecret, HostSecret};
 use cos_mesh::cert::pool::{Blocklist, CaPool};
 use cos_mesh::cert::{Certificate, Tbs, Version};
-use cos_mesh::mesh::{Discovery, Event};
+use cos_mesh::mesh::Event;
 use cos_mesh::unixtime::UnixTime;
-use simnet::{Ca, Sim, WALL0, underlay, vpn};
+use simnet::{Ca, Settings, Sim, WALL0, underlay, vpn};
 
 fn ca(version: Version, name: &str) -> Ca {
     let key = CaSecret::generate();
@@ -82,11 +82,7 @@ fn exchange(sim: &mut Sim, a: usize, b: usize) {
 /// Nodes `a` (100.64.0.1) and `b` (100.64.0.2) of `ca` with certificates of `versions`, each
 /// knowing the other by its IPv4 overlay IP.
 fn pair(sim: &mut Sim, ca: &Ca, versions: [Version; 2]) -> (usize, usize) {
-    let (ca_cert, ka) = node(ca, versions[0], "a", 1);
-    let (cb_cert, kb) = node(ca, versions[1], "b", 2);
-    let a = sim.add(Sim::config(ca, ca_cert, ka, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(ca, cb_cert, kb, &[(1, underlay(1))]), 2);
-    (a, b)
+    sim.add_pair(ca, node(ca, versions[0], "a", 1), node(ca, versions[1], "b", 2))
 }
 
 /// Nebula's migration path: a v2 CA signs a v1 certificate for an old node and a v2
@@ -150,8 +146,7 @@ fn a_known_v2_certificate_is_served_from_the_cache() {
     let (ca_cert, ka) = node(&ca, Version::V1, "a", 1);
     let (cb_cert, kb) = node(&ca, Version::V2, "b", 2);
     let hello = cos_mesh::mesh::wire::hello(5, cb_cert.to_bytes());
-    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    let (a, b) = sim.add_pair(&ca, (ca_cert, ka), (cb_cert, kb));
     exchange(&mut sim, a, b);
     let before = sim.nodes[a].node.counters().rx_rate_limited;
     for _ in 0..50 {
@@ -305,12 +300,9 @@ fn ipv6_packets_from_addresses_the_certificate_lacks_are_dropped() {
 fn lighthouse_world(sim: &mut Sim) -> [usize; 4] {
     let ca = ca(Version::V2, "v2 ca");
     let mut add = |name: &str, n: u8, am_lighthouse: bool, am_relay: bool| {
-        let (cert, key) = node(&ca, Version::V2, name, n);
-        let mut cfg = Sim::config(&ca, cert, key, &[(1, underlay(1)), (3, underlay(3))]);
-        let relays = if am_lighthouse || am_relay { vec![] } else { vec![vpn(3)] };
-        cfg.discovery =
-            Discovery { am_lighthouse, am_relay, lighthouses: vec![vpn(1)], relays, ..Discovery::default() };
-        sim.add(cfg, n)
+        let relays: &[u8] = if am_lighthouse || am_relay { &[] } else { &[3] };
+        let cfg = Settings::of(&ca, node(&ca, Version::V2, name, n)).knows(&[1, 3]).lighthouses(&[1]);
+        sim.add(cfg.relays(relays).serves(am_lighthouse, am_relay).config(), n)
     };
     let world = [
         add("lighthouse", 1, true, false),

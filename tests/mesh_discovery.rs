@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use cos_mesh::cert::Certificate;
 use cos_mesh::cert::keys::HostSecret;
-use cos_mesh::mesh::{Discovery, Event, NodeConfig};
-use simnet::{Ca, NatKind, Sim, private, underlay, vpn};
+use cos_mesh::mesh::{Event, NodeConfig};
+use simnet::{Ca, NatKind, Settings, Sim, private, vpn};
 
 /// Lighthouses at 100.64.0.1 and .2 on the public segment.
 const LH1: u8 = 1;
@@ -17,28 +17,14 @@ const LH2: u8 = 2;
 /// A relay at 100.64.0.3 on the public segment.
 const RELAY: u8 = 3;
 
-fn discovery(relays: &[u8]) -> Discovery {
-    Discovery {
-        lighthouses: vec![vpn(LH1), vpn(LH2)],
-        interval: Duration::from_secs(10),
-        relays: relays.iter().map(|n| vpn(*n)).collect(),
-        ..Discovery::default()
-    }
-}
-
 fn node_config(ca: &Ca, name: &str, n: u8, relays: &[u8]) -> NodeConfig {
-    let (cert, key) = ca.node_with_groups(name, n, 86_400, &["nomad-client"]);
-    let mut cfg = Sim::config(ca, cert, key, &[(LH1, underlay(LH1)), (LH2, underlay(LH2)), (RELAY, underlay(RELAY))]);
-    cfg.discovery = discovery(relays);
-    cfg
+    let id = ca.node_with_groups(name, n, 86_400, &["nomad-client"]);
+    Settings::of(ca, id).knows(&[LH1, LH2, RELAY]).lighthouses(&[LH1, LH2]).relays(relays).config()
 }
 
 /// A host of the public segment: a lighthouse, or a relay.
 fn backbone_config(ca: &Ca, cert: Certificate, key: HostSecret, am_lighthouse: bool) -> NodeConfig {
-    let mut cfg = Sim::config(ca, cert, key, &[]);
-    let lighthouses = vec![vpn(LH1), vpn(LH2)];
-    cfg.discovery = Discovery { am_lighthouse, am_relay: !am_lighthouse, lighthouses, ..Discovery::default() };
-    cfg
+    Settings::of(ca, (cert, key)).serves(am_lighthouse, !am_lighthouse).lighthouses(&[LH1, LH2]).config()
 }
 
 /// The public segment: two lighthouses and a relay.
@@ -345,7 +331,7 @@ fn a_restarted_lighthouse_knows_every_node_again_at_their_next_report() {
     sim.restart(lh1, restart);
     let took = sim.run_until(Duration::from_secs(25), |s| s.nodes[lh1].node.registrations(s.now).len() == registered);
     let took = took.expect("every node registered again");
-    let interval = discovery(&[]).interval;
+    let interval = node_config(&ca, "probe", 99, &[]).discovery.interval;
     eprintln!("registered again {took:?} after the restart");
     assert!(took <= interval, "registered again {took:?} after the restart (report interval {interval:?})");
 }

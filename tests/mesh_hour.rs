@@ -7,16 +7,13 @@ mod simnet;
 
 use std::time::{Duration, Instant};
 
-use cos_mesh::mesh::{Discovery, Level, NodeConfig};
-use simnet::{Ca, NatKind, Sim, private, underlay, vpn};
+use cos_mesh::mesh::{Level, NodeConfig};
+use simnet::{Ca, NatKind, Settings, Sim, private, thread_cpu, vpn};
 
 const LH: u8 = 1;
 
 fn member(ca: &Ca, name: &str, n: u8) -> NodeConfig {
-    let (cert, key) = ca.node(name, n, 86_400);
-    let mut cfg = Sim::config(ca, cert, key, &[(LH, underlay(LH))]);
-    cfg.discovery = Discovery { lighthouses: vec![vpn(LH)], relays: vec![vpn(LH)], ..Discovery::default() };
-    cfg
+    Settings::of(ca, ca.node(name, n, 86_400)).knows(&[LH]).lighthouses(&[LH]).relays(&[LH]).config()
 }
 
 /// Issue 15's must-show: a lighthouse that is also the relay, two nodes behind symmetric NATs
@@ -27,10 +24,7 @@ fn member(ca: &Ca, name: &str, n: u8) -> NodeConfig {
 fn an_hour_of_a_healthy_relayed_mesh_logs_no_warning() {
     let mut sim = Sim::new();
     let ca = Ca::new("ca");
-    let (cert, key) = ca.node("lighthouse", LH, 86_400);
-    let mut cfg = Sim::config(&ca, cert, key, &[]);
-    cfg.discovery = Discovery { am_lighthouse: true, am_relay: true, ..Discovery::default() };
-    sim.add(cfg, LH);
+    sim.add(Settings::of(&ca, ca.node("lighthouse", LH, 86_400)).serves(true, true).config(), LH);
     sim.add_nat(1, NatKind::Symmetric);
     sim.add_nat(2, NatKind::Symmetric);
     let a = sim.add_at(member(&ca, "server", 11), private(1, 10), Some(1));
@@ -73,12 +67,13 @@ fn an_hour_of_a_healthy_relayed_mesh_logs_no_warning() {
 }
 
 /// Ten nodes on the public segment, every pair talking once a minute for an hour (each session
-/// rekeys every two minutes while used): all packets arrive, in seconds of wall time.
+/// rekeys every two minutes while used): all packets arrive, and the hour costs well under a
+/// second of CPU.
 #[test]
-#[cfg_attr(debug_assertions, ignore = "a wall-time figure: run with --release")]
+#[cfg_attr(debug_assertions, ignore = "a CPU-time figure: run with --release")]
 fn ten_nodes_for_an_hour_in_seconds() {
     let mut sim = ten_nodes();
-    let started = Instant::now();
+    let (started, cpu0) = (Instant::now(), thread_cpu());
     let mut lost = 0;
     for minute in 0..60u32 {
         for i in 0..10usize {
@@ -98,16 +93,22 @@ fn ten_nodes_for_an_hour_in_seconds() {
             n.tun.clear();
         }
     }
-    let took = started.elapsed();
+    let (took, cpu) = (started.elapsed(), thread_cpu() - cpu0);
     let handshakes: u64 = sim.nodes.iter().map(|n| n.node.counters().handshakes_completed).sum();
-    eprintln!("10 nodes, 1 simulated hour: {took:?} wall, {handshakes} handshakes");
+    let crossed: u64 = sim.nodes.iter().map(|n| n.node.counters().rx_handshake_crossed).sum();
+    eprintln!("10 nodes, 1 simulated hour: {cpu:?} CPU, {took:?} wall, {handshakes} handshakes ({crossed} crossed)");
     assert_eq!(lost, 0);
-    assert!(handshakes >= 45 * 25, "each of the 45 sessions rekeys about every two minutes: {handshakes}");
-    // The clock jumps from event to event, so the wall time is the crypto: two thirds of it is
-    // X25519 for the 2,700 handshakes (about a dozen scalar multiplications each). Measured at
-    // 8 s for a release build on a loaded 2-core machine; the bound guards against a return to
-    // stepping the clock (which took minutes).
-    assert!(took < Duration::from_secs(60), "{took:?}");
+    // 45 sessions, each rekeyed by one end every two minutes of use: 30 an hour. Twice that
+    // is both ends rekeying every session (crossed initiations both answered).
+    assert!((45 * 29..=45 * 32).contains(&handshakes), "one rekey per session every two minutes: {handshakes}");
+    // The clock jumps from event to event, so the cost is the crypto: about 1,350 handshakes
+    // of six X25519 multiplications and two key generations each (70% of the profile). CPU
+    // time, not wall time: a loaded CI machine stretches the wall clock, not the work.
+    // Measured on a shared 2-core VM (load 5-14): 1.43 s CPU, 5.7 s wall, 1,395 handshakes;
+    // before crossed rekeys were settled, 2,700 handshakes and 2.35 s CPU (6.6 s wall). On an
+    // idle core (X25519 ~40 µs instead of the ~87 µs measured here) that is about 0.6 s. The
+    // bound is twice the figure here: a return to stepping the clock took minutes.
+    assert!(cpu < Duration::from_millis(3_000), "{cpu:?} of CPU ({took:?} wall)");
 }
 
 /// Regression (found by the hour below): when ten nodes start talking at once, two nodes with
@@ -134,10 +135,9 @@ fn ten_nodes_opening_at_once_lose_no_packet() {
 fn ten_nodes() -> Sim {
     let mut sim = Sim::new();
     let ca = Ca::new("ca");
-    let statics: Vec<(u8, std::net::SocketAddr)> = (1..=10).map(|n| (n, underlay(n))).collect();
+    let everyone: Vec<u8> = (1..=10).collect();
     for n in 1..=10u8 {
-        let (cert, key) = ca.node(&format!("node-{n}"), n, 86_400);
-        sim.add(Sim::config(&ca, cert, key, &statics), n);
+        sim.add(Settings::of(&ca, ca.node(&format!("node-{n}"), n, 86_400)).knows(&everyone).config(), n);
     }
     sim
 }

@@ -30,7 +30,7 @@ use cos_mesh::firewall::{Firewall, config::parse_rules_str};
 use cos_mesh::mesh::{Discovery, NodeConfig};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use simnet::{Ca, NatKind, Sim, private, udp_packet, underlay, vpn};
+use simnet::{Ca, NatKind, Settings, Sim, private, udp_packet, vpn};
 
 /// The lighthouses' overlay (and underlay) numbers; the first is also the relay. They are the
 /// first nodes of the simulation, member `m` is node `m + LIGHTHOUSES.len()`.
@@ -139,8 +139,7 @@ impl World {
     fn member_config(&self, m: usize) -> NodeConfig {
         let id = &self.ids[m];
         let key = HostSecret::from_pem(id.key_pem.as_bytes()).expect("key");
-        let statics: Vec<_> = LIGHTHOUSES.iter().map(|n| (*n, underlay(*n))).collect();
-        let mut cfg = Sim::config(&self.ca, id.cert.clone(), key, &statics);
+        let mut cfg = Settings::of(&self.ca, (id.cert.clone(), key)).knows(&LIGHTHOUSES).config();
         cfg.discovery = self.discovery(m);
         // A node starts with the blocklist in force (a blocked node with none: it cannot start
         // with its own certificate blocked, and plays the outcast that keeps trying).
@@ -175,10 +174,8 @@ impl World {
         let mut sim = Sim::new();
         let ca = Ca::new("model-ca");
         for n in LIGHTHOUSES {
-            let (cert, key) = ca.node(&format!("lighthouse-{n}"), n, 86_400);
-            let mut cfg = Sim::config(&ca, cert, key, &[]);
-            cfg.discovery = Discovery { am_lighthouse: true, am_relay: n == RELAY, ..Discovery::default() };
-            sim.add(cfg, n);
+            let cfg = Settings::of(&ca, ca.node(&format!("lighthouse-{n}"), n, 86_400)).serves(true, n == RELAY);
+            sim.add(cfg.config(), n);
         }
         let loss = std::rc::Rc::new(std::cell::Cell::new(0u32));
         let l = loss.clone();

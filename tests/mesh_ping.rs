@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use cos_mesh::daemon::policy::FirewallPolicy;
 use cos_mesh::firewall::{Firewall, config::parse_rules_str};
-use cos_mesh::mesh::{Discovery, NodeConfig, Path, PingFailure, PingId, PingOutcome, Probe, ProbeVerdict};
-use simnet::{Ca, NatKind, Sim, private, underlay, vpn};
+use cos_mesh::mesh::{NodeConfig, Path, PingFailure, PingId, PingOutcome, Probe, ProbeVerdict};
+use simnet::{Ca, NatKind, Settings, Sim, private, underlay, vpn};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const LH: u8 = 1;
@@ -33,10 +33,7 @@ fn answered(o: PingOutcome) -> cos_mesh::mesh::PingAnswer {
 }
 
 fn pair(sim: &mut Sim, ca: &Ca) -> (usize, usize) {
-    let (ca_, cb) = (ca.node("a", 1, 86_400), ca.node_with_groups("b", 2, 86_400, &["nomad-server"]));
-    let a = sim.add(Sim::config(ca, ca_.0, ca_.1, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(ca, cb.0, cb.1, &[(1, underlay(1))]), 2);
-    (a, b)
+    sim.add_pair(ca, ca.node("a", 1, 86_400), ca.node_with_groups("b", 2, 86_400, &["nomad-server"]))
 }
 
 fn firewall(yaml: &str) -> FirewallPolicy {
@@ -79,23 +76,14 @@ fn the_far_firewall_verdict_comes_back_and_creates_no_flow() {
 /// Lighthouse and relay on the public segment, two nodes behind symmetric NATs: no punching.
 fn relayed_world(sim: &mut Sim, ca: &Ca) -> (usize, usize, usize) {
     let mut public = |name: &str, n: u8, lighthouse: bool| {
-        let (cert, key) = ca.node(name, n, 86_400);
-        let mut cfg = Sim::config(ca, cert, key, &[]);
-        cfg.discovery = Discovery {
-            am_lighthouse: lighthouse,
-            am_relay: !lighthouse,
-            lighthouses: vec![vpn(LH)],
-            ..Discovery::default()
-        };
-        sim.add(cfg, n)
+        let cfg = Settings::of(ca, ca.node(name, n, 86_400)).serves(lighthouse, !lighthouse).lighthouses(&[LH]);
+        sim.add(cfg.config(), n)
     };
     public("lighthouse", LH, true);
     let relay = public("relay-1", RELAY, false);
     let node = |name: &str, n: u8| -> NodeConfig {
-        let (cert, key) = ca.node(name, n, 86_400);
-        let mut cfg = Sim::config(ca, cert, key, &[(LH, underlay(LH)), (RELAY, underlay(RELAY))]);
-        cfg.discovery = Discovery { lighthouses: vec![vpn(LH)], relays: vec![vpn(RELAY)], ..Discovery::default() };
-        cfg
+        let cfg = Settings::of(ca, ca.node(name, n, 86_400)).knows(&[LH, RELAY]);
+        cfg.lighthouses(&[LH]).relays(&[RELAY]).config()
     };
     sim.add_nat(1, NatKind::Symmetric);
     sim.add_nat(2, NatKind::Symmetric);

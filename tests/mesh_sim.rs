@@ -16,11 +16,7 @@ use simnet::{Ca, Sim, ip_packet, underlay, vpn};
 
 /// Two nodes that know each other's underlay address.
 fn pair(sim: &mut Sim, ca: &Ca) -> (usize, usize) {
-    let (ca_cert, ka) = ca.node("a", 1, 86_400);
-    let (cb_cert, kb) = ca.node("b", 2, 86_400);
-    let a = sim.add(Sim::config(ca, ca_cert, ka, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(ca, cb_cert, kb, &[(1, underlay(1))]), 2);
-    (a, b)
+    sim.add_pair(ca, ca.node("a", 1, 86_400), ca.node("b", 2, 86_400))
 }
 
 #[test]
@@ -237,10 +233,7 @@ fn blocklist_on_reload_disconnects_and_refuses() {
 fn expired_peer_is_disconnected() {
     let mut sim = Sim::new();
     let ca = Ca::new("ca");
-    let (ca_cert, ka) = ca.node("short", 1, 30);
-    let (cb_cert, kb) = ca.node("b", 2, 86_400);
-    let a = sim.add(Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    let (a, b) = sim.add_pair(&ca, ca.node("short", 1, 30), ca.node("b", 2, 86_400));
     sim.send(a, vpn(2), b"while-valid");
     sim.run(Duration::from_secs(1));
     assert!(sim.received(b, b"while-valid"));
@@ -512,9 +505,7 @@ fn a_node_whose_certificate_expired_recovers_with_a_reload() {
     let mut sim = Sim::new();
     let ca = Ca::new("ca");
     let (ca_cert, ka) = ca.node("a", 1, 30);
-    let (cb_cert, kb) = ca.node("b", 2, 86_400);
-    let a = sim.add(Sim::config(&ca, ca_cert.clone(), ka, &[(2, underlay(2))]), 1);
-    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    let (a, b) = sim.add_pair(&ca, (ca_cert.clone(), ka), ca.node("b", 2, 86_400));
     sim.send(a, vpn(2), b"before");
     sim.run(Duration::from_secs(1));
     assert!(sim.received(b, b"before"));

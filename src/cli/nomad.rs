@@ -204,7 +204,8 @@ fn config(a: ConfigArgs) -> Result<ExitCode> {
     }
     let dynamic_ports = match (roles.client, a.dynamic_ports) {
         (true, None) => {
-            let sections = crate::daemon::setup::firewall_sections(&loaded.files)?;
+            let sections = crate::daemon::setup::firewall_sections(&loaded.files)
+                .map_err(crate::daemon::setup::SetupError::from)?;
             ports::from_firewall(&sections)?.unwrap_or_else(DynamicPorts::nomad_default)
         }
         (_, p) => p.unwrap_or_else(DynamicPorts::nomad_default),

@@ -91,6 +91,16 @@ impl Counters {
     }
 }
 
+/// What one wakeup of the event loop works with: the core, the listening socket (replies and
+/// queued output leave through it), the TUN if there is one, and the time read once on waking.
+pub struct Wakeup<'a, P: Policy> {
+    pub node: &'a mut Node<P>,
+    pub udp: &'a Udp,
+    pub tun: Option<&'a Tun>,
+    pub now: Instant,
+    pub wall: UnixTime,
+}
+
 /// The buffers and counters of one worker.
 pub struct DataPath {
     tun_rx: Option<TunRecv>,
@@ -131,40 +141,24 @@ impl DataPath {
     /// from the listening socket (a bounded number of receives): only
     /// [`LISTEN_READS_WHILE_PEERS`] of it while the peers had data, so a flood there cannot
     /// crowd out their traffic.
-    pub fn read_udp<P: Policy>(
-        &mut self,
-        node: &mut Node<P>,
-        peers: &mut PeerSockets,
-        udp: &Udp,
-        tun: Option<&Tun>,
-        now: Instant,
-        wall: UnixTime,
-    ) {
+    pub fn read_udp<P: Policy>(&mut self, w: &mut Wakeup<'_, P>, peers: &mut PeerSockets) {
         let mut got = 0;
         for i in 0..peers.poll_ready() {
             if let Some(own) = peers.ready_socket(i) {
-                got += self.read_socket(node, own, udp, tun, now, wall, UDP_READS_PER_WAKEUP);
+                got += self.read_socket(w, own, UDP_READS_PER_WAKEUP);
             }
         }
         self.counters.udp_datagrams_peer_sockets += got;
         let listen_reads = if got > 0 { LISTEN_READS_WHILE_PEERS } else { UDP_READS_PER_WAKEUP };
-        self.read_socket(node, udp, udp, tun, now, wall, listen_reads);
+        let listening = w.udp;
+        self.read_socket(w, listening, listen_reads);
     }
 
-    /// Up to `reads` receives from `rx`; replies and queued output leave through `tx` (the
-    /// listening socket). Returns the datagrams received.
-    #[allow(clippy::too_many_arguments)]
-    fn read_socket<P: Policy>(
-        &mut self,
-        node: &mut Node<P>,
-        rx: &Udp,
-        tx: &Udp,
-        tun: Option<&Tun>,
-        now: Instant,
-        wall: UnixTime,
-        reads: usize,
-    ) -> u64 {
+    /// Up to `reads` receives from `rx`; replies and queued output leave through the listening
+    /// socket. Returns the datagrams received.
+    fn read_socket<P: Policy>(&mut self, w: &mut Wakeup<'_, P>, rx: &Udp, reads: usize) -> u64 {
         let before = self.counters.udp_datagrams_received;
+        let (now, wall) = (w.now, w.wall);
         for _ in 0..reads {
             let n = match rx.recv(&mut self.udp_rx) {
                 Ok(n) => n,
@@ -185,11 +179,11 @@ impl DataPath {
                 for d in data.chunks(stride) {
                     c.udp_datagrams_received += 1;
                     if self.tun_tx.is_full() {
-                        write_tun(tun, &mut self.tun_tx, c);
+                        write_tun(w.tun, &mut self.tun_tx, c);
                     }
                     if d.len() <= self.tun_tx.slot() {
                         let Some(room) = self.tun_tx.room() else { continue };
-                        if let Some(p) = node.handle_datagram(now, wall, from, d, room) {
+                        if let Some(p) = w.node.handle_datagram(now, wall, from, d, room) {
                             let len = p.len();
                             self.tun_tx.commit(len);
                         }
@@ -197,14 +191,14 @@ impl DataPath {
                         if self.big.len() < MIN_BUFFER {
                             self.big.resize(MIN_BUFFER, 0);
                         }
-                        if let Some(p) = node.handle_datagram(now, wall, from, d, &mut self.big) {
+                        if let Some(p) = w.node.handle_datagram(now, wall, from, d, &mut self.big) {
                             self.tun_tx.push(p);
                         }
                     }
                 }
             }
-            write_tun(tun, &mut self.tun_tx, c);
-            self.flush(node, tx, tun);
+            write_tun(w.tun, &mut self.tun_tx, c);
+            self.flush(w.node, w.udp, w.tun);
             if n < self.udp_rx.capacity() {
                 break;
             }
@@ -213,11 +207,11 @@ impl DataPath {
     }
 
     /// Packets from the TUN → the core → the socket, a bounded number of reads.
-    pub fn read_tun<P: Policy>(&mut self, node: &mut Node<P>, udp: &Udp, tun: &Tun, now: Instant) {
-        let Some(rx) = self.tun_rx.as_mut() else { return };
+    pub fn read_tun<P: Policy>(&mut self, w: &mut Wakeup<'_, P>) {
+        let (Some(rx), Some(tun)) = (self.tun_rx.as_mut(), w.tun) else { return };
         for _ in 0..TUN_READS_PER_WAKEUP {
             if !self.runs.is_empty() && self.runs.free_slots() < tun::MAX_SEGMENTS {
-                self.runs.flush(udp, &mut self.counters);
+                self.runs.flush(w.udp, &mut self.counters);
                 if !self.runs.is_empty() {
                     break; // the socket is full: leave the rest in the TUN's queue
                 }
@@ -237,19 +231,19 @@ impl DataPath {
             if n > 1 {
                 c.tun_super_packets += 1;
             }
-            let max_segments = udp.max_segments();
+            let max_segments = w.udp.max_segments();
             for segment in rx.iter() {
                 let Some(room) = self.runs.room() else {
                     c.tx_dropped += 1;
                     continue;
                 };
-                if let Some((dst, d)) = node.handle_tun_packet(now, segment, room) {
+                if let Some((dst, d)) = w.node.handle_tun_packet(w.now, segment, room) {
                     let len = d.len();
                     self.runs.commit(dst, len, max_segments);
                 }
             }
         }
-        self.flush(node, udp, Some(tun));
+        self.flush(w.node, w.udp, w.tun);
     }
 
     /// Moves the core's queued output (handshakes, control messages, reject replies) out, and

@@ -28,9 +28,9 @@ use crate::io::{Notifier, PeerSockets, PollFd, Signal, Signals, Tun, TunConfig, 
 use crate::mesh::{Node, NodeConfig};
 use crate::unixtime::UnixTime;
 use control::{ControlServer, Request};
-use datapath::DataPath;
+use datapath::{DataPath, Wakeup};
 use policy::FirewallPolicy;
-use setup::Setup;
+use setup::{Setup, SetupError};
 
 /// How often idle firewall flows are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -212,12 +212,12 @@ impl Daemon {
             };
             let now = Instant::now();
             let wall = UnixTime::now();
+            let mut wakeup = Wakeup { node: &mut self.node, udp: &self.udp, tun: self.tun.as_ref(), now, wall };
             if udp_r || peers_r {
-                let tun = self.tun.as_ref();
-                self.datapath.read_udp(&mut self.node, &mut self.peer_socks, &self.udp, tun, now, wall);
+                self.datapath.read_udp(&mut wakeup, &mut self.peer_socks);
             }
-            if tun_r && let Some(tun) = &self.tun {
-                self.datapath.read_tun(&mut self.node, &self.udp, tun, now);
+            if tun_r {
+                self.datapath.read_tun(&mut wakeup);
             }
             if self.node.poll_timeout() <= now {
                 self.node.handle_timeout(now, wall);
@@ -300,7 +300,7 @@ impl Daemon {
     /// valid, so a bad config keeps the running one. Tunnels stay up; peers whose certificates
     /// no longer verify are disconnected; old flows are re-checked on their next packet.
     /// Settings that need a restart are named (logged as a warning and returned), not applied.
-    fn reload(&mut self) -> Result<Reloaded, String> {
+    fn reload(&mut self) -> Result<Reloaded, ReloadError> {
         let _ = self.notifier.reloading();
         let result = self.try_reload();
         match &result {
@@ -321,9 +321,9 @@ impl Daemon {
         result
     }
 
-    fn try_reload(&mut self) -> Result<Reloaded, String> {
+    fn try_reload(&mut self) -> Result<Reloaded, ReloadError> {
         let wall = UnixTime::now();
-        let setup = Setup::load(&self.config_path, wall).map_err(|e| format!("{e:#}"))?;
+        let setup = Setup::load(&self.config_path, wall)?;
         for w in &setup.warnings {
             warn!("{w}");
         }
@@ -334,7 +334,7 @@ impl Daemon {
         let local_allow = setup.config().local_allow_list();
         let Setup { pki, firewall, .. } = setup;
         // The one step that can still refuse; nothing has changed before it.
-        self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall).map_err(|e| e.to_string())?;
+        self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
         self.node.set_static_hosts(resolver::literals(&static_map));
         self.static_hosts = static_map.clone();
         self.resolver.update(static_map);
@@ -407,6 +407,19 @@ impl Daemon {
     fn members(&self, now: Instant) -> serde_json::Value {
         serde_json::to_value(report::members(&self.node, now, self.listen)).unwrap_or_default()
     }
+}
+
+/// Why a reload was refused (the running configuration stays): in the words the log and
+/// `cos-mesh reload` show.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// The new configuration does not load: config files, PKI files or firewall rules.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// It loads, but the running node cannot take its PKI without a restart (another overlay
+    /// IP or key) or its certificate does not verify.
+    #[error(transparent)]
+    Trust(#[from] crate::mesh::TrustReloadError),
 }
 
 /// What a reload applied, and what it could not.

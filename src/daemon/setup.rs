@@ -5,24 +5,108 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use thiserror::Error;
 
 use crate::cert::bundle::HostCerts;
 use crate::cert::keys::HostSecret;
-use crate::cert::pool::{Blocklist, CaPool};
+use crate::cert::pool::{Blocklist, CaPool, Skipped};
 use crate::cert::{Certificate, Version};
-use crate::config::{Config, LoadedConfig, OverlayIp, PemSource, Underlay, UnderlayHost};
+use crate::config::{self, Config, ConfigError, LoadedConfig, OverlayIp, PemSource, Underlay, UnderlayHost};
 
 /// `static_host_map` as configured: overlay IP to underlay `host:port`s (names allowed).
 pub type StaticHostMap = std::collections::BTreeMap<OverlayIp, Vec<Underlay>>;
-use crate::firewall::{Firewall, FirewallConfig};
+use crate::firewall::{Firewall, FirewallConfig, RulesError};
 
 use crate::mesh::Discovery;
 use crate::unixtime::UnixTime;
+
+/// Why a configuration could not be loaded (at start, on reload, by `cos-mesh check`); each
+/// names the file and the key.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    /// The config files themselves: reading, YAML, a key or value they hold.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The CA pool, certificate, key or blocklist the config points to.
+    #[error(transparent)]
+    Pki(ConfigError),
+    #[error("pki.ca, pki.cert and pki.key are required")]
+    PkiMissing,
+    /// (Not a `source`: the message already says it, and a chain would repeat it.)
+    #[error("firewall: {0}")]
+    Firewall(RulesError),
+}
+
+impl From<RulesError> for SetupError {
+    fn from(e: RulesError) -> Self {
+        SetupError::Firewall(e)
+    }
+}
+
+/// Something worth an operator's attention in a configuration that loaded: printed by `check`,
+/// logged by the daemon at start and on reload.
+#[derive(Debug, Clone)]
+pub enum SetupWarning {
+    /// A config key without effect here, or a questionable value.
+    Config(config::Warning),
+    /// A block of the CA bundle that is not a usable CA.
+    CaSkipped {
+        origin: PathBuf,
+        skipped: Skipped,
+    },
+    CaExpired {
+        origin: PathBuf,
+        ca: String,
+        not_after: UnixTime,
+    },
+    /// The node certificate (`pki.cert`) or its CA (`pki.ca`) expires soon.
+    ExpiresSoon {
+        origin: PathBuf,
+        field: &'static str,
+        what: &'static str,
+        name: String,
+        left: i64,
+        not_after: UnixTime,
+    },
+    /// A private key others can read.
+    KeyMode {
+        origin: PathBuf,
+        field: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+}
+
+impl std::fmt::Display for SetupWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetupWarning::Config(w) => write!(f, "{w}"),
+            SetupWarning::CaSkipped { origin, skipped } => write!(f, "{}: pki.ca: {skipped}", origin.display()),
+            SetupWarning::CaExpired { origin, ca, not_after } => write!(
+                f,
+                "{}: pki.ca: CA {ca} expired at {not_after}; certificates it signed no longer verify",
+                origin.display()
+            ),
+            SetupWarning::ExpiresSoon { origin, field, what, name, left, not_after } => write!(
+                f,
+                "{}: {field}: {what} {name} expires in {} (at {not_after}); renew it and reload",
+                origin.display(),
+                human_span(*left)
+            ),
+            SetupWarning::KeyMode { origin, field, path, mode } => write!(
+                f,
+                "{}: {field}: {} has mode {mode:04o}; a private key should be 0600 (chmod 600 {})",
+                origin.display(),
+                path.display(),
+                path.display()
+            ),
+        }
+    }
+}
 
 /// A node configuration that loaded and validated completely.
 pub struct Setup {
@@ -34,17 +118,17 @@ pub struct Setup {
     /// The certificate's IPv6 networks (a dual-stack node), addresses with their prefixes.
     pub overlay6: Vec<Ipv6Net>,
     /// Warnings to print or log (config keys without effect, expiring certificates, ...).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<SetupWarning>,
 }
 
 impl Setup {
-    pub fn load(path: &Path, now: UnixTime) -> Result<Setup> {
+    pub fn load(path: &Path, now: UnixTime) -> Result<Setup, SetupError> {
         let loaded = Config::load(path)?;
-        let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+        let mut warnings: Vec<SetupWarning> = loaded.warnings.iter().cloned().map(SetupWarning::Config).collect();
         let pki = Pki::load(&loaded, now)?;
         warnings.extend(pki.warnings.iter().cloned());
         let overlay = pki.cert.overlay_v4().ok_or_else(|| {
-            field_err(
+            pki_err(
                 &loaded,
                 "pki.cert",
                 format!(
@@ -66,20 +150,20 @@ impl Setup {
         loaded.check_networks(overlay, &overlay6)?;
         let mtu = loaded.config.tun.mtu;
         if !overlay6.is_empty() && mtu < IPV6_MIN_MTU && !loaded.config.tun.disabled {
-            return Err(field_err(
+            return Err(SetupError::Config(field_err(
                 &loaded,
                 "tun.mtu",
                 format!(
                     "{mtu} is below {IPV6_MIN_MTU}, the smallest MTU IPv6 allows, and certificate {} has IPv6 networks; raise tun.mtu",
                     pki.cert.name()
                 ),
-            ));
+            )));
         }
         let sections = firewall_sections(&loaded.files)?;
         // Rules without local_cidr match traffic to any of our networks, v4 and v6.
         let mut local: Vec<IpNet> = pki.cert.networks().iter().map(IpNet::trunc).collect();
         local.extend(pki.cert.unsafe_networks().iter().map(IpNet::trunc));
-        let firewall = Firewall::compile_sections(&sections, &local).map_err(|e| anyhow!("firewall: {e}"))?;
+        let firewall = Firewall::compile_sections(&sections, &local)?;
         Ok(Setup { loaded, pki, firewall, overlay, overlay6, warnings })
     }
 
@@ -132,10 +216,10 @@ impl Setup {
 
 /// The `firewall` sections of every config file, read again with their line numbers (the
 /// merged config has none), so rules report `file:line` in `explain`, lint and logs.
-pub fn firewall_sections(files: &[std::path::PathBuf]) -> Result<Vec<FirewallConfig>> {
+pub fn firewall_sections(files: &[PathBuf]) -> Result<Vec<FirewallConfig>, RulesError> {
     let mut sections = vec![];
     for file in files {
-        if let Some(s) = crate::firewall::config::load_node_section(file).map_err(|e| anyhow!("firewall: {e}"))? {
+        if let Some(s) = crate::firewall::config::load_node_section(file)? {
             sections.push(s);
         }
     }
@@ -167,38 +251,37 @@ pub struct Pki {
     pub cert: Certificate,
     pub key: HostSecret,
     pub blocklist: Blocklist,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<SetupWarning>,
 }
 
 impl Pki {
-    pub fn load(loaded: &LoadedConfig, now: UnixTime) -> Result<Pki> {
+    pub fn load(loaded: &LoadedConfig, now: UnixTime) -> Result<Pki, SetupError> {
         let pki = &loaded.config.pki;
         let mut warnings = Vec::new();
         let (ca, cert, key) = match (&pki.ca, &pki.cert, &pki.key) {
             (Some(ca), Some(cert), Some(key)) => (ca, cert, key),
-            _ => return Err(anyhow!("pki.ca, pki.cert and pki.key are required")), // validate() ensures them
+            _ => return Err(SetupError::PkiMissing), // validate() ensures them
         };
-        let (pool, skipped) = CaPool::load(&read(loaded, "pki.ca", ca)?).map_err(|e| field_err(loaded, "pki.ca", e))?;
-        for s in skipped {
-            warnings.push(format!("{}: pki.ca: {s}", loaded.origin("pki.ca").display()));
+        let (pool, skipped) = CaPool::load(&read(loaded, "pki.ca", ca)?).map_err(|e| pki_err(loaded, "pki.ca", e))?;
+        for skipped in skipped {
+            warnings.push(SetupWarning::CaSkipped { origin: loaded.origin("pki.ca"), skipped });
         }
         for expired in pool.expired(now) {
-            warnings.push(format!(
-                "{}: pki.ca: CA {} expired at {}; certificates it signed no longer verify",
-                loaded.origin("pki.ca").display(),
-                expired.name(),
-                expired.details().not_after
-            ));
+            warnings.push(SetupWarning::CaExpired {
+                origin: loaded.origin("pki.ca"),
+                ca: expired.name().to_string(),
+                not_after: expired.details().not_after,
+            });
         }
         let initiating = match pki.initiating_version {
             None => None,
             Some(n) => Some(Version::from_number(n).ok_or_else(|| {
-                field_err(loaded, "pki.initiating_version", format!("is {n}, expected 1 or 2 (a certificate version)"))
+                pki_err(loaded, "pki.initiating_version", format!("is {n}, expected 1 or 2 (a certificate version)"))
             })?),
         };
         // pki.cert may hold a v1 and a v2 certificate for this key; the node presents one.
         let cert = HostCerts::from_pem(&read(loaded, "pki.cert", cert)?, initiating)
-            .map_err(|e| field_err(loaded, "pki.cert", e))?
+            .map_err(|e| pki_err(loaded, "pki.cert", e))?
             .into_presented();
 
         if let PemSource::Path(p) = key {
@@ -207,10 +290,9 @@ impl Pki {
             // Inline keys live in the config file, which then deserves the key's protection.
             warnings.extend(mode_warning(loaded, "pki.key", &loaded.origin("pki.key")));
         }
-        let secret =
-            HostSecret::from_pem(&read(loaded, "pki.key", key)?).map_err(|e| field_err(loaded, "pki.key", e))?;
+        let secret = HostSecret::from_pem(&read(loaded, "pki.key", key)?).map_err(|e| pki_err(loaded, "pki.key", e))?;
         if secret.public().0 != cert.details().public_key {
-            return Err(field_err(
+            return Err(pki_err(
                 loaded,
                 "pki.key",
                 format!(
@@ -221,21 +303,22 @@ impl Pki {
             ));
         }
 
-        let blocklist = Blocklist::from_hex(&pki.blocklist).map_err(|e| field_err(loaded, "pki.blocklist", e))?;
-        let verified = pool.verify(&cert, now, &blocklist).map_err(|e| field_err(loaded, "pki.cert", e))?;
+        let blocklist = Blocklist::from_hex(&pki.blocklist).map_err(|e| pki_err(loaded, "pki.blocklist", e))?;
+        let verified = pool.verify(&cert, now, &blocklist).map_err(|e| pki_err(loaded, "pki.cert", e))?;
         // An expired certificate stops the node; an expired CA stops the whole mesh. Say so early.
         for (field, what, c, notice) in
             [("pki.cert", "certificate", &cert, CERT_NOTICE), ("pki.ca", "CA", verified.ca().as_ref(), CA_NOTICE)]
         {
             let left = c.details().not_after.seconds() - now.seconds();
             if left < notice {
-                warnings.push(format!(
-                    "{}: {field}: {what} {} expires in {} (at {}); renew it and reload",
-                    loaded.origin(field).display(),
-                    c.name(),
-                    human_span(left),
-                    c.details().not_after
-                ));
+                warnings.push(SetupWarning::ExpiresSoon {
+                    origin: loaded.origin(field),
+                    field,
+                    what,
+                    name: c.name().to_string(),
+                    left,
+                    not_after: c.details().not_after,
+                });
             }
         }
         Ok(Pki { pool, cert, key: secret, blocklist, warnings })
@@ -258,23 +341,26 @@ fn human_span(secs: i64) -> String {
     }
 }
 
-fn field_err(loaded: &LoadedConfig, field: &str, reason: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("{}: {field}: {reason}", loaded.origin(field).display())
+/// `file: key: reason`, the file being the one that set `field`.
+fn field_err(loaded: &LoadedConfig, field: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { file: loaded.origin(field), field: field.into(), reason: reason.to_string() }
 }
 
-fn read(loaded: &LoadedConfig, field: &str, src: &PemSource) -> Result<Vec<u8>> {
-    src.read().map_err(|e| field_err(loaded, field, format!("reading {}: {e}", src.describe())))
+fn pki_err(loaded: &LoadedConfig, field: &str, reason: impl std::fmt::Display) -> SetupError {
+    SetupError::Pki(field_err(loaded, field, reason))
+}
+
+fn read(loaded: &LoadedConfig, field: &str, src: &PemSource) -> Result<Vec<u8>, SetupError> {
+    src.read().map_err(|e| pki_err(loaded, field, format!("reading {}: {e}", src.describe())))
 }
 
 /// Keys must be readable by the owner only, as `nebula-cert` and `cos-mesh sign` write them.
-fn mode_warning(loaded: &LoadedConfig, field: &str, path: &Path) -> Option<String> {
+fn mode_warning(loaded: &LoadedConfig, field: &'static str, path: &Path) -> Option<SetupWarning> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "{}: {field}: {} has mode {mode:04o}; a private key should be 0600 (chmod 600 {})",
-            loaded.origin(field).display(),
-            path.display(),
-            path.display()
-        )
+    (mode & 0o077 != 0).then(|| SetupWarning::KeyMode {
+        origin: loaded.origin(field),
+        field,
+        path: path.to_path_buf(),
+        mode,
     })
 }

@@ -151,7 +151,7 @@ impl fmt::Display for Origin {
 
 /// A problem in the firewall configuration, in the operator's terms.
 #[derive(Debug, Error)]
-pub enum ConfigError {
+pub enum RulesError {
     #[error("reading firewall rules {path}: {source}")]
     Read { path: String, source: std::io::Error },
     /// A rules file over [`MAX_FILE`] (a mistaken `include:` of a log or a device, say).
@@ -167,16 +167,16 @@ pub enum ConfigError {
     IncludeCycle { origin: Origin, chain: String },
 }
 
-impl ConfigError {
+impl RulesError {
     pub(crate) fn field(origin: Origin, field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError::Field { origin, field, message: message.into() }
+        RulesError::Field { origin, field, message: message.into() }
     }
     /// `file:line` of the error, when it has one (for `lint --format json`).
     pub fn position(&self) -> Option<(String, u64)> {
         match self {
-            ConfigError::Read { path, .. } | ConfigError::TooLarge { path } => Some((path.clone(), 0)),
-            ConfigError::Syntax { file, line, .. } => Some((file.clone(), *line)),
-            ConfigError::Field { origin, .. } | ConfigError::IncludeCycle { origin, .. } => {
+            RulesError::Read { path, .. } | RulesError::TooLarge { path } => Some((path.clone(), 0)),
+            RulesError::Syntax { file, line, .. } => Some((file.clone(), *line)),
+            RulesError::Field { origin, .. } | RulesError::IncludeCycle { origin, .. } => {
                 Some((origin.file.to_string(), u64::from(origin.line)))
             }
         }
@@ -202,7 +202,7 @@ impl FirewallConfig {
 }
 
 /// Parses YAML, turning serde-saphyr's error into one that names `file`.
-fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T, ConfigError> {
+fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T, RulesError> {
     serde_saphyr::from_str(text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
         let mut message = e.without_snippet().to_string();
@@ -218,7 +218,7 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T,
         if let Some(rest) = message.strip_suffix(&suffix) {
             message = rest.to_string();
         }
-        ConfigError::Syntax { file: file.to_string(), line, column, message }
+        RulesError::Syntax { file: file.to_string(), line, column, message }
     })
 }
 
@@ -226,20 +226,20 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &str) -> Result<T,
 /// endless file (`/dev/zero`) must fail with an error, not fill memory.
 const MAX_FILE: u64 = 4 << 20;
 
-fn read(path: &Path) -> Result<String, ConfigError> {
+fn read(path: &Path) -> Result<String, RulesError> {
     use std::io::Read;
-    let read_err = |source| ConfigError::Read { path: path.display().to_string(), source };
+    let read_err = |source| RulesError::Read { path: path.display().to_string(), source };
     let f = std::fs::File::open(path).map_err(read_err)?;
     let mut text = String::new();
     f.take(MAX_FILE + 1).read_to_string(&mut text).map_err(read_err)?;
     if text.len() as u64 > MAX_FILE {
-        return Err(ConfigError::TooLarge { path: path.display().to_string() });
+        return Err(RulesError::TooLarge { path: path.display().to_string() });
     }
     Ok(text)
 }
 
 /// Loads a standalone rules file: the `firewall:` keys at top level, e.g. `firewall/base.yaml`.
-pub fn load_rules_file(path: &Path) -> Result<FirewallConfig, ConfigError> {
+pub fn load_rules_file(path: &Path) -> Result<FirewallConfig, RulesError> {
     let text = read(path)?;
     let label = path.display().to_string();
     let cfg: Option<FirewallConfig> = parse_yaml(&text, &label)?;
@@ -248,7 +248,7 @@ pub fn load_rules_file(path: &Path) -> Result<FirewallConfig, ConfigError> {
 
 /// Parses rules from text, as if read from `file` (includes resolve next to it). For tests and
 /// for callers that already hold the text.
-pub fn parse_rules_str(text: &str, file: &Path) -> Result<FirewallConfig, ConfigError> {
+pub fn parse_rules_str(text: &str, file: &Path) -> Result<FirewallConfig, RulesError> {
     let cfg: Option<FirewallConfig> = parse_yaml(text, &file.display().to_string())?;
     Ok(cfg.unwrap_or_default().with_source(file))
 }
@@ -261,7 +261,7 @@ struct NodeConfigView {
 
 /// The `firewall:` section of one node config file, with positions, or `None` if the file
 /// has none (a config directory spreads its keys over several files).
-pub fn load_node_section(path: &Path) -> Result<Option<FirewallConfig>, ConfigError> {
+pub fn load_node_section(path: &Path) -> Result<Option<FirewallConfig>, RulesError> {
     let text = read(path)?;
     let view: Option<NodeConfigView> = parse_yaml(&text, &path.display().to_string())?;
     Ok(view.and_then(|v| v.firewall).map(|f| f.with_source(path)))
@@ -269,7 +269,7 @@ pub fn load_node_section(path: &Path) -> Result<Option<FirewallConfig>, ConfigEr
 
 /// Loads either a node config (its `firewall:` section) or a bare rules file (top-level
 /// `inbound`/`outbound`/`include`). The node config is recognised by its `firewall` key.
-pub fn load_config_or_rules(path: &Path) -> Result<FirewallConfig, ConfigError> {
+pub fn load_config_or_rules(path: &Path) -> Result<FirewallConfig, RulesError> {
     let text = read(path)?;
     let label = path.display().to_string();
     // A `firewall:` key, even empty, marks a node config; anything else must be a rules file.
@@ -302,12 +302,12 @@ pub struct ResolvedRules {
     /// Every file read, top first.
     pub files: Vec<String>,
     /// Included files that set keys only the top-level section may set.
-    pub misplaced: Vec<ConfigError>,
+    pub misplaced: Vec<RulesError>,
 }
 
 /// Reads the includes of `cfg` recursively. Include paths are relative to the including file;
 /// a file that includes itself, directly or not, is an error naming the chain.
-pub fn resolve(cfg: &FirewallConfig) -> Result<ResolvedRules, ConfigError> {
+pub fn resolve(cfg: &FirewallConfig) -> Result<ResolvedRules, RulesError> {
     let mut out = ResolvedRules::default();
     let mut stack = Vec::new();
     let mut seen = BTreeSet::new();
@@ -321,7 +321,7 @@ fn resolve_into(
     stack: &mut Vec<PathBuf>,
     seen: &mut BTreeSet<PathBuf>,
     top: bool,
-) -> Result<(), ConfigError> {
+) -> Result<(), RulesError> {
     let label = cfg.file_label();
     out.files.push(label.to_string());
     if let Some(src) = &cfg.source {
@@ -335,7 +335,7 @@ fn resolve_into(
         for (field, line) in misplaced {
             if let Some(line) = line {
                 let origin = Origin { file: label.clone(), line: line as u32 };
-                out.misplaced.push(ConfigError::field(
+                out.misplaced.push(RulesError::field(
                     origin,
                     field,
                     "only the top-level firewall section sets this; it is ignored in an included file",
@@ -350,16 +350,16 @@ fn resolve_into(
         if stack.contains(&canon) {
             let mut chain: Vec<String> = stack.iter().map(|p| p.display().to_string()).collect();
             chain.push(canon.display().to_string());
-            return Err(ConfigError::IncludeCycle { origin: cfg.origin(inc), chain: chain.join(" -> ") });
+            return Err(RulesError::IncludeCycle { origin: cfg.origin(inc), chain: chain.join(" -> ") });
         }
         if !seen.insert(canon) {
             continue; // a diamond (two files including base.yaml) merges it once
         }
         let sub = load_rules_file(&path).map_err(|e| match e {
-            ConfigError::Read { source, .. } => {
-                ConfigError::field(cfg.origin(inc), "include", format!("{}: {source}", path.display()))
+            RulesError::Read { source, .. } => {
+                RulesError::field(cfg.origin(inc), "include", format!("{}: {source}", path.display()))
             }
-            ConfigError::TooLarge { .. } => ConfigError::field(
+            RulesError::TooLarge { .. } => RulesError::field(
                 cfg.origin(inc),
                 "include",
                 format!("{} is larger than {MAX_FILE} bytes (4 MiB); rule files are a few kilobytes", path.display()),

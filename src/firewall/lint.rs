@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::config::{self, ConfigError, SourcedRule};
+use super::config::{self, RulesError, SourcedRule};
 use super::rules::{PortSel, ProtoSel, Rule};
 
 /// How bad a finding is: errors fail `lint`, warnings only with `--strict`.
@@ -50,7 +50,7 @@ pub fn lint_file(path: &Path, cas: &[CaConstraint]) -> Vec<Finding> {
     out.extend(resolved.misplaced.iter().map(|e| Finding { severity: Severity::Warning, ..error_finding(e) }));
     if let Err(e) = super::Firewall::compile(&cfg, &[]) {
         // Rule errors are reported per rule below; this catches section-level ones (timeouts).
-        if !matches!(e, ConfigError::Field { field, .. } if !field.starts_with("conntrack")) {
+        if !matches!(e, RulesError::Field { field, .. } if !field.starts_with("conntrack")) {
             out.push(error_finding(&e));
         }
     }
@@ -62,11 +62,11 @@ pub fn lint_file(path: &Path, cas: &[CaConstraint]) -> Vec<Finding> {
     out
 }
 
-fn error_finding(e: &ConfigError) -> Finding {
+fn error_finding(e: &RulesError) -> Finding {
     let (file, line) = e.position().unwrap_or_default();
     let message = match e {
-        ConfigError::Syntax { message, .. } => message.clone(),
-        ConfigError::Field { field, message, .. } => format!("{field}: {message}"),
+        RulesError::Syntax { message, .. } => message.clone(),
+        RulesError::Field { field, message, .. } => format!("{field}: {message}"),
         other => other.to_string(),
     };
     Finding { severity: Severity::Error, file, line, check: "schema", message }

@@ -44,7 +44,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 
-pub use config::{Action, ConfigError, FirewallConfig, Origin, load_config_or_rules, load_rules_file};
+pub use config::{Action, FirewallConfig, Origin, RulesError, load_config_or_rules, load_rules_file};
 pub use conntrack::{Conntrack, Lookup, Timeouts};
 pub use peer::PeerIdentity;
 pub use rules::{Direction, LocalScope, Rule};
@@ -132,14 +132,14 @@ impl Firewall {
     /// Compiles a firewall section (reading its includes). `local_networks` are this node's
     /// overlay networks (from its certificate): unless `default_local_cidr_any` is set, rules
     /// without `local_cidr` only match traffic addressed to them. Empty means no restriction.
-    pub fn compile(cfg: &FirewallConfig, local_networks: &[IpNet]) -> Result<Firewall, ConfigError> {
+    pub fn compile(cfg: &FirewallConfig, local_networks: &[IpNet]) -> Result<Firewall, RulesError> {
         Self::compile_sections(std::slice::from_ref(cfg), local_networks)
     }
 
     /// Compiles the `firewall` sections of several config files (a config directory) as one:
     /// rules append in order, each keeping its own `file:line`; for the other settings the
     /// last section that sets one wins.
-    pub fn compile_sections(sections: &[FirewallConfig], local_networks: &[IpNet]) -> Result<Firewall, ConfigError> {
+    pub fn compile_sections(sections: &[FirewallConfig], local_networks: &[IpNet]) -> Result<Firewall, RulesError> {
         let compile = |list: &[config::SourcedRule]| list.iter().map(Rule::compile).collect::<Result<Vec<_>, _>>();
         let (mut inbound, mut outbound) = (Vec::new(), Vec::new());
         let mut timeouts = Timeouts::default();
@@ -156,7 +156,7 @@ impl Firewall {
                 ] {
                     if let Some(v) = value {
                         *slot = crate::duration::parse(&v.value)
-                            .map_err(|e| ConfigError::field(section.origin(v), field, e.to_string()))?;
+                            .map_err(|e| RulesError::field(section.origin(v), field, e.to_string()))?;
                     }
                 }
             }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::config::{ConfigError, Origin, SourcedRule};
+use super::config::{Origin, RulesError, SourcedRule};
 use super::peer::PeerIdentity;
 use crate::cert::Fingerprint;
 use crate::packet::{Flow, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
@@ -117,10 +117,10 @@ pub struct Rule {
 
 impl Rule {
     /// Validates one rule as written; errors name the rule's file, line and field.
-    pub fn compile(src: &SourcedRule) -> Result<Rule, ConfigError> {
+    pub fn compile(src: &SourcedRule) -> Result<Rule, RulesError> {
         let s = &src.spec;
         let at = |line: u64| Origin { file: src.file.clone(), line: line as u32 };
-        let err = |line: u64, field: &'static str, msg: String| ConfigError::field(at(line), field, msg);
+        let err = |line: u64, field: &'static str, msg: String| RulesError::field(at(line), field, msg);
         let rule_line = u64::from(src.origin.line);
 
         let proto = match &s.proto {

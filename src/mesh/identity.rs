@@ -9,7 +9,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::{IpNet, Ipv4Net};
 
 use super::outbound::dst_and_protocol;
-use super::{NodeError, ReloadError};
+use super::{NodeError, TrustReloadError};
 use crate::cert::Certificate;
 use crate::cert::keys::HostSecret;
 
@@ -58,16 +58,16 @@ impl Identity {
 
     /// Whether a renewed certificate may replace ours while running: same overlay IP, same
     /// networks and same key (peers know us by them). Its validity is checked by the caller.
-    pub fn check_renewal(&self, cert: &Certificate) -> Result<(), ReloadError> {
+    pub fn check_renewal(&self, cert: &Certificate) -> Result<(), TrustReloadError> {
         if cert.vpn_ip() != Some(self.vpn_ip) {
-            return Err(ReloadError::OverlayIpChanged { new: cert.vpn_ip(), running: self.vpn_ip });
+            return Err(TrustReloadError::OverlayIpChanged { new: cert.vpn_ip(), running: self.vpn_ip });
         }
         if sorted_networks(cert) != sorted_networks(&self.cert) {
             let list = |c: &Certificate| c.networks().iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
-            return Err(ReloadError::NetworksChanged { new: list(cert), running: list(&self.cert) });
+            return Err(TrustReloadError::NetworksChanged { new: list(cert), running: list(&self.cert) });
         }
         if cert.details().public_key != self.public.to_bytes() {
-            return Err(ReloadError::KeyChanged);
+            return Err(TrustReloadError::KeyChanged);
         }
         Ok(())
     }
@@ -124,7 +124,7 @@ mod tests {
     use super::Identity;
     use crate::cert::keys::{CaSecret, HostSecret};
     use crate::cert::{Certificate, Details};
-    use crate::mesh::ReloadError;
+    use crate::mesh::TrustReloadError;
     use crate::unixtime::UnixTime;
 
     fn cert(ca: &CaSecret, ip: &str, key: &HostSecret) -> Certificate {
@@ -169,9 +169,9 @@ mod tests {
         assert_eq!(id.check_renewal(&cert(&ca, "100.64.0.1/10", &key)), Ok(()));
         assert!(matches!(
             id.check_renewal(&cert(&ca, "100.64.0.2/10", &key)),
-            Err(ReloadError::OverlayIpChanged { .. })
+            Err(TrustReloadError::OverlayIpChanged { .. })
         ));
-        assert_eq!(id.check_renewal(&cert(&ca, "100.64.0.1/10", &other)), Err(ReloadError::KeyChanged));
+        assert_eq!(id.check_renewal(&cert(&ca, "100.64.0.1/10", &other)), Err(TrustReloadError::KeyChanged));
         assert!(id.claimed_by(&cert(&ca, "100.64.0.9/10", &key)), "our key under another address");
         assert!(!id.claimed_by(&cert(&ca, "100.64.0.9/10", &other)));
     }

@@ -125,6 +125,12 @@ impl<P: Policy> Node<P> {
                 // initiation yields no packet for the TUN. Only a key that is not this peer's
                 // (an index another sender also uses) goes on to the anonymous parse.
                 if let Some(idx) = self.hinted_initiator(from, data)
+                    && self.keeps_own_rekey(idx)
+                {
+                    self.out.counters.rx_handshake_crossed += 1;
+                    return None;
+                }
+                if let Some(idx) = self.hinted_initiator(from, data)
                     && self.offer(now, wall, idx, Arrival { from, depth }, data, &mut *out) != Err(NotThisPeer)
                 {
                     self.out.counters.rx_handshake_by_index += 1;
@@ -218,6 +224,17 @@ impl<P: Policy> Node<P> {
             Path::Relay { peer: claimed, .. } if claimed != peer.vpn_ip => None,
             _ => Some(idx),
         }
+    }
+
+    /// Both ends started a rekey at once (their timers agree) and the initiations crossed:
+    /// answering both would make two sessions where one does, and both ends would stay
+    /// initiators and cross again at the next rekey. The end with the lower static key keeps its
+    /// own and ignores the peer's; the other answers ours and stops resending its own (see
+    /// `authenticated`). A probe for a direct path neither gives way nor wins.
+    fn keeps_own_rekey(&self, idx: u32) -> bool {
+        self.peers.get(idx).is_some_and(|p| {
+            p.session.rekey_in_flight() && self.id.public.as_bytes() < &p.cert.cert().details().public_key
+        })
     }
 
     /// Remembers the sender's session index of a handshake message that authenticated as peer
@@ -424,6 +441,14 @@ impl<P: Policy> Node<P> {
         if matches!(msg_type, WgType::HandshakeInit | WgType::HandshakeResponse) {
             peer.last_handshake = Some(now);
             self.out.counters.handshakes_completed += u64::from(msg_type == WgType::HandshakeResponse);
+        }
+        // We answered the peer's rekey across ours, and its key wins (`keeps_own_rekey`): it
+        // ignores ours, so ours is not resent (boringtun stopped when it answered).
+        if msg_type == WgType::HandshakeInit
+            && peer.session.rekey_in_flight()
+            && self.id.public.as_bytes() > &peer.cert.cert().details().public_key
+        {
+            peer.session.stop_fast_retries();
         }
         // A response (we initiated) or any data (the initiator confirmed) means a usable session.
         if msg_type != WgType::HandshakeInit {

@@ -203,7 +203,7 @@ pub enum NodeError {
 
 /// Why [`Node::reload_trust`] refused a new PKI (the running one stays).
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum ReloadError {
+pub enum TrustReloadError {
     #[error(
         "pki.cert: the new certificate is for {} but this node runs as {running}; changing the overlay IP needs a restart",
         new.map_or_else(|| "no overlay IP".to_string(), |ip| ip.to_string())
@@ -370,7 +370,7 @@ impl<P: Policy> Node<P> {
         blocklist: Blocklist,
         cert: Certificate,
         wall: UnixTime,
-    ) -> Result<(), ReloadError> {
+    ) -> Result<(), TrustReloadError> {
         self.id.check_renewal(&cert)?;
         pool.verify(&cert, wall, &blocklist)?;
         self.admission.replace_trust(pool, blocklist);

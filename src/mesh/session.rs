@@ -88,6 +88,12 @@ impl Session {
         }
     }
 
+    /// A rekey of ours is in flight (not a probe for a direct path) and still being retried:
+    /// when the peer's initiation crosses it, one of the two must give way.
+    pub fn rekey_in_flight(&self) -> bool {
+        matches!(self, Session::Rekeying { attempt: Attempt { init: Some(i), .. }, .. } if !i.direct_only)
+    }
+
     /// Our fast retries end (boringtun's own continue).
     pub fn stop_fast_retries(&mut self) {
         if let Session::Handshaking { attempt: Some(a) } | Session::Rekeying { attempt: a, .. } = self {

@@ -45,6 +45,9 @@ pub struct Counters {
     /// Initiations that went straight to the peer their sender index names (one
     /// Diffie-Hellman less than finding the sender by its key).
     pub rx_handshake_by_index: u64,
+    /// Initiations ignored because they crossed a rekey of ours that wins the tie (the lower
+    /// static key keeps its own): one session instead of two.
+    pub rx_handshake_crossed: u64,
     pub handshakes_timed_out: u64,
     pub sessions_expired: u64,
     pub peers_removed: u64,

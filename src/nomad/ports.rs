@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::firewall::config::{ConfigError, FirewallConfig, resolve};
+use crate::firewall::config::{FirewallConfig, RulesError, resolve};
 use crate::firewall::rules::{PortSel, Rule};
 
 /// Group whose members reach allocations on the dynamic ports (`firewall/nomad-client.yaml`).
@@ -33,7 +33,7 @@ impl DynamicPorts {
 #[derive(Debug, Error)]
 pub enum PortsError {
     #[error("firewall: {0}")]
-    Firewall(#[from] ConfigError),
+    Firewall(#[from] RulesError),
     #[error(
         "the firewall opens several port ranges to group {CLIENT_GROUP} ({ranges}); \
          say which one is Nomad's with --dynamic-ports MIN-MAX"

@@ -76,10 +76,22 @@ impl Ca {
         groups: &[&str],
         subnets: &[&str],
     ) -> (Certificate, HostSecret) {
+        self.node_at(name, vpn(n), life, groups, subnets)
+    }
+
+    /// A node certificate for any overlay address in 100.64.0.0/10 (large meshes).
+    pub fn node_at(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        life: i64,
+        groups: &[&str],
+        subnets: &[&str],
+    ) -> (Certificate, HostSecret) {
         let key = HostSecret::generate();
         let d = Details {
             name: name.into(),
-            ips: vec![format!("100.64.0.{n}/10").parse().unwrap()],
+            ips: vec![format!("{ip}/10").parse().unwrap()],
             subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             not_before: UnixTime(WALL0 - 5),
@@ -90,6 +102,12 @@ impl Ca {
         };
         (Certificate::sign(&d, self.key.signing_key()).unwrap(), key)
     }
+}
+
+/// CPU time of this thread so far: what a simulation costs, however loaded the machine.
+pub fn thread_cpu() -> Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).expect("thread CPU clock");
+    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }
 
 pub fn vpn(n: u8) -> Ipv4Addr {
@@ -177,6 +195,49 @@ impl Nat {
             NatKind::Symmetric => dst == Some(from),
         };
         ok.then_some(inside)
+    }
+}
+
+/// One node's settings in a simulated world, built up from what it knows and what it is:
+/// `Settings::of(ca, ca.node("server", 11, DAY)).knows(&[1, 3]).lighthouses(&[1]).relays(&[3])`.
+/// Nodes are numbered as everywhere here: overlay `vpn(n)`, public underlay `underlay(n)`.
+pub struct Settings(NodeConfig);
+
+impl Settings {
+    /// A node that knows nobody and has no discovery role.
+    pub fn of(ca: &Ca, (cert, key): (Certificate, HostSecret)) -> Settings {
+        Settings(Sim::config(ca, cert, key, &[]))
+    }
+
+    /// Knows the public underlay addresses of nodes `ns` (`static_host_map`).
+    pub fn knows(mut self, ns: &[u8]) -> Settings {
+        for n in ns {
+            self.0.static_hosts.insert(IpAddr::V4(vpn(*n)), vec![underlay(*n)]);
+        }
+        self
+    }
+
+    /// Registers with the lighthouses `ns` (and asks them about peers).
+    pub fn lighthouses(mut self, ns: &[u8]) -> Settings {
+        self.0.discovery.lighthouses = ns.iter().map(|n| vpn(*n)).collect();
+        self
+    }
+
+    /// Is served by the relays `ns`.
+    pub fn relays(mut self, ns: &[u8]) -> Settings {
+        self.0.discovery.relays = ns.iter().map(|n| vpn(*n)).collect();
+        self
+    }
+
+    /// Is a lighthouse (`am_lighthouse`) and/or a relay (`am_relay`).
+    pub fn serves(mut self, am_lighthouse: bool, am_relay: bool) -> Settings {
+        self.0.discovery.am_lighthouse = am_lighthouse;
+        self.0.discovery.am_relay = am_relay;
+        self
+    }
+
+    pub fn config(self) -> NodeConfig {
+        self.0
     }
 }
 
@@ -316,6 +377,14 @@ impl Sim {
     /// Adds a node on the public segment at `underlay(n)`.
     pub fn add(&mut self, cfg: NodeConfig, n: u8) -> usize {
         self.add_at(cfg, underlay(n), None)
+    }
+
+    /// Two nodes on the public segment, `a` as node 1 and `b` as node 2 (their certificates
+    /// must be for `vpn(1)` and `vpn(2)`), each knowing the other's underlay address.
+    pub fn add_pair(&mut self, ca: &Ca, a: (Certificate, HostSecret), b: (Certificate, HostSecret)) -> (usize, usize) {
+        let a = self.add(Settings::of(ca, a).knows(&[2]).config(), 1);
+        let b = self.add(Settings::of(ca, b).knows(&[1]).config(), 2);
+        (a, b)
     }
 
     /// Replaces node `i` by a fresh one (a restart: all state lost).

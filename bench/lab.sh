@@ -122,6 +122,14 @@ start_cos-mesh-plain() {
     start_cos-mesh
 }
 
+# Another build of cos-mesh ($COS_MESH_REF, e.g. main's) with the same configs: paired against
+# this one round by round when a change must not cost throughput.
+start_cos-mesh-ref() {
+    [ -n "${COS_MESH_REF:-}" ] || return 1
+    local COS_MESH=$COS_MESH_REF
+    start_cos-mesh
+}
+
 start_nebula() {
     command -v nebula >/dev/null || return 1
     pki

@@ -17,6 +17,7 @@
 #   cos-mesh-plain is cos-mesh with tun.use_offloads and listen.udp_offloads off)
 #   COS_MESH=target/release/cos-mesh  OUT=bench/results/<UTC time>
 #   COS_MESH_OFFLOADS=false (cos-mesh with tun.use_offloads and listen.udp_offloads off)
+#   COS_MESH_REF=path/to/another/cos-mesh with SYSTEMS="cos-mesh cos-mesh-ref": two builds paired
 #
 # Safety: nothing is configured outside the two namespaces this script creates; every process
 # it starts is killed and both namespaces are deleted on exit, also on failure or Ctrl-C.

@@ -11,6 +11,7 @@ listing=$(dpkg -c "$deb")
 echo "$listing"
 has() { grep -qE " \./$1\$" <<<"$listing" || fail "the package lacks /$1"; }
 has 'usr/bin/cos-mesh'
+has 'usr/bin/cos-mesh-daemon'   # what `cos-mesh run` execs (the daemon's code alone)
 has 'usr/lib/systemd/system/cos-mesh\.service'
 has 'usr/share/cos-mesh/systemd/nomad\.service\.d/cos-mesh\.conf'
 for role in firewall/*.yaml; do has "usr/share/cos-mesh/$role"; done
@@ -42,6 +43,10 @@ grep -q '^ExecStart=/usr/bin/cos-mesh run ' "$unit" || fail "the unit does not s
 sed "s|/usr/bin/cos-mesh|$root/usr/bin/cos-mesh|" "$unit" >"$root/cos-mesh.service"
 out=$(systemd-analyze verify "$root/cos-mesh.service" 2>&1) || fail "systemd-analyze verify: $out"
 ! grep -q 'cos-mesh' <<<"$out" || fail "systemd-analyze verify complained: $out"
-size=$(stat -c %s "$root/usr/bin/cos-mesh")
-[ "$size" -lt 20000000 ] || fail "the installed binary is $size bytes: not stripped?"
+for b in cos-mesh cos-mesh-daemon; do
+    size=$(stat -c %s "$root/usr/bin/$b")
+    [ "$size" -lt 20000000 ] || fail "the installed $b is $size bytes: not stripped?"
+done
+usage=$("$root/usr/bin/cos-mesh-daemon" 2>&1 || true)
+grep -q 'cos-mesh run -c' <<<"$usage" || fail "the installed cos-mesh-daemon does not run: $usage"
 echo "check-deb: ok"

@@ -78,8 +78,31 @@ impl Totals {
     }
 }
 
+/// A daemon's anonymous resident memory (heap, stacks, relocated data), from smaps_rollup.
+fn anonymous_kb(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let line = rollup.lines().find(|l| l.starts_with("Anonymous:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Bounds on a daemon's anonymous memory, idle and after the streams below (both daemons,
+/// offloads on or off). This debug build measured 2.8–2.9 MB idle and at most 4.1 MB after the
+/// streams (2026-12-02, offloads on; off: 2.9 MB); release figures in bench/results/2026-12-02-rss2/.
+/// What they catch: a buffer becoming resident whole — the 32 TUN write slots reserve 64 KB each
+/// for coalescing (2 MB), the GRO receive buffers 512 KB — where only what traffic touches may be.
+const IDLE_ANON_KB: u64 = 3584;
+const LOADED_ANON_KB: u64 = 5120;
+
 fn stream_ping_fragments_and_a_full_size_datagram(offloads: bool) {
     let mut p = Pair::new(offloads);
+    // `cos-mesh run` handed over to the daemon-only binary (same pid), which maps only its code.
+    for h in [&mut p.a, &mut p.b] {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", h.pid())).unwrap();
+        assert!(exe.ends_with("cos-mesh-daemon"), "the daemon runs {}", exe.display());
+    }
+    let idle = [anonymous_kb(p.a.pid()), anonymous_kb(p.b.pid())];
+    eprintln!("anonymous kB idle (a, b): {idle:?}");
+    assert!(idle.iter().all(|&kb| kb < IDLE_ANON_KB), "idle anonymous kB {idle:?}, bound {IDLE_ANON_KB}");
     // ICMP, and IP fragments: a 3,000-byte ping is fragmented at the overlay MTU (1420) by the
     // sender and reassembled by the receiver; every fragment crosses the tunnel on its own.
     for size in ["56", "3000"] {
@@ -118,6 +141,10 @@ fn stream_ping_fragments_and_a_full_size_datagram(offloads: bool) {
     let mut buf = [0u8; 4096];
     let (n, _) = rx.recv_from(&mut buf).expect("the 1,400-byte datagram arrives");
     assert_eq!((n, buf[..n].iter().all(|&b| b == 0x5a)), (1392, true));
+
+    let loaded = [anonymous_kb(p.a.pid()), anonymous_kb(p.b.pid())];
+    eprintln!("anonymous kB after the streams (a, b): {loaded:?}");
+    assert!(loaded.iter().all(|&kb| kb < LOADED_ANON_KB), "anonymous kB {loaded:?}, bound {LOADED_ANON_KB}");
 
     let (a, b) = p.totals();
     if offloads {

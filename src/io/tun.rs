@@ -172,7 +172,11 @@ impl Tun {
     /// `WouldBlock` when none is waiting.
     pub fn recv(&self, rx: &mut TunRecv) -> io::Result<usize> {
         rx.filled = 0;
-        let n = self.queues[0].recv_multiple(&mut rx.raw, &mut rx.segments, &mut rx.sizes, 0)?;
+        // Slices of the one segment buffer, on the stack: no allocation per receive.
+        let mut slots = rx.segments.chunks_mut(rx.segment);
+        let mut bufs: [&mut [u8]; MAX_SEGMENTS] = std::array::from_fn(|_| slots.next().unwrap_or_default());
+        let count = rx.sizes.len();
+        let n = self.queues[0].recv_multiple(&mut rx.raw, &mut bufs[..count], &mut rx.sizes, 0)?;
         rx.filled = n;
         Ok(n)
     }
@@ -209,10 +213,14 @@ impl AsFd for Tun {
 
 /// Caller-owned storage for [`Tun::recv`]: the raw read (a super-packet needs 64 KB; without
 /// offloads it is not used) and [`MAX_SEGMENTS`] MTU-sized segment slots. Allocated once per
-/// worker; pages the traffic never touches stay out of the resident set.
+/// worker, each as one zeroed allocation (large ones come straight from `mmap`), so pages the
+/// traffic never touches stay out of the resident set; 128 slots of their own were 128 heap
+/// chunks, every page written at allocation (an idle daemon's heap was 164 kB larger at MTU 1420).
 pub struct TunRecv {
     raw: Vec<u8>,
-    segments: Vec<Vec<u8>>,
+    /// `sizes.len()` slots of `segment` bytes.
+    segments: Vec<u8>,
+    segment: usize,
     sizes: Vec<usize>,
     filled: usize,
 }
@@ -221,12 +229,8 @@ impl TunRecv {
     /// Storage for reading `tun` (its MTU and whether offloads are on).
     pub fn new(tun: &Tun) -> TunRecv {
         let (raw, count) = if tun.offload() { (HEADROOM + MAX_PACKET, MAX_SEGMENTS) } else { (0, 1) };
-        TunRecv {
-            raw: vec![0; raw],
-            segments: vec![vec![0; tun.mtu().max(576)]; count],
-            sizes: vec![0; count],
-            filled: 0,
-        }
+        let segment = tun.mtu().max(576);
+        TunRecv { raw: vec![0; raw], segments: vec![0; count * segment], segment, sizes: vec![0; count], filled: 0 }
     }
 
     /// Packets from the last receive.
@@ -240,7 +244,7 @@ impl TunRecv {
 
     /// The packets of the last receive, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.segments.iter().zip(&self.sizes).take(self.filled).map(|(b, &n)| &b[..n])
+        self.segments.chunks(self.segment).zip(&self.sizes).take(self.filled).map(|(b, &n)| &b[..n])
     }
 }
 

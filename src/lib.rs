@@ -6,6 +6,10 @@
 // Library code reports errors; only tests may unwrap (clippy.toml: allow-unwrap-in-tests).
 #![warn(clippy::unwrap_used)]
 
+/// This build's identity (a hash of its sources, build.rs): `cos-mesh run` hands over to a
+/// `cos-mesh-daemon` only of the same build.
+pub const BUILD_ID: &str = env!("COS_MESH_BUILD_ID");
+
 pub mod cert;
 pub mod cli;
 pub mod config;

@@ -12,6 +12,11 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cos-mesh-daemon -c <FILE|DIR>  (normally started as `cos-mesh run -c <FILE|DIR>`)";
 
 fn main() -> ExitCode {
+    // `cos-mesh run` asks first, and hands over only to a daemon of its own build.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--build-id") {
+        println!("{}", cos_mesh::BUILD_ID);
+        return ExitCode::SUCCESS;
+    }
     let config = match config_arg(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(msg) => {

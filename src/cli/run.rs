@@ -26,8 +26,23 @@ pub fn run(a: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cos-mesh-daemon` in the directory of `exe`, if it is a file there.
+/// `cos-mesh-daemon` in the directory of `exe`, if it is a file there and of this very build (a
+/// stale one left beside a rebuilt `cos-mesh` is passed over, saying so).
 fn sibling_daemon(exe: &Path) -> Option<PathBuf> {
     let daemon = exe.parent()?.join(DAEMON_BIN);
-    daemon.is_file().then_some(daemon)
+    if !daemon.is_file() {
+        return None;
+    }
+    let theirs = Command::new(&daemon).arg("--build-id").output().ok()?;
+    let theirs = String::from_utf8_lossy(&theirs.stdout);
+    if theirs.trim() != crate::BUILD_ID {
+        eprintln!(
+            "cos-mesh: {} is from another build ({}, this is {}); running the daemon in this process",
+            daemon.display(),
+            theirs.trim(),
+            crate::BUILD_ID
+        );
+        return None;
+    }
+    Some(daemon)
 }

@@ -18,7 +18,7 @@ use support::{Netns, veth, wait_until};
 fn tun_config(name: &str, addr: &str) -> TunConfig {
     TunConfig {
         name: name.into(),
-        address: addr.parse().unwrap(),
+        address: Some(addr.parse().unwrap()),
         ipv6: Vec::new(),
         mtu: 1420,
         tx_queue: 500,

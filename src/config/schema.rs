@@ -107,9 +107,9 @@ impl Default for Pki {
 #[serde(deny_unknown_fields, default)]
 pub struct Lighthouse {
     pub am_lighthouse: bool,
-    /// Overlay IPs of the lighthouses (each must be in `static_host_map`).
+    /// Overlay addresses of the lighthouses, IPv4 or IPv6 (each must be in `static_host_map`).
     #[serde(deserialize_with = "nullable")]
-    pub hosts: Vec<Ipv4Addr>,
+    pub hosts: Vec<IpAddr>,
     /// Seconds between address reports to the lighthouses (Nebula's default 10).
     pub interval: u64,
     pub serve_dns: bool,
@@ -269,9 +269,9 @@ impl Default for Punchy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Relay {
-    /// Overlay IPs of relays that may relay for this node.
+    /// Overlay addresses of relays that may relay for this node, IPv4 or IPv6.
     #[serde(deserialize_with = "nullable")]
-    pub relays: Vec<Ipv4Addr>,
+    pub relays: Vec<IpAddr>,
     pub am_relay: bool,
     pub use_relays: bool,
 }

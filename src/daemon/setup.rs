@@ -29,8 +29,9 @@ pub struct Setup {
     pub loaded: LoadedConfig,
     pub pki: Pki,
     pub firewall: Firewall,
-    /// This node's overlay address with the overlay prefix.
-    pub overlay: Ipv4Net,
+    /// This node's identity on the overlay, with its prefix: the certificate's first IPv4
+    /// network, or its first network when it has only IPv6 ones.
+    pub overlay: IpNet,
     /// The certificate's IPv6 networks (a dual-stack node), addresses with their prefixes.
     pub overlay6: Vec<Ipv6Net>,
     /// Warnings to print or log (config keys without effect, expiring certificates, ...).
@@ -43,17 +44,11 @@ impl Setup {
         let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
         let pki = Pki::load(&loaded, now)?;
         warnings.extend(pki.warnings.iter().cloned());
-        let overlay = pki.cert.overlay_v4().ok_or_else(|| {
-            field_err(
-                &loaded,
-                "pki.cert",
-                format!(
-                    "certificate {} has no IPv4 network ({}): IPv6-only overlays are not supported yet",
-                    pki.cert.name(),
-                    pki.cert.networks().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?;
+        // The certificate's first network is the node's identity: the IPv4 one when there is one.
+        let overlay =
+            pki.cert.overlay_v4().map(IpNet::V4).or_else(|| pki.cert.networks().first().copied()).ok_or_else(|| {
+                field_err(&loaded, "pki.cert", format!("certificate {} has no network", pki.cert.name()))
+            })?;
         let overlay6: Vec<Ipv6Net> = pki
             .cert
             .networks()
@@ -63,7 +58,7 @@ impl Setup {
                 IpNet::V4(_) => None,
             })
             .collect();
-        loaded.check_networks(overlay, &overlay6)?;
+        loaded.check_networks(pki.cert.networks())?;
         let mtu = loaded.config.tun.mtu;
         if !overlay6.is_empty() && mtu < IPV6_MIN_MTU && !loaded.config.tun.disabled {
             return Err(field_err(
@@ -98,7 +93,15 @@ impl Setup {
         let c = self.config();
         Discovery {
             am_lighthouse: c.lighthouse.am_lighthouse,
-            lighthouses: c.lighthouse.hosts.clone(),
+            lighthouses: c
+                .lighthouse
+                .hosts
+                .iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(ip) => Some(*ip),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
             interval: Duration::from_secs(c.lighthouse.interval.max(1)),
             advertise_addrs: c
                 .lighthouse
@@ -117,7 +120,15 @@ impl Setup {
             punch_delay: c.punchy.delay.0,
             respond_delay: c.punchy.respond_delay.0,
             am_relay: c.relay.am_relay,
-            relays: c.relay.relays.clone(),
+            relays: c
+                .relay
+                .relays
+                .iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(ip) => Some(*ip),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
             use_relays: c.relay.use_relays,
             remote_allow_list: c.lighthouse.remote_allow_list.iter().map(|(n, a)| (*n, *a)).collect(),
         }

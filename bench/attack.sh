@@ -24,6 +24,9 @@
 # answers to the flood) and, for cos-mesh, the counters of `cos-mesh status --json` that moved.
 #
 # Settings (environment): DURATION=8 (iperf3 seconds per flood) FLOOD_COUNT=5000000 MTU=1420
+#   FLOOD_RATE=0 (datagrams/s; 0 = as fast as one thread can. On a small machine the flooder shares
+#   the cores with the daemons, so an unpaced flood reaches a different rate against each system;
+#   a fixed rate every system's run reaches makes the comparison fair)
 #   SYSTEMS="cos-mesh nebula boringtun" FLOODS="garbage wg-init hello replay"
 #   COS_MESH=target/release/cos-mesh FLOOD=target/release/examples/flood
 #   OUT=bench/results/<UTC time>-attack
@@ -36,6 +39,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DURATION=${DURATION:-8}
 FLOOD_COUNT=${FLOOD_COUNT:-5000000}
+FLOOD_RATE=${FLOOD_RATE:-0}
 MTU=${MTU:-1420}
 SYSTEMS=${SYSTEMS:-"cos-mesh nebula boringtun"}
 FLOODS=${FLOODS:-"garbage wg-init hello replay"}
@@ -164,7 +168,7 @@ attack() { # system
         local r0 c0 u0 m0=$WORK/m0 m1=$WORK/m1
         r0=$(rss_b); u0=$(udp_counters); mesh_counters "$sys" >"$m0"
         ip netns exec "$NC" "$FLOOD" --target "$UD:$port" --kind "$flood" --count "$FLOOD_COUNT" \
-            --seconds $((DURATION + 2)) "${extra[@]}" >"$WORK/flood.out" 2>&1 &
+            --rate "$FLOOD_RATE" --seconds $((DURATION + 2)) "${extra[@]}" >"$WORK/flood.out" 2>&1 &
         local fp=$!
         PIDS+=($fp)
         c0=$(cpu_b); local s0; s0=$(date +%s.%N)
@@ -198,7 +202,7 @@ attack() { # system
     echo "# cos-mesh $("$COS_MESH" --version 2>/dev/null | head -1)"
     command -v nebula >/dev/null && echo "# nebula $(nebula -version 2>&1 | head -1)"
     command -v boringtun-cli >/dev/null && echo "# $(boringtun-cli --version 2>&1 | head -1)"
-    echo "# duration=${DURATION}s flood_count=$FLOOD_COUNT mtu=$MTU systems=$SYSTEMS floods=$FLOODS"
+    echo "# duration=${DURATION}s flood_count=$FLOOD_COUNT flood_rate=$FLOOD_RATE mtu=$MTU systems=$SYSTEMS floods=$FLOODS"
 } >"$OUT/results.txt"
 
 for sys in $SYSTEMS; do

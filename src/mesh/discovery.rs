@@ -2,8 +2,29 @@
 //! lighthouse; lighthouses answer queries with addresses, relays and the certificate, and
 //! ask the target to punch toward the querier; relays forward end-to-end encrypted datagrams.
 //! Several lighthouses share nothing: a node talks to all of them and any one can answer.
+//!
+//! [`DiscoveryState`] holds what discovery knows and plans (registrations on a lighthouse,
+//! answers and member lists elsewhere, punches due); the `Node` methods here route control
+//! messages between it and the peers.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::TunnResult;
+use ipnet::IpNet;
+
+use super::admission::CertOffer;
+use super::control::{self, Control};
+use super::event::{CertSource, Event};
+use super::peer::{Path, Peer};
+use super::peer_table::cert_addrs;
+use super::session::InitInFlight;
+use super::{Discovery, Node, Policy, push_unique, wire};
+use crate::cert::Certificate;
+use crate::cert::pool::VerifiedCert;
+use crate::unixtime::UnixTime;
 
 /// A lighthouse's answer about one node.
 struct Found {
@@ -36,11 +57,217 @@ const PUNCH_EVERY: Duration = Duration::from_secs(10);
 /// that only receives is reachable through the relay again after its next ping, so this bounds
 /// that outage (it was `lighthouse.interval`, 5 to 10 s). A ping is ~100 bytes.
 const RELAY_KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
+/// A registration not renewed for this many report intervals (and at least a minute) is dropped.
+const REGISTRATION_KEPT_INTERVALS: u32 = 6;
+const REGISTRATION_KEPT_AT_LEAST: Duration = Duration::from_secs(60);
+
+/// A node the lighthouse knows: its certificate and what it reported.
+struct Registration {
+    cert: VerifiedCert,
+    reported: Vec<SocketAddr>,
+    relays: Vec<Ipv4Addr>,
+    seen: Instant,
+}
+
+/// What a lighthouse told us about a peer.
+#[derive(Default, Clone)]
+pub(super) struct Discovered {
+    pub addrs: Vec<SocketAddr>,
+    pub relays: Vec<Ipv4Addr>,
+}
+
+/// Work scheduled for later (punches wait `punchy.delay`).
+pub(super) enum Scheduled {
+    Punch(Vec<SocketAddr>),
+    Respond(Ipv4Addr),
+}
+
+/// Discovery's own state: its settings, what it learned and what it has planned.
+pub(super) struct DiscoveryState {
+    pub settings: Discovery,
+    /// The underlay addresses we listen on (reported to the lighthouses).
+    pub local_addrs: Vec<SocketAddr>,
+    /// What the lighthouses told us, by the peer's IPv4 overlay IP.
+    discovered: HashMap<Ipv4Addr, Discovered>,
+    /// On a lighthouse: the registered nodes.
+    registrations: HashMap<Ipv4Addr, Registration>,
+    /// On a lighthouse: every overlay address (v4 and v6) of a registered certificate → the
+    /// registration's IPv4 overlay IP.
+    registered_addrs: HashMap<IpAddr, Ipv4Addr>,
+    /// The mesh's members as a lighthouse last listed them.
+    pub members: BTreeMap<Ipv4Addr, Arc<Certificate>>,
+    /// Member lists being received, per lighthouse.
+    members_incoming: HashMap<Ipv4Addr, BTreeMap<Ipv4Addr, Arc<Certificate>>>,
+    scheduled: Vec<(Instant, Scheduled)>,
+    /// Next address report to the lighthouses.
+    pub next_update: Instant,
+    next_punch: Instant,
+    next_relay_ping: Instant,
+}
+
+impl DiscoveryState {
+    pub fn new(settings: Discovery, now: Instant) -> Self {
+        DiscoveryState {
+            settings,
+            local_addrs: vec![],
+            discovered: HashMap::new(),
+            registrations: HashMap::new(),
+            registered_addrs: HashMap::new(),
+            members: BTreeMap::new(),
+            members_incoming: HashMap::new(),
+            scheduled: vec![],
+            next_update: now,
+            next_punch: now + PUNCH_EVERY,
+            next_relay_ping: now,
+        }
+    }
+
+    /// When discovery next has work: an address report or a scheduled punch.
+    pub fn deadline(&self) -> Instant {
+        self.scheduled.iter().map(|(at, _)| *at).fold(self.next_update, Instant::min)
+    }
+
+    pub fn is_lighthouse(&self, ip: Ipv4Addr) -> bool {
+        self.settings.lighthouses.contains(&ip)
+    }
+
+    /// Whether `lighthouse.remote_allow_list` lets us use this underlay address. The most
+    /// specific rule wins; with no match, an address family whose rules all say the same
+    /// thing defaults to the opposite, otherwise to allowed (Nebula's semantics).
+    pub fn remote_allowed(&self, ip: IpAddr) -> bool {
+        let rules: Vec<&(IpNet, bool)> =
+            self.settings.remote_allow_list.iter().filter(|(n, _)| n.addr().is_ipv4() == ip.is_ipv4()).collect();
+        if let Some((_, allow)) = rules.iter().filter(|(n, _)| n.contains(&ip)).max_by_key(|(n, _)| n.prefix_len()) {
+            return *allow;
+        }
+        match rules.first() {
+            Some((_, first)) if rules.iter().all(|(_, a)| a == first) => !first,
+            _ => true,
+        }
+    }
+
+    /// What a lighthouse said about the peer at `ip`.
+    pub fn discovered(&self, ip: Ipv4Addr) -> Option<&Discovered> {
+        self.discovered.get(&ip)
+    }
+
+    /// Remembers a lighthouse's answer about `owner`.
+    fn learned(&mut self, owner: Ipv4Addr, addrs: &[SocketAddr], relays: &[Ipv4Addr]) {
+        self.discovered.insert(owner, Discovered { addrs: addrs.to_vec(), relays: relays.to_vec() });
+    }
+
+    /// Whether discovery says `relay` serves `origin`: it serves us (`relay.relays`), or a
+    /// lighthouse said it serves `origin`.
+    fn relay_serves(&self, relay: Ipv4Addr, origin: Ipv4Addr) -> bool {
+        self.settings.relays.contains(&relay) || self.discovered.get(&origin).is_some_and(|d| d.relays.contains(&relay))
+    }
+
+    /// A lighthouse asked us to punch toward `vpn_ip` at `addrs` (and, with `punchy.respond`,
+    /// to start a handshake toward it).
+    fn punch_requested(&mut self, now: Instant, vpn_ip: Ipv4Addr, addrs: Vec<SocketAddr>) {
+        self.discovered.entry(vpn_ip).or_default().addrs = addrs.clone();
+        self.scheduled.push((now + self.settings.punch_delay, Scheduled::Punch(addrs)));
+        if self.settings.respond {
+            self.scheduled.push((now + self.settings.respond_delay, Scheduled::Respond(vpn_ip)));
+        }
+    }
+
+    /// Whether the address report is due; if so the next one is scheduled.
+    fn update_due(&mut self, now: Instant) -> bool {
+        let due = now >= self.next_update;
+        if due {
+            self.next_update = now + self.settings.interval;
+        }
+        due
+    }
+
+    /// Whether our relays' keepalive is due; if so the next one is scheduled.
+    fn relay_ping_due(&mut self, now: Instant) -> bool {
+        let due = now >= self.next_relay_ping;
+        if due {
+            self.next_relay_ping = now + RELAY_KEEPALIVE_EVERY;
+        }
+        due
+    }
+
+    /// Whether keepalive punches are on and due; if so the next ones are scheduled.
+    fn punch_due(&mut self, now: Instant) -> bool {
+        let due = self.settings.punch && now >= self.next_punch;
+        if due {
+            self.next_punch = now + PUNCH_EVERY;
+        }
+        due
+    }
+
+    /// The scheduled work due at `now`, in the order it was scheduled.
+    fn take_due(&mut self, now: Instant) -> Vec<Scheduled> {
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.scheduled).into_iter().partition(|(t, _)| *t <= now);
+        self.scheduled = later;
+        due.into_iter().map(|(_, job)| job).collect()
+    }
+
+    /// On a lighthouse: `owner` reported its addresses and relays.
+    fn register(
+        &mut self,
+        now: Instant,
+        owner: Ipv4Addr,
+        cert: VerifiedCert,
+        reported: Vec<SocketAddr>,
+        relays: Vec<Ipv4Addr>,
+    ) {
+        for addr in cert_addrs(cert.cert()) {
+            self.registered_addrs.insert(addr, owner);
+        }
+        self.registrations.insert(owner, Registration { cert, reported, relays, seen: now });
+    }
+
+    /// Forgets the registration of `owner` (its peer is gone).
+    pub fn unregister(&mut self, owner: Ipv4Addr) {
+        self.registrations.remove(&owner);
+    }
+
+    /// Drops registrations not renewed for a while.
+    fn expire_registrations(&mut self, now: Instant) {
+        let kept = (self.settings.interval * REGISTRATION_KEPT_INTERVALS).max(REGISTRATION_KEPT_AT_LEAST);
+        self.registrations.retain(|_, r| now.duration_since(r.seen) < kept);
+        let registrations = &self.registrations;
+        self.registered_addrs.retain(|_, owner| registrations.contains_key(owner));
+    }
+
+    /// The registration whose certificate holds overlay address `ip`, and its IPv4 overlay IP:
+    /// registrations are kept by that IP, and indexed by every network of the certificate.
+    fn registration_of(&self, ip: IpAddr) -> Option<(Ipv4Addr, &Registration)> {
+        let owner = match ip {
+            IpAddr::V4(v4) if self.registrations.contains_key(&v4) => v4,
+            _ => *self.registered_addrs.get(&ip)?,
+        };
+        let reg = self.registrations.get(&owner)?;
+        cert_addrs(reg.cert.cert()).any(|a| a == ip).then_some((owner, reg))
+    }
+
+    /// The registered nodes' certificates, by overlay IP.
+    pub fn registered_certs(&self) -> impl Iterator<Item = (Ipv4Addr, &Arc<Certificate>)> {
+        self.registrations.iter().map(|(ip, r)| (*ip, r.cert.cert()))
+    }
+
+    /// Adds certificates to the member list lighthouse `lh` is sending; `last` ends the list,
+    /// which then replaces the one we had.
+    fn members_listed(&mut self, lh: Ipv4Addr, listed: Vec<(Ipv4Addr, Arc<Certificate>)>, last: bool) {
+        if !listed.is_empty() {
+            self.members_incoming.entry(lh).or_default().extend(listed);
+        }
+        if last {
+            self.members = self.members_incoming.remove(&lh).unwrap_or_default();
+        }
+    }
+}
 
 impl<P: Policy> Node<P> {
     /// On a lighthouse: every node registered with it, by overlay IP (empty elsewhere).
     pub fn registrations(&self, now: Instant) -> Vec<Registered> {
         let mut v: Vec<Registered> = self
+            .disc
             .registrations
             .iter()
             .map(|(ip, r)| Registered {
@@ -56,64 +283,57 @@ impl<P: Policy> Node<P> {
 
     /// A control message from peer `idx`, already authenticated by its tunnel.
     pub(super) fn handle_control(&mut self, now: Instant, wall: UnixTime, idx: u32, msg: Control) {
-        let Some(peer) = self.peers.get(&idx) else {
+        let Some(peer) = self.peers.get(idx) else {
             return;
         };
         let from_ip = peer.vpn_ip;
-        let from_lighthouse = self.disc.lighthouses.contains(&from_ip);
-        self.counters.rx_control += 1;
+        let from_lighthouse = self.disc.is_lighthouse(from_ip);
+        let am_lighthouse = self.disc.settings.am_lighthouse;
+        self.out.counters.rx_control += 1;
         match msg {
-            Control::HostUpdate { addrs, relays } if self.disc.am_lighthouse => {
+            Control::HostUpdate { addrs, relays } if am_lighthouse => {
                 let cert = peer.cert.clone();
                 let reported = addrs.into_iter().filter(|a| !a.ip().is_unspecified() && a.port() != 0).collect();
-                for addr in cert_addrs(cert.cert()) {
-                    self.registered_addrs.insert(addr, from_ip);
-                }
-                self.registrations.insert(from_ip, Registration { cert, reported, relays, seen: now });
+                self.disc.register(now, from_ip, cert, reported, relays);
                 self.send_control(now, from_ip, Control::HostUpdateAck);
             }
             Control::HostUpdateAck if from_lighthouse => {
-                self.events.push_back(Event::Registered { lighthouse: from_ip });
+                self.out.event(Event::Registered { lighthouse: from_ip });
             }
-            Control::HostQuery { vpn_ip } if self.disc.am_lighthouse => self.answer_query(now, from_ip, vpn_ip),
+            Control::HostQuery { vpn_ip } if am_lighthouse => self.answer_query(now, from_ip, vpn_ip),
             Control::HostQueryReply { vpn_ip, addrs, relays, cert } if from_lighthouse => {
                 self.on_query_reply(now, wall, from_ip, Found { vpn_ip, addrs, relays, cert });
             }
             Control::HostPunch { vpn_ip, addrs } if from_lighthouse => {
-                let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
-                self.discovered.entry(vpn_ip).or_default().addrs = addrs.clone();
-                self.scheduled.push((now + self.disc.punch_delay, Scheduled::Punch(addrs)));
-                if self.disc.respond {
-                    self.scheduled.push((now + self.disc.respond_delay, Scheduled::Respond(vpn_ip)));
-                }
+                let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.disc.remote_allowed(a.ip())).collect();
+                self.disc.punch_requested(now, vpn_ip, addrs);
             }
             Control::RelayTo { peer: target, datagram } => self.relay(now, from_ip, target, datagram),
-            Control::MembersQuery if self.disc.am_lighthouse => self.answer_members(now, from_ip),
+            Control::MembersQuery if am_lighthouse => self.answer_members(now, from_ip),
             Control::MembersReply { certs, last } if from_lighthouse => {
                 // Each lighthouse's list is assembled on its own (two answering at once must not
                 // mix), and certificates seen before cost no signature check.
                 // The list names us too (we are registered): that entry is ours, not a claim.
                 let source = CertSource::Lighthouse { lighthouse: from_ip, about: None };
+                let mut listed = Vec::with_capacity(certs.len());
                 for c in certs {
-                    if Certificate::from_bytes(&c).is_ok_and(|c| c.vpn_ip() == Some(self.vpn_ip)) {
+                    if Certificate::from_bytes(&c).is_ok_and(|c| c.vpn_ip() == Some(self.id.vpn_ip)) {
                         continue;
                     }
-                    if let Some(v) = self.verify_cert(now, wall, source, &c, false)
+                    if let Some(v) = self.verify_cert(now, wall, CertOffer { source, bytes: &c, budgeted: false })
                         && let Some(ip) = v.cert().vpn_ip()
                     {
-                        self.members_incoming.entry(from_ip).or_default().insert(ip, v.cert().clone());
+                        listed.push((ip, v.cert().clone()));
                     }
                 }
-                if last {
-                    self.members = self.members_incoming.remove(&from_ip).unwrap_or_default();
-                }
+                self.disc.members_listed(from_ip, listed, last);
             }
             Control::Ping => {}
             Control::PathProbe { nonce } => self.send_control(now, from_ip, Control::PathAck { nonce }),
             Control::PathAck { nonce } => self.on_path_ack(now, idx, nonce),
             Control::PingRequest { nonce, probe } => self.on_ping_request(now, idx, nonce, probe),
             Control::PingReply { nonce, verdict } => self.on_ping_reply(now, idx, nonce, verdict),
-            _ => self.counters.rx_unsolicited += 1,
+            _ => self.out.counters.rx_unsolicited += 1,
         }
     }
 
@@ -121,37 +341,25 @@ impl<P: Policy> Node<P> {
     /// querier and ask the target to punch.
     fn answer_query(&mut self, now: Instant, querier: Ipv4Addr, asked: IpAddr) {
         let Some((target, relays, cert)) =
-            self.registration_of(asked).map(|(t, r)| (t, r.relays.clone(), r.cert.cert().to_bytes().to_vec()))
+            self.disc.registration_of(asked).map(|(t, r)| (t, r.relays.clone(), r.cert.cert().to_bytes().to_vec()))
         else {
-            self.counters.lighthouse_unknown_queries += 1;
+            self.out.counters.lighthouse_unknown_queries += 1;
             return;
         };
-        self.counters.lighthouse_queries += 1;
+        self.out.counters.lighthouse_queries += 1;
         let reply = Control::HostQueryReply { vpn_ip: asked, addrs: self.addresses_of(target), relays, cert };
         self.send_control(now, querier, reply);
         let punch = Control::HostPunch { vpn_ip: querier, addrs: self.addresses_of(querier) };
         self.send_control(now, target, punch);
     }
 
-    /// The registration whose certificate holds overlay address `ip`, and its IPv4 overlay IP:
-    /// registrations are kept by that IP, and indexed by every network of the certificate.
-    fn registration_of(&self, ip: IpAddr) -> Option<(Ipv4Addr, &Registration)> {
-        let owner = match ip {
-            IpAddr::V4(v4) if self.registrations.contains_key(&v4) => v4,
-            _ => *self.registered_addrs.get(&ip)?,
-        };
-        let reg = self.registrations.get(&owner)?;
-        cert_addrs(reg.cert.cert()).any(|a| a == ip).then_some((owner, reg))
-    }
-
     /// What a lighthouse knows of a node's addresses: observed (learned) first, then reported.
     fn addresses_of(&self, ip: Ipv4Addr) -> Vec<SocketAddr> {
         let mut v = vec![];
-        if let Some(Path::Direct(a)) = self.by_vpn_ip.get(&ip).and_then(|i| self.peers.get(i)).and_then(|p| p.endpoint)
-        {
+        if let Some(Path::Direct(a)) = self.peers.by_vpn_ip(ip).and_then(|p| p.endpoint) {
             v.push(a);
         }
-        if let Some(r) = self.registrations.get(&ip) {
+        if let Some(r) = self.disc.registrations.get(&ip) {
             push_unique(&mut v, r.reported.iter().copied());
         }
         v.truncate(control::MAX_ADDRS);
@@ -160,13 +368,9 @@ impl<P: Policy> Node<P> {
 
     fn answer_members(&mut self, now: Instant, querier: Ipv4Addr) {
         // The querier knows its own certificate.
-        let mut certs: Vec<Vec<u8>> = self
-            .registrations
-            .iter()
-            .filter(|(ip, _)| **ip != querier)
-            .map(|(_, r)| r.cert.cert().to_bytes().to_vec())
-            .collect();
-        certs.push(self.cert.to_bytes().to_vec());
+        let mut certs: Vec<Vec<u8>> =
+            self.disc.registered_certs().filter(|(ip, _)| *ip != querier).map(|(_, c)| c.to_bytes().to_vec()).collect();
+        certs.push(self.id.cert.to_bytes().to_vec());
         let chunks: Vec<Vec<Vec<u8>>> = certs.chunks(MEMBERS_PER_REPLY).map(<[Vec<u8>]>::to_vec).collect();
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -177,18 +381,18 @@ impl<P: Policy> Node<P> {
     fn on_query_reply(&mut self, now: Instant, wall: UnixTime, lighthouse: Ipv4Addr, found: Found) {
         let Found { vpn_ip, addrs, relays, cert } = found;
         let cert = &cert[..];
-        let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.remote_allowed(a.ip())).collect();
-        let known = self.by_addr.get(&vpn_ip).and_then(|i| self.peers.get(i)).map(|p| p.vpn_ip);
+        let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.disc.remote_allowed(a.ip())).collect();
+        let known = self.peers.by_addr(vpn_ip).map(|p| p.vpn_ip);
         // Kept under the node's IPv4 overlay IP (the peer's identity), whichever address was asked.
         let owner = match vpn_ip {
             IpAddr::V4(ip) => Some(ip),
             IpAddr::V6(_) => known,
         };
         if let Some(owner) = owner {
-            self.discovered.insert(owner, Discovered { addrs: addrs.clone(), relays: relays.clone() });
+            self.disc.learned(owner, &addrs, &relays);
         }
-        if let Some(&idx) = self.by_addr.get(&vpn_ip)
-            && let Some(p) = self.peers.get_mut(&idx)
+        if let Some(idx) = self.peers.index_of_addr(vpn_ip)
+            && let Some(p) = self.peers.get_mut(idx)
         {
             p.add_candidates(&addrs);
             p.relays = relays;
@@ -202,14 +406,19 @@ impl<P: Policy> Node<P> {
             return;
         }
         let source = CertSource::Lighthouse { lighthouse, about: Some(vpn_ip) };
-        let Some(v) = self.verify_cert(now, wall, source, cert, true) else {
+        let Some(v) = self.verify_cert(now, wall, CertOffer { source, bytes: cert, budgeted: true }) else {
             return;
         };
-        let Some(owner) = v.cert().vpn_ip().filter(|_| cert_addrs(v.cert()).any(|a| a == vpn_ip)) else {
-            self.counters.rx_cert_rejected += 1;
+        let Some(cert_owner) = v.cert().vpn_ip().filter(|_| cert_addrs(v.cert()).any(|a| a == vpn_ip)) else {
+            self.out.counters.rx_cert_rejected += 1;
             return;
         };
-        self.discovered.insert(owner, Discovered { addrs: addrs.clone(), relays: relays.clone() });
+        // Asked by IPv6 address, the owner is known only now (from the certificate); asked by
+        // IPv4, it was learned above.
+        if owner != Some(cert_owner) {
+            self.disc.learned(cert_owner, &addrs, &relays);
+        }
+        let owner = cert_owner;
         // The certificate came with the answer: no Hello round trip, the handshake starts now.
         let via = Path::Relay { relay: lighthouse, peer: owner };
         let from = addrs.first().map(|a| Path::Direct(*a)).unwrap_or(via);
@@ -219,46 +428,41 @@ impl<P: Policy> Node<P> {
     /// The peer answered a probe: the probed direct address carries our datagrams. If it had
     /// failed and traffic went through a relay, traffic comes back to it.
     fn on_path_ack(&mut self, now: Instant, idx: u32, nonce: u64) {
-        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        let Some(peer) = self.peers.get_mut(idx) else { return };
         let Some(addr) = peer.path_check.on_ack(now, nonce) else { return };
         let direct = Path::Direct(addr);
         if let Some(old) = peer.endpoint.filter(|e| !e.is_direct()) {
             peer.endpoint = Some(direct);
-            self.events.push_back(Event::Roamed {
-                name: peer.name.clone(),
-                vpn_ip: peer.vpn_ip,
-                from: old,
-                to: direct,
-            });
+            self.out.event(Event::Roamed { name: peer.name.clone(), vpn_ip: peer.vpn_ip, from: old, to: direct });
         }
     }
 
     /// Relay: forward an end-to-end encrypted datagram from `origin` to `target`.
     fn relay(&mut self, now: Instant, origin: Ipv4Addr, target: Ipv4Addr, datagram: Vec<u8>) {
         let target_ok = self
-            .by_vpn_ip
-            .get(&target)
-            .and_then(|i| self.peers.get(i))
+            .peers
+            .by_vpn_ip(target)
             .is_some_and(|p| p.session.is_up() && p.endpoint.is_some_and(|e| e.is_direct()));
-        if !self.disc.am_relay || !target_ok || target == origin {
-            self.counters.relay_dropped += 1;
+        if !self.disc.settings.am_relay || !target_ok || target == origin {
+            self.out.counters.relay_dropped += 1;
             return;
         }
-        self.counters.relay_forwarded += 1;
+        self.out.counters.relay_forwarded += 1;
         self.send_control(now, target, Control::RelayFrom { peer: origin, datagram });
     }
 
     /// Periodic discovery work: address reports to the lighthouses, keepalives to our relays,
     /// member lists, keepalive punches, and scheduled punches.
     pub(super) fn discovery_timers(&mut self, now: Instant) {
-        if now >= self.next_update {
-            self.next_update = now + self.disc.interval;
-            if !self.disc.am_lighthouse {
-                let mut addrs: Vec<SocketAddr> = self.local_addrs.clone();
-                push_unique(&mut addrs, self.disc.advertise_addrs.iter().copied());
-                let relays = self.disc.relays.clone();
-                for lh in self.disc.lighthouses.clone() {
-                    if lh == self.vpn_ip {
+        let us = self.id.vpn_ip;
+        if self.disc.update_due(now) {
+            let settings = &self.disc.settings;
+            if !settings.am_lighthouse {
+                let mut addrs: Vec<SocketAddr> = self.disc.local_addrs.clone();
+                push_unique(&mut addrs, settings.advertise_addrs.iter().copied());
+                let relays = settings.relays.clone();
+                for lh in settings.lighthouses.clone() {
+                    if lh == us {
                         continue;
                     }
                     self.send_control(now, lh, Control::HostUpdate { addrs: addrs.clone(), relays: relays.clone() });
@@ -267,21 +471,16 @@ impl<P: Policy> Node<P> {
             }
             // Relayed sessions look for a direct path once per interval.
             self.requery_peers(now, |p| p.session.is_up() && p.endpoint.is_some_and(|e| !e.is_direct()));
-            let stale = self.disc.interval * 6;
-            self.registrations.retain(|_, r| now.duration_since(r.seen) < stale.max(Duration::from_secs(60)));
-            let registrations = &self.registrations;
-            self.registered_addrs.retain(|_, owner| registrations.contains_key(owner));
+            self.disc.expire_registrations(now);
         }
-        if now >= self.next_relay_ping {
-            self.next_relay_ping = now + RELAY_KEEPALIVE_EVERY;
-            for r in self.disc.relays.clone() {
-                if r != self.vpn_ip {
+        if self.disc.relay_ping_due(now) {
+            for r in self.disc.settings.relays.clone() {
+                if r != us {
                     self.send_control(now, r, Control::Ping);
                 }
             }
         }
-        if self.disc.punch && now >= self.next_punch {
-            self.next_punch = now + PUNCH_EVERY;
+        if self.disc.punch_due(now) {
             let idle: Vec<SocketAddr> = self
                 .peers
                 .values()
@@ -292,23 +491,19 @@ impl<P: Policy> Node<P> {
                 })
                 .collect();
             for dst in idle {
-                self.transmits.push_back(Transmit { dst, data: wire::PUNCH.to_vec() });
+                self.out.send(dst, wire::PUNCH.to_vec());
             }
         }
-        let (due, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.scheduled).into_iter().partition(|(t, _)| *t <= now);
-        self.scheduled = later;
-        for (_, job) in due {
+        for job in self.disc.take_due(now) {
             match job {
                 Scheduled::Punch(addrs) => {
                     for dst in addrs {
-                        self.counters.tx_punches += 1;
-                        self.transmits.push_back(Transmit { dst, data: wire::PUNCH.to_vec() });
+                        self.out.counters.tx_punches += 1;
+                        self.out.send(dst, wire::PUNCH.to_vec());
                     }
                 }
                 Scheduled::Respond(vpn_ip) => {
-                    let up =
-                        self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.session.is_up());
+                    let up = self.peers.by_vpn_ip(vpn_ip).is_some_and(|p| p.session.is_up());
                     if !up {
                         self.send_control(now, vpn_ip, Control::Ping);
                     }
@@ -316,25 +511,23 @@ impl<P: Policy> Node<P> {
             }
         }
     }
-}
 
-impl<P: Policy> Node<P> {
     /// Asks the lighthouses about the peers `which` selects (fresh addresses; the lighthouse
     /// also asks each peer to punch toward us). Without lighthouses, probes directly.
     pub(super) fn requery_peers(&mut self, now: Instant, which: impl Fn(&Peer<P::Peer>) -> bool) {
         let targets: Vec<(u32, Ipv4Addr)> = self
             .peers
             .iter()
-            .filter(|(_, p)| which(p) && !self.disc.lighthouses.contains(&p.vpn_ip))
-            .map(|(i, p)| (*i, p.vpn_ip))
+            .filter(|(_, p)| which(p) && !self.disc.is_lighthouse(p.vpn_ip))
+            .map(|(i, p)| (i, p.vpn_ip))
             .collect();
         for (idx, vpn_ip) in targets {
-            if self.disc.lighthouses.is_empty() || self.disc.am_lighthouse {
+            if self.disc.settings.lighthouses.is_empty() || self.disc.settings.am_lighthouse {
                 self.direct_probe(now, idx);
                 continue;
             }
-            for lh in self.disc.lighthouses.clone() {
-                if lh != self.vpn_ip {
+            for lh in self.disc.settings.lighthouses.clone() {
+                if lh != self.id.vpn_ip {
                     self.send_control(now, lh, Control::HostQuery { vpn_ip: IpAddr::V4(vpn_ip) });
                 }
             }
@@ -344,26 +537,78 @@ impl<P: Policy> Node<P> {
     /// Whether `relay` may deliver datagrams from `origin`: it serves us (`relay.relays`), or
     /// the lighthouse (or the peer entry) says it serves `origin`.
     pub(super) fn is_relay_for(&self, relay: Ipv4Addr, origin: Ipv4Addr) -> bool {
-        self.disc.relays.contains(&relay)
-            || self.discovered.get(&origin).is_some_and(|d| d.relays.contains(&relay))
-            || self.by_vpn_ip.get(&origin).and_then(|i| self.peers.get(i)).is_some_and(|p| p.relays.contains(&relay))
+        self.disc.relay_serves(relay, origin) || self.peers.by_vpn_ip(origin).is_some_and(|p| p.relays.contains(&relay))
     }
 
     /// A handshake sent to the peer's direct addresses only (never via a relay): if it is
     /// answered, the session moves to the direct path.
     pub(super) fn direct_probe(&mut self, now: Instant, idx: u32) {
         let mut buf = self.take_buffer();
-        if let Some(peer) = self.peers.get_mut(&idx)
+        if let Some(peer) = self.peers.get_mut(idx)
             && peer.session.init().is_none()
             && !peer.candidates.is_empty()
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, false)
         {
             let bytes = init.to_vec();
-            self.counters.direct_probes += 1;
+            self.out.counters.direct_probes += 1;
             let init = InitInFlight { bytes, sent: now, retries: 0, next: now + self.try_interval, direct_only: true };
             peer.session.initiating(now, init);
             self.resend_initiation(now, idx);
         }
         self.put_buffer(buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    use super::{DiscoveryState, Scheduled};
+    use crate::mesh::Discovery;
+
+    fn state_at(now: Instant, rules: &[(&str, bool)]) -> DiscoveryState {
+        let remote_allow_list = rules.iter().map(|(n, a)| (n.parse().expect("net"), *a)).collect();
+        DiscoveryState::new(Discovery { remote_allow_list, ..Discovery::default() }, now)
+    }
+
+    fn state(rules: &[(&str, bool)]) -> DiscoveryState {
+        state_at(Instant::now(), rules)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn remote_allow_list_most_specific_rule_wins_and_defaults_follow_nebula() {
+        assert!(state(&[]).remote_allowed(ip("198.18.0.1")));
+        let s = state(&[("198.18.0.0/16", false), ("198.18.1.0/24", true)]);
+        assert!(!s.remote_allowed(ip("198.18.0.1")));
+        assert!(s.remote_allowed(ip("198.18.1.7")));
+        // Mixed rules: no match means allowed.
+        assert!(s.remote_allowed(ip("198.19.0.1")));
+        // Only denials: anything else is allowed; only allowances: anything else is denied.
+        assert!(state(&[("198.18.0.0/24", false)]).remote_allowed(ip("198.19.0.1")));
+        assert!(!state(&[("198.18.0.0/24", true)]).remote_allowed(ip("198.19.0.1")));
+        // Rules of the other family do not decide.
+        assert!(state(&[("198.18.0.0/24", true)]).remote_allowed(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn punch_requests_wait_their_delays_and_are_remembered() {
+        let now = Instant::now();
+        let mut s = state_at(now, &[]);
+        let peer = Ipv4Addr::new(100, 64, 0, 2);
+        let addr: SocketAddr = "198.18.0.2:4242".parse().expect("addr");
+        s.punch_requested(now, peer, vec![addr]);
+        assert_eq!(s.discovered(peer).map(|d| d.addrs.clone()), Some(vec![addr]));
+        assert_eq!(s.deadline(), now, "the first address report is due at once");
+        assert!(s.take_due(now).is_empty());
+        let punch = now + s.settings.punch_delay;
+        assert!(matches!(s.take_due(punch).as_slice(), [Scheduled::Punch(a)] if a == &[addr]));
+        let respond = now + s.settings.respond_delay;
+        assert!(matches!(s.take_due(respond).as_slice(), [Scheduled::Respond(p)] if *p == peer));
+        assert!(s.take_due(respond + Duration::from_secs(60)).is_empty());
     }
 }

@@ -1,10 +1,21 @@
 //! Network → TUN: demultiplexing datagrams, WireGuard handshakes and data, roaming,
 //! anti-spoofing, in-tunnel control messages and the inbound firewall.
 
-use super::*;
-use crate::packet::Ipv4Packet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
 use boringtun::noise::errors::WireGuardError;
-use wire::WgType;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, TunnResult};
+
+use super::control::{self, Control};
+use super::event::Event;
+use super::path_check;
+use super::peer::Path;
+use super::wire::{self, WgType};
+use super::{Direction, Node, Policy, Verdict};
+use crate::packet::Ipv4Packet;
+use crate::unixtime::UnixTime;
 
 /// An initiation offered to a peer on a hint (its sender index) carried another key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +42,7 @@ impl<P: Policy> Node<P> {
         data: &[u8],
         out: &'b mut [u8],
     ) -> Option<&'b [u8]> {
-        self.counters.rx_datagrams += 1;
+        self.out.counters.rx_datagrams += 1;
         self.receive(now, wall, Path::Direct(from), data, out, 0)
     }
 
@@ -47,7 +58,7 @@ impl<P: Policy> Node<P> {
         let kind = match wire::classify(data) {
             Ok(k) => k,
             Err(_) => {
-                self.counters.rx_malformed += 1;
+                self.out.counters.rx_malformed += 1;
                 return None;
             }
         };
@@ -65,14 +76,14 @@ impl<P: Policy> Node<P> {
                 None
             }
             wire::Kind::Punch => {
-                self.counters.rx_punches += 1;
+                self.out.counters.rx_punches += 1;
                 None
             }
             // `lighthouse.remote_allow_list` (as in Nebula): no handshake with a forbidden
             // address, so no session ever answers to it.
-            wire::Kind::WireGuard { msg_type: WgType::HandshakeInit | WgType::HandshakeResponse, .. } if matches!(from, Path::Direct(a) if !self.remote_allowed(a.ip())) =>
+            wire::Kind::WireGuard { msg_type: WgType::HandshakeInit | WgType::HandshakeResponse, .. } if matches!(from, Path::Direct(a) if !self.disc.remote_allowed(a.ip())) =>
             {
-                self.counters.rx_remote_not_allowed += 1;
+                self.out.counters.rx_remote_not_allowed += 1;
                 None
             }
             wire::Kind::WireGuard { msg_type: WgType::HandshakeInit, .. } => {
@@ -80,9 +91,9 @@ impl<P: Policy> Node<P> {
             }
             wire::Kind::WireGuard { msg_type, receiver: Some(r) } => {
                 let idx = r >> 8;
-                if !self.peers.contains_key(&idx) {
-                    self.counters.rx_unknown_index += 1;
-                    if msg_type == WgType::Data && self.unknown_index_budget.take(from.source_ip()) {
+                if !self.peers.contains(idx) {
+                    self.out.counters.rx_unknown_index += 1;
+                    if msg_type == WgType::Data && self.admission.take_unknown_index_reply(from.source_ip()) {
                         self.send_path(now, from, wire::unknown_index(r).to_vec());
                     }
                     return None;
@@ -90,7 +101,7 @@ impl<P: Policy> Node<P> {
                 self.decapsulate(now, wall, idx, Arrival { from, depth }, data, out)
             }
             wire::Kind::WireGuard { .. } => {
-                self.counters.rx_malformed += 1;
+                self.out.counters.rx_malformed += 1;
                 None
             }
         }
@@ -108,70 +119,68 @@ impl<P: Policy> Node<P> {
         // mac1 first (cheap, keyed by our public key): garbage never reaches the DH. Over the
         // rate limit, the initiator gets a cookie and must prove its address.
         let mut cookie = [0u8; 64];
-        let half = match self.limiter.verify_packet(Some(from.source_ip()), data, &mut cookie) {
-            Ok(boringtun::noise::Packet::HandshakeInit(init)) => {
+        let half = match self.admission.limiter.verify_packet(Some(from.source_ip()), data, &mut cookie) {
+            Ok(Packet::HandshakeInit(init)) => {
                 // A peer we know by its session index: its `Tunn` proves the key itself, and an
                 // initiation yields no packet for the TUN. Only a key that is not this peer's
                 // (an index another sender also uses) goes on to the anonymous parse.
                 if let Some(idx) = self.hinted_initiator(from, data)
                     && self.offer(now, wall, idx, Arrival { from, depth }, data, &mut *out) != Err(NotThisPeer)
                 {
-                    self.counters.rx_handshake_by_index += 1;
+                    self.out.counters.rx_handshake_by_index += 1;
                     return None;
                 }
-                parse_handshake_anon(&self.secret, &self.public, &init)
+                parse_handshake_anon(&self.id.secret, &self.id.public, &init)
             }
             Ok(_) => {
-                self.counters.rx_malformed += 1;
+                self.out.counters.rx_malformed += 1;
                 return None;
             }
             Err(TunnResult::WriteToNetwork(reply)) => {
-                self.counters.rx_rate_limited += 1;
+                self.out.counters.rx_rate_limited += 1;
                 let reply = reply.to_vec();
                 self.send_path(now, from, reply);
                 return None;
             }
             Err(_) => {
-                self.counters.rx_handshake_invalid += 1;
+                self.out.counters.rx_handshake_invalid += 1;
                 return None;
             }
         };
         let Ok(half) = half else {
-            self.counters.rx_handshake_invalid += 1;
+            self.out.counters.rx_handshake_invalid += 1;
             return None;
         };
-        if let Some(&idx) = self.by_key.get(&half.peer_static_public) {
+        if let Some(idx) = self.peers.index_of_key(&half.peer_static_public) {
             return self.decapsulate(now, wall, idx, Arrival { from, depth }, data, out);
         }
-        let Some((v, _)) = self.known_certs.get(&half.peer_static_public) else {
+        let Some(v) = self.admission.known(&half.peer_static_public) else {
             // The Hello carrying its certificate may still be on its way.
-            self.counters.rx_unknown_key += 1;
-            if self.held_inits.len() < 1024 {
-                self.held_inits.insert(from, (data.to_vec(), now));
-            }
+            self.out.counters.rx_unknown_key += 1;
+            self.admission.hold_init(now, from, data);
             return None;
         };
         let v = v.clone();
         if let Path::Relay { peer: claimed, .. } = from
             && Some(claimed) != v.cert().vpn_ip()
         {
-            self.counters.rx_spoofed += 1;
+            self.out.counters.rx_spoofed += 1;
             return None;
         }
         // A new peer exists (and replaces one with the same overlay IP) only once its
         // initiation has authenticated: parse_handshake_anon alone does not prove the key.
-        let idx = self.allocate_index();
+        let idx = self.peers.allocate_index();
         let mut tunn = self.new_tunn(half.peer_static_public, idx);
         let response = match tunn.decapsulate(Some(from.source_ip()), data, out) {
             TunnResult::WriteToNetwork(b) if WgType::HandshakeResponse.is(b) => b.to_vec(),
             TunnResult::WriteToNetwork(cookie) => {
-                self.counters.rx_rate_limited += 1;
+                self.out.counters.rx_rate_limited += 1;
                 let cookie = cookie.to_vec();
                 self.send_path(now, from, cookie);
                 return None;
             }
             _ => {
-                self.counters.rx_handshake_invalid += 1;
+                self.out.counters.rx_handshake_invalid += 1;
                 return None;
             }
         };
@@ -194,7 +203,7 @@ impl<P: Policy> Node<P> {
         match self.offer(now, wall, idx, arrival, data, out) {
             Ok(packet) => packet,
             Err(NotThisPeer) => {
-                self.counters.rx_wireguard_errors += 1;
+                self.out.counters.rx_wireguard_errors += 1;
                 None
             }
         }
@@ -203,8 +212,8 @@ impl<P: Policy> Node<P> {
     /// The peer whose session index the initiation's sender index continues, if any (and, for
     /// a relayed initiation, the peer the relay names).
     fn hinted_initiator(&self, from: Path, data: &[u8]) -> Option<u32> {
-        let idx = *self.by_remote_index.get(&(wire::sender_index(data)? >> 8))?;
-        let peer = self.peers.get(&idx)?;
+        let idx = self.peers.index_of_remote(wire::sender_index(data)? >> 8)?;
+        let peer = self.peers.get(idx)?;
         match from {
             Path::Relay { peer: claimed, .. } if claimed != peer.vpn_ip => None,
             _ => Some(idx),
@@ -214,15 +223,9 @@ impl<P: Policy> Node<P> {
     /// Remembers the sender's session index of a handshake message that authenticated as peer
     /// `idx` (see `by_remote_index`).
     fn note_remote_index(&mut self, idx: u32, data: &[u8]) {
-        let Some(remote) = wire::sender_index(data).map(|i| i >> 8) else { return };
-        let Some(peer) = self.peers.get_mut(&idx) else { return };
-        if let Some(old) = peer.remote_index.replace(remote)
-            && old != remote
-            && self.by_remote_index.get(&old) == Some(&idx)
-        {
-            self.by_remote_index.remove(&old);
+        if let Some(remote) = wire::sender_index(data) {
+            self.peers.note_remote_index(idx, remote >> 8);
         }
-        self.by_remote_index.insert(remote, idx);
     }
 
     /// [`Node::decapsulate`], except that an initiation carrying another key than the peer's
@@ -237,12 +240,12 @@ impl<P: Policy> Node<P> {
         out: &'b mut [u8],
     ) -> Result<Option<&'b [u8]>, NotThisPeer> {
         let Arrival { from, depth } = arrival;
-        let Some(peer) = self.peers.get_mut(&idx) else { return Ok(None) };
+        let Some(peer) = self.peers.get_mut(idx) else { return Ok(None) };
         if let Path::Relay { peer: claimed, .. } = from
             && claimed != peer.vpn_ip
         {
             // A relay may only deliver a peer's datagrams under that peer's name.
-            self.counters.rx_spoofed += 1;
+            self.out.counters.rx_spoofed += 1;
             return Ok(None);
         }
         // Only what proves the peer's key may change its state: decrypted data (a keepalive is
@@ -257,9 +260,9 @@ impl<P: Policy> Node<P> {
             }
             TunnResult::Err(e) => {
                 // Attacker-controlled input: counted, never logged per packet.
-                self.counters.rx_wireguard_errors += 1;
+                self.out.counters.rx_wireguard_errors += 1;
                 if matches!(e, WireGuardError::WrongTai64nTimestamp) {
-                    self.counters.rx_handshake_stale += 1;
+                    self.out.counters.rx_handshake_stale += 1;
                 }
                 return Ok(None);
             }
@@ -268,14 +271,14 @@ impl<P: Policy> Node<P> {
             }
             TunnResult::WriteToTunnelV4(b, src) => {
                 if !peer.owns(IpAddr::V4(src)) {
-                    self.counters.rx_spoofed += 1;
+                    self.out.counters.rx_spoofed += 1;
                     return Ok(None);
                 }
                 (Some(b.len()), None, true)
             }
             TunnResult::WriteToTunnelV6(b, src) => {
                 if !peer.owns(IpAddr::V6(src)) {
-                    self.counters.rx_spoofed += 1;
+                    self.out.counters.rx_spoofed += 1;
                     return Ok(None);
                 }
                 (Some(b.len()), None, true)
@@ -283,7 +286,7 @@ impl<P: Policy> Node<P> {
         };
         if !proven {
             if let Some(cookie) = reply {
-                self.counters.rx_rate_limited += 1;
+                self.out.counters.rx_rate_limited += 1;
                 self.send_path(now, from, cookie);
             } else if msg_type == WgType::CookieReply {
                 // The peer is under load and sent a cookie for our initiation: the copy we
@@ -296,7 +299,7 @@ impl<P: Policy> Node<P> {
         if matches!(msg_type, WgType::HandshakeInit | WgType::HandshakeResponse) {
             self.note_remote_index(idx, data);
         }
-        let Some(peer) = self.peers.get_mut(&idx) else { return Ok(None) };
+        let Some(peer) = self.peers.get_mut(idx) else { return Ok(None) };
         if let Some(reply) = reply {
             // A response goes back the way its initiation came (the initiator chose that path,
             // and a relay's copy may be the only one that reaches it) unless that is a direct
@@ -320,23 +323,23 @@ impl<P: Policy> Node<P> {
             let path = peer.endpoint.unwrap_or(from);
             self.flush_session_queue(now, idx, path);
         }
-        let Some(peer) = self.peers.get_mut(&idx) else { return Ok(None) };
+        let Some(peer) = self.peers.get_mut(idx) else { return Ok(None) };
         let Some(len) = packet_len else { return Ok(None) };
         // Control messages addressed to us from the peer itself are ours, not the host's.
-        if let Some(payload) = control::payload_for(&out[..len], self.vpn_ip) {
+        if let Some(payload) = control::payload_for(&out[..len], self.id.vpn_ip) {
             if Ipv4Packet::new(&out[..len]).map(|p| p.src()).ok() != Some(peer.vpn_ip) {
-                self.counters.rx_spoofed += 1;
+                self.out.counters.rx_spoofed += 1;
                 return Ok(None);
             }
             let Ok(msg) = Control::decode(payload) else {
-                self.counters.rx_malformed += 1;
+                self.out.counters.rx_malformed += 1;
                 return Ok(None);
             };
             if let Control::RelayFrom { peer: origin, datagram } = msg {
                 let relay = peer.vpn_ip;
                 // Only a relay that serves us or the origin may speak for the origin.
                 if depth >= MAX_RELAY_DEPTH || !from.is_direct() || !self.is_relay_for(relay, origin) {
-                    self.counters.rx_malformed += 1;
+                    self.out.counters.rx_malformed += 1;
                     return Ok(None);
                 }
                 return Ok(self.receive(now, wall, Path::Relay { relay, peer: origin }, &datagram, out, depth + 1));
@@ -346,8 +349,8 @@ impl<P: Policy> Node<P> {
         }
         // Only packets for this node (or the networks its certificate routes for) reach the
         // host: anything else would be forwarded by a host with IP forwarding on.
-        if !addressed_to(&self.own_networks, &self.own_subnets, &out[..len]) {
-            self.counters.rx_not_for_us += 1;
+        if !self.id.addressed_to_us(&out[..len]) {
+            self.out.counters.rx_not_for_us += 1;
             return Ok(None);
         }
         match self.policy.check(now, Direction::Inbound, &peer.policy_peer, &out[..len]) {
@@ -357,18 +360,18 @@ impl<P: Policy> Node<P> {
                 Ok(Some(&out[..len]))
             }
             Verdict::Drop => {
-                self.counters.firewall_dropped_inbound += 1;
+                self.out.counters.firewall_dropped_inbound += 1;
                 peer.fw_dropped += 1;
                 Ok(None)
             }
             Verdict::Reject(reply) => {
-                self.counters.firewall_dropped_inbound += 1;
+                self.out.counters.firewall_dropped_inbound += 1;
                 peer.fw_dropped += 1;
                 // The reject travels back through the tunnel to the sender (not firewalled itself).
                 let mut buf = vec![0; wire::encapsulate_len(reply.len())];
                 if let Some((dst, d)) = self.encapsulate(now, idx, &reply, &mut buf, true) {
                     let data = d.to_vec();
-                    self.transmits.push_back(Transmit { dst, data });
+                    self.out.send(dst, data);
                 }
                 Ok(None)
             }
@@ -379,10 +382,10 @@ impl<P: Policy> Node<P> {
     /// wins, but a relay does not displace a direct path heard from recently) and session state.
     fn authenticated(&mut self, now: Instant, idx: u32, from: Path, msg_type: WgType) {
         let allowed = match from {
-            Path::Direct(a) => self.remote_allowed(a.ip()),
+            Path::Direct(a) => self.disc.remote_allowed(a.ip()),
             Path::Relay { .. } => true,
         };
-        let Some(peer) = self.peers.get_mut(&idx) else {
+        let Some(peer) = self.peers.get_mut(idx) else {
             return;
         };
         peer.last_rx = Some(now);
@@ -407,32 +410,27 @@ impl<P: Policy> Node<P> {
         let failed = matches!(from, Path::Direct(a) if !peer.path_check.usable(a));
         if allowed && peer.endpoint != Some(from) && !keep_direct && !failed {
             if let Some(old) = peer.endpoint {
-                self.events.push_back(Event::Roamed {
-                    name: peer.name.clone(),
-                    vpn_ip: peer.vpn_ip,
-                    from: old,
-                    to: from,
-                });
+                self.out.event(Event::Roamed { name: peer.name.clone(), vpn_ip: peer.vpn_ip, from: old, to: from });
             }
             peer.endpoint = Some(from);
         }
         let forced = peer.last_forced_handshake.is_some_and(|t| now.duration_since(t) < Duration::from_secs(5));
-        if msg_type == WgType::HandshakeResponse && forced && self.disc.lighthouses.contains(&peer.vpn_ip) {
+        if msg_type == WgType::HandshakeResponse && forced && self.disc.is_lighthouse(peer.vpn_ip) {
             // A lighthouse that restarted asked for this handshake (UnknownIndex): it lost our
             // registration, and the report that met the unknown session is gone. Report again
             // now that the new session is up, not an interval later.
-            self.next_update = now;
+            self.disc.next_update = now;
         }
         if matches!(msg_type, WgType::HandshakeInit | WgType::HandshakeResponse) {
             peer.last_handshake = Some(now);
-            self.counters.handshakes_completed += u64::from(msg_type == WgType::HandshakeResponse);
+            self.out.counters.handshakes_completed += u64::from(msg_type == WgType::HandshakeResponse);
         }
         // A response (we initiated) or any data (the initiator confirmed) means a usable session.
         if msg_type != WgType::HandshakeInit {
             peer.session.stop_fast_retries();
             if peer.session.confirmed(now) {
                 let path = peer.endpoint.unwrap_or(from);
-                self.events.push_back(Event::PeerUp { name: peer.name.clone(), vpn_ip: peer.vpn_ip, path });
+                self.out.event(Event::PeerUp { name: peer.name.clone(), vpn_ip: peer.vpn_ip, path });
             }
         }
     }
@@ -440,7 +438,7 @@ impl<P: Policy> Node<P> {
     /// Sends the packets boringtun queued while a handshake ran.
     fn flush_session_queue(&mut self, now: Instant, idx: u32, path: Path) {
         let mut buf = self.take_buffer();
-        while let Some(peer) = self.peers.get_mut(&idx)
+        while let Some(peer) = self.peers.get_mut(idx)
             && let TunnResult::WriteToNetwork(b) = peer.tunn.decapsulate(None, &[], &mut buf)
         {
             let b = b.to_vec();
@@ -451,7 +449,7 @@ impl<P: Policy> Node<P> {
             }
             self.send_path(now, path, b);
         }
-        if let Some(peer) = self.peers.get_mut(&idx) {
+        if let Some(peer) = self.peers.get_mut(idx) {
             peer.queued_in_session = false;
         }
         self.put_buffer(buf);
@@ -461,7 +459,7 @@ impl<P: Policy> Node<P> {
     /// cookie it holds) and sends it on every path.
     fn refresh_initiation(&mut self, now: Instant, idx: u32) {
         let mut buf = self.take_buffer();
-        if let Some(peer) = self.peers.get_mut(&idx)
+        if let Some(peer) = self.peers.get_mut(idx)
             && peer.session.init().is_some()
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)
         {
@@ -478,8 +476,8 @@ impl<P: Policy> Node<P> {
     /// the peer is found by path; only a peer's current path can trigger this, at most once a
     /// second, and all it can cause is a new handshake.
     fn on_unknown_index(&mut self, now: Instant, from: Path) {
-        let Some((&idx, peer)) = self.peers.iter_mut().find(|(_, p)| p.endpoint == Some(from)) else {
-            self.counters.rx_unsolicited += 1;
+        let Some((idx, peer)) = self.peers.iter_mut().find(|(_, p)| p.endpoint == Some(from)) else {
+            self.out.counters.rx_unsolicited += 1;
             return;
         };
         if peer.last_forced_handshake.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
@@ -488,7 +486,7 @@ impl<P: Policy> Node<P> {
         peer.last_forced_handshake = Some(now);
         peer.session.lost();
         let mut buf = self.take_buffer();
-        if let Some(peer) = self.peers.get_mut(&idx)
+        if let Some(peer) = self.peers.get_mut(idx)
             && let TunnResult::WriteToNetwork(init) = peer.tunn.format_handshake_initiation(&mut buf, true)
         {
             let init = init.to_vec();
@@ -496,11 +494,4 @@ impl<P: Policy> Node<P> {
         }
         self.put_buffer(buf);
     }
-}
-
-/// Whether a decrypted packet is addressed to one of our certificate's addresses (`networks`,
-/// IPv4 or IPv6) or into a network it routes for (`subnets`).
-fn addressed_to(networks: &[IpNet], subnets: &[IpNet], packet: &[u8]) -> bool {
-    let Some((dst, _)) = outbound::dst_and_protocol(packet) else { return false };
-    networks.iter().any(|n| n.addr() == dst) || subnets.iter().any(|n| n.contains(&dst))
 }

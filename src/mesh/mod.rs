@@ -23,44 +23,62 @@
 //! Determinism: time comes only from the `now` arguments and every random choice from a RNG
 //! seeded by [`NodeConfig::seed`], so a simulation replays exactly.
 //!
-//! The parts (each `impl Node` block lives in the file of its concern):
-//! - `mod.rs`: [`Node`], its settings, the public API and the send helpers;
-//! - `wire`: underlay datagram classification ([`wire::WgType`], Hello, UnknownIndex, punches);
-//! - `inbound`: underlay → TUN: demultiplexing, handshakes, decryption, roaming, anti-spoofing,
-//!   inbound firewall;
-//! - `outbound`: TUN → underlay: routing, outbound firewall, encryption, initiations, pending
-//!   peers;
-//! - `exchange`: admission: certificate verification and cache, held initiations, peer
-//!   install/refresh/removal;
-//! - `budget`: per-second allowances for work strangers can cause;
-//! - `discovery` and `control`: lighthouse registration, queries, punching, relays, member
-//!   lists, path probes (messages inside tunnels);
-//! - `peer`, `session` and `path_check`: per-peer state, its session as one state enum
+//! The parts. [`Node`] owns one value of each state-holding part and routes between them; a
+//! method that needs one part lives on that part (and is tested there), a method that needs
+//! several is a `Node` method in the file of its concern:
+//! - `mod.rs`: [`Node`] (the router), its settings, the public API and the send helpers
+//!   (`send_path`, `send_control`);
+//! - `identity`: `Identity`, who we are: certificate and Hello bytes, keys, overlay addresses
+//!   and networks, routing of overlay packets (own networks, unsafe routes), renewal checks;
+//! - `admission`: `Admission`, what strangers must show: CA pool and blocklist, the cache of
+//!   verified certificates, initiations held for their Hello, the per-second budgets
+//!   (`budget`) and boringtun's handshake limiter;
+//! - `peer_table`: `PeerTable`, the peers by session index with their lookups (overlay IP,
+//!   every certificate address, key, the peer's own index) kept consistent by insert/remove;
+//!   `PendingPeers`, peers being met and their waiting packets, bounded;
+//! - `peer`, `session` and `path_check`: one peer's state, its session as one state enum
 //!   (handshaking, up, rekeying, expired), and whether its direct path still carries ours;
-//! - `timers`: boringtun timers, retries, budgets refilled, certificate rechecks;
-//! - `event` and `stats`: what the operator is told (typed events with levels) and counted.
+//! - `discovery`: `DiscoveryState` (settings, lighthouse registrations, answers, member lists,
+//!   scheduled punches, report timers) and the `Node` methods that handle control messages
+//!   (`control`: their wire format), queries, punching, relays and path probes;
+//! - `output`: `Output`, the queues drained by `poll_transmit`/`poll_tun_write`/`poll_event`,
+//!   and the counters (`stats`); `event`: what the operator is told, typed with levels;
+//! - `ping`: `Pings`, `cos-mesh ping`s running and done, and their `Node` methods;
+//! - `wire`: underlay datagram classification ([`wire::WgType`], Hello, UnknownIndex, punches);
+//! - `inbound` (underlay → TUN), `outbound` (TUN → underlay), `exchange` (Hellos, peer
+//!   install/refresh/removal) and `timers` (boringtun timers, retries, the once-a-second work):
+//!   `Node` methods only, the routes between the parts.
 //!
-//! A datagram's way in: `handle_datagram` → `wire::classify` → Hello/HelloReply (`exchange`:
-//! verify the certificate under the budget, reply, release a held initiation) or WireGuard →
-//! by receiver index to the peer's `Tunn` (`inbound::decapsulate`; an initiation from an
-//! unknown session goes through mac1/cookie checks and the certificate cache first) →
-//! `authenticated` (roaming, session up) → a control message (`discovery`) or a relayed
-//! datagram (back into `receive` once) or an IP packet: source must belong to the peer,
-//! destination to us, then the firewall → returned for the TUN.
+//! A datagram's way in: `handle_datagram` (inbound) → `wire::classify` →
+//! - Hello/HelloReply → `exchange`: `Admission::verify` (cache, then budget, then signature),
+//!   a reply under the Hello budget, a held initiation released, or `install_peer` (into the
+//!   `PeerTable`, with what `DiscoveryState` knows; the `PendingPeers` packets then leave);
+//! - a WireGuard initiation → the `Admission` limiter (mac1, cookies) → the peer its sender
+//!   index hints at (`PeerTable::index_of_remote`), else `parse_handshake_anon` → a peer by key,
+//!   or a new peer from the `Admission` certificate cache (else the initiation is held);
+//! - other WireGuard messages → the peer by receiver index → `offer`: its `Tunn` decrypts →
+//!   `authenticated` (roaming, session state, `DiscoveryState` report timer) → a control
+//!   message (`discovery::handle_control`) or a relayed datagram (back into `receive` once) or
+//!   an IP packet: source must belong to the peer, destination to us (`Identity`), then the
+//!   firewall (`Policy`) → returned for the TUN. Replies and events wait in `Output`.
 
 // House rules for the core: no panicking shortcuts outside tests, no unsafe code.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![forbid(unsafe_code)]
 
+mod admission;
 mod budget;
 pub mod control;
 mod discovery;
 mod event;
 mod exchange;
+mod identity;
 mod inbound;
 mod outbound;
+mod output;
 mod path_check;
 mod peer;
+mod peer_table;
 pub mod ping;
 pub mod policy;
 mod session;
@@ -68,46 +86,37 @@ mod stats;
 mod timers;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::{Tunn, TunnResult, handshake::parse_handshake_anon};
-use boringtun::x25519::{PublicKey, StaticSecret};
+use boringtun::noise::TunnResult;
 use ipnet::{IpNet, Ipv4Net};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use thiserror::Error;
 
+use crate::cert::Certificate;
 use crate::cert::keys::HostSecret;
-use crate::cert::pool::{Blocklist, CaPool, VerifiedCert, VerifyError};
-use crate::cert::{Certificate, Fingerprint};
+use crate::cert::pool::{Blocklist, CaPool, VerifyError};
 use crate::unixtime::UnixTime;
-use budget::{Budget, SourceBudget};
+use admission::Admission;
 use control::Control;
+use discovery::DiscoveryState;
 pub use discovery::Registered;
 pub use event::{CertRefusal, CertSource, Event, Level, RemoveReason, SessionEnd};
+use identity::Identity;
+use output::Output;
+pub use output::Transmit;
 pub use peer::{Path, PeerInfo};
-use peer::{Peer, Pending};
+use peer_table::{PeerTable, PendingPeers};
 pub use ping::{PingAnswer, PingError, PingFailure, PingId, PingOutcome, Probe, ProbeVerdict};
 pub use policy::{Direction, Policy, Verdict};
-use session::InitInFlight;
 pub use stats::Counters;
 
 /// How often boringtun's timers run (its own device module uses 250 ms).
 pub const TIMER_TICK: Duration = Duration::from_millis(250);
-/// Packets held per peer while its certificate exchange runs, peers waiting at once, and packets
-/// held in all (a scan of the overlay network must not grow memory without bound).
-const PENDING_QUEUE: usize = 64;
-const PENDING_PEERS: usize = 1024;
-const PENDING_PACKETS: usize = 8192;
-/// Verified certificates remembered from Hellos, awaiting the handshake that proves the key.
-const KNOWN_CERTS: usize = 4096;
-/// Handshake initiations per second the node answers without demanding a cookie (boringtun's
-/// device uses the same figure).
-const HANDSHAKES_PER_SEC: u64 = 100;
 /// Smallest buffer the data-path calls accept (boringtun's limits plus the largest packet).
 pub const MIN_BUFFER: usize = 65_535 + 32;
 /// A peer whose session has ended and that has been silent this long is forgotten (any new
@@ -212,199 +221,74 @@ pub enum ReloadError {
     CertInvalid(#[from] VerifyError),
 }
 
-/// A datagram to send on the underlay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub dst: SocketAddr,
-    pub data: Vec<u8>,
-}
-
-/// A node the lighthouse knows: its certificate and what it reported.
-struct Registration {
-    cert: VerifiedCert,
-    reported: Vec<SocketAddr>,
-    relays: Vec<Ipv4Addr>,
-    seen: Instant,
-}
-
-/// What a lighthouse told us about a peer.
-#[derive(Default, Clone)]
-struct Discovered {
-    addrs: Vec<SocketAddr>,
-    relays: Vec<Ipv4Addr>,
-}
-
-/// Work scheduled for later (punches wait `punchy.delay`).
-enum Scheduled {
-    Punch(Vec<SocketAddr>),
-    Respond(Ipv4Addr),
-}
-
-/// The protocol core of one node.
+/// The protocol core of one node: a router between its parts.
 pub struct Node<P: Policy> {
-    cert: Arc<Certificate>,
-    hello_cert: Vec<u8>,
-    secret: StaticSecret,
-    public: PublicKey,
-    /// Checks mac1 (and mac2 under load) of initiations before any Diffie-Hellman work.
-    /// Shared with every peer's `Tunn`, so cookies come from one secret whichever answers.
-    limiter: Arc<RateLimiter>,
-    vpn_ip: Ipv4Addr,
-    vpn_net: Ipv4Net,
-    /// Every network of our certificate, IPv4 and IPv6 (our addresses with their prefixes).
-    own_networks: Vec<IpNet>,
-    /// Networks our certificate routes for (`unsafe_routes` on peers point here), v4 and v6.
-    own_subnets: Vec<IpNet>,
-    pool: CaPool,
-    blocklist: Blocklist,
+    /// Who we are: certificate, keys, addresses, routes.
+    id: Identity,
+    /// What strangers must show: CA pool, certificate cache, held initiations, budgets.
+    admission: Admission,
+    /// Peers with a certificate, and every way of finding one.
+    peers: PeerTable<P::Peer>,
+    /// Peers being met, and the packets waiting for them.
+    pending: PendingPeers,
+    /// Lighthouses, registrations, punches, relays.
+    disc: DiscoveryState,
+    /// `cos-mesh ping`s running and finished.
+    pings: ping::Pings,
+    /// Queued datagrams, TUN packets, events, and the counters.
+    out: Output,
+    policy: P,
     static_hosts: HashMap<IpAddr, Vec<SocketAddr>>,
-    unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
     try_interval: Duration,
     retries: u32,
     disconnect_invalid: bool,
-    disc: Discovery,
-    policy: P,
-
-    peers: HashMap<u32, Peer<P::Peer>>,
-    by_vpn_ip: HashMap<Ipv4Addr, u32>,
-    /// Every overlay address of every peer's certificate (IPv4 and IPv6) → the peer.
-    by_addr: HashMap<IpAddr, u32>,
-    by_key: HashMap<[u8; 32], u32>,
-    /// Peers by the upper 24 bits of their own session index (boringtun keeps them for every
-    /// handshake of a session object): a peer's next initiation goes to its `Tunn` at once,
-    /// which proves the key, instead of costing one more Diffie-Hellman to learn who sent it.
-    by_remote_index: HashMap<u32, u32>,
-    /// Peers being met, by the overlay address a packet was for (any of the peer's addresses).
-    pending: HashMap<IpAddr, Pending>,
-    pending_packets: usize,
-    known_certs: HashMap<[u8; 32], (VerifiedCert, Instant)>,
-    known_by_fingerprint: HashMap<Fingerprint, [u8; 32]>,
-    /// Refused certificates still to be reported this second.
-    refusals_to_log: Budget,
-    held_inits: HashMap<Path, (Vec<u8>, Instant)>,
-    /// Certificate verifications left this second, per source and in all.
-    verify_budget: SourceBudget,
-    /// Hello replies left this second, per source and in all.
-    hello_reply_budget: SourceBudget,
-    unknown_index_budget: SourceBudget,
-    next_index: u32,
     /// Every random choice the node makes comes from here (seeded by [`NodeConfig::seed`]).
     rng: ChaCha8Rng,
-
-    local_addrs: Vec<SocketAddr>,
-    discovered: HashMap<Ipv4Addr, Discovered>,
-    registrations: HashMap<Ipv4Addr, Registration>,
-    /// On a lighthouse: every overlay address (v4 and v6) of a registered certificate → the
-    /// registration's IPv4 overlay IP.
-    registered_addrs: HashMap<IpAddr, Ipv4Addr>,
-    members: BTreeMap<Ipv4Addr, Arc<Certificate>>,
-    /// Member lists being received, per lighthouse.
-    members_incoming: HashMap<Ipv4Addr, BTreeMap<Ipv4Addr, Arc<Certificate>>>,
-    scheduled: Vec<(Instant, Scheduled)>,
-    next_update: Instant,
-    next_punch: Instant,
-    /// `cos-mesh ping`s running and finished.
-    pings: ping::Pings,
-    next_relay_ping: Instant,
-
-    transmits: VecDeque<Transmit>,
-    tun_writes: VecDeque<Vec<u8>>,
-    events: VecDeque<Event>,
     next_tick: Option<Instant>,
     next_second: Instant,
-    counters: Counters,
     scratch: Vec<u8>,
 }
 
 impl<P: Policy> Node<P> {
     pub fn new(cfg: NodeConfig, policy: P, now: Instant, wall: UnixTime) -> Result<Self, NodeError> {
         cfg.pool.verify(&cfg.cert, wall, &cfg.blocklist)?;
-        let ip = *cfg.cert.details().ips.first().ok_or(NodeError::NoIp)?;
-        if cfg.key.public().0 != cfg.cert.details().public_key {
-            return Err(NodeError::KeyMismatch);
-        }
-        let secret = StaticSecret::from(*cfg.key.bytes());
-        let public = PublicKey::from(&secret);
-        let own_networks = cfg.cert.networks().to_vec();
-        let own_subnets = cfg.cert.unsafe_networks().iter().map(IpNet::trunc).collect();
+        let id = Identity::new(cfg.cert, &cfg.key, cfg.unsafe_routes)?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let first_index = (rng.next_u32() & 0x00ff_ffff).max(1);
+        let first_index = rng.next_u32();
         Ok(Node {
             rng,
-            hello_cert: cfg.cert.to_bytes().to_vec(),
-            cert: Arc::new(cfg.cert),
-            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_SEC)),
-            secret,
-            public,
-            vpn_ip: ip.addr(),
-            vpn_net: ip.trunc(),
-            own_networks,
-            own_subnets,
-            pool: cfg.pool,
-            blocklist: cfg.blocklist,
+            admission: Admission::new(cfg.pool, cfg.blocklist, &id.public),
+            id,
+            peers: PeerTable::new(first_index),
+            pending: PendingPeers::default(),
+            disc: DiscoveryState::new(cfg.discovery, now),
+            pings: ping::Pings::default(),
+            out: Output::default(),
+            policy,
             static_hosts: cfg.static_hosts,
-            unsafe_routes: cfg.unsafe_routes,
             try_interval: cfg.try_interval,
             retries: cfg.retries,
             disconnect_invalid: cfg.disconnect_invalid,
-            disc: cfg.discovery,
-            policy,
-            peers: HashMap::new(),
-            by_vpn_ip: HashMap::new(),
-            by_addr: HashMap::new(),
-            by_key: HashMap::new(),
-            by_remote_index: HashMap::new(),
-            pending: HashMap::new(),
-            pending_packets: 0,
-            known_certs: HashMap::new(),
-            known_by_fingerprint: HashMap::new(),
-            refusals_to_log: Budget::per_sec(budget::REFUSALS_LOGGED_PER_SEC),
-            held_inits: HashMap::new(),
-            verify_budget: SourceBudget::new(budget::VERIFY_PER_SOURCE_PER_SEC, budget::VERIFY_PER_SEC),
-            hello_reply_budget: SourceBudget::new(
-                budget::HELLO_REPLIES_PER_SOURCE_PER_SEC,
-                budget::HELLO_REPLIES_PER_SEC,
-            ),
-            unknown_index_budget: SourceBudget::new(
-                budget::UNKNOWN_INDEX_REPLIES_PER_SOURCE_PER_SEC,
-                budget::UNKNOWN_INDEX_REPLIES_PER_SEC,
-            ),
-            next_index: first_index,
-            local_addrs: vec![],
-            discovered: HashMap::new(),
-            registrations: HashMap::new(),
-            registered_addrs: HashMap::new(),
-            members: BTreeMap::new(),
-            members_incoming: HashMap::new(),
-            scheduled: vec![],
-            next_update: now,
-            next_punch: now + Duration::from_secs(10),
-            pings: ping::Pings::default(),
-            next_relay_ping: now,
-            transmits: VecDeque::new(),
-            tun_writes: VecDeque::new(),
-            events: VecDeque::new(),
             next_tick: None,
             next_second: now + Duration::from_secs(1),
-            counters: Counters::default(),
             scratch: vec![0; MIN_BUFFER],
         })
     }
 
     pub fn vpn_ip(&self) -> Ipv4Addr {
-        self.vpn_ip
+        self.id.vpn_ip
     }
 
     pub fn vpn_net(&self) -> Ipv4Net {
-        self.vpn_net
+        self.id.vpn_net
     }
 
     pub fn cert(&self) -> &Arc<Certificate> {
-        &self.cert
+        &self.id.cert
     }
 
     pub fn counters(&self) -> &Counters {
-        &self.counters
+        &self.out.counters
     }
 
     pub fn policy_mut(&mut self) -> &mut P {
@@ -412,7 +296,7 @@ impl<P: Policy> Node<P> {
     }
 
     pub fn is_lighthouse(&self) -> bool {
-        self.disc.am_lighthouse
+        self.disc.settings.am_lighthouse
     }
 
     /// A snapshot of every peer with a certificate, for `status`.
@@ -433,52 +317,43 @@ impl<P: Policy> Node<P> {
 
     /// The networks (v4 and v6) of the certificate of the peer at `vpn_ip`, if it is a peer.
     pub fn peer_networks(&self, vpn_ip: Ipv4Addr) -> Option<&[IpNet]> {
-        self.by_vpn_ip.get(&vpn_ip).and_then(|i| self.peers.get(i)).map(|p| p.cert.cert().networks())
+        self.peers.by_vpn_ip(vpn_ip).map(|p| p.cert.cert().networks())
     }
 
     /// Every member of the mesh we know of, this node included: on a lighthouse the
     /// registered nodes, elsewhere what the lighthouses last listed, plus our peers.
     pub fn members(&self) -> Vec<Arc<Certificate>> {
-        let mut all: BTreeMap<Ipv4Addr, Arc<Certificate>> = self.members.clone();
-        for (ip, r) in &self.registrations {
-            all.insert(*ip, r.cert.cert().clone());
+        let mut all: BTreeMap<Ipv4Addr, Arc<Certificate>> = self.disc.members.clone();
+        for (ip, cert) in self.disc.registered_certs() {
+            all.insert(ip, cert.clone());
         }
         for p in self.peers.values() {
             all.insert(p.vpn_ip, p.cert.cert().clone());
         }
-        all.insert(self.vpn_ip, self.cert.clone());
+        all.insert(self.id.vpn_ip, self.id.cert.clone());
         all.into_values().collect()
     }
 
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.out.transmits.pop_front()
     }
 
     #[must_use]
     pub fn poll_tun_write(&mut self) -> Option<Vec<u8>> {
-        self.tun_writes.pop_front()
+        self.out.tun_writes.pop_front()
     }
 
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.out.events.pop_front()
     }
 
     /// When [`Node::handle_timeout`] must next run.
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
-        let mut t = self.next_second.min(self.next_update);
-        if let Some(tick) = self.next_tick {
-            t = t.min(tick);
-        }
-        for p in self.pending.values() {
-            t = t.min(p.next_try);
-        }
-        for (at, _) in &self.scheduled {
-            t = t.min(*at);
-        }
-        if let Some(at) = self.pings.deadline() {
+        let mut t = self.next_second.min(self.disc.deadline());
+        for at in [self.next_tick, self.pending.next_try(), self.pings.deadline()].into_iter().flatten() {
             t = t.min(at);
         }
         t
@@ -496,25 +371,10 @@ impl<P: Policy> Node<P> {
         cert: Certificate,
         wall: UnixTime,
     ) -> Result<(), ReloadError> {
-        if cert.vpn_ip() != Some(self.vpn_ip) {
-            return Err(ReloadError::OverlayIpChanged { new: cert.vpn_ip(), running: self.vpn_ip });
-        }
-        if sorted_networks(&cert) != sorted_networks(&self.cert) {
-            let list = |c: &Certificate| c.networks().iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
-            return Err(ReloadError::NetworksChanged { new: list(&cert), running: list(&self.cert) });
-        }
-        if cert.details().public_key != self.public.to_bytes() {
-            return Err(ReloadError::KeyChanged);
-        }
+        self.id.check_renewal(&cert)?;
         pool.verify(&cert, wall, &blocklist)?;
-        self.pool = pool;
-        self.blocklist = blocklist;
-        self.hello_cert = cert.to_bytes().to_vec();
-        // Its networks are ours already; the networks it routes for may have changed.
-        self.own_subnets = cert.unsafe_networks().iter().map(IpNet::trunc).collect();
-        self.cert = Arc::new(cert);
-        self.known_certs.clear();
-        self.known_by_fingerprint.clear();
+        self.admission.replace_trust(pool, blocklist);
+        self.id.renew(cert);
         self.recheck_peers(wall, true);
         Ok(())
     }
@@ -522,16 +382,17 @@ impl<P: Policy> Node<P> {
     /// The lighthouses and whether a session with each is up, for `status`.
     pub fn lighthouse_status(&self) -> Vec<(Ipv4Addr, bool)> {
         self.disc
+            .settings
             .lighthouses
             .iter()
-            .map(|ip| (*ip, self.by_vpn_ip.get(ip).and_then(|i| self.peers.get(i)).is_some_and(|p| p.session.is_up())))
+            .map(|ip| (*ip, self.peers.by_vpn_ip(*ip).is_some_and(|p| p.session.is_up())))
             .collect()
     }
 
     /// Replaces the static host map (reload). Existing sessions keep their endpoints.
     pub fn set_static_hosts(&mut self, hosts: HashMap<IpAddr, Vec<SocketAddr>>) {
         for (ip, addrs) in &hosts {
-            if let Some(p) = self.by_addr.get(ip).and_then(|i| self.peers.get_mut(i)) {
+            if let Some(p) = self.peers.by_addr_mut(*ip) {
                 p.add_candidates(addrs);
             }
         }
@@ -546,25 +407,25 @@ impl<P: Policy> Node<P> {
     /// addresses (needed when the peer sits behind a port-restricted NAT) and trigger a direct
     /// handshake, so tunnels follow the move.
     pub fn set_local_addrs(&mut self, now: Instant, addrs: Vec<SocketAddr>) {
-        if addrs == self.local_addrs {
+        if addrs == self.disc.local_addrs {
             return;
         }
-        let moved = !self.local_addrs.is_empty();
-        self.local_addrs = addrs;
+        let moved = !self.disc.local_addrs.is_empty();
+        self.disc.local_addrs = addrs;
         if moved {
             // Paths that failed from the old address may work from the new one.
             for p in self.peers.values_mut() {
                 p.path_check.reset_failure();
             }
-            self.next_update = now;
+            self.disc.next_update = now;
             self.requery_peers(now, |_| true);
         }
     }
 
     /// Reloadable discovery settings (`lighthouse`, `punchy`, `relay`).
     pub fn set_discovery(&mut self, now: Instant, disc: Discovery) {
-        self.disc = disc;
-        self.next_update = now;
+        self.disc.settings = disc;
+        self.disc.next_update = now;
     }
 
     // ----- sending helpers shared by the submodules ---------------------------------------
@@ -584,13 +445,10 @@ impl<P: Policy> Node<P> {
     /// Sends a datagram along a path: straight out, or wrapped for a relay.
     fn send_path(&mut self, now: Instant, path: Path, data: Vec<u8>) {
         match path {
-            Path::Direct(dst) => self.transmits.push_back(Transmit { dst, data }),
+            Path::Direct(dst) => self.out.send(dst, data),
             Path::Relay { relay, peer } => {
-                let relay_is_direct = self
-                    .by_vpn_ip
-                    .get(&relay)
-                    .and_then(|i| self.peers.get(i))
-                    .is_none_or(|p| p.endpoint.is_none_or(|e| e.is_direct()));
+                let relay_is_direct =
+                    self.peers.by_vpn_ip(relay).is_none_or(|p| p.endpoint.is_none_or(|e| e.is_direct()));
                 if relay_is_direct {
                     self.send_control(now, relay, Control::RelayTo { peer, datagram: data });
                 }
@@ -601,13 +459,13 @@ impl<P: Policy> Node<P> {
     /// Sends a control message to a peer through its tunnel (establishing it if needed).
     /// Control messages bypass the firewall: they are consumed by the peer's daemon.
     fn send_control(&mut self, now: Instant, dst: Ipv4Addr, msg: Control) {
-        let packet = msg.to_packet(self.vpn_ip, dst);
-        match self.by_vpn_ip.get(&dst).copied() {
+        let packet = msg.to_packet(self.id.vpn_ip, dst);
+        match self.peers.index_of_vpn_ip(dst) {
             Some(idx) => {
                 let mut buf = vec![0; wire::encapsulate_len(packet.len())];
                 if let Some((to, d)) = self.encapsulate(now, idx, &packet, &mut buf, true) {
                     let data = d.to_vec();
-                    self.transmits.push_back(Transmit { dst: to, data });
+                    self.out.send(to, data);
                 }
             }
             None => self.queue_pending(now, IpAddr::V4(dst), packet, true),
@@ -617,8 +475,9 @@ impl<P: Policy> Node<P> {
     /// Sends a control message to peer `idx` through its session, on `path` rather than the
     /// peer's endpoint (a probe of one path). Nothing is sent without a session.
     fn send_control_on(&mut self, now: Instant, idx: u32, msg: &Control, path: Path) {
-        let Some(peer) = self.peers.get_mut(&idx) else { return };
-        let packet = msg.to_packet(self.vpn_ip, peer.vpn_ip);
+        let us = self.id.vpn_ip;
+        let Some(peer) = self.peers.get_mut(idx) else { return };
+        let packet = msg.to_packet(us, peer.vpn_ip);
         let mut buf = vec![0; wire::encapsulate_len(packet.len())];
         if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&packet, &mut buf)
             && !wire::is_handshake_init(d)
@@ -627,33 +486,6 @@ impl<P: Policy> Node<P> {
             self.send_path(now, path, data);
         }
     }
-
-    /// Whether `lighthouse.remote_allow_list` lets us use this underlay address. The most
-    /// specific rule wins; with no match, an address family whose rules all say the same
-    /// thing defaults to the opposite, otherwise to allowed (Nebula's semantics).
-    fn remote_allowed(&self, ip: IpAddr) -> bool {
-        let rules: Vec<&(IpNet, bool)> =
-            self.disc.remote_allow_list.iter().filter(|(n, _)| n.addr().is_ipv4() == ip.is_ipv4()).collect();
-        if let Some((_, allow)) = rules.iter().filter(|(n, _)| n.contains(&ip)).max_by_key(|(n, _)| n.prefix_len()) {
-            return *allow;
-        }
-        match rules.first() {
-            Some((_, first)) if rules.iter().all(|(_, a)| a == first) => !first,
-            _ => true,
-        }
-    }
-}
-
-/// A certificate's networks in a canonical order (a v1 certificate keeps its own).
-fn sorted_networks(cert: &Certificate) -> Vec<IpNet> {
-    let mut v = cert.networks().to_vec();
-    v.sort();
-    v
-}
-
-/// The overlay addresses of a certificate (its networks without their prefixes), v4 and v6.
-fn cert_addrs(cert: &Certificate) -> impl Iterator<Item = IpAddr> + '_ {
-    cert.networks().iter().map(IpNet::addr)
 }
 
 /// Appends the items not already present, keeping order.

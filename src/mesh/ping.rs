@@ -275,11 +275,11 @@ impl<P: Policy> Node<P> {
         probe: Probe,
         timeout: Duration,
     ) -> Result<PingId, PingError> {
-        if target == self.vpn_ip {
+        if target == self.id.vpn_ip {
             return Err(PingError::OwnAddress(target));
         }
-        if !self.vpn_net.contains(&target) {
-            return Err(PingError::NotInOverlay { ip: target, net: self.vpn_net });
+        if !self.id.vpn_net.contains(&target) {
+            return Err(PingError::NotInOverlay { ip: target, net: self.id.vpn_net });
         }
         if self.pings.running.len() + self.pings.done.len() >= MAX_PINGS {
             return Err(PingError::Busy);
@@ -303,8 +303,8 @@ impl<P: Policy> Node<P> {
     /// The peer `idx` asks whether our firewall would let `probe` from it in: answered with
     /// the verdict (the request itself, a control message, never meets the firewall).
     pub(super) fn on_ping_request(&mut self, now: Instant, idx: u32, nonce: u64, probe: Probe) {
-        let Some(peer) = self.peers.get(&idx) else { return };
-        let flow = probe.flow(self.vpn_ip, peer.vpn_ip, true);
+        let Some(peer) = self.peers.get(idx) else { return };
+        let flow = probe.flow(self.id.vpn_ip, peer.vpn_ip, true);
         let verdict = self.policy.would_pass(Direction::Inbound, &peer.policy_peer, &flow);
         let to = peer.vpn_ip;
         self.send_control(now, to, Control::PingReply { nonce, verdict });
@@ -312,13 +312,13 @@ impl<P: Policy> Node<P> {
 
     /// The answer to one of our pings, from peer `idx`.
     pub(super) fn on_ping_reply(&mut self, now: Instant, idx: u32, nonce: u64, far: ProbeVerdict) {
-        let Some(peer) = self.peers.get(&idx) else { return };
+        let Some(peer) = self.peers.get(idx) else { return };
         if self.pings.running.get(&nonce).is_none_or(|r| r.target != peer.vpn_ip) {
-            self.counters.rx_unsolicited += 1;
+            self.out.counters.rx_unsolicited += 1;
             return;
         }
         let Some(r) = self.pings.running.remove(&nonce) else { return };
-        let flow = r.probe.flow(self.vpn_ip, peer.vpn_ip, false);
+        let flow = r.probe.flow(self.id.vpn_ip, peer.vpn_ip, false);
         let near = self.policy.would_pass(Direction::Outbound, &peer.policy_peer, &flow);
         let path = peer.endpoint;
         let relay_name = match path {
@@ -350,13 +350,13 @@ impl<P: Policy> Node<P> {
 
     /// Why `target` did not answer, from the state of its tunnel and discovery.
     fn diagnose(&self, target: Ipv4Addr) -> PingFailure {
-        let peer = self.by_vpn_ip.get(&target).and_then(|i| self.peers.get(i));
+        let peer = self.peers.by_vpn_ip(target);
         if let Some(p) = peer
             && p.session.is_up()
         {
             return PingFailure::NoPingSupport { name: p.name.clone() };
         }
-        let found = self.discovered.get(&target);
+        let found = self.disc.discovered(target);
         let mut addrs = self.static_hosts.get(&IpAddr::V4(target)).cloned().unwrap_or_default();
         let mut relays = vec![];
         if let Some(d) = found {
@@ -368,7 +368,7 @@ impl<P: Policy> Node<P> {
             push_unique(&mut relays, p.relays.iter().copied());
         }
         if peer.is_none() && found.is_none() && addrs.is_empty() {
-            let lighthouses = self.disc.lighthouses.clone();
+            let lighthouses = self.disc.settings.lighthouses.clone();
             if lighthouses.is_empty() {
                 return PingFailure::NoWayToFind;
             }
@@ -379,8 +379,8 @@ impl<P: Policy> Node<P> {
                 PingFailure::NoLighthouse { lighthouses }
             };
         }
-        relays.retain(|r| *r != self.vpn_ip && *r != target);
-        if !relays.is_empty() && self.disc.use_relays {
+        relays.retain(|r| *r != self.id.vpn_ip && *r != target);
+        if !relays.is_empty() && self.disc.settings.use_relays {
             return PingFailure::RelayUnreachable { relays };
         }
         PingFailure::HandshakeTimedOut { addrs }
@@ -388,10 +388,10 @@ impl<P: Policy> Node<P> {
 
     /// The certificate name of a node we know (a peer or a listed member).
     fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
-        if let Some(p) = self.by_vpn_ip.get(&ip).and_then(|i| self.peers.get(i)) {
+        if let Some(p) = self.peers.by_vpn_ip(ip) {
             return Some(p.name.clone());
         }
-        self.members.get(&ip).map(|c| c.name().to_string())
+        self.disc.members.get(&ip).map(|c| c.name().to_string())
     }
 }
 

@@ -1,24 +1,29 @@
 //! Periodic work: boringtun timers (keepalives, rekeys, expiry), our fast initiation retries,
 //! Hello retries, per-second budgets, discovery, and re-checking peer certificates.
 
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::TunnResult;
+use boringtun::noise::errors::WireGuardError;
+
+use super::control::Control;
+use super::event::{Event, RemoveReason};
 use super::path_check::PathAction;
-use super::*;
+use super::peer::Path;
+use super::{FAST_RETRY_FOR, IDLE_PEER, Node, Policy, TIMER_TICK, wire};
+use crate::cert::pool::VerifyError;
+use crate::unixtime::UnixTime;
 
 impl<P: Policy> Node<P> {
     pub fn handle_timeout(&mut self, now: Instant, wall: UnixTime) {
         if now >= self.next_second {
             self.next_second = now + Duration::from_secs(1);
-            self.verify_budget.refill();
-            self.hello_reply_budget.refill();
-            self.refusals_to_log.refill();
-            self.limiter.reset_count();
-            self.unknown_index_budget.refill();
-            self.held_inits.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(5));
+            self.admission.each_second(now);
             self.recheck_peers(wall, false);
             self.forget_idle_peers(now);
         }
-        let due: Vec<IpAddr> = self.pending.iter().filter(|(_, p)| p.next_try <= now).map(|(ip, _)| *ip).collect();
-        for ip in due {
+        for ip in self.pending.due(now) {
             self.try_pending(now, ip);
         }
         self.discovery_timers(now);
@@ -35,10 +40,8 @@ impl<P: Policy> Node<P> {
         let mut buf = self.take_buffer();
         // In index order, not the map's (seeded per process): what goes out, and so which
         // datagrams a simulation's seeded loss drops, is the same in every run.
-        let mut ids: Vec<u32> = self.peers.keys().copied().collect();
-        ids.sort_unstable();
-        for idx in ids {
-            let Some(peer) = self.peers.get_mut(&idx) else {
+        for idx in self.peers.sorted_indexes() {
+            let Some(peer) = self.peers.get_mut(idx) else {
                 continue;
             };
             match peer.tunn.update_timers(&mut buf) {
@@ -50,21 +53,17 @@ impl<P: Policy> Node<P> {
                         self.send_path(now, path, d);
                     }
                 }
-                TunnResult::Err(boringtun::noise::errors::WireGuardError::ConnectionExpired) => {
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {
                     if let Some(cause) = peer.session.expired(now) {
-                        self.counters.sessions_expired += 1;
-                        self.events.push_back(Event::SessionEnded {
-                            name: peer.name.clone(),
-                            vpn_ip: peer.vpn_ip,
-                            cause,
-                        });
+                        self.out.counters.sessions_expired += 1;
+                        self.out.event(Event::SessionEnded { name: peer.name.clone(), vpn_ip: peer.vpn_ip, cause });
                     }
                 }
                 _ => {}
             }
             self.check_direct_path(now, idx);
             // Our own faster retries of the initiation in flight (boringtun waits 5 s).
-            let Some(peer) = self.peers.get_mut(&idx) else {
+            let Some(peer) = self.peers.get_mut(idx) else {
                 continue;
             };
             let retry = match peer.session.init_mut() {
@@ -89,38 +88,40 @@ impl<P: Policy> Node<P> {
     /// Probes the direct path of a peer we send to, and moves its traffic to a relay when a
     /// probe goes unanswered (see `path_check`).
     fn check_direct_path(&mut self, now: Instant, idx: u32) {
-        let us = self.vpn_ip;
-        let Some(peer) = self.peers.get_mut(&idx) else { return };
+        let us = self.id.vpn_ip;
+        let Some(peer) = self.peers.get_mut(idx) else { return };
         if !peer.session.is_up() {
             return;
         }
         match peer.path_check.on_tick(now, peer.endpoint, peer.tx_packets) {
             PathAction::Nothing => {}
             PathAction::Probe { nonce, path } => {
-                self.counters.path_probes += 1;
+                self.out.counters.path_probes += 1;
                 self.send_control_on(now, idx, &Control::PathProbe { nonce }, Path::Direct(path));
             }
             PathAction::Lost(addr) => {
-                self.counters.direct_paths_lost += 1;
+                self.out.counters.direct_paths_lost += 1;
                 let vpn_ip = peer.vpn_ip;
-                let relay = peer.relays.iter().chain(&self.disc.relays).find(|r| **r != us && **r != vpn_ip).copied();
+                let relay =
+                    peer.relays.iter().chain(&self.disc.settings.relays).find(|r| **r != us && **r != vpn_ip).copied();
                 let now_via = relay.map(|relay| Path::Relay { relay, peer: vpn_ip });
                 if now_via.is_some() {
                     peer.endpoint = now_via;
                 }
-                self.events.push_back(Event::DirectPathLost { name: peer.name.clone(), vpn_ip, path: addr, now_via });
+                self.out.event(Event::DirectPathLost { name: peer.name.clone(), vpn_ip, path: addr, now_via });
             }
         }
     }
 
     fn forget_idle_peers(&mut self, now: Instant) {
-        let keep: Vec<Ipv4Addr> = self.disc.lighthouses.iter().chain(&self.disc.relays).copied().collect();
+        let settings = &self.disc.settings;
+        let keep: Vec<Ipv4Addr> = settings.lighthouses.iter().chain(&settings.relays).copied().collect();
         let idle: Vec<u32> = self
             .peers
             .iter()
             .filter(|(_, p)| !p.session.is_up() && p.session.init().is_none() && !keep.contains(&p.vpn_ip))
             .filter(|(_, p)| p.last_rx.or(p.since).is_some_and(|t| now.duration_since(t) >= IDLE_PEER))
-            .map(|(i, _)| *i)
+            .map(|(i, _)| i)
             .collect();
         for idx in idle {
             self.remove_peer(idx, RemoveReason::Idle { minutes: IDLE_PEER.as_secs() / 60 });
@@ -136,7 +137,7 @@ impl<P: Policy> Node<P> {
         let bad: Vec<(u32, VerifyError)> = self
             .peers
             .iter()
-            .filter_map(|(idx, p)| self.pool.recheck(&p.cert, wall, &self.blocklist).err().map(|e| (*idx, e)))
+            .filter_map(|(idx, p)| self.admission.recheck(&p.cert, wall).err().map(|e| (idx, e)))
             .collect();
         for (idx, e) in bad {
             self.remove_peer(idx, RemoveReason::CertInvalid(e));

@@ -19,9 +19,9 @@ const RELAY: u8 = 3;
 
 fn discovery(relays: &[u8]) -> Discovery {
     Discovery {
-        lighthouses: vec![vpn(LH1), vpn(LH2)],
+        lighthouses: vec![vpn(LH1).into(), vpn(LH2).into()],
         interval: Duration::from_secs(10),
-        relays: relays.iter().map(|n| vpn(*n)).collect(),
+        relays: relays.iter().map(|n| vpn(*n).into()).collect(),
         ..Discovery::default()
     }
 }
@@ -36,7 +36,7 @@ fn node_config(ca: &Ca, name: &str, n: u8, relays: &[u8]) -> NodeConfig {
 /// A host of the public segment: a lighthouse, or a relay.
 fn backbone_config(ca: &Ca, cert: Certificate, key: HostSecret, am_lighthouse: bool) -> NodeConfig {
     let mut cfg = Sim::config(ca, cert, key, &[]);
-    let lighthouses = vec![vpn(LH1), vpn(LH2)];
+    let lighthouses = vec![vpn(LH1).into(), vpn(LH2).into()];
     cfg.discovery = Discovery { am_lighthouse, am_relay: !am_lighthouse, lighthouses, ..Discovery::default() };
     cfg
 }
@@ -74,7 +74,7 @@ fn nodes_register_with_every_lighthouse() {
             _ => None,
         })
         .collect();
-    assert!(acks.contains(&vpn(LH1)) && acks.contains(&vpn(LH2)), "{acks:?}");
+    assert!(acks.contains(&vpn(LH1).into()) && acks.contains(&vpn(LH2).into()), "{acks:?}");
     // Each lighthouse holds where the server is heard from (its NAT) and when it registered.
     for lh in [LH1, LH2] {
         let regs = sim.nodes[usize::from(lh - 1)].node.registrations(sim.now);

@@ -15,7 +15,8 @@ const LH: u8 = 1;
 fn member(ca: &Ca, name: &str, n: u8) -> NodeConfig {
     let (cert, key) = ca.node(name, n, 86_400);
     let mut cfg = Sim::config(ca, cert, key, &[(LH, underlay(LH))]);
-    cfg.discovery = Discovery { lighthouses: vec![vpn(LH)], relays: vec![vpn(LH)], ..Discovery::default() };
+    cfg.discovery =
+        Discovery { lighthouses: vec![vpn(LH).into()], relays: vec![vpn(LH).into()], ..Discovery::default() };
     cfg
 }
 

@@ -93,15 +93,7 @@ impl Setup {
         let c = self.config();
         Discovery {
             am_lighthouse: c.lighthouse.am_lighthouse,
-            lighthouses: c
-                .lighthouse
-                .hosts
-                .iter()
-                .filter_map(|ip| match ip {
-                    IpAddr::V4(ip) => Some(*ip),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
+            lighthouses: c.lighthouse.hosts.clone(),
             interval: Duration::from_secs(c.lighthouse.interval.max(1)),
             advertise_addrs: c
                 .lighthouse
@@ -120,15 +112,7 @@ impl Setup {
             punch_delay: c.punchy.delay.0,
             respond_delay: c.punchy.respond_delay.0,
             am_relay: c.relay.am_relay,
-            relays: c
-                .relay
-                .relays
-                .iter()
-                .filter_map(|ip| match ip {
-                    IpAddr::V4(ip) => Some(*ip),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
+            relays: c.relay.relays.clone(),
             use_relays: c.relay.use_relays,
             remote_allow_list: c.lighthouse.remote_allow_list.iter().map(|(n, a)| (*n, *a)).collect(),
         }

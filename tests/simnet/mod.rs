@@ -330,7 +330,7 @@ impl Sim {
 
     /// The host behind node `from` sends an IP packet to `dst`.
     pub fn send(&mut self, from: usize, dst: Ipv4Addr, data: &[u8]) {
-        let src = self.nodes[from].node.vpn_ip();
+        let src = self.nodes[from].node.cert().vpn_ip().expect("an IPv4 network");
         self.send_packet(from, &ip_packet(src, dst, data));
     }
 

@@ -438,3 +438,43 @@ fn a_v6_only_node_is_reached_through_a_relay_when_no_direct_path_works() {
         assert_eq!(n.node.counters().rx_malformed, 0, "node {i}: {:?}", n.node.counters());
     }
 }
+
+/// `tun.unsafe_routes` with an IPv6 network (Nebula takes them with v2 certificates): packets
+/// for `2001:db8:99::/48` go to the peer whose certificate routes it, named in the route by its
+/// IPv6 overlay address, and answers from inside that network are taken as the peer's.
+#[test]
+fn an_ipv6_unsafe_route_leads_through_the_peer_that_routes_it() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (ca_cert, ka) = node(&ca, Version::V2, "a", 1);
+    let kb = HostSecret::generate();
+    let tbs = Tbs {
+        version: Version::V2,
+        name: "b".into(),
+        networks: vec!["100.64.0.2/10".parse().unwrap(), "fd00::2/64".parse().unwrap()],
+        unsafe_networks: vec!["2001:db8:99::/48".parse().unwrap()],
+        groups: vec![],
+        not_before: UnixTime(WALL0 - 5),
+        not_after: UnixTime(WALL0 + 86_400),
+        public_key: kb.public().0,
+        is_ca: false,
+        issuer: Some(ca.cert.fingerprint()),
+    };
+    let cb_cert = Certificate::sign_tbs(&tbs, ca.key.signing_key()).unwrap();
+    let mut cfg_a = Sim::config(&ca, ca_cert, ka, &[]);
+    cfg_a.static_hosts = HashMap::from([(IpAddr::V6(v6(2)), vec![underlay(2)])]);
+    cfg_a.unsafe_routes = vec![("2001:db8:99::/48".parse().unwrap(), IpAddr::V6(v6(2)))];
+    let a = sim.add(cfg_a, 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    let inside: Ipv6Addr = "2001:db8:99::5".parse().unwrap();
+    sim.send_packet(a, &ip6_packet(v6(1), inside, b"into-the-route"));
+    sim.run(Duration::from_millis(200));
+    assert!(received6(&sim, b, v6(1), b"into-the-route"), "b got {:?}", sim.nodes[b].tun);
+    sim.send_packet(b, &ip6_packet(inside, v6(1), b"from-the-route"));
+    sim.run(Duration::from_millis(50));
+    assert!(received6(&sim, a, inside, b"from-the-route"), "a got {:?}", sim.nodes[a].tun);
+    // A v6 network nobody routes has no way in.
+    let no_route = sim.nodes[a].node.counters().tun_dropped_no_route;
+    sim.send_packet(a, &ip6_packet(v6(1), "2001:db8:77::1".parse().unwrap(), b"nowhere"));
+    assert_eq!(sim.nodes[a].node.counters().tun_dropped_no_route, no_route + 1);
+}

@@ -369,7 +369,8 @@ fn packets_not_addressed_to_the_node_are_dropped() {
     let (ca_cert, ka) = ca.node("a", 1, 86_400);
     let (cb_cert, kb) = ca.node_full("b", 2, 86_400, &[], &["10.9.0.0/16"]);
     let mut cfg_a = Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]);
-    cfg_a.unsafe_routes = vec![("10.9.0.0/16".parse().unwrap(), vpn(2)), ("10.8.0.0/16".parse().unwrap(), vpn(2))];
+    cfg_a.unsafe_routes =
+        vec![("10.9.0.0/16".parse().unwrap(), vpn(2).into()), ("10.8.0.0/16".parse().unwrap(), vpn(2).into())];
     let a = sim.add(cfg_a, 1);
     let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
     sim.send(a, "10.9.1.1".parse().unwrap(), b"routed");

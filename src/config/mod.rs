@@ -26,7 +26,7 @@ use thiserror::Error;
 
 pub use allow_list::LocalAllowList;
 pub use schema::*;
-pub use validate::validate_overlay;
+pub use validate::{IPV6_MIN_MTU, validate_overlay};
 
 /// Largest config file read; real ones are a few kilobytes.
 const MAX_FILE: u64 = 4 << 20;

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
 
 pub use super::values::{AdvertiseAddr, Gateway, GoDuration, OverlayIp, PemSource, Underlay, UnderlayHost, Via};
@@ -339,7 +339,8 @@ impl Default for Tun {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunRoute {
-    pub route: Ipv4Net,
+    /// IPv4 or IPv6 (the latter with a v2 certificate's IPv6 network).
+    pub route: IpNet,
     pub mtu: u32,
 }
 
@@ -347,7 +348,8 @@ pub struct TunRoute {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnsafeRoute {
-    pub route: Ipv4Net,
+    /// IPv4 or IPv6.
+    pub route: IpNet,
     /// One gateway, or several with weights; all traffic goes through [`Via::primary`].
     pub via: Via,
     pub mtu: Option<u32>,

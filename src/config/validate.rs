@@ -108,11 +108,11 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
     }
     check_mtu(t.mtu).map_err(|r| fail("tun.mtu", r))?;
     for (i, r) in t.routes.iter().enumerate() {
-        check_mtu(r.mtu).map_err(|reason| fail(&format!("tun.routes[{i}].mtu"), reason))?;
+        check_route_mtu(r.route, r.mtu).map_err(|reason| fail(&format!("tun.routes[{i}].mtu"), reason))?;
     }
     for (i, r) in t.unsafe_routes.iter().enumerate() {
         if let Some(mtu) = r.mtu {
-            check_mtu(mtu).map_err(|reason| fail(&format!("tun.unsafe_routes[{i}].mtu"), reason))?;
+            check_route_mtu(r.route, mtu).map_err(|reason| fail(&format!("tun.unsafe_routes[{i}].mtu"), reason))?;
         }
         if let Some(g) = r.via.gateways.iter().find(|g| r.route.contains(&g.gateway)) {
             return Err(fail(
@@ -167,6 +167,20 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
     Ok(())
 }
 
+/// Smallest MTU IPv6 allows (RFC 8200).
+pub const IPV6_MIN_MTU: u32 = 1280;
+
+/// A route's MTU: in range, and at least IPv6's minimum for an IPv6 route.
+fn check_route_mtu(route: IpNet, mtu: u32) -> Result<(), String> {
+    check_mtu(mtu)?;
+    if route.addr().is_ipv6() && mtu < IPV6_MIN_MTU {
+        return Err(format!(
+            "{mtu} is below {IPV6_MIN_MTU}, the smallest MTU IPv6 allows, and {route} is an IPv6 route"
+        ));
+    }
+    Ok(())
+}
+
 fn check_mtu(mtu: u32) -> Result<(), String> {
     if (MIN_MTU..=MAX_MTU).contains(&mtu) { Ok(()) } else { Err(format!("{mtu} is out of range {MIN_MTU}-{MAX_MTU}")) }
 }
@@ -206,8 +220,28 @@ pub fn validate_overlay(c: &Config, networks: &[IpNet]) -> Result<(), (String, S
         }
     }
     for (i, r) in c.tun.unsafe_routes.iter().enumerate() {
-        if let Some(reason) = r.via.gateways.iter().find_map(|g| check(IpAddr::V4(g.gateway))) {
+        if let Some(reason) = r.via.gateways.iter().find_map(|g| check(g.gateway)) {
             return Err((format!("tun.unsafe_routes[{i}].via"), reason));
+        }
+    }
+    // Packets into a route leave with one of our overlay addresses as source: a route of a
+    // family our certificate lacks could carry nothing (the far end would drop it as spoofed).
+    let routes = c
+        .tun
+        .routes
+        .iter()
+        .map(|r| ("routes", r.route))
+        .chain(c.tun.unsafe_routes.iter().map(|r| ("unsafe_routes", r.route)));
+    for (i, (key, route)) in routes.enumerate() {
+        let index = if key == "routes" { i } else { i - c.tun.routes.len() };
+        if !networks.iter().any(|n| n.addr().is_ipv4() == route.addr().is_ipv4()) {
+            let family = if route.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err((
+                format!("tun.{key}[{index}].route"),
+                format!(
+                    "{route} is an {family} route, but this node's certificate has no {family} network to send from"
+                ),
+            ));
         }
     }
     Ok(())

@@ -9,13 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv6Net};
 
 use crate::cert::bundle::HostCerts;
 use crate::cert::keys::HostSecret;
 use crate::cert::pool::{Blocklist, CaPool};
 use crate::cert::{Certificate, Version};
-use crate::config::{Config, LoadedConfig, OverlayIp, PemSource, Underlay, UnderlayHost};
+use crate::config::{Config, IPV6_MIN_MTU, LoadedConfig, OverlayIp, PemSource, Underlay, UnderlayHost};
 
 /// `static_host_map` as configured: overlay IP to underlay `host:port`s (names allowed).
 pub type StaticHostMap = std::collections::BTreeMap<OverlayIp, Vec<Underlay>>;
@@ -120,7 +120,7 @@ impl Setup {
 
     /// `tun.unsafe_routes` as (network, via overlay IP): of several gateways, the highest-weight
     /// one (the first on a tie) carries all the traffic.
-    pub fn unsafe_routes(&self) -> Vec<(Ipv4Net, std::net::Ipv4Addr)> {
+    pub fn unsafe_routes(&self) -> Vec<(IpNet, IpAddr)> {
         self.config().tun.unsafe_routes.iter().map(|r| (r.route, r.via.primary())).collect()
     }
 }
@@ -236,9 +236,6 @@ impl Pki {
         Ok(Pki { pool, cert, key: secret, blocklist, warnings })
     }
 }
-
-/// IPv6's minimum link MTU (RFC 8200): the kernel keeps IPv6 off a smaller device.
-const IPV6_MIN_MTU: u32 = 1280;
 
 /// Warn when the node certificate has less than 30 days left, the CA less than 90.
 const CERT_NOTICE: i64 = 30 * 86_400;

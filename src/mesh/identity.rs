@@ -2,11 +2,11 @@
 //! WireGuard keys, its addresses and networks, and where overlay packets go from here (our
 //! networks, unsafe routes through peers).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use boringtun::x25519::{PublicKey, StaticSecret};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
 use super::control::Framing;
 use super::outbound::dst_and_protocol;
@@ -28,18 +28,15 @@ pub(super) struct Identity {
     own_networks: Vec<IpNet>,
     /// Networks our certificate routes for (`unsafe_routes` on peers point here), v4 and v6.
     own_subnets: Vec<IpNet>,
-    /// `tun.unsafe_routes`: networks reached through a peer whose certificate lists them.
-    unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// `tun.unsafe_routes`: networks (v4 or v6) reached through a peer whose certificate lists
+    /// them, named by any of its overlay addresses.
+    unsafe_routes: Vec<(IpNet, IpAddr)>,
 }
 
 impl Identity {
     /// The identity of `cert` with private key `key` (the certificate itself is verified by
     /// the caller).
-    pub fn new(
-        cert: Certificate,
-        key: &HostSecret,
-        unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
-    ) -> Result<Self, NodeError> {
+    pub fn new(cert: Certificate, key: &HostSecret, unsafe_routes: Vec<(IpNet, IpAddr)>) -> Result<Self, NodeError> {
         let ip =
             *cert.networks().iter().find(|n| n.addr().is_ipv4()).or(cert.networks().first()).ok_or(NodeError::NoIp)?;
         if key.public().0 != cert.details().public_key {
@@ -120,12 +117,11 @@ impl Identity {
         if self.own_networks.iter().any(|n| n.contains(&dst)) {
             return Some(dst);
         }
-        let IpAddr::V4(dst) = dst else { return None };
         self.unsafe_routes
             .iter()
             .filter(|(net, _)| net.contains(&dst))
             .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, via)| IpAddr::V4(*via))
+            .map(|(_, via)| *via)
     }
 
     /// Whether a decrypted packet is addressed to one of our certificate's addresses (IPv4 or

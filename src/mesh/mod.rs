@@ -92,12 +92,12 @@ mod timers;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::TunnResult;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use thiserror::Error;
@@ -139,8 +139,9 @@ pub struct NodeConfig {
     /// Underlay addresses of peers known in advance (`static_host_map`), by any overlay
     /// address of the peer's certificate (IPv4 or IPv6).
     pub static_hosts: HashMap<IpAddr, Vec<SocketAddr>>,
-    /// `tun.unsafe_routes`: networks reached through a peer whose certificate lists them.
-    pub unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// `tun.unsafe_routes`: networks (v4 or v6) reached through a peer (named by any of its
+    /// overlay addresses) whose certificate lists them.
+    pub unsafe_routes: Vec<(IpNet, IpAddr)>,
     /// Delay between Hello retries (`handshakes.try_interval`, linear backoff) and their number.
     pub try_interval: Duration,
     pub retries: u32,

@@ -22,7 +22,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use cos_mesh::cert::Certificate;
 use cos_mesh::cert::pool::Blocklist;
-use cos_mesh::mesh::control::{Control, payload_for};
+use cos_mesh::mesh::control::{Control, Framing, payload_for};
 use cos_mesh::mesh::policy::AllowAll;
 use cos_mesh::mesh::{Discovery, MIN_BUFFER, Node, NodeConfig, wire};
 use cos_mesh::unixtime::UnixTime;
@@ -199,7 +199,8 @@ impl Lighthouse {
                     };
                     let keepalive = keepalive.to_vec();
                     self.datagram(c.addr, &keepalive);
-                    let update = Control::HostUpdate { addrs: vec![c.addr], relays: vec![] }.to_packet(c.vpn_ip, LH_IP);
+                    let update = Control::HostUpdate { addrs: vec![c.addr], relays: vec![] }
+                        .to_packet(Framing::V4 { src: c.vpn_ip, dst: LH_IP });
                     let TunnResult::WriteToNetwork(d) = c.tunn.encapsulate(&update, buf) else { return false };
                     let d = d.to_vec();
                     let ack = self.datagram(c.addr, &d);
@@ -292,7 +293,7 @@ pub fn lighthouse(n: usize, queries: usize) -> Figures {
     let mut lat = Vec::with_capacity(queries);
     for k in 0..queries {
         let target = client_ip((k * 7919) % n.max(1));
-        let msg = Control::HostQuery { vpn_ip: target.into() }.to_packet(q.vpn_ip, LH_IP);
+        let msg = Control::HostQuery { vpn_ip: target.into() }.to_packet(Framing::V4 { src: q.vpn_ip, dst: LH_IP });
         let TunnResult::WriteToNetwork(d) = q.tunn.encapsulate(&msg, &mut buf) else { panic!("encapsulate") };
         let d = d.to_vec();
         let before = lh.cpu;
@@ -303,7 +304,8 @@ pub fn lighthouse(n: usize, queries: usize) -> Figures {
         let TunnResult::WriteToTunnelV4(p, _) = q.tunn.decapsulate(Some(q.addr.ip()), reply, &mut buf) else {
             panic!("reply decrypts")
         };
-        let msg = Control::decode(payload_for(p, q.vpn_ip).expect("control")).expect("decodes");
+        let msg = Control::decode(payload_for(p, &[ipnet::Ipv4Net::from(q.vpn_ip).into()]).expect("control").1)
+            .expect("decodes");
         let Control::HostQueryReply { vpn_ip, addrs, .. } = msg else { panic!("{msg:?}") };
         assert_eq!(vpn_ip, std::net::IpAddr::V4(target));
         assert!(addrs.contains(&client_addr((k * 7919) % n.max(1))), "{addrs:?}");
@@ -311,7 +313,7 @@ pub fn lighthouse(n: usize, queries: usize) -> Figures {
     lat.sort();
     let pct = |p: usize| lat.get((lat.len() * p / 100).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
 
-    let msg = Control::MembersQuery.to_packet(q.vpn_ip, LH_IP);
+    let msg = Control::MembersQuery.to_packet(Framing::V4 { src: q.vpn_ip, dst: LH_IP });
     let TunnResult::WriteToNetwork(d) = q.tunn.encapsulate(&msg, &mut buf) else { panic!("encapsulate") };
     let d = d.to_vec();
     let before = lh.cpu;

@@ -10,7 +10,7 @@ pub mod renewal;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use thiserror::Error;
@@ -56,8 +56,9 @@ impl NomadSite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub name: String,
-    /// The first IPv4 network: the overlay address the (IPv4) data path uses, e.g. 100.64.0.11/10.
-    pub ip: Ipv4Net,
+    /// The node's identity network: the first IPv4 network (e.g. 100.64.0.11/10), or the first
+    /// network of an IPv6-only node.
+    pub ip: IpNet,
     /// Every network of the node as written (`ip:`, or `networks:` with IPv6 too for v2).
     pub networks: Vec<IpNet>,
     pub role: Option<String>,
@@ -141,7 +142,7 @@ impl Inventory {
         })?;
         let mut nodes: Vec<Node> = Vec::with_capacity(file.nodes.len());
         let mut by_name: HashMap<String, String> = HashMap::new();
-        let mut by_ip: HashMap<std::net::Ipv4Addr, String> = HashMap::new();
+        let mut by_ip: HashMap<std::net::IpAddr, String> = HashMap::new();
         let mut node_datacenters = BTreeMap::new();
         for (i, spanned) in file.nodes.iter().enumerate() {
             let spec = &spanned.value;
@@ -207,13 +208,7 @@ fn resolve_node(spec: &NodeSpec, roles: &BTreeMap<String, Vec<String>>, entry: S
         (Some(_), [_, ..]) => return Err("give ip: or networks:, not both".into()),
         (None, []) => return Err("ip: (or networks:) is required".into()),
     };
-    let ip = networks
-        .iter()
-        .find_map(|n| match n {
-            IpNet::V4(v4) => Some(*v4),
-            IpNet::V6(_) => None,
-        })
-        .ok_or("networks: no IPv4 network; IPv6-only overlays are not supported yet")?;
+    let ip = *networks.iter().find(|n| n.addr().is_ipv4()).or(networks.first()).ok_or("networks: is empty")?;
     let mut groups: Vec<String> = Vec::new();
     if let Some(role) = &spec.role {
         let role_groups = roles.get(role).ok_or_else(|| {
@@ -268,7 +263,7 @@ mod tests {
         assert_eq!(inv.with_group("nomad-server").map(|n| n.name.as_str()).collect::<Vec<_>>(), ["s1"]);
         // Several networks, IPv4 and IPv6: the first IPv4 one is the overlay address.
         let inv = parse(&GOOD.replace("ip: 100.64.0.11/10", "networks: [fd00::11/64, 100.64.0.11/10]")).unwrap();
-        assert_eq!(inv.nodes[0].ip, "100.64.0.11/10".parse::<Ipv4Net>().unwrap());
+        assert_eq!(inv.nodes[0].ip, "100.64.0.11/10".parse::<IpNet>().unwrap());
         assert_eq!(inv.nodes[0].networks.len(), 2);
         assert_eq!((inv.nomad.region.as_str(), inv.nomad.datacenter_of("c1")), ("global", "dc1"));
         assert_eq!(inv.nomad.gossip_key, Path::new("nomad-gossip.key"));
@@ -293,10 +288,6 @@ mod tests {
             (
                 GOOD.replace("100.64.1.1/10", "100.64.1.1"),
                 "nodes[1] \"c1\" (line 6): ip: 100.64.1.1: expected an address with prefix length",
-            ),
-            (
-                GOOD.replace("ip: 100.64.0.11/10", "networks: [fd00::11/64]"),
-                "no IPv4 network; IPv6-only overlays are not supported yet",
             ),
             (GOOD.replace("ip: 100.64.0.11/10", "ip: 100.64.0.11/10, networks: [fd00::11/64]"), "not both"),
             (GOOD.replace("name: c1", "name: ../c1"), "nodes[1] \"../c1\" (line 6): name \"../c1\": use letters"),

@@ -18,7 +18,7 @@ use support::{Netns, veth, wait_until};
 fn tun_config(name: &str, addr: &str) -> TunConfig {
     TunConfig {
         name: name.into(),
-        address: addr.parse().unwrap(),
+        address: Some(addr.parse().unwrap()),
         ipv6: Vec::new(),
         mtu: 1420,
         tx_queue: 500,
@@ -33,7 +33,10 @@ fn tun_device_gets_address_mtu_queue_routes_and_goes_away_on_drop() {
     let ns = Netns::new("t");
     let mut cfg = tun_config("nebula1", "100.64.0.1/10").with_ipv6(["fd00:64::1/64".parse().unwrap()]);
     cfg.tx_queue = 1000;
-    cfg.routes = vec![Route { dst: "10.99.0.0/16".parse().unwrap(), mtu: Some(1300), metric: Some(7) }];
+    cfg.routes = vec![
+        Route { dst: "10.99.0.0/16".parse().unwrap(), mtu: Some(1300), metric: Some(7) },
+        Route { dst: "2001:db8:99::/48".parse().unwrap(), mtu: Some(1300), metric: Some(7) },
+    ];
     let tun = ns.run(move || Tun::create(&cfg).unwrap());
     assert_eq!(tun.name(), "nebula1");
     assert!(tun.offload(), "this kernel has IFF_VNET_HDR and TSO on TUN");
@@ -50,6 +53,8 @@ fn tun_device_gets_address_mtu_queue_routes_and_goes_away_on_drop() {
     assert!(link6.contains("inet6 fd00:64::1/64"), "{link6}");
     let routes6 = ns.exec_ok("ip", &["-6", "route", "show", "dev", "nebula1"]);
     assert!(routes6.contains("fd00:64::/64"), "{routes6}");
+    // An IPv6 route (tun.routes, tun.unsafe_routes) through the device.
+    assert!(routes6.contains("2001:db8:99::/48 proto static metric 7 mtu 1300"), "{routes6}");
 
     drop(tun);
     assert!(wait_until(Duration::from_secs(5), || !ns.exec("ip", &["link", "show", "nebula1"]).status.success()));

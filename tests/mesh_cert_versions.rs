@@ -1,4 +1,5 @@
-//! A v1 node and a v2 node of one mesh talk, and dual-stack v2 nodes talk over IPv6: whole
+//! A v1 node and a v2 node of one mesh talk, dual-stack v2 nodes talk over IPv6, and a
+//! dual-stack node talks to v4-only and v6-only peers: whole
 //! `mesh::Node`s with real certificates of both
 //! versions exchange handshakes and data through the in-memory network of `simnet`. Needs
 //! `--features sim` (`cargo test --features sim --test mesh_cert_versions`).
@@ -13,7 +14,7 @@ use std::time::Duration;
 use cos_mesh::cert::keys::{CaSecret, HostSecret};
 use cos_mesh::cert::pool::{Blocklist, CaPool};
 use cos_mesh::cert::{Certificate, Tbs, Version};
-use cos_mesh::mesh::Event;
+use cos_mesh::mesh::{Discovery, Event};
 use cos_mesh::unixtime::UnixTime;
 use simnet::{Ca, Settings, Sim, WALL0, underlay, vpn};
 
@@ -345,4 +346,127 @@ fn ipv6_overlay_traffic_goes_through_a_relay_when_no_direct_path_works() {
     let peers = sim.nodes[a].node.peers(sim.now);
     assert!(peers.iter().any(|p| p.name == "b" && p.up && p.relayed), "{peers:?}");
     assert!(sim.nodes[relay].node.counters().relay_forwarded >= 2);
+}
+
+// ----- IPv6-only certificates: a dual-stack node talks to v4-only and v6-only peers -----------
+
+/// A dual-stack lighthouse that also relays (node 1: `100.64.0.1`, `fd00::1`), a dual-stack node
+/// `d` (2), a v4-only node `f` (3: `100.64.0.3` only) and a v6-only node `s` (4: `fd00::4` only),
+/// all v2 certificates of one CA. `d` and `f` know the lighthouse (and relay) by its IPv4 overlay
+/// address, `s` by its IPv6 one; nobody knows anybody else. Returns (lighthouse, d, f, s).
+fn family_world(sim: &mut Sim) -> [usize; 4] {
+    let ca = ca(Version::V2, "v2 ca");
+    let (lh_cert, lh_key) = node(&ca, Version::V2, "lighthouse", 1);
+    let mut cfg = Sim::config(&ca, lh_cert, lh_key, &[]);
+    cfg.discovery = Discovery { am_lighthouse: true, am_relay: true, ..Discovery::default() };
+    let lh = sim.add(cfg, 1);
+    let mut add = |name: &str, n: u8, networks: Vec<ipnet::IpNet>, lighthouse: IpAddr| {
+        let (cert, key) = node_with_networks(&ca, Version::V2, name, networks);
+        let mut cfg = Sim::config(&ca, cert, key, &[]);
+        cfg.static_hosts = HashMap::from([(lighthouse, vec![underlay(1)])]);
+        cfg.discovery = Discovery { lighthouses: vec![lighthouse], relays: vec![lighthouse], ..Discovery::default() };
+        sim.add(cfg, n)
+    };
+    let by_v4 = IpAddr::V4(vpn(1));
+    let d = add("d", 2, vec!["100.64.0.2/10".parse().unwrap(), "fd00::2/64".parse().unwrap()], by_v4);
+    let f = add("f", 3, vec!["100.64.0.3/10".parse().unwrap()], by_v4);
+    let s = add("s", 4, vec!["fd00::4/64".parse().unwrap()], IpAddr::V6(v6(1)));
+    sim.run(Duration::from_secs(1));
+    [lh, d, f, s]
+}
+
+fn peer_named(sim: &Sim, i: usize, name: &str) -> cos_mesh::mesh::PeerInfo {
+    let peers = sim.nodes[i].node.peers(sim.now);
+    peers.iter().find(|p| p.name == name).cloned().unwrap_or_else(|| panic!("no peer {name}: {peers:?}"))
+}
+
+/// The v6-only node registers with the lighthouse it knows by an IPv6 address and is known by
+/// its IPv6 identity; it finds the dual-stack node by the latter's IPv6 address (query, punch,
+/// handshake), while the dual-stack node talks IPv4 with the v4-only one. No control message
+/// anywhere is refused as malformed.
+#[test]
+fn a_dual_stack_node_talks_to_v4_only_and_v6_only_peers() {
+    let mut sim = Sim::new();
+    let [lh, d, f, s] = family_world(&mut sim);
+    assert_eq!(sim.nodes[s].node.vpn_ip(), IpAddr::V6(v6(4)), "a v6-only node's identity is its v6 address");
+    let registered: Vec<IpAddr> = sim.nodes[lh].node.registrations(sim.now).iter().map(|r| r.vpn_ip).collect();
+    assert_eq!(registered, vec![IpAddr::V4(vpn(2)), IpAddr::V4(vpn(3)), IpAddr::V6(v6(4))]);
+
+    assert!(deliver6(&mut sim, (s, 4), (d, 2), b"v6-only to dual"), "d got {:?}", sim.nodes[d].tun);
+    assert!(deliver6(&mut sim, (d, 2), (s, 4), b"dual to v6-only"), "s got {:?}", sim.nodes[s].tun);
+    sim.send(d, vpn(3), b"dual to v4-only");
+    sim.run(Duration::from_millis(200));
+    assert!(sim.received(f, b"dual to v4-only"), "f got {:?}", sim.nodes[f].tun);
+    sim.send(f, vpn(2), b"v4-only to dual");
+    sim.run(Duration::from_millis(50));
+    assert!(sim.received(d, b"v4-only to dual"));
+
+    let (to_s, to_f, to_d) = (peer_named(&sim, d, "s"), peer_named(&sim, d, "f"), peer_named(&sim, s, "d"));
+    assert_eq!((to_s.vpn_ip, to_s.up, to_s.relayed), (IpAddr::V6(v6(4)), true, false));
+    assert_eq!((to_f.vpn_ip, to_f.up), (IpAddr::V4(vpn(3)), true));
+    assert_eq!((to_d.vpn_ip, to_d.up, to_d.relayed), (IpAddr::V4(vpn(2)), true, false), "d's identity stays v4");
+    assert!(sim.nodes[s].node.peers(sim.now).iter().all(|p| p.name != "f"), "s and f share no family");
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert_eq!(n.node.counters().rx_malformed, 0, "node {i}: {:?}", n.node.counters());
+    }
+}
+
+/// With no direct path between the dual-stack node and the v6-only one, their traffic goes
+/// through the relay each names by a different address: RelayTo about an IPv6 identity, and
+/// RelayFrom framed as IPv6 toward the node without IPv4.
+#[test]
+fn a_v6_only_node_is_reached_through_a_relay_when_no_direct_path_works() {
+    let mut sim = Sim::new();
+    let [lh, d, _, s] = family_world(&mut sim);
+    let (ud, us) = (underlay(2), underlay(4));
+    sim.filter = Box::new(move |_, from, to, _| !((from == ud && to == us) || (from == us && to == ud)));
+    sim.send_packet(d, &ip6_packet(v6(2), v6(4), b"via-relay"));
+    let took = sim.run_until(Duration::from_secs(5), |sim| received6(sim, s, v6(2), b"via-relay"));
+    assert!(took.is_some(), "never arrived: {:?}", sim.nodes[d].node.counters());
+    assert!(deliver6(&mut sim, (s, 4), (d, 2), b"reply-via-relay"));
+    assert!(peer_named(&sim, d, "s").relayed && peer_named(&sim, s, "d").relayed);
+    assert!(sim.nodes[lh].node.counters().relay_forwarded >= 2);
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert_eq!(n.node.counters().rx_malformed, 0, "node {i}: {:?}", n.node.counters());
+    }
+}
+
+/// `tun.unsafe_routes` with an IPv6 network (Nebula takes them with v2 certificates): packets
+/// for `2001:db8:99::/48` go to the peer whose certificate routes it, named in the route by its
+/// IPv6 overlay address, and answers from inside that network are taken as the peer's.
+#[test]
+fn an_ipv6_unsafe_route_leads_through_the_peer_that_routes_it() {
+    let mut sim = Sim::new();
+    let ca = ca(Version::V2, "v2 ca");
+    let (ca_cert, ka) = node(&ca, Version::V2, "a", 1);
+    let kb = HostSecret::generate();
+    let tbs = Tbs {
+        version: Version::V2,
+        name: "b".into(),
+        networks: vec!["100.64.0.2/10".parse().unwrap(), "fd00::2/64".parse().unwrap()],
+        unsafe_networks: vec!["2001:db8:99::/48".parse().unwrap()],
+        groups: vec![],
+        not_before: UnixTime(WALL0 - 5),
+        not_after: UnixTime(WALL0 + 86_400),
+        public_key: kb.public().0,
+        is_ca: false,
+        issuer: Some(ca.cert.fingerprint()),
+    };
+    let cb_cert = Certificate::sign_tbs(&tbs, ca.key.signing_key()).unwrap();
+    let mut cfg_a = Sim::config(&ca, ca_cert, ka, &[]);
+    cfg_a.static_hosts = HashMap::from([(IpAddr::V6(v6(2)), vec![underlay(2)])]);
+    cfg_a.unsafe_routes = vec![("2001:db8:99::/48".parse().unwrap(), IpAddr::V6(v6(2)))];
+    let a = sim.add(cfg_a, 1);
+    let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
+    let inside: Ipv6Addr = "2001:db8:99::5".parse().unwrap();
+    sim.send_packet(a, &ip6_packet(v6(1), inside, b"into-the-route"));
+    sim.run(Duration::from_millis(200));
+    assert!(received6(&sim, b, v6(1), b"into-the-route"), "b got {:?}", sim.nodes[b].tun);
+    sim.send_packet(b, &ip6_packet(inside, v6(1), b"from-the-route"));
+    sim.run(Duration::from_millis(50));
+    assert!(received6(&sim, a, inside, b"from-the-route"), "a got {:?}", sim.nodes[a].tun);
+    // A v6 network nobody routes has no way in.
+    let no_route = sim.nodes[a].node.counters().tun_dropped_no_route;
+    sim.send_packet(a, &ip6_packet(v6(1), "2001:db8:77::1".parse().unwrap(), b"nowhere"));
+    assert_eq!(sim.nodes[a].node.counters().tun_dropped_no_route, no_route + 1);
 }

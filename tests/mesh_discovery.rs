@@ -60,7 +60,7 @@ fn nodes_register_with_every_lighthouse() {
             _ => None,
         })
         .collect();
-    assert!(acks.contains(&vpn(LH1)) && acks.contains(&vpn(LH2)), "{acks:?}");
+    assert!(acks.contains(&vpn(LH1).into()) && acks.contains(&vpn(LH2).into()), "{acks:?}");
     // Each lighthouse holds where the server is heard from (its NAT) and when it registered.
     for lh in [LH1, LH2] {
         let regs = sim.nodes[usize::from(lh - 1)].node.registrations(sim.now);

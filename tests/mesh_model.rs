@@ -20,6 +20,7 @@
 mod simnet;
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use cos_mesh::cert::Certificate;
@@ -150,8 +151,8 @@ impl World {
     }
 
     fn discovery(&self, m: usize) -> Discovery {
-        let lighthouses = self.lighthouses[m].iter().map(|n| vpn(*n)).collect();
-        Discovery { lighthouses, relays: vec![vpn(RELAY)], ..Discovery::default() }
+        let lighthouses = self.lighthouses[m].iter().map(|n| vpn(*n).into()).collect();
+        Discovery { lighthouses, relays: vec![vpn(RELAY).into()], ..Discovery::default() }
     }
 
     /// Member `m`'s inbound firewall: the service ports not yet closed on it; anything out.
@@ -346,7 +347,7 @@ impl World {
     /// A tunnel that a node which reloaded with the blocklist still has up to a blocked node
     /// (the reload tears them down), if any.
     fn tunnels_to_outcasts(&self) -> Option<String> {
-        let outcasts: HashSet<_> = self.blocked.iter().map(|m| vpn(member_ip(*m))).collect();
+        let outcasts: HashSet<IpAddr> = self.blocked.iter().map(|m| vpn(member_ip(*m)).into()).collect();
         let trusting = |i: &usize| *i < LIGHTHOUSES.len() || !self.blocked.contains(&(i - LIGHTHOUSES.len()));
         (0..self.sim.nodes.len()).filter(trusting).find_map(|i| {
             let node = &self.sim.nodes[i].node;

@@ -19,7 +19,7 @@ const RELAY: u8 = 3;
 /// Starts a ping from node `from` and runs the world until it ends.
 fn ping(sim: &mut Sim, from: usize, target: u8, probe: Probe) -> PingOutcome {
     let now = sim.now;
-    let id: PingId = sim.nodes[from].node.start_ping(now, vpn(target), probe, TIMEOUT).expect("ping starts");
+    let id: PingId = sim.nodes[from].node.start_ping(now, vpn(target).into(), probe, TIMEOUT).expect("ping starts");
     sim.drain(from);
     sim.run_until(TIMEOUT + Duration::from_secs(1), |s| !s.nodes[from].node.ping_running(id)).expect("ping ends");
     sim.nodes[from].node.take_ping(id).expect("an outcome, once")
@@ -100,7 +100,7 @@ fn a_ping_through_a_relay_names_it() {
     let (_, client, relay) = relayed_world(&mut sim, &ca);
     let a = answered(ping(&mut sim, client, 11, Probe::Tcp(4647)));
     assert_eq!(a.name, "server");
-    assert_eq!(a.path, Some(Path::Relay { relay: vpn(RELAY), peer: vpn(11) }));
+    assert_eq!(a.path, Some(Path::Relay { relay: vpn(RELAY).into(), peer: vpn(11).into() }));
     assert_eq!(a.relay_name.as_deref(), Some("relay-1"));
     assert!(sim.nodes[relay].node.counters().relay_forwarded > 0);
 }
@@ -113,7 +113,7 @@ fn a_dead_relay_is_named_when_punching_fails() {
     sim.nodes[relay].up = false;
     match ping(&mut sim, client, 11, Probe::IcmpEcho) {
         PingOutcome::Failed(f @ PingFailure::RelayUnreachable { .. }) => {
-            assert_eq!(f, PingFailure::RelayUnreachable { relays: vec![vpn(RELAY)] });
+            assert_eq!(f, PingFailure::RelayUnreachable { relays: vec![vpn(RELAY).into()] });
             assert!(f.to_string().contains("punching failed"), "{f}");
         }
         other => panic!("expected an unreachable relay, got {other:?}"),
@@ -126,12 +126,12 @@ fn a_peer_nobody_registered_is_unknown_to_the_lighthouse() {
     let ca = Ca::new("ca");
     let (_, client, _) = relayed_world(&mut sim, &ca);
     let o = ping(&mut sim, client, 99, Probe::IcmpEcho);
-    assert_eq!(o, PingOutcome::Failed(PingFailure::UnknownToLighthouses { lighthouses: vec![vpn(LH)] }));
+    assert_eq!(o, PingOutcome::Failed(PingFailure::UnknownToLighthouses { lighthouses: vec![vpn(LH).into()] }));
     // With the lighthouse gone, the diagnosis says so instead.
     sim.nodes[0].up = false;
     sim.run(Duration::from_secs(200));
     let o = ping(&mut sim, client, 98, Probe::IcmpEcho);
-    assert_eq!(o, PingOutcome::Failed(PingFailure::NoLighthouse { lighthouses: vec![vpn(LH)] }));
+    assert_eq!(o, PingOutcome::Failed(PingFailure::NoLighthouse { lighthouses: vec![vpn(LH).into()] }));
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn without_lighthouse_or_address_there_is_no_way_to_find_it() {
     let ca = Ca::new("ca");
     let (a, _) = pair(&mut sim, &ca);
     assert_eq!(ping(&mut sim, a, 7, Probe::IcmpEcho), PingOutcome::Failed(PingFailure::NoWayToFind));
-    let err = sim.nodes[a].node.start_ping(sim.now, vpn(1), Probe::IcmpEcho, TIMEOUT).unwrap_err();
+    let err = sim.nodes[a].node.start_ping(sim.now, vpn(1).into(), Probe::IcmpEcho, TIMEOUT).unwrap_err();
     assert_eq!(err.to_string(), "100.64.0.1 is this node's own overlay IP");
 }
 
@@ -177,8 +177,8 @@ fn outcomes_nobody_collects_are_forgotten_after_a_minute() {
     let ca = Ca::new("ca");
     let (a, _) = pair(&mut sim, &ca);
     let now = sim.now;
-    let kept = sim.nodes[a].node.start_ping(now, vpn(2), Probe::IcmpEcho, TIMEOUT).unwrap();
-    let dropped = sim.nodes[a].node.start_ping(now, vpn(2), Probe::IcmpEcho, TIMEOUT).unwrap();
+    let kept = sim.nodes[a].node.start_ping(now, vpn(2).into(), Probe::IcmpEcho, TIMEOUT).unwrap();
+    let dropped = sim.nodes[a].node.start_ping(now, vpn(2).into(), Probe::IcmpEcho, TIMEOUT).unwrap();
     sim.drain(a);
     sim.run(Duration::from_secs(30));
     assert!(matches!(sim.nodes[a].node.take_ping(kept), Some(PingOutcome::Answered(_))));

@@ -362,7 +362,8 @@ fn packets_not_addressed_to_the_node_are_dropped() {
     let (ca_cert, ka) = ca.node("a", 1, 86_400);
     let (cb_cert, kb) = ca.node_full("b", 2, 86_400, &[], &["10.9.0.0/16"]);
     let mut cfg_a = Sim::config(&ca, ca_cert, ka, &[(2, underlay(2))]);
-    cfg_a.unsafe_routes = vec![("10.9.0.0/16".parse().unwrap(), vpn(2)), ("10.8.0.0/16".parse().unwrap(), vpn(2))];
+    cfg_a.unsafe_routes =
+        vec![("10.9.0.0/16".parse().unwrap(), vpn(2).into()), ("10.8.0.0/16".parse().unwrap(), vpn(2).into())];
     let a = sim.add(cfg_a, 1);
     let b = sim.add(Sim::config(&ca, cb_cert, kb, &[(1, underlay(1))]), 2);
     sim.send(a, "10.9.1.1".parse().unwrap(), b"routed");
@@ -472,12 +473,15 @@ fn the_host_cannot_speak_the_control_protocol() {
     let (a, b) = pair(&mut sim, &ca);
     sim.send(a, vpn(2), b"hi");
     sim.run(Duration::from_millis(100));
-    // A local process on a crafts a lighthouse update (protocol 253) to b.
-    let forged = cos_mesh::mesh::control::Control::HostUpdate { addrs: vec![underlay(9)], relays: vec![] }
-        .to_packet(vpn(1), vpn(2));
-    sim.send_packet(a, &forged);
+    // A local process on a crafts a lighthouse update (protocol 253) to b, framed as IPv4 and
+    // as IPv6 (next header 253).
+    use cos_mesh::mesh::control::{Control, Framing};
+    let update = Control::HostUpdate { addrs: vec![underlay(9)], relays: vec![] };
+    sim.send_packet(a, &update.to_packet(Framing::V4 { src: vpn(1), dst: vpn(2) }));
+    let (src, dst) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+    sim.send_packet(a, &update.to_packet(Framing::V6 { src, dst }));
     sim.run(Duration::from_millis(20));
-    assert_eq!(sim.nodes[a].node.counters().tun_dropped_control, 1);
+    assert_eq!(sim.nodes[a].node.counters().tun_dropped_control, 2);
     assert_eq!(sim.nodes[b].node.counters().rx_control, 0);
 }
 

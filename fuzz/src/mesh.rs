@@ -27,7 +27,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use cos_mesh::cert::pool::Blocklist;
 use cos_mesh::daemon::policy::FirewallPolicy;
 use cos_mesh::firewall::{Firewall, FirewallConfig, config};
-use cos_mesh::mesh::control::{Control, PROTO};
+use cos_mesh::mesh::control::{Control, Framing, PROTO};
 use cos_mesh::mesh::policy::AllowAll;
 use cos_mesh::mesh::{Discovery, MIN_BUFFER, Node, NodeConfig, wire};
 use cos_mesh::unixtime::UnixTime;
@@ -216,7 +216,7 @@ impl World {
             delivered: 0,
         };
         if with_registered {
-            let disc = Discovery { lighthouses: vec![vpn(1)], ..Discovery::default() };
+            let disc = Discovery { lighthouses: vec![vpn(1).into()], ..Discovery::default() };
             let mut node = Node::new(node_config(2, disc), AllowAll, now, wall).expect("node 2 starts");
             node.set_local_addrs(now, vec![addr(2)]);
             w.registered = Some(node);
@@ -360,7 +360,8 @@ impl World {
                 self.member_index = i;
                 // Register, as a node does: node 1 then knows node 3's addresses.
                 self.control_packet(
-                    Control::HostUpdate { addrs: vec![addr(3)], relays: vec![] }.to_packet(vpn(3), vpn(1)),
+                    Control::HostUpdate { addrs: vec![addr(3)], relays: vec![] }
+                        .to_packet(Framing::V4 { src: vpn(3), dst: vpn(1) }),
                 );
                 true
             }
@@ -426,7 +427,7 @@ impl World {
             }
             Op::Tunnel { packet } => self.tunnel(&packet),
             Op::Control { src, kind, body } => {
-                let mut p = Control::Ping.to_packet(src.map(vpn).unwrap_or(vpn(3)), vpn(1));
+                let mut p = Control::Ping.to_packet(Framing::V4 { src: src.map(vpn).unwrap_or(vpn(3)), dst: vpn(1) });
                 p.truncate(20);
                 p.extend_from_slice(&[kind, 1]);
                 p.extend_from_slice(&body);
@@ -437,7 +438,7 @@ impl World {
             }
             Op::Message(m) => {
                 let msg = message(m);
-                self.control_packet(msg.to_packet(vpn(3), vpn(1)));
+                self.control_packet(msg.to_packet(Framing::V4 { src: vpn(3), dst: vpn(1) }));
             }
             Op::Host { packet } => {
                 let now = self.now;
@@ -494,17 +495,20 @@ fn addrs(v: Vec<([u8; 4], u16)>) -> Vec<SocketAddr> {
 }
 
 fn message(m: Message) -> Control {
-    let ip = |n: u8| vpn(n % 8);
+    // The high bit picks an IPv6 identity (the kinds for v6 relays, punches and relayed datagrams).
+    let ip = |n: u8| -> IpAddr {
+        if n & 0x80 == 0 { vpn(n % 8).into() } else { Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(n % 8)).into() }
+    };
     match m {
         Message::Update { addrs: a, relays } => {
             Control::HostUpdate { addrs: addrs(a), relays: relays.into_iter().take(20).map(ip).collect() }
         }
-        Message::Query(n) => Control::HostQuery { vpn_ip: ip(n).into() },
+        Message::Query(n) => Control::HostQuery { vpn_ip: ip(n) },
         Message::Members => Control::MembersQuery,
         Message::RelayTo { peer, datagram } => Control::RelayTo { peer: ip(peer), datagram },
         Message::RelayFrom { peer, datagram } => Control::RelayFrom { peer: ip(peer), datagram },
         Message::Reply { ip: n, addrs: a, cert } => {
-            Control::HostQueryReply { vpn_ip: ip(n).into(), addrs: addrs(a), relays: vec![], cert: cert_bytes(cert) }
+            Control::HostQueryReply { vpn_ip: ip(n), addrs: addrs(a), relays: vec![], cert: cert_bytes(cert) }
         }
         Message::Punch { ip: n, addrs: a } => Control::HostPunch { vpn_ip: ip(n), addrs: addrs(a) },
         Message::Ping => Control::Ping,

@@ -19,7 +19,7 @@ pub mod v2;
 mod wire;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
@@ -352,6 +352,13 @@ impl Certificate {
     /// The node's overlay address: the first IPv4 network (for v1, the first IP, as Nebula uses it).
     pub fn vpn_ip(&self) -> Option<Ipv4Addr> {
         self.overlay_v4().map(|n| n.addr())
+    }
+
+    /// The node's identity on the overlay, how the mesh names it: the first IPv4 network's
+    /// address ([`Certificate::vpn_ip`]), or the first network's for a certificate with only
+    /// IPv6 networks.
+    pub fn identity(&self) -> Option<IpAddr> {
+        self.vpn_ip().map(IpAddr::V4).or_else(|| self.networks().first().map(IpNet::addr))
     }
 
     /// Whether `key` made the signature over the signed bytes (strict Ed25519).

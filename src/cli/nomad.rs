@@ -275,7 +275,11 @@ impl ThisNode {
             .with_context(|| format!("parsing pki.cert {}", cert_src.describe()))?
             .into_presented();
         let overlay_ip = cert.overlay_v4().with_context(|| {
-            format!("pki.cert {} has no IPv4 network (IPv6-only overlays are not supported yet)", cert_src.describe())
+            format!(
+                "pki.cert {} has no IPv4 network: the {what} settings bind the node's IPv4 overlay address \
+                 (an IPv6-only node runs in the mesh, but not as a Nomad or Consul agent yet)",
+                cert_src.describe()
+            )
         })?;
         Ok(ThisNode { loaded, cert, overlay_ip })
     }

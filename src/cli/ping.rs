@@ -3,7 +3,7 @@
 //! the probe; a ping without an answer says which stage failed.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::daemon::control::{ANSWER_TIMEOUT, Request, ask, ask_within};
 use crate::daemon::ping::{PingReport, PingRequest, SCHEMA_VERSION, probe_word};
-use crate::daemon::report::{MembersReport, human_ms};
+use crate::daemon::report::{MemberReport, MembersReport, human_ms};
 use crate::mesh::{Probe, ProbeVerdict};
 
 /// Time between two pings.
@@ -53,7 +53,7 @@ pub struct Args {
 #[derive(Serialize)]
 struct RunReport {
     schema_version: u32,
-    target: Ipv4Addr,
+    target: IpAddr,
     name: Option<String>,
     probe: String,
     /// The last ping was answered and both firewalls let the probe through.
@@ -127,19 +127,18 @@ fn probe_of(port: Option<&str>, proto: Option<&str>) -> Result<Probe, String> {
     text.parse().map_err(|e: String| format!("--port {port}: {e}"))
 }
 
-/// The overlay IP (and name) of `peer`: a member's certificate name, or an overlay IP.
-fn resolve(peer: &str, members: &MembersReport) -> Result<(Ipv4Addr, Option<String>)> {
-    if let Ok(ip) = peer.parse::<Ipv4Addr>() {
-        let name = members.members.iter().find(|m| m.vpn_ip == ip).map(|m| m.name.clone());
-        return Ok((ip, name));
-    }
-    if let Ok(ip) = peer.parse::<Ipv6Addr>() {
-        // The core names a peer by its IPv4 overlay address; an IPv6 one maps to its member.
-        return match members.members.iter().find(|m| m.ipv6.contains(&ip)) {
-            Some(m) => Ok((m.vpn_ip, Some(m.name.clone()))),
-            None => bail!(
+/// The identity (and name) of `peer`: a member's certificate name, or an overlay address of
+/// it (IPv4 or IPv6), which maps to the member that holds it (the core names a peer by its
+/// identity, its certificate's first IPv4 network when it has one).
+fn resolve(peer: &str, members: &MembersReport) -> Result<(IpAddr, Option<String>)> {
+    if let Ok(ip) = peer.parse::<IpAddr>() {
+        let holds = |m: &&MemberReport| m.vpn_ip == ip || matches!(ip, IpAddr::V6(v6) if m.ipv6.contains(&v6));
+        return match (members.members.iter().find(holds), ip) {
+            (Some(m), _) => Ok((m.vpn_ip, Some(m.name.clone()))),
+            (None, IpAddr::V4(_)) => Ok((ip, None)),
+            (None, IpAddr::V6(_)) => bail!(
                 "no member known to this node has the IPv6 overlay address {ip} (`cos-mesh members` lists them; \
-                 a name or an IPv4 overlay address works too)"
+                 a name works too)"
             ),
         };
     }

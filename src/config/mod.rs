@@ -26,7 +26,7 @@ use thiserror::Error;
 
 pub use allow_list::LocalAllowList;
 pub use schema::*;
-pub use validate::validate_overlay;
+pub use validate::{IPV6_MIN_MTU, validate_overlay};
 
 /// Largest config file read; real ones are a few kilobytes.
 const MAX_FILE: u64 = 4 << 20;
@@ -48,17 +48,15 @@ impl LoadedConfig {
         self.origins.origin(field)
     }
 
-    /// [`validate_overlay`] against the overlay network of this node's certificate
-    /// (`Certificate::details().ips[0]`), with the error naming the file; for a certificate
-    /// without IPv6 networks (see [`LoadedConfig::check_networks`]).
+    /// [`validate_overlay`] against an IPv4-only certificate whose network is `overlay`.
     pub fn check_overlay(&self, overlay: ipnet::Ipv4Net) -> Result<(), ConfigError> {
-        self.check_networks(overlay, &[])
+        self.check_networks(&[ipnet::IpNet::V4(overlay)])
     }
 
-    /// [`validate_overlay`] against the overlay network of this node's certificate and its IPv6
-    /// networks, with the error naming the file.
-    pub fn check_networks(&self, overlay: ipnet::Ipv4Net, v6: &[ipnet::Ipv6Net]) -> Result<(), ConfigError> {
-        validate_overlay(&self.config, overlay, v6).map_err(|(field, reason)| ConfigError::Invalid {
+    /// [`validate_overlay`] against every network (IPv4 and IPv6) of this node's certificate,
+    /// with the error naming the file.
+    pub fn check_networks(&self, networks: &[ipnet::IpNet]) -> Result<(), ConfigError> {
+        validate_overlay(&self.config, networks).map_err(|(field, reason)| ConfigError::Invalid {
             file: self.origin(&field),
             field,
             reason,

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de};
 
 pub use super::values::{AdvertiseAddr, Gateway, GoDuration, OverlayIp, PemSource, Underlay, UnderlayHost, Via};
@@ -107,9 +107,9 @@ impl Default for Pki {
 #[serde(deny_unknown_fields, default)]
 pub struct Lighthouse {
     pub am_lighthouse: bool,
-    /// Overlay IPs of the lighthouses (each must be in `static_host_map`).
+    /// Overlay addresses of the lighthouses, IPv4 or IPv6 (each must be in `static_host_map`).
     #[serde(deserialize_with = "nullable")]
-    pub hosts: Vec<Ipv4Addr>,
+    pub hosts: Vec<IpAddr>,
     /// Seconds between address reports to the lighthouses (Nebula's default 10).
     pub interval: u64,
     pub serve_dns: bool,
@@ -269,9 +269,9 @@ impl Default for Punchy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Relay {
-    /// Overlay IPs of relays that may relay for this node.
+    /// Overlay addresses of relays that may relay for this node, IPv4 or IPv6.
     #[serde(deserialize_with = "nullable")]
-    pub relays: Vec<Ipv4Addr>,
+    pub relays: Vec<IpAddr>,
     pub am_relay: bool,
     pub use_relays: bool,
 }
@@ -339,7 +339,8 @@ impl Default for Tun {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunRoute {
-    pub route: Ipv4Net,
+    /// IPv4 or IPv6 (the latter with a v2 certificate's IPv6 network).
+    pub route: IpNet,
     pub mtu: u32,
 }
 
@@ -347,7 +348,8 @@ pub struct TunRoute {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnsafeRoute {
-    pub route: Ipv4Net,
+    /// IPv4 or IPv6.
+    pub route: IpNet,
     /// One gateway, or several with weights; all traffic goes through [`Via::primary`].
     pub via: Via,
     pub mtu: Option<u32>,

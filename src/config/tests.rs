@@ -93,7 +93,7 @@ fn nebula_style_config_loads_with_warnings_naming_unimplemented_keys() {
     assert_eq!(c.tun.mtu, 1300);
     assert_eq!(c.listen.host, "::".parse::<std::net::IpAddr>().unwrap());
     assert_eq!(c.listen.batch, 128);
-    assert_eq!(c.lighthouse.hosts, vec![Ipv4Addr::new(100, 64, 0, 1)]);
+    assert_eq!(c.lighthouse.hosts, vec![std::net::IpAddr::V4(Ipv4Addr::new(100, 64, 0, 1))]);
     assert_eq!(c.relay.relays, c.lighthouse.hosts, "the anchor *lighthouses resolves");
     assert_eq!(c.handshakes.try_interval.0, Duration::from_millis(100));
     assert_eq!(c.lighthouse.interval, 60);
@@ -276,12 +276,36 @@ fn ipv6_static_host_map_keys_must_be_in_an_ipv6_network_of_the_certificate() {
     let loaded = load_str(&text).unwrap();
     let key = OverlayIp("fd00:1::7".parse().unwrap());
     assert_eq!(loaded.config.static_host_map[&key][0].port, 4242);
-    let overlay = "100.64.0.11/10".parse().unwrap();
-    loaded.check_networks(overlay, &["fd00:1::11/64".parse().unwrap()]).unwrap();
-    let err = loaded.check_networks(overlay, &["fd00:2::11/64".parse().unwrap()]).unwrap_err().to_string();
+    let nets = |v: &[&str]| v.iter().map(|n| n.parse().unwrap()).collect::<Vec<ipnet::IpNet>>();
+    loaded.check_networks(&nets(&["100.64.0.11/10", "fd00:1::11/64"])).unwrap();
+    let err = loaded.check_networks(&nets(&["100.64.0.11/10", "fd00:2::11/64"])).unwrap_err().to_string();
     assert!(err.ends_with("static_host_map.fd00:1::7: fd00:1::7 is outside the IPv6 overlay networks fd00:2::/64 (from this node's certificate)"), "{err}");
-    let err = loaded.check_networks(overlay, &[]).unwrap_err().to_string();
+    let err = loaded.check_networks(&nets(&["100.64.0.11/10"])).unwrap_err().to_string();
     assert!(err.contains("this node's certificate has no IPv6 network"), "{err}");
+}
+
+/// An IPv6-only node lists its lighthouses and relays by IPv6 overlay addresses; an IPv4 one
+/// is refused, since a certificate without IPv4 networks cannot reach it.
+#[test]
+fn lighthouses_and_relays_may_be_ipv6_overlay_addresses() {
+    let text = format!(
+        "{PKI}static_host_map:\n  \"fd00:1::1\": [\"[2001:db8::1]:4242\"]\nlighthouse:\n  hosts: [\"fd00:1::1\"]\nrelay:\n  relays: [\"fd00:1::1\"]\n"
+    );
+    let loaded = load_str(&text).unwrap();
+    let lh: std::net::IpAddr = "fd00:1::1".parse().unwrap();
+    assert_eq!((loaded.config.lighthouse.hosts.clone(), loaded.config.relay.relays.clone()), (vec![lh], vec![lh]));
+    let v6_only = vec!["fd00:1::11/64".parse().unwrap()];
+    loaded.check_networks(&v6_only).unwrap();
+    let text = format!("{PKI}relay:\n  relays: [100.64.0.1]\n");
+    let err = load_str(&text).unwrap().check_networks(&v6_only).unwrap_err().to_string();
+    assert!(
+        err.ends_with(
+            "relay.relays[0]: 100.64.0.1 is an IPv4 overlay address, but this node's certificate has no IPv4 network"
+        ),
+        "{err}"
+    );
+    let err = load_str(&format!("{PKI}lighthouse:\n  hosts: [\"fd00::1:x\"]\n")).unwrap_err().to_string();
+    assert!(err.contains("lighthouse.hosts") && err.contains("expected an IP address"), "{err}");
 }
 
 #[test]
@@ -408,7 +432,7 @@ fn unsafe_route_via_is_explained_when_empty_or_wrong() {
         ("", "tun.unsafe_routes[0].via: is empty; expected the overlay IP of the node"),
         ("[]", "tun.unsafe_routes[0].via: is an empty list"),
         ("\"\"", "tun.unsafe_routes[0].via: is empty"),
-        ("banana", "\"banana\" is not an IPv4 address"),
+        ("banana", "\"banana\" is not an IP address"),
     ] {
         let err = load_str(&format!("{PKI}tun:\n  unsafe_routes:\n    - route: 10.0.0.0/8\n      via: {via}\n"))
             .unwrap_err()
@@ -417,4 +441,37 @@ fn unsafe_route_via_is_explained_when_empty_or_wrong() {
         assert!(err.contains(needle), "{via:?}: {err} lacks {needle:?}");
         assert!(!err.contains("Option<") && !err.contains("deserialize"), "{err}");
     }
+}
+
+/// IPv6 `tun.routes` and `tun.unsafe_routes` (as Nebula takes them with v2 certificates): a v6
+/// route through a gateway named by its v6 or v4 overlay address; refused below IPv6's minimum
+/// MTU, and on a certificate without an IPv6 network (packets into it would have no source).
+#[test]
+fn ipv6_routes_and_unsafe_routes() {
+    let text = format!(
+        "{PKI}tun:\n  routes:\n    - {{route: \"fd00:1:2::/64\", mtu: 1300}}\n  unsafe_routes:\n    - {{route: \"2001:db8:99::/48\", via: \"fd00:1::2\"}}\n    - {{route: \"2001:db8:98::/48\", via: [{{gateway: 100.64.0.2, weight: 2}}]}}\n"
+    );
+    let loaded = load_str(&text).unwrap();
+    let t = &loaded.config.tun;
+    assert_eq!(t.routes[0].route, "fd00:1:2::/64".parse::<ipnet::IpNet>().unwrap());
+    assert_eq!(t.unsafe_routes[0].route, "2001:db8:99::/48".parse::<ipnet::IpNet>().unwrap());
+    assert_eq!(t.unsafe_routes[0].via.primary(), "fd00:1::2".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(t.unsafe_routes[1].via.primary(), std::net::IpAddr::V4(Ipv4Addr::new(100, 64, 0, 2)));
+    let nets = |v: &[&str]| v.iter().map(|n| n.parse().unwrap()).collect::<Vec<ipnet::IpNet>>();
+    loaded.check_networks(&nets(&["100.64.0.11/10", "fd00:1::11/64"])).unwrap();
+    let err = loaded.check_networks(&nets(&["100.64.0.11/10"])).unwrap_err().to_string();
+    assert!(
+        err.ends_with("tun.unsafe_routes[0].via: fd00:1::2 is an IPv6 overlay address, but this node's certificate has no IPv6 network"),
+        "{err}"
+    );
+    let text = format!("{PKI}tun:\n  routes:\n    - {{route: \"fd00:1:2::/64\", mtu: 1300}}\n");
+    let err = load_str(&text).unwrap().check_networks(&nets(&["100.64.0.11/10"])).unwrap_err().to_string();
+    assert!(
+        err.ends_with("tun.routes[0].route: fd00:1:2::/64 is an IPv6 route, but this node's certificate has no IPv6 network to send from"),
+        "{err}"
+    );
+    let text =
+        format!("{PKI}tun:\n  unsafe_routes:\n    - {{route: \"2001:db8:99::/48\", via: \"fd00:1::2\", mtu: 1200}}\n");
+    let err = load_str(&text).unwrap_err().to_string();
+    assert!(err.contains("tun.unsafe_routes[0].mtu: 1200 is below 1280, the smallest MTU IPv6 allows"), "{err}");
 }

@@ -1,10 +1,10 @@
 //! Semantic checks on a parsed configuration. Each error names the file and the field, in the
 //! words an operator would use to fix it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 
 use super::allow_list::LocalAllowList;
 use super::schema::{Config, StatsKind, UnderlayHost};
@@ -53,7 +53,7 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
         }
     } else {
         for (i, h) in l.hosts.iter().enumerate() {
-            if !c.static_host_map.keys().any(|k| k.0 == IpAddr::V4(*h)) {
+            if !c.static_host_map.keys().any(|k| k.0 == *h) {
                 return Err(fail(
                     &format!("lighthouse.hosts[{i}]"),
                     format!("{h} is not in static_host_map, so this node cannot reach that lighthouse"),
@@ -108,11 +108,11 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
     }
     check_mtu(t.mtu).map_err(|r| fail("tun.mtu", r))?;
     for (i, r) in t.routes.iter().enumerate() {
-        check_mtu(r.mtu).map_err(|reason| fail(&format!("tun.routes[{i}].mtu"), reason))?;
+        check_route_mtu(r.route, r.mtu).map_err(|reason| fail(&format!("tun.routes[{i}].mtu"), reason))?;
     }
     for (i, r) in t.unsafe_routes.iter().enumerate() {
         if let Some(mtu) = r.mtu {
-            check_mtu(mtu).map_err(|reason| fail(&format!("tun.unsafe_routes[{i}].mtu"), reason))?;
+            check_route_mtu(r.route, mtu).map_err(|reason| fail(&format!("tun.unsafe_routes[{i}].mtu"), reason))?;
         }
         if let Some(g) = r.via.gateways.iter().find(|g| r.route.contains(&g.gateway)) {
             return Err(fail(
@@ -167,42 +167,81 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
     Ok(())
 }
 
+/// Smallest MTU IPv6 allows (RFC 8200).
+pub const IPV6_MIN_MTU: u32 = 1280;
+
+/// A route's MTU: in range, and at least IPv6's minimum for an IPv6 route.
+fn check_route_mtu(route: IpNet, mtu: u32) -> Result<(), String> {
+    check_mtu(mtu)?;
+    if route.addr().is_ipv6() && mtu < IPV6_MIN_MTU {
+        return Err(format!(
+            "{mtu} is below {IPV6_MIN_MTU}, the smallest MTU IPv6 allows, and {route} is an IPv6 route"
+        ));
+    }
+    Ok(())
+}
+
 fn check_mtu(mtu: u32) -> Result<(), String> {
     if (MIN_MTU..=MAX_MTU).contains(&mtu) { Ok(()) } else { Err(format!("{mtu} is out of range {MIN_MTU}-{MAX_MTU}")) }
 }
 
-/// Checks the addresses that must lie inside the overlay network, which only the node's
-/// certificate knows (its first IP with its prefix): `static_host_map` keys, `lighthouse.hosts`,
-/// `relay.relays` and the `via` of unsafe routes; IPv6 `static_host_map` keys must lie in one of
-/// the certificate's IPv6 networks (`v6`). Returns the offending field and the reason.
-pub fn validate_overlay(c: &Config, overlay: Ipv4Net, v6: &[Ipv6Net]) -> Result<(), (String, String)> {
-    let net = overlay.trunc();
-    let outside = |ip: Ipv4Addr| format!("{ip} is outside the overlay network {net} (from this node's certificate)");
-    let inside = |ip: &Ipv4Addr| net.contains(ip);
-    let outside6 = |ip: Ipv6Addr| match v6 {
-        [] => format!("{ip} is an IPv6 overlay address, but this node's certificate has no IPv6 network"),
-        nets => format!(
-            "{ip} is outside the IPv6 overlay networks {} (from this node's certificate)",
-            nets.iter().map(|n| n.trunc().to_string()).collect::<Vec<_>>().join(", ")
-        ),
+/// Checks the addresses that must lie inside the overlay, which only the node's certificate
+/// knows (its `networks`, IPv4 and IPv6): `static_host_map` keys, `lighthouse.hosts`,
+/// `relay.relays` and the `via` of unsafe routes must each lie in a network of the
+/// certificate of the same family. Returns the offending field and the reason.
+pub fn validate_overlay(c: &Config, networks: &[IpNet]) -> Result<(), (String, String)> {
+    let check = |ip: IpAddr| -> Option<String> {
+        let same: Vec<IpNet> =
+            networks.iter().filter(|n| n.addr().is_ipv4() == ip.is_ipv4()).map(IpNet::trunc).collect();
+        if same.iter().any(|n| n.contains(&ip)) {
+            return None;
+        }
+        let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+        let list = same.iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
+        Some(match (ip, same.len()) {
+            (_, 0) => {
+                format!("{ip} is an {family} overlay address, but this node's certificate has no {family} network")
+            }
+            (IpAddr::V4(_), 1) => format!("{ip} is outside the overlay network {list} (from this node's certificate)"),
+            (IpAddr::V4(_), _) => format!("{ip} is outside the overlay networks {list} (from this node's certificate)"),
+            (IpAddr::V6(_), _) => {
+                format!("{ip} is outside the IPv6 overlay networks {list} (from this node's certificate)")
+            }
+        })
     };
     for k in c.static_host_map.keys() {
-        let problem = match k.0 {
-            IpAddr::V4(ip) => (!inside(&ip)).then(|| outside(ip)),
-            IpAddr::V6(ip) => (!v6.iter().any(|n| n.contains(&ip))).then(|| outside6(ip)),
-        };
-        if let Some(reason) = problem {
+        if let Some(reason) = check(k.0) {
             return Err((format!("static_host_map.{}", k.0), reason));
         }
     }
     for (field, list) in [("lighthouse.hosts", &c.lighthouse.hosts), ("relay.relays", &c.relay.relays)] {
-        if let Some((i, ip)) = list.iter().enumerate().find(|(_, ip)| !inside(ip)) {
-            return Err((format!("{field}[{i}]"), outside(*ip)));
+        if let Some((i, reason)) = list.iter().enumerate().find_map(|(i, ip)| check(*ip).map(|r| (i, r))) {
+            return Err((format!("{field}[{i}]"), reason));
         }
     }
     for (i, r) in c.tun.unsafe_routes.iter().enumerate() {
-        if let Some(g) = r.via.gateways.iter().find(|g| !inside(&g.gateway)) {
-            return Err((format!("tun.unsafe_routes[{i}].via"), outside(g.gateway)));
+        if let Some(reason) = r.via.gateways.iter().find_map(|g| check(g.gateway)) {
+            return Err((format!("tun.unsafe_routes[{i}].via"), reason));
+        }
+    }
+    // Packets into a route leave with one of our overlay addresses as source: a route of a
+    // family our certificate lacks could carry nothing (the far end would drop it as spoofed).
+    let routes = c
+        .tun
+        .routes
+        .iter()
+        .map(|r| ("routes", r.route))
+        .chain(c.tun.unsafe_routes.iter().map(|r| ("unsafe_routes", r.route)));
+    for (i, (key, route)) in routes.enumerate() {
+        let index = if key == "routes" { i } else { i - c.tun.routes.len() };
+        if !networks.iter().any(|n| n.addr().is_ipv4() == route.addr().is_ipv4()) {
+            let family = if route.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err((
+                format!("tun.{key}[{index}].route"),
+                format!(
+                    "{route} is an {family} route, but this node's certificate has no {family} network to send from"
+                ),
+            ));
         }
     }
     Ok(())

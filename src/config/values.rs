@@ -173,8 +173,9 @@ pub struct Via {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
+    /// Any overlay address (IPv4 or IPv6) of the node that routes the network.
     #[serde(deserialize_with = "overlay_ip")]
-    pub gateway: Ipv4Addr,
+    pub gateway: IpAddr,
     #[serde(default = "one")]
     pub weight: u32,
 }
@@ -186,13 +187,13 @@ fn one() -> u32 {
 impl Via {
     /// The gateway all of the route's traffic goes through: the highest weight, the first
     /// listed on a tie. (Nebula balances across the list; cos-mesh does not yet.)
-    pub fn primary(&self) -> Ipv4Addr {
+    pub fn primary(&self) -> IpAddr {
         let best = self.gateways.iter().map(|g| g.weight).max().unwrap_or(0);
-        self.gateways.iter().find(|g| g.weight == best).map(|g| g.gateway).unwrap_or(Ipv4Addr::UNSPECIFIED)
+        self.gateways.iter().find(|g| g.weight == best).map(|g| g.gateway).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
 }
 
-const VIA_EXPECTED: &str = "expected the overlay IP of the node that routes this network (e.g. 100.64.0.1), or a list of \
+const VIA_EXPECTED: &str = "expected the overlay IP of the node that routes this network (e.g. 100.64.0.1 or fd00::1), or a list of \
      `- gateway: IP` entries with an optional `weight`";
 
 impl<'de> Deserialize<'de> for Via {
@@ -208,7 +209,7 @@ impl<'de> Deserialize<'de> for Via {
                     return Err(E::custom(format!("is empty; {VIA_EXPECTED}")));
                 }
                 let gateway =
-                    s.trim().parse().map_err(|_| E::custom(format!("{s:?} is not an IPv4 address; {VIA_EXPECTED}")))?;
+                    s.trim().parse().map_err(|_| E::custom(format!("{s:?} is not an IP address; {VIA_EXPECTED}")))?;
                 Ok(Via { gateways: vec![Gateway { gateway, weight: 1 }] })
             }
             fn visit_unit<E: de::Error>(self) -> Result<Via, E> {
@@ -235,9 +236,11 @@ impl<'de> Deserialize<'de> for Via {
     }
 }
 
-fn overlay_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Addr, D::Error> {
+fn overlay_ip<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
     let s = String::deserialize(d)?;
-    s.trim().parse().map_err(|_| de::Error::custom(format!("{s:?} is not an overlay IPv4 address (e.g. 100.64.0.1)")))
+    s.trim()
+        .parse()
+        .map_err(|_| de::Error::custom(format!("{s:?} is not an overlay IP address (e.g. 100.64.0.1 or fd00::1)")))
 }
 
 /// A Go duration string (`100ms`, `1s`, `1h30m`), as Nebula writes timers.

@@ -101,8 +101,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     let tun = if cfg.tun.disabled {
         None
     } else {
-        let tc = TunConfig::from_config(&cfg.tun, setup.overlay).with_ipv6(setup.overlay6.iter().copied());
-        Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, tc.address))?)
+        let tc =
+            TunConfig::from_config(&cfg.tun, setup.pki.cert.overlay_v4()).with_ipv6(setup.overlay6.iter().copied());
+        Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, setup.overlay))?)
     };
     let control = ControlServer::bind(&cfg.control_socket())?;
     let metrics = match (&cfg.stats.kind, &cfg.stats.listen) {

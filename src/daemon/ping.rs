@@ -2,7 +2,7 @@
 //! holds its client's connection, answered when the core says the ping ended), and the typed
 //! report the CLI reads back.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -20,14 +20,14 @@ const WORD: &str = "ping";
 /// One ping a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PingRequest {
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     pub probe: Probe,
     /// How long the ping (and the tunnel it may have to start) may take.
     pub timeout: Duration,
 }
 
 impl PingRequest {
-    /// `ping 100.64.0.2 4647/tcp 5000` (the timeout in milliseconds).
+    /// `ping 100.64.0.2 4647/tcp 5000` (the timeout in milliseconds; the target may be IPv6).
     pub fn to_line(self) -> String {
         format!("{WORD} {} {} {}", self.target, probe_word(self.probe), self.timeout.as_millis())
     }
@@ -64,7 +64,7 @@ pub struct PingReport {
     pub schema_version: u32,
     /// When the daemon answered (RFC 3339, UTC).
     pub generated_at: String,
-    pub target: Ipv4Addr,
+    pub target: IpAddr,
     /// The peer's certificate name, when it answered.
     pub name: Option<String>,
     /// `icmp`, `4647/tcp`, `53/udp`.
@@ -74,7 +74,7 @@ pub struct PingReport {
     /// The underlay address its answer came from, when the path is direct.
     pub direct: Option<SocketAddr>,
     /// The overlay IP of the relay its answer came through, when relayed.
-    pub relay: Option<Ipv4Addr>,
+    pub relay: Option<IpAddr>,
     pub relay_name: Option<String>,
     /// Round trip in milliseconds (microsecond precision), including any handshake the ping
     /// had to start.
@@ -91,7 +91,7 @@ pub struct PingReport {
 }
 
 impl PingReport {
-    pub fn new(target: Ipv4Addr, probe: Probe, outcome: &PingOutcome) -> PingReport {
+    pub fn new(target: IpAddr, probe: Probe, outcome: &PingOutcome) -> PingReport {
         let mut r = PingReport {
             schema_version: SCHEMA_VERSION,
             generated_at: UnixTime::now().rfc3339(),

@@ -56,7 +56,7 @@ impl Policy for FirewallPolicy {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::time::Instant;
 
     use super::FirewallPolicy;
@@ -71,11 +71,10 @@ mod tests {
 
     #[test]
     fn probes_get_the_rules_verdict_and_leave_conntrack_alone() {
-        let us = Ipv4Addr::new(100, 64, 0, 1);
-        let them = Ipv4Addr::new(100, 64, 0, 2);
-        let client =
-            PeerIdentity::new("client-1", ["nomad-client"], vec![them.into()], vec![], "ca", Fingerprint([0; 32]));
-        let other = PeerIdentity::new("web-1", ["web"], vec![them.into()], vec![], "ca", Fingerprint([0; 32]));
+        let us = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 1));
+        let them = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 2));
+        let client = PeerIdentity::new("client-1", ["nomad-client"], vec![them], vec![], "ca", Fingerprint([0; 32]));
+        let other = PeerIdentity::new("web-1", ["web"], vec![them], vec![], "ca", Fingerprint([0; 32]));
         let mut p = policy(
             "inbound:\n  - {port: 4647, proto: tcp, group: nomad-client}\n  - {port: any, proto: icmp, host: any}\n",
         );

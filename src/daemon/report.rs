@@ -34,7 +34,9 @@ pub struct StatusReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeReport {
     pub name: String,
-    pub vpn_ip: Ipv4Addr,
+    /// The node's identity: its certificate's first IPv4 network's address, or its first
+    /// network's when it has only IPv6 ones.
+    pub vpn_ip: IpAddr,
     pub overlay: String,
     /// The certificate's IPv6 networks (a dual-stack node), e.g. `fd00::1/64`.
     #[serde(default)]
@@ -55,7 +57,8 @@ pub struct NodeReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerReport {
     pub name: String,
-    pub vpn_ip: Ipv4Addr,
+    /// The peer's identity (see [`NodeReport::vpn_ip`]).
+    pub vpn_ip: IpAddr,
     /// The peer's IPv6 overlay addresses (from its certificate).
     #[serde(default)]
     pub ipv6: Vec<Ipv6Addr>,
@@ -64,7 +67,7 @@ pub struct PeerReport {
     /// The underlay address packets go to when the path is direct.
     pub direct: Option<SocketAddr>,
     /// The overlay address of the relay when the path goes through one.
-    pub relay: Option<Ipv4Addr>,
+    pub relay: Option<IpAddr>,
     /// The relay's certificate name, when it is one of our peers.
     pub relay_name: Option<String>,
     /// The path as one string (`ip:port` or `via relay X`); kept for scripts written against
@@ -93,7 +96,8 @@ pub struct PeerReport {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LighthouseReport {
-    pub vpn_ip: Ipv4Addr,
+    /// The lighthouse as `lighthouse.hosts` lists it.
+    pub vpn_ip: IpAddr,
     pub name: Option<String>,
     pub up: bool,
     /// Where we send to it (underlay `ip:port` or `via relay X`), when known.
@@ -127,14 +131,15 @@ pub struct MembersReport {
     pub schema_version: u32,
     pub generated_at: String,
     /// The node answering (its overlay IP), so a picture can draw edges from it.
-    pub this_node: Ipv4Addr,
+    pub this_node: IpAddr,
     pub members: Vec<MemberReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemberReport {
     pub name: String,
-    pub vpn_ip: Ipv4Addr,
+    /// The member's identity (see [`NodeReport::vpn_ip`]).
+    pub vpn_ip: IpAddr,
     pub groups: Vec<String>,
     /// `online` (a session is up), `offline` (a session was tried and is down), or `unknown`
     /// (listed by a lighthouse, no session from this node).
@@ -144,7 +149,7 @@ pub struct MemberReport {
     /// Underlay addresses this node uses for the member.
     pub underlay: Vec<SocketAddr>,
     /// Overlay IP of the relay through which this node reaches the member.
-    pub relay: Option<Ipv4Addr>,
+    pub relay: Option<IpAddr>,
     /// On a lighthouse: the underlay addresses the member registered.
     #[serde(default)]
     pub registered_underlay: Vec<SocketAddr>,
@@ -193,7 +198,7 @@ pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<
     let cert = node.cert().clone();
     let d = cert.details();
     let infos = node.peers(now);
-    let names: BTreeMap<Ipv4Addr, &str> = infos.iter().map(|p| (p.vpn_ip, p.name.as_str())).collect();
+    let names: BTreeMap<IpAddr, &str> = infos.iter().map(|p| (p.vpn_ip, p.name.as_str())).collect();
     let peers: Vec<PeerReport> = infos
         .iter()
         .map(|p| PeerReport {
@@ -205,9 +210,10 @@ pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<
         .lighthouse_status()
         .into_iter()
         .map(|(ip, up)| {
-            let configured = facts.static_hosts.get(&crate::config::OverlayIp(ip.into()));
+            let configured = facts.static_hosts.get(&crate::config::OverlayIp(ip));
             let configured: Vec<String> = configured.into_iter().flatten().map(|u| u.to_string()).collect();
-            lighthouse_report(ip, up, peers.iter().find(|p| p.vpn_ip == ip), &configured)
+            let peer = peers.iter().find(|p| p.vpn_ip == ip || p.ipv6.iter().any(|a| IpAddr::V6(*a) == ip));
+            lighthouse_report(ip, up, peer, &configured)
         })
         .collect();
     let counters = named_counters(&serde_json::to_value(node.counters()).unwrap_or_default());
@@ -244,7 +250,7 @@ pub fn status(node: &mut Node<FirewallPolicy>, now: Instant, facts: DaemonFacts<
 }
 
 /// A peer's path as the report's two fields: the direct underlay address, or the relay.
-fn split_path(path: Option<Path>) -> (Option<SocketAddr>, Option<Ipv4Addr>) {
+fn split_path(path: Option<Path>) -> (Option<SocketAddr>, Option<IpAddr>) {
     match path {
         Some(Path::Direct(a)) => (Some(a), None),
         Some(Path::Relay { relay, .. }) => (None, Some(relay)),
@@ -263,7 +269,7 @@ fn v6_addrs(networks: &[ipnet::IpNet]) -> Vec<Ipv6Addr> {
         .collect()
 }
 
-fn peer_report(p: &PeerInfo, names: &BTreeMap<Ipv4Addr, &str>) -> PeerReport {
+fn peer_report(p: &PeerInfo, names: &BTreeMap<IpAddr, &str>) -> PeerReport {
     let (direct, relay) = split_path(p.path);
     PeerReport {
         name: p.name.clone(),
@@ -292,7 +298,7 @@ fn peer_report(p: &PeerInfo, names: &BTreeMap<Ipv4Addr, &str>) -> PeerReport {
     }
 }
 
-fn lighthouse_report(vpn_ip: Ipv4Addr, up: bool, peer: Option<&PeerReport>, configured: &[String]) -> LighthouseReport {
+fn lighthouse_report(vpn_ip: IpAddr, up: bool, peer: Option<&PeerReport>, configured: &[String]) -> LighthouseReport {
     let tried = if configured.is_empty() {
         "it has no static_host_map entry".to_string()
     } else {
@@ -327,15 +333,14 @@ fn named_counters(v: &serde_json::Value) -> BTreeMap<String, u64> {
 
 /// Builds the members report: the core's member list, with what this node knows of each.
 pub fn members(node: &Node<FirewallPolicy>, now: Instant, listen: SocketAddr) -> MembersReport {
-    let peers: BTreeMap<Ipv4Addr, PeerInfo> = node.peers(now).into_iter().map(|p| (p.vpn_ip, p)).collect();
-    let registered: BTreeMap<Ipv4Addr, Registered> =
-        node.registrations(now).into_iter().map(|r| (r.vpn_ip, r)).collect();
+    let peers: BTreeMap<IpAddr, PeerInfo> = node.peers(now).into_iter().map(|p| (p.vpn_ip, p)).collect();
+    let registered: BTreeMap<IpAddr, Registered> = node.registrations(now).into_iter().map(|r| (r.vpn_ip, r)).collect();
     let me = node.vpn_ip();
     let members = node
         .members()
         .iter()
         .map(|c| {
-            let vpn_ip = c.vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let vpn_ip = c.identity().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let peer = peers.get(&vpn_ip);
             let (direct, relay) = split_path(peer.and_then(|p| p.path));
             let reg = registered.get(&vpn_ip);
@@ -407,8 +412,9 @@ mod tests {
     fn paths_split_into_direct_and_relay() {
         let a: SocketAddr = "198.18.0.1:4242".parse().unwrap();
         assert_eq!(split_path(Some(Path::Direct(a))), (Some(a), None));
-        let relay = Ipv4Addr::new(100, 64, 0, 1);
-        assert_eq!(split_path(Some(Path::Relay { relay, peer: Ipv4Addr::new(100, 64, 0, 2) })), (None, Some(relay)));
+        let relay = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 1));
+        let peer = IpAddr::V6("fd00::2".parse().unwrap());
+        assert_eq!(split_path(Some(Path::Relay { relay, peer })), (None, Some(relay)));
         assert_eq!(split_path(None), (None, None));
     }
 

@@ -8,14 +8,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv6Net};
 use thiserror::Error;
 
 use crate::cert::bundle::HostCerts;
 use crate::cert::keys::HostSecret;
 use crate::cert::pool::{Blocklist, CaPool, Skipped};
 use crate::cert::{Certificate, Version};
-use crate::config::{self, Config, ConfigError, LoadedConfig, OverlayIp, PemSource, Underlay, UnderlayHost};
+use crate::config::{
+    self, Config, ConfigError, IPV6_MIN_MTU, LoadedConfig, OverlayIp, PemSource, Underlay, UnderlayHost,
+};
 
 /// `static_host_map` as configured: overlay IP to underlay `host:port`s (names allowed).
 pub type StaticHostMap = std::collections::BTreeMap<OverlayIp, Vec<Underlay>>;
@@ -113,8 +115,9 @@ pub struct Setup {
     pub loaded: LoadedConfig,
     pub pki: Pki,
     pub firewall: Firewall,
-    /// This node's overlay address with the overlay prefix.
-    pub overlay: Ipv4Net,
+    /// This node's identity on the overlay, with its prefix: the certificate's first IPv4
+    /// network, or its first network when it has only IPv6 ones.
+    pub overlay: IpNet,
     /// The certificate's IPv6 networks (a dual-stack node), addresses with their prefixes.
     pub overlay6: Vec<Ipv6Net>,
     /// Warnings to print or log (config keys without effect, expiring certificates, ...).
@@ -127,17 +130,11 @@ impl Setup {
         let mut warnings: Vec<SetupWarning> = loaded.warnings.iter().cloned().map(SetupWarning::Config).collect();
         let pki = Pki::load(&loaded, now)?;
         warnings.extend(pki.warnings.iter().cloned());
-        let overlay = pki.cert.overlay_v4().ok_or_else(|| {
-            pki_err(
-                &loaded,
-                "pki.cert",
-                format!(
-                    "certificate {} has no IPv4 network ({}): IPv6-only overlays are not supported yet",
-                    pki.cert.name(),
-                    pki.cert.networks().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?;
+        // The certificate's first network is the node's identity: the IPv4 one when there is one.
+        let overlay =
+            pki.cert.overlay_v4().map(IpNet::V4).or_else(|| pki.cert.networks().first().copied()).ok_or_else(|| {
+                pki_err(&loaded, "pki.cert", format!("certificate {} has no network", pki.cert.name()))
+            })?;
         let overlay6: Vec<Ipv6Net> = pki
             .cert
             .networks()
@@ -147,7 +144,7 @@ impl Setup {
                 IpNet::V4(_) => None,
             })
             .collect();
-        loaded.check_networks(overlay, &overlay6)?;
+        loaded.check_networks(pki.cert.networks())?;
         let mtu = loaded.config.tun.mtu;
         if !overlay6.is_empty() && mtu < IPV6_MIN_MTU && !loaded.config.tun.disabled {
             return Err(SetupError::Config(field_err(
@@ -209,7 +206,7 @@ impl Setup {
 
     /// `tun.unsafe_routes` as (network, via overlay IP): of several gateways, the highest-weight
     /// one (the first on a tie) carries all the traffic.
-    pub fn unsafe_routes(&self) -> Vec<(Ipv4Net, std::net::Ipv4Addr)> {
+    pub fn unsafe_routes(&self) -> Vec<(IpNet, IpAddr)> {
         self.config().tun.unsafe_routes.iter().map(|r| (r.route, r.via.primary())).collect()
     }
 }
@@ -324,9 +321,6 @@ impl Pki {
         Ok(Pki { pool, cert, key: secret, blocklist, warnings })
     }
 }
-
-/// IPv6's minimum link MTU (RFC 8200): the kernel keeps IPv6 off a smaller device.
-const IPV6_MIN_MTU: u32 = 1280;
 
 /// Warn when the node certificate has less than 30 days left, the CA less than 90.
 const CERT_NOTICE: i64 = 30 * 86_400;

@@ -12,7 +12,7 @@
 
 use std::io;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
@@ -27,7 +27,8 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 /// A route through an interface, as `tun.routes` / `tun.unsafe_routes` describe it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
-    pub dst: Ipv4Net,
+    /// IPv4 or IPv6.
+    pub dst: IpNet,
     /// Route MTU (`ip route ... mtu N`); `None` inherits the interface's.
     pub mtu: Option<u32>,
     /// Route priority (`metric`); `None` is the kernel's default 0.
@@ -70,14 +71,18 @@ pub fn add_address(index: u32, addr: IpNet) -> io::Result<()> {
 /// Adds or replaces a route to `route.dst` through interface `index`.
 pub fn replace_route(index: u32, route: &Route) -> io::Result<()> {
     let dst = route.dst.trunc();
+    let (family, address) = match dst {
+        IpNet::V4(n) => (AddressFamily::Inet, RouteAddress::Inet(n.addr())),
+        IpNet::V6(n) => (AddressFamily::Inet6, RouteAddress::Inet6(n.addr())),
+    };
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
+    m.header.address_family = family;
     m.header.destination_prefix_length = dst.prefix_len();
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::Static;
     m.header.scope = RouteScope::Link;
     m.header.kind = RouteType::Unicast;
-    m.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet(dst.addr())), RouteAttribute::Oif(index)];
+    m.attributes = vec![RouteAttribute::Destination(address), RouteAttribute::Oif(index)];
     m.attributes.extend(route.metric.map(RouteAttribute::Priority));
     m.attributes.extend(route.mtu.map(|mtu| RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)])));
     request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_REPLACE)

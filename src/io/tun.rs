@@ -35,8 +35,9 @@ pub const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 pub struct TunConfig {
     /// Interface name, at most 15 bytes.
     pub name: String,
-    /// This node's overlay address with the overlay prefix (from its certificate).
-    pub address: Ipv4Net,
+    /// This node's IPv4 overlay address with the overlay prefix (from its certificate); none
+    /// for a certificate with only IPv6 networks.
+    pub address: Option<Ipv4Net>,
     /// The certificate's IPv6 networks (addresses with their prefixes), added too.
     pub ipv6: Vec<Ipv6Net>,
     pub mtu: u32,
@@ -50,10 +51,11 @@ pub struct TunConfig {
 }
 
 impl TunConfig {
-    /// The device the `tun` section describes for a node whose certificate IP is `address`.
+    /// The device the `tun` section describes for a node whose certificate's IPv4 network is
+    /// `address` (none for an IPv6-only certificate).
     /// Unsafe routes with `install: false` are left to the operator. IPv6 addresses come with
     /// [`TunConfig::with_ipv6`].
-    pub fn from_config(tun: &crate::config::Tun, address: Ipv4Net) -> TunConfig {
+    pub fn from_config(tun: &crate::config::Tun, address: Option<Ipv4Net>) -> TunConfig {
         let routes = tun
             .routes
             .iter()
@@ -127,7 +129,9 @@ impl Tun {
         let index = netlink::if_index(name).map_err(|e| ctx(e, &format!("looking up {name}")))?;
         let tun = Tun { name: name.clone(), index, mtu: cfg.mtu as usize, queues };
         netlink::set_link(index, Some(cfg.mtu), Some(cfg.tx_queue), false)?;
-        netlink::add_address(index, IpNet::V4(cfg.address))?;
+        if let Some(address) = cfg.address {
+            netlink::add_address(index, IpNet::V4(address))?;
+        }
         for net in &cfg.ipv6 {
             netlink::add_address(index, IpNet::V6(*net))?;
         }
@@ -343,7 +347,7 @@ mod tests {
     fn device_config_comes_from_the_tun_section() {
         let yaml = "dev: mesh0\nmtu: 1400\nroutes:\n  - {route: 100.100.0.0/16, mtu: 1300}\nunsafe_routes:\n  - {route: 10.1.0.0/16, via: 100.64.0.1, metric: 5}\n  - {route: 10.2.0.0/16, via: 100.64.0.1, install: false}\n";
         let tun: crate::config::Tun = serde_saphyr::from_str(yaml).unwrap();
-        let cfg = TunConfig::from_config(&tun, "100.64.0.11/10".parse().unwrap());
+        let cfg = TunConfig::from_config(&tun, Some("100.64.0.11/10".parse().unwrap()));
         assert_eq!((cfg.name.as_str(), cfg.mtu, cfg.tx_queue, cfg.queues, cfg.offload), ("mesh0", 1400, 500, 1, true));
         assert_eq!(
             cfg.routes,
@@ -353,7 +357,7 @@ mod tests {
             ]
         );
         let off: crate::config::Tun = serde_saphyr::from_str("use_offloads: false\n").unwrap();
-        assert!(!TunConfig::from_config(&off, "100.64.0.11/10".parse().unwrap()).offload);
+        assert!(!TunConfig::from_config(&off, Some("100.64.0.11/10".parse().unwrap())).offload);
     }
 
     #[test]

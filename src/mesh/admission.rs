@@ -130,7 +130,7 @@ impl Admission {
                 let name = v.cert().name().to_string();
                 if us.claimed_by(v.cert()) {
                     Err(CertRefusal::ClaimsOurIdentity { name })
-                } else if v.cert().vpn_ip().is_none() {
+                } else if v.cert().identity().is_none() {
                     Err(CertRefusal::NoOverlayIp { name })
                 } else {
                     Ok(v)
@@ -207,7 +207,7 @@ impl Admission {
 fn budget_key(source: CertSource) -> IpAddr {
     match source {
         CertSource::Direct(a) => a.ip(),
-        CertSource::Relay { relay, .. } => IpAddr::V4(relay),
-        CertSource::Lighthouse { lighthouse, .. } => IpAddr::V4(lighthouse),
+        CertSource::Relay { relay, .. } => relay,
+        CertSource::Lighthouse { lighthouse, .. } => lighthouse,
     }
 }

@@ -1,12 +1,21 @@
 //! Control messages that travel inside tunnels: lighthouse registration and queries, punch
 //! requests, relayed datagrams and member lists.
 //!
-//! boringtun only delivers IP packets, so a control message is an IPv4 packet between the two
-//! peers' overlay IPs with protocol 253 (RFC 3692, "for experimentation"). The core consumes
-//! such packets addressed to itself before the firewall or the TUN see them, and only from a
-//! peer whose certificate IP is the packet's source: nothing in the clear, nothing spoofable.
+//! boringtun only delivers IP packets, so a control message is an IP packet between the two
+//! peers' overlay addresses with protocol (IPv6: next header) 253 (RFC 3692, "for
+//! experimentation"): IPv4 when both peers have an IPv4 address, as every cos-mesh before IPv6
+//! sends it, else IPv6 ([`Framing`]). The core consumes such packets addressed to one of its
+//! own addresses before the firewall or the TUN see them, and only from a peer whose
+//! certificate holds the packet's source: nothing in the clear, nothing spoofable.
+//!
+//! Identities (which node a message is about: a relay, a punch target, a relayed datagram's
+//! end) are overlay addresses, v4 or v6. A message about IPv4 identities keeps its kind and
+//! layout from before IPv6, so older versions still read it; one about an IPv6 identity has a
+//! kind of its own, which an older version counts as malformed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
 
 use thiserror::Error;
 
@@ -21,13 +30,22 @@ pub const MAX_ADDRS: usize = 16;
 /// it (and count a v6 kind they do not know as malformed).
 const KIND_HOST_QUERY_V6: u8 = 0x20;
 const KIND_HOST_QUERY_REPLY_V6: u8 = 0x21;
+/// A host update or query reply whose relays include an IPv6 identity: every address in it
+/// carries a family byte (4 or 6). With only IPv4 relays, kinds 1, 4 and 0x21 keep their layout.
+const KIND_HOST_UPDATE_MIXED: u8 = 0x22;
+const KIND_HOST_QUERY_REPLY_MIXED: u8 = 0x23;
+/// Punch requests and relayed datagrams about an IPv6 identity (16 address bytes where kinds
+/// 5, 6 and 10 have 4).
+const KIND_HOST_PUNCH_V6: u8 = 0x24;
+const KIND_RELAY_TO_V6: u8 = 0x25;
+const KIND_RELAY_FROM_V6: u8 = 0x26;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Node → lighthouse: where I can be reached, and which relays serve me.
     HostUpdate {
         addrs: Vec<SocketAddr>,
-        relays: Vec<Ipv4Addr>,
+        relays: Vec<IpAddr>,
     },
     HostUpdateAck,
     /// Node → lighthouse: where is `vpn_ip` (any overlay address of a node, v4 or v6)?
@@ -39,23 +57,23 @@ pub enum Control {
     HostQueryReply {
         vpn_ip: IpAddr,
         addrs: Vec<SocketAddr>,
-        relays: Vec<Ipv4Addr>,
+        relays: Vec<IpAddr>,
         cert: Vec<u8>,
     },
     /// Lighthouse → node: `vpn_ip` is about to contact you from `addrs`; punch toward them.
     HostPunch {
-        vpn_ip: Ipv4Addr,
+        vpn_ip: IpAddr,
         addrs: Vec<SocketAddr>,
     },
     /// Node → relay: forward this datagram to `peer`. It is a WireGuard (or Hello) datagram
     /// between the two end peers, so the relay sees only ciphertext.
     RelayTo {
-        peer: Ipv4Addr,
+        peer: IpAddr,
         datagram: Vec<u8>,
     },
     /// Relay → node: this datagram comes from `peer`.
     RelayFrom {
-        peer: Ipv4Addr,
+        peer: IpAddr,
         datagram: Vec<u8>,
     },
     /// Keeps a tunnel (to a relay) alive and proves it works; no answer.
@@ -101,37 +119,126 @@ pub enum ControlError {
     UnknownValue(u8),
 }
 
-/// If `packet` is a control message for `us`, its payload.
-pub fn payload_for(packet: &[u8], us: Ipv4Addr) -> Option<&[u8]> {
-    let ip = crate::packet::Ipv4Packet::new(packet).ok()?;
-    (ip.protocol() == PROTO && ip.dst() == us && ip.header_len() == 20).then(|| ip.payload())
+/// The overlay addresses a control message travels between, and so its IP version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    V4 { src: Ipv4Addr, dst: Ipv4Addr },
+    V6 { src: Ipv6Addr, dst: Ipv6Addr },
+}
+
+impl Framing {
+    /// Between a node with networks `ours` and a peer with networks `theirs`: IPv4 between the
+    /// first IPv4 addresses when both have one (what cos-mesh before IPv6 sends and expects),
+    /// else IPv6 between the first IPv6 ones; none when they share no family.
+    pub fn between(ours: &[IpNet], theirs: &[IpNet]) -> Option<Framing> {
+        match (first_v4(ours), first_v4(theirs), first_v6(ours), first_v6(theirs)) {
+            (Some(src), Some(dst), _, _) => Some(Framing::V4 { src, dst }),
+            (_, _, Some(src), Some(dst)) => Some(Framing::V6 { src, dst }),
+            _ => None,
+        }
+    }
+
+    /// Toward overlay address `dst` of a peer whose certificate we lack yet: from our first
+    /// address of `dst`'s family; none when we have no address of that family.
+    pub fn toward(ours: &[IpNet], dst: IpAddr) -> Option<Framing> {
+        match dst {
+            IpAddr::V4(dst) => first_v4(ours).map(|src| Framing::V4 { src, dst }),
+            IpAddr::V6(dst) => first_v6(ours).map(|src| Framing::V6 { src, dst }),
+        }
+    }
+}
+
+impl Framing {
+    /// The source and destination addresses.
+    pub fn addrs(self) -> (IpAddr, IpAddr) {
+        match self {
+            Framing::V4 { src, dst } => (src.into(), dst.into()),
+            Framing::V6 { src, dst } => (src.into(), dst.into()),
+        }
+    }
+}
+
+fn first_v4(nets: &[IpNet]) -> Option<Ipv4Addr> {
+    nets.iter().find_map(|n| match n.addr() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    })
+}
+
+fn first_v6(nets: &[IpNet]) -> Option<Ipv6Addr> {
+    nets.iter().find_map(|n| match n.addr() {
+        IpAddr::V6(ip) => Some(ip),
+        IpAddr::V4(_) => None,
+    })
+}
+
+/// If `packet` is a control message (IPv4 protocol 253 without options, or IPv6 whose last
+/// next header is 253) addressed to one of `ours`: its source address and payload.
+pub fn payload_for<'a>(packet: &'a [u8], ours: &[IpNet]) -> Option<(IpAddr, &'a [u8])> {
+    let (src, dst, payload) = match packet.first()? >> 4 {
+        4 => {
+            let ip = crate::packet::Ipv4Packet::new(packet).ok()?;
+            if ip.protocol() != PROTO || ip.header_len() != 20 {
+                return None;
+            }
+            (IpAddr::V4(ip.src()), IpAddr::V4(ip.dst()), ip.payload())
+        }
+        6 => {
+            let ip = crate::packet::Ipv6Packet::new(packet).ok()?;
+            if ip.protocol() != PROTO {
+                return None;
+            }
+            (IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()), ip.payload())
+        }
+        _ => return None,
+    };
+    ours.iter().any(|n| n.addr() == dst).then_some((src, payload))
 }
 
 impl Control {
-    /// The whole IPv4 packet from `src` to `dst` carrying this message.
-    pub fn to_packet(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, PROTO, 0, 0];
-        p.extend_from_slice(&src.octets());
-        p.extend_from_slice(&dst.octets());
-        self.encode(&mut p);
-        let len = p.len() as u16;
-        p[2..4].copy_from_slice(&len.to_be_bytes());
-        let sum = checksum(&p[..20]);
-        p[10..12].copy_from_slice(&sum.to_be_bytes());
-        p
+    /// The whole IP packet carrying this message, framed as `framing` says.
+    pub fn to_packet(&self, framing: Framing) -> Vec<u8> {
+        match framing {
+            Framing::V4 { src, dst } => {
+                let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, PROTO, 0, 0];
+                p.extend_from_slice(&src.octets());
+                p.extend_from_slice(&dst.octets());
+                self.encode(&mut p);
+                let len = p.len() as u16;
+                p[2..4].copy_from_slice(&len.to_be_bytes());
+                let sum = checksum(&p[..20]);
+                p[10..12].copy_from_slice(&sum.to_be_bytes());
+                p
+            }
+            Framing::V6 { src, dst } => {
+                // Version 6, no traffic class or flow label; payload length set below; hop limit 64.
+                let mut p = vec![0x60, 0, 0, 0, 0, 0, PROTO, 64];
+                p.extend_from_slice(&src.octets());
+                p.extend_from_slice(&dst.octets());
+                self.encode(&mut p);
+                let len = (p.len() - 40) as u16;
+                p[4..6].copy_from_slice(&len.to_be_bytes());
+                p
+            }
+        }
     }
 
     fn encode(&self, v: &mut Vec<u8>) {
         let kind = match self {
-            Control::HostUpdate { .. } => 1,
+            Control::HostUpdate { relays, .. } if all_v4(relays) => 1,
+            Control::HostUpdate { .. } => KIND_HOST_UPDATE_MIXED,
             Control::HostUpdateAck => 2,
             Control::HostQuery { vpn_ip: IpAddr::V4(_) } => 3,
             Control::HostQuery { vpn_ip: IpAddr::V6(_) } => KIND_HOST_QUERY_V6,
+            Control::HostQueryReply { relays, .. } if !all_v4(relays) => KIND_HOST_QUERY_REPLY_MIXED,
             Control::HostQueryReply { vpn_ip: IpAddr::V4(_), .. } => 4,
             Control::HostQueryReply { vpn_ip: IpAddr::V6(_), .. } => KIND_HOST_QUERY_REPLY_V6,
-            Control::HostPunch { .. } => 5,
-            Control::RelayTo { .. } => 6,
-            Control::RelayFrom { .. } => 10,
+            Control::HostPunch { vpn_ip: IpAddr::V4(_), .. } => 5,
+            Control::HostPunch { vpn_ip: IpAddr::V6(_), .. } => KIND_HOST_PUNCH_V6,
+            Control::RelayTo { peer: IpAddr::V4(_), .. } => 6,
+            Control::RelayTo { peer: IpAddr::V6(_), .. } => KIND_RELAY_TO_V6,
+            Control::RelayFrom { peer: IpAddr::V4(_), .. } => 10,
+            Control::RelayFrom { peer: IpAddr::V6(_), .. } => KIND_RELAY_FROM_V6,
             Control::Ping => 7,
             Control::MembersQuery => 8,
             Control::MembersReply { .. } => 9,
@@ -141,25 +248,30 @@ impl Control {
             Control::PingReply { .. } => 14,
         };
         v.extend_from_slice(&[kind, VERSION]);
+        let mixed = matches!(kind, KIND_HOST_UPDATE_MIXED | KIND_HOST_QUERY_REPLY_MIXED);
         match self {
             Control::HostUpdate { addrs, relays } => {
                 put_addrs(v, addrs);
-                put_ips(v, relays);
+                put_ips(v, relays, mixed);
             }
             Control::HostUpdateAck | Control::Ping | Control::MembersQuery => {}
             Control::HostQuery { vpn_ip } => put_ip(v, *vpn_ip),
             Control::HostQueryReply { vpn_ip, addrs, relays, cert } => {
-                put_ip(v, *vpn_ip);
+                if mixed {
+                    put_tagged_ip(v, *vpn_ip);
+                } else {
+                    put_ip(v, *vpn_ip);
+                }
                 put_addrs(v, addrs);
-                put_ips(v, relays);
+                put_ips(v, relays, mixed);
                 put_bytes(v, cert);
             }
             Control::HostPunch { vpn_ip, addrs } => {
-                v.extend_from_slice(&vpn_ip.octets());
+                put_ip(v, *vpn_ip);
                 put_addrs(v, addrs);
             }
             Control::RelayTo { peer, datagram } | Control::RelayFrom { peer, datagram } => {
-                v.extend_from_slice(&peer.octets());
+                put_ip(v, *peer);
                 v.extend_from_slice(datagram);
             }
             Control::PathProbe { nonce } | Control::PathAck { nonce } => v.extend_from_slice(&nonce.to_be_bytes()),
@@ -191,19 +303,28 @@ impl Control {
             return Err(ControlError::Version(version));
         }
         Ok(match kind {
-            1 => Control::HostUpdate { addrs: r.addrs()?, relays: r.ips()? },
+            1 | KIND_HOST_UPDATE_MIXED => {
+                Control::HostUpdate { addrs: r.addrs()?, relays: r.ips(kind == KIND_HOST_UPDATE_MIXED)? }
+            }
             2 => Control::HostUpdateAck,
             3 => Control::HostQuery { vpn_ip: IpAddr::V4(r.ip()?) },
             KIND_HOST_QUERY_V6 => Control::HostQuery { vpn_ip: IpAddr::V6(r.ip6()?) },
-            4 | KIND_HOST_QUERY_REPLY_V6 => Control::HostQueryReply {
-                vpn_ip: if kind == 4 { IpAddr::V4(r.ip()?) } else { IpAddr::V6(r.ip6()?) },
+            4 | KIND_HOST_QUERY_REPLY_V6 | KIND_HOST_QUERY_REPLY_MIXED => Control::HostQueryReply {
+                vpn_ip: match kind {
+                    4 => IpAddr::V4(r.ip()?),
+                    KIND_HOST_QUERY_REPLY_V6 => IpAddr::V6(r.ip6()?),
+                    _ => r.tagged_ip()?,
+                },
                 addrs: r.addrs()?,
-                relays: r.ips()?,
+                relays: r.ips(kind == KIND_HOST_QUERY_REPLY_MIXED)?,
                 cert: r.bytes()?.to_vec(),
             },
-            5 => Control::HostPunch { vpn_ip: r.ip()?, addrs: r.addrs()? },
-            6 => Control::RelayTo { peer: r.ip()?, datagram: r.0.to_vec() },
-            10 => Control::RelayFrom { peer: r.ip()?, datagram: r.0.to_vec() },
+            5 => Control::HostPunch { vpn_ip: IpAddr::V4(r.ip()?), addrs: r.addrs()? },
+            KIND_HOST_PUNCH_V6 => Control::HostPunch { vpn_ip: IpAddr::V6(r.ip6()?), addrs: r.addrs()? },
+            6 => Control::RelayTo { peer: IpAddr::V4(r.ip()?), datagram: r.0.to_vec() },
+            KIND_RELAY_TO_V6 => Control::RelayTo { peer: IpAddr::V6(r.ip6()?), datagram: r.0.to_vec() },
+            10 => Control::RelayFrom { peer: IpAddr::V4(r.ip()?), datagram: r.0.to_vec() },
+            KIND_RELAY_FROM_V6 => Control::RelayFrom { peer: IpAddr::V6(r.ip6()?), datagram: r.0.to_vec() },
             7 => Control::Ping,
             8 => Control::MembersQuery,
             9 => {
@@ -258,12 +379,28 @@ fn put_ip(v: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-fn put_ips(v: &mut Vec<u8>, ips: &[Ipv4Addr]) {
+/// An overlay address with a family byte (4 or 6), as the mixed kinds carry them.
+fn put_tagged_ip(v: &mut Vec<u8>, ip: IpAddr) {
+    v.push(if ip.is_ipv4() { 4 } else { 6 });
+    put_ip(v, ip);
+}
+
+/// A list of overlay addresses: bare IPv4 ones (`tagged` false: the layout before IPv6, for
+/// lists with only IPv4 addresses) or each with its family byte.
+fn put_ips(v: &mut Vec<u8>, ips: &[IpAddr], tagged: bool) {
     let ips = &ips[..ips.len().min(MAX_ADDRS)];
     v.push(ips.len() as u8);
     for ip in ips {
-        v.extend_from_slice(&ip.octets());
+        if tagged {
+            put_tagged_ip(v, *ip);
+        } else {
+            put_ip(v, *ip);
+        }
     }
+}
+
+fn all_v4(ips: &[IpAddr]) -> bool {
+    ips.iter().take(MAX_ADDRS).all(IpAddr::is_ipv4)
 }
 
 fn put_bytes(v: &mut Vec<u8>, b: &[u8]) {
@@ -302,12 +439,19 @@ impl<'a> Reader<'a> {
         let n = usize::from(u16::from_be_bytes([n[0], n[1]]));
         self.take(n)
     }
-    fn ips(&mut self) -> Result<Vec<Ipv4Addr>, ControlError> {
+    fn tagged_ip(&mut self) -> Result<IpAddr, ControlError> {
+        match self.u8()? {
+            4 => Ok(IpAddr::V4(self.ip()?)),
+            6 => Ok(IpAddr::V6(self.ip6()?)),
+            f => Err(ControlError::UnknownValue(f)),
+        }
+    }
+    fn ips(&mut self, tagged: bool) -> Result<Vec<IpAddr>, ControlError> {
         let n = usize::from(self.u8()?);
         if n > MAX_ADDRS {
             return Err(ControlError::TooMany);
         }
-        (0..n).map(|_| self.ip()).collect()
+        (0..n).map(|_| if tagged { self.tagged_ip() } else { self.ip().map(IpAddr::V4) }).collect()
     }
     fn addrs(&mut self) -> Result<Vec<SocketAddr>, ControlError> {
         let n = usize::from(self.u8()?);
@@ -337,26 +481,35 @@ fn checksum(header: &[u8]) -> u16 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_every_kind() {
+    fn nets(v: &[&str]) -> Vec<IpNet> {
+        v.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn v6(n: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, n)
+    }
+
+    fn every_kind() -> Vec<Control> {
         let a: SocketAddr = "198.18.0.1:4242".parse().unwrap();
         let b: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
-        let ip = Ipv4Addr::new(100, 64, 0, 9);
-        let all = vec![
+        let ip = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 9));
+        let ip6 = IpAddr::V6(v6(9));
+        vec![
             Control::HostUpdate { addrs: vec![a, b], relays: vec![ip] },
+            Control::HostUpdate { addrs: vec![a], relays: vec![ip, ip6] },
             Control::HostUpdateAck,
-            Control::HostQuery { vpn_ip: IpAddr::V4(ip) },
-            Control::HostQuery { vpn_ip: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9)) },
-            Control::HostQueryReply { vpn_ip: IpAddr::V4(ip), addrs: vec![a], relays: vec![], cert: vec![1, 2, 3] },
-            Control::HostQueryReply {
-                vpn_ip: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9)),
-                addrs: vec![b, a],
-                relays: vec![ip],
-                cert: vec![7; 30],
-            },
+            Control::HostQuery { vpn_ip: ip },
+            Control::HostQuery { vpn_ip: ip6 },
+            Control::HostQueryReply { vpn_ip: ip, addrs: vec![a], relays: vec![], cert: vec![1, 2, 3] },
+            Control::HostQueryReply { vpn_ip: ip6, addrs: vec![b, a], relays: vec![ip], cert: vec![7; 30] },
+            Control::HostQueryReply { vpn_ip: ip, addrs: vec![a], relays: vec![ip6], cert: vec![8; 3] },
+            Control::HostQueryReply { vpn_ip: ip6, addrs: vec![], relays: vec![ip6, ip], cert: vec![] },
             Control::HostPunch { vpn_ip: ip, addrs: vec![b] },
+            Control::HostPunch { vpn_ip: ip6, addrs: vec![a, b] },
             Control::RelayTo { peer: ip, datagram: vec![4; 100] },
+            Control::RelayTo { peer: ip6, datagram: vec![4; 10] },
             Control::RelayFrom { peer: ip, datagram: vec![5; 10] },
+            Control::RelayFrom { peer: ip6, datagram: vec![] },
             Control::Ping,
             Control::MembersQuery,
             Control::MembersReply { certs: vec![vec![1], vec![2, 2]], last: true },
@@ -365,48 +518,101 @@ mod tests {
             Control::PingRequest { nonce: 3, probe: Probe::Tcp(4647) },
             Control::PingRequest { nonce: 4, probe: Probe::IcmpEcho },
             Control::PingReply { nonce: 5, verdict: ProbeVerdict::Drop },
-        ];
-        let us = Ipv4Addr::new(100, 64, 0, 1);
-        for c in all {
-            let p = c.to_packet(Ipv4Addr::new(100, 64, 0, 2), us);
+        ]
+    }
+
+    #[test]
+    fn round_trips_every_kind_in_both_framings() {
+        let us = nets(&["100.64.0.1/10", "fd00::1/64"]);
+        let them = nets(&["100.64.0.2/10", "fd00::2/64"]);
+        let v4 = Framing::between(&them, &us).unwrap();
+        let v6 = Framing::V6 { src: self::v6(2), dst: self::v6(1) };
+        for c in every_kind() {
+            let p = c.to_packet(v4);
             assert_eq!(checksum(&p[..20]), 0, "header checksum");
-            let payload = payload_for(&p, us).unwrap();
-            assert_eq!(Control::decode(payload), Ok(c));
-            assert!(payload_for(&p, Ipv4Addr::new(100, 64, 0, 3)).is_none(), "not for someone else");
+            let (src, payload) = payload_for(&p, &us).unwrap();
+            assert_eq!((src, Control::decode(payload)), ("100.64.0.2".parse().unwrap(), Ok(c.clone())));
+            assert!(payload_for(&p, &them).is_none(), "not for someone else");
+            let p = c.to_packet(v6);
+            let ip = crate::packet::Ipv6Packet::new(&p).unwrap();
+            assert_eq!((ip.protocol(), ip.payload().len()), (PROTO, p.len() - 40));
+            let (src, payload) = payload_for(&p, &us).unwrap();
+            assert_eq!((src, Control::decode(payload)), (IpAddr::V6(self::v6(2)), Ok(c)));
+            assert!(payload_for(&p, &them).is_none(), "not for someone else");
         }
+    }
+
+    /// IPv4 between peers that both have IPv4 (as before IPv6), IPv6 when either lacks it.
+    #[test]
+    fn framing_prefers_ipv4_and_falls_back_to_ipv6() {
+        let dual = nets(&["100.64.0.1/10", "fd00::1/64"]);
+        let v4_only = nets(&["100.64.0.3/10"]);
+        let v6_only = nets(&["fd00::4/64"]);
+        let v4 = |a: [u8; 4], b: [u8; 4]| Some(Framing::V4 { src: a.into(), dst: b.into() });
+        assert_eq!(Framing::between(&dual, &v4_only), v4([100, 64, 0, 1], [100, 64, 0, 3]));
+        assert_eq!(Framing::between(&dual, &v6_only), Some(Framing::V6 { src: v6(1), dst: v6(4) }));
+        assert_eq!(Framing::between(&v6_only, &dual), Some(Framing::V6 { src: v6(4), dst: v6(1) }));
+        assert_eq!(Framing::between(&v4_only, &v6_only), None, "no common family");
+        assert_eq!(Framing::toward(&dual, IpAddr::V6(v6(7))), Some(Framing::V6 { src: v6(1), dst: v6(7) }));
+        assert_eq!(Framing::toward(&v6_only, "100.64.0.1".parse().unwrap()), None);
     }
 
     #[test]
     fn malformed_never_panics() {
-        let good = Control::HostQueryReply {
-            vpn_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            addrs: vec!["1.2.3.4:5".parse().unwrap()],
-            relays: vec![Ipv4Addr::LOCALHOST],
-            cert: vec![9; 40],
-        }
-        .to_packet(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
-        let payload = &good[20..];
-        for n in 0..payload.len() {
-            let _ = Control::decode(&payload[..n]);
+        let us = nets(&["127.0.0.1/8"]);
+        let f = Framing::V4 { src: Ipv4Addr::LOCALHOST, dst: Ipv4Addr::LOCALHOST };
+        for c in every_kind() {
+            let p = c.to_packet(f);
+            let payload = payload_for(&p, &us).unwrap().1;
+            for n in 0..payload.len() {
+                let _ = Control::decode(&payload[..n]);
+            }
         }
         assert_eq!(Control::decode(&[42, 1]), Err(ControlError::UnknownKind(42)));
+        assert_eq!(Control::decode(&[0x27, 1]), Err(ControlError::UnknownKind(0x27)));
         assert_eq!(Control::decode(&[1, 2]), Err(ControlError::Version(2)));
         assert_eq!(Control::decode(&[1, 1, 200]), Err(ControlError::TooMany));
+        // A family byte that is neither 4 nor 6.
+        assert_eq!(
+            Control::decode(&[KIND_HOST_UPDATE_MIXED, 1, 0, 1, 5, 1, 2, 3, 4]),
+            Err(ControlError::UnknownValue(5))
+        );
         let ping = [13, 1, 0, 0, 0, 0, 0, 0, 0, 1, 132, 0, 9];
         assert_eq!(Control::decode(&ping), Err(ControlError::UnknownValue(132)), "SCTP probes are unknown");
         assert_eq!(Control::decode(&[14, 1, 0, 0, 0, 0, 0, 0, 0, 1, 7]), Err(ControlError::UnknownValue(7)));
+        // An IPv6 packet of another next header, or too short, is no control message.
+        assert!(
+            payload_for(&crate::packet::testpkt::ipv6(v6(2), v6(1), 17, &[1, 1]), &nets(&["fd00::1/64"])).is_none()
+        );
+        assert!(payload_for(&[0x60, 0, 0], &nets(&["fd00::1/64"])).is_none());
     }
 
+    /// Messages about IPv4 identities keep the kinds and layouts of cos-mesh before IPv6, so
+    /// an older node reads them; those about IPv6 ones use kinds it counts as malformed.
     #[test]
-    fn queries_about_ipv4_keep_the_previous_layout() {
-        // Kind 3, version 1, four address bytes: what cos-mesh before IPv6 sends and reads.
-        let q = Control::HostQuery { vpn_ip: IpAddr::V4(Ipv4Addr::new(100, 64, 0, 9)) };
-        let p = q.to_packet(Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 1));
-        assert_eq!(&p[20..], &[3, 1, 100, 64, 0, 9]);
-        let v6 = Control::HostQuery { vpn_ip: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9)) };
-        let p = v6.to_packet(Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 1));
-        assert_eq!(p[20..22], [KIND_HOST_QUERY_V6, 1]);
-        assert_eq!(p.len(), 20 + 2 + 16);
-        assert_eq!(Control::decode(&p[20..21 + 16]), Err(ControlError::Truncated));
+    fn messages_about_ipv4_keep_the_previous_layout() {
+        let ip = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 9));
+        let ip6 = IpAddr::V6(v6(9));
+        let f = Framing::V4 { src: Ipv4Addr::new(100, 64, 0, 2), dst: Ipv4Addr::new(100, 64, 0, 1) };
+        let body = |c: Control| c.to_packet(f)[20..].to_vec();
+        assert_eq!(body(Control::HostQuery { vpn_ip: ip }), [3, 1, 100, 64, 0, 9]);
+        assert_eq!(body(Control::HostPunch { vpn_ip: ip, addrs: vec![] }), [5, 1, 100, 64, 0, 9, 0]);
+        assert_eq!(body(Control::RelayTo { peer: ip, datagram: vec![7] }), [6, 1, 100, 64, 0, 9, 7]);
+        assert_eq!(body(Control::RelayFrom { peer: ip, datagram: vec![7] }), [10, 1, 100, 64, 0, 9, 7]);
+        assert_eq!(body(Control::HostUpdate { addrs: vec![], relays: vec![ip] }), [1, 1, 0, 1, 100, 64, 0, 9]);
+        let reply = Control::HostQueryReply { vpn_ip: ip, addrs: vec![], relays: vec![ip], cert: vec![] };
+        assert_eq!(body(reply), [4, 1, 100, 64, 0, 9, 0, 1, 100, 64, 0, 9, 0, 0]);
+
+        let v6_query = body(Control::HostQuery { vpn_ip: ip6 });
+        assert_eq!((v6_query[..2].to_vec(), v6_query.len()), (vec![KIND_HOST_QUERY_V6, 1], 2 + 16));
+        assert_eq!(Control::decode(&v6_query[..1 + 16]), Err(ControlError::Truncated));
+        let kind = |c: Control| body(c)[0];
+        assert_eq!(kind(Control::HostPunch { vpn_ip: ip6, addrs: vec![] }), KIND_HOST_PUNCH_V6);
+        assert_eq!(kind(Control::RelayTo { peer: ip6, datagram: vec![] }), KIND_RELAY_TO_V6);
+        assert_eq!(kind(Control::RelayFrom { peer: ip6, datagram: vec![] }), KIND_RELAY_FROM_V6);
+        let update = body(Control::HostUpdate { addrs: vec![], relays: vec![ip6] });
+        assert_eq!(update[..5], [KIND_HOST_UPDATE_MIXED, 1, 0, 1, 6]);
+        let reply = body(Control::HostQueryReply { vpn_ip: ip, addrs: vec![], relays: vec![ip6], cert: vec![] });
+        assert_eq!(reply[..7], [KIND_HOST_QUERY_REPLY_MIXED, 1, 4, 100, 64, 0, 9]);
     }
 }

@@ -8,7 +8,7 @@
 //! messages between it and the peers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use super::admission::CertOffer;
 use super::control::{self, Control};
 use super::event::{CertSource, Event};
 use super::peer::{Path, Peer};
-use super::peer_table::cert_addrs;
+use super::peer_table::{PeerTable, cert_addrs};
 use super::session::InitInFlight;
 use super::{Discovery, Node, Policy, push_unique, wire};
 use crate::cert::Certificate;
@@ -31,19 +31,20 @@ struct Found {
     /// The overlay address asked about (any address of the node's certificate).
     vpn_ip: IpAddr,
     addrs: Vec<SocketAddr>,
-    relays: Vec<Ipv4Addr>,
+    relays: Vec<IpAddr>,
     cert: Vec<u8>,
 }
 
 /// What a lighthouse holds for a registered node, for its `members` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
-    pub vpn_ip: Ipv4Addr,
+    /// The node's identity (its certificate's first network, IPv4 when it has one).
+    pub vpn_ip: IpAddr,
     /// The underlay addresses queriers are told: the one the node is heard from (its NAT's,
     /// say) first, then those it reported.
     pub underlay: Vec<SocketAddr>,
     /// The relays the node said serve it.
-    pub relays: Vec<Ipv4Addr>,
+    pub relays: Vec<IpAddr>,
     /// How long ago its last report arrived.
     pub ago: Duration,
 }
@@ -65,7 +66,7 @@ const REGISTRATION_KEPT_AT_LEAST: Duration = Duration::from_secs(60);
 struct Registration {
     cert: VerifiedCert,
     reported: Vec<SocketAddr>,
-    relays: Vec<Ipv4Addr>,
+    relays: Vec<IpAddr>,
     seen: Instant,
 }
 
@@ -73,13 +74,13 @@ struct Registration {
 #[derive(Default, Clone)]
 pub(super) struct Discovered {
     pub addrs: Vec<SocketAddr>,
-    pub relays: Vec<Ipv4Addr>,
+    pub relays: Vec<IpAddr>,
 }
 
 /// Work scheduled for later (punches wait `punchy.delay`).
 pub(super) enum Scheduled {
     Punch(Vec<SocketAddr>),
-    Respond(Ipv4Addr),
+    Respond(IpAddr),
 }
 
 /// Discovery's own state: its settings, what it learned and what it has planned.
@@ -87,17 +88,17 @@ pub(super) struct DiscoveryState {
     pub settings: Discovery,
     /// The underlay addresses we listen on (reported to the lighthouses).
     pub local_addrs: Vec<SocketAddr>,
-    /// What the lighthouses told us, by the peer's IPv4 overlay IP.
-    discovered: HashMap<Ipv4Addr, Discovered>,
-    /// On a lighthouse: the registered nodes.
-    registrations: HashMap<Ipv4Addr, Registration>,
+    /// What the lighthouses told us, by the peer's identity.
+    discovered: HashMap<IpAddr, Discovered>,
+    /// On a lighthouse: the registered nodes, by identity.
+    registrations: HashMap<IpAddr, Registration>,
     /// On a lighthouse: every overlay address (v4 and v6) of a registered certificate → the
-    /// registration's IPv4 overlay IP.
-    registered_addrs: HashMap<IpAddr, Ipv4Addr>,
+    /// registration's identity.
+    registered_addrs: HashMap<IpAddr, IpAddr>,
     /// The mesh's members as a lighthouse last listed them.
-    pub members: BTreeMap<Ipv4Addr, Arc<Certificate>>,
+    pub members: BTreeMap<IpAddr, Arc<Certificate>>,
     /// Member lists being received, per lighthouse.
-    members_incoming: HashMap<Ipv4Addr, BTreeMap<Ipv4Addr, Arc<Certificate>>>,
+    members_incoming: HashMap<IpAddr, BTreeMap<IpAddr, Arc<Certificate>>>,
     scheduled: Vec<(Instant, Scheduled)>,
     /// Next address report to the lighthouses.
     pub next_update: Instant,
@@ -127,8 +128,10 @@ impl DiscoveryState {
         self.scheduled.iter().map(|(at, _)| *at).fold(self.next_update, Instant::min)
     }
 
-    pub fn is_lighthouse(&self, ip: Ipv4Addr) -> bool {
-        self.settings.lighthouses.contains(&ip)
+    /// Whether the peer whose identity is `ip` is one of our lighthouses (which the settings
+    /// may name by any of its addresses).
+    pub fn is_lighthouse<I>(&self, peers: &PeerTable<I>, ip: IpAddr) -> bool {
+        peers.names(&self.settings.lighthouses, ip)
     }
 
     /// Whether `lighthouse.remote_allow_list` lets us use this underlay address. The most
@@ -147,24 +150,26 @@ impl DiscoveryState {
     }
 
     /// What a lighthouse said about the peer at `ip`.
-    pub fn discovered(&self, ip: Ipv4Addr) -> Option<&Discovered> {
+    pub fn discovered(&self, ip: IpAddr) -> Option<&Discovered> {
         self.discovered.get(&ip)
     }
 
     /// Remembers a lighthouse's answer about `owner`.
-    fn learned(&mut self, owner: Ipv4Addr, addrs: &[SocketAddr], relays: &[Ipv4Addr]) {
+    fn learned(&mut self, owner: IpAddr, addrs: &[SocketAddr], relays: &[IpAddr]) {
         self.discovered.insert(owner, Discovered { addrs: addrs.to_vec(), relays: relays.to_vec() });
     }
 
-    /// Whether discovery says `relay` serves `origin`: it serves us (`relay.relays`), or a
-    /// lighthouse said it serves `origin`.
-    fn relay_serves(&self, relay: Ipv4Addr, origin: Ipv4Addr) -> bool {
-        self.settings.relays.contains(&relay) || self.discovered.get(&origin).is_some_and(|d| d.relays.contains(&relay))
+    /// Whether discovery says the peer whose identity is `relay` serves `origin` (an identity
+    /// too): it serves us (`relay.relays`), or a lighthouse said it serves `origin`. The lists
+    /// may name the relay by any of its addresses.
+    fn relay_serves<I>(&self, peers: &PeerTable<I>, relay: IpAddr, origin: IpAddr) -> bool {
+        peers.names(&self.settings.relays, relay)
+            || self.discovered.get(&origin).is_some_and(|d| peers.names(&d.relays, relay))
     }
 
     /// A lighthouse asked us to punch toward `vpn_ip` at `addrs` (and, with `punchy.respond`,
     /// to start a handshake toward it).
-    fn punch_requested(&mut self, now: Instant, vpn_ip: Ipv4Addr, addrs: Vec<SocketAddr>) {
+    fn punch_requested(&mut self, now: Instant, vpn_ip: IpAddr, addrs: Vec<SocketAddr>) {
         self.discovered.entry(vpn_ip).or_default().addrs = addrs.clone();
         self.scheduled.push((now + self.settings.punch_delay, Scheduled::Punch(addrs)));
         if self.settings.respond {
@@ -211,10 +216,10 @@ impl DiscoveryState {
     fn register(
         &mut self,
         now: Instant,
-        owner: Ipv4Addr,
+        owner: IpAddr,
         cert: VerifiedCert,
         reported: Vec<SocketAddr>,
-        relays: Vec<Ipv4Addr>,
+        relays: Vec<IpAddr>,
     ) {
         for addr in cert_addrs(cert.cert()) {
             self.registered_addrs.insert(addr, owner);
@@ -223,7 +228,7 @@ impl DiscoveryState {
     }
 
     /// Forgets the registration of `owner` (its peer is gone).
-    pub fn unregister(&mut self, owner: Ipv4Addr) {
+    pub fn unregister(&mut self, owner: IpAddr) {
         self.registrations.remove(&owner);
     }
 
@@ -235,25 +240,22 @@ impl DiscoveryState {
         self.registered_addrs.retain(|_, owner| registrations.contains_key(owner));
     }
 
-    /// The registration whose certificate holds overlay address `ip`, and its IPv4 overlay IP:
-    /// registrations are kept by that IP, and indexed by every network of the certificate.
-    fn registration_of(&self, ip: IpAddr) -> Option<(Ipv4Addr, &Registration)> {
-        let owner = match ip {
-            IpAddr::V4(v4) if self.registrations.contains_key(&v4) => v4,
-            _ => *self.registered_addrs.get(&ip)?,
-        };
+    /// The registration whose certificate holds overlay address `ip`, and its identity:
+    /// registrations are kept by identity, and indexed by every network of the certificate.
+    fn registration_of(&self, ip: IpAddr) -> Option<(IpAddr, &Registration)> {
+        let owner = if self.registrations.contains_key(&ip) { ip } else { *self.registered_addrs.get(&ip)? };
         let reg = self.registrations.get(&owner)?;
         cert_addrs(reg.cert.cert()).any(|a| a == ip).then_some((owner, reg))
     }
 
     /// The registered nodes' certificates, by overlay IP.
-    pub fn registered_certs(&self) -> impl Iterator<Item = (Ipv4Addr, &Arc<Certificate>)> {
+    pub fn registered_certs(&self) -> impl Iterator<Item = (IpAddr, &Arc<Certificate>)> {
         self.registrations.iter().map(|(ip, r)| (*ip, r.cert.cert()))
     }
 
     /// Adds certificates to the member list lighthouse `lh` is sending; `last` ends the list,
     /// which then replaces the one we had.
-    fn members_listed(&mut self, lh: Ipv4Addr, listed: Vec<(Ipv4Addr, Arc<Certificate>)>, last: bool) {
+    fn members_listed(&mut self, lh: IpAddr, listed: Vec<(IpAddr, Arc<Certificate>)>, last: bool) {
         if !listed.is_empty() {
             self.members_incoming.entry(lh).or_default().extend(listed);
         }
@@ -287,7 +289,7 @@ impl<P: Policy> Node<P> {
             return;
         };
         let from_ip = peer.vpn_ip;
-        let from_lighthouse = self.disc.is_lighthouse(from_ip);
+        let from_lighthouse = self.disc.is_lighthouse(&self.peers, from_ip);
         let am_lighthouse = self.disc.settings.am_lighthouse;
         self.out.counters.rx_control += 1;
         match msg {
@@ -317,11 +319,11 @@ impl<P: Policy> Node<P> {
                 let source = CertSource::Lighthouse { lighthouse: from_ip, about: None };
                 let mut listed = Vec::with_capacity(certs.len());
                 for c in certs {
-                    if Certificate::from_bytes(&c).is_ok_and(|c| c.vpn_ip() == Some(self.id.vpn_ip)) {
+                    if Certificate::from_bytes(&c).is_ok_and(|c| c.identity() == Some(self.id.vpn_ip)) {
                         continue;
                     }
                     if let Some(v) = self.verify_cert(now, wall, CertOffer { source, bytes: &c, budgeted: false })
-                        && let Some(ip) = v.cert().vpn_ip()
+                        && let Some(ip) = v.cert().identity()
                     {
                         listed.push((ip, v.cert().clone()));
                     }
@@ -339,7 +341,7 @@ impl<P: Policy> Node<P> {
 
     /// Lighthouse: where is `asked` (any overlay address of a registered node)? Answer the
     /// querier and ask the target to punch.
-    fn answer_query(&mut self, now: Instant, querier: Ipv4Addr, asked: IpAddr) {
+    fn answer_query(&mut self, now: Instant, querier: IpAddr, asked: IpAddr) {
         let Some((target, relays, cert)) =
             self.disc.registration_of(asked).map(|(t, r)| (t, r.relays.clone(), r.cert.cert().to_bytes().to_vec()))
         else {
@@ -354,7 +356,7 @@ impl<P: Policy> Node<P> {
     }
 
     /// What a lighthouse knows of a node's addresses: observed (learned) first, then reported.
-    fn addresses_of(&self, ip: Ipv4Addr) -> Vec<SocketAddr> {
+    fn addresses_of(&self, ip: IpAddr) -> Vec<SocketAddr> {
         let mut v = vec![];
         if let Some(Path::Direct(a)) = self.peers.by_vpn_ip(ip).and_then(|p| p.endpoint) {
             v.push(a);
@@ -366,7 +368,7 @@ impl<P: Policy> Node<P> {
         v
     }
 
-    fn answer_members(&mut self, now: Instant, querier: Ipv4Addr) {
+    fn answer_members(&mut self, now: Instant, querier: IpAddr) {
         // The querier knows its own certificate.
         let mut certs: Vec<Vec<u8>> =
             self.disc.registered_certs().filter(|(ip, _)| *ip != querier).map(|(_, c)| c.to_bytes().to_vec()).collect();
@@ -378,16 +380,14 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    fn on_query_reply(&mut self, now: Instant, wall: UnixTime, lighthouse: Ipv4Addr, found: Found) {
+    fn on_query_reply(&mut self, now: Instant, wall: UnixTime, lighthouse: IpAddr, found: Found) {
         let Found { vpn_ip, addrs, relays, cert } = found;
         let cert = &cert[..];
         let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| self.disc.remote_allowed(a.ip())).collect();
         let known = self.peers.by_addr(vpn_ip).map(|p| p.vpn_ip);
-        // Kept under the node's IPv4 overlay IP (the peer's identity), whichever address was asked.
-        let owner = match vpn_ip {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => known,
-        };
+        // Kept under the peer's identity, whichever address was asked (an IPv4 one is the
+        // identity of a node we have not met, unless its certificate says otherwise below).
+        let owner = known.or(vpn_ip.is_ipv4().then_some(vpn_ip));
         if let Some(owner) = owner {
             self.disc.learned(owner, &addrs, &relays);
         }
@@ -409,12 +409,12 @@ impl<P: Policy> Node<P> {
         let Some(v) = self.verify_cert(now, wall, CertOffer { source, bytes: cert, budgeted: true }) else {
             return;
         };
-        let Some(cert_owner) = v.cert().vpn_ip().filter(|_| cert_addrs(v.cert()).any(|a| a == vpn_ip)) else {
+        let Some(cert_owner) = v.cert().identity().filter(|_| cert_addrs(v.cert()).any(|a| a == vpn_ip)) else {
             self.out.counters.rx_cert_rejected += 1;
             return;
         };
-        // Asked by IPv6 address, the owner is known only now (from the certificate); asked by
-        // IPv4, it was learned above.
+        // Asked by another address than its identity, the owner is known only now (from the
+        // certificate); asked by its identity, it was learned above.
         if owner != Some(cert_owner) {
             self.disc.learned(cert_owner, &addrs, &relays);
         }
@@ -437,13 +437,12 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    /// Relay: forward an end-to-end encrypted datagram from `origin` to `target`.
-    fn relay(&mut self, now: Instant, origin: Ipv4Addr, target: Ipv4Addr, datagram: Vec<u8>) {
-        let target_ok = self
-            .peers
-            .by_vpn_ip(target)
-            .is_some_and(|p| p.session.is_up() && p.endpoint.is_some_and(|e| e.is_direct()));
-        if !self.disc.settings.am_relay || !target_ok || target == origin {
+    /// Relay: forward an end-to-end encrypted datagram from `origin` (an identity) to `target`
+    /// (any overlay address of the far node); it goes out naming `origin`.
+    fn relay(&mut self, now: Instant, origin: IpAddr, target: IpAddr, datagram: Vec<u8>) {
+        let target_ok =
+            self.peers.by_addr(target).is_some_and(|p| p.session.is_up() && p.endpoint.is_some_and(|e| e.is_direct()));
+        if !self.disc.settings.am_relay || !target_ok || self.peers.identity_of(target) == origin {
             self.out.counters.relay_dropped += 1;
             return;
         }
@@ -454,7 +453,6 @@ impl<P: Policy> Node<P> {
     /// Periodic discovery work: address reports to the lighthouses, keepalives to our relays,
     /// member lists, keepalive punches, and scheduled punches.
     pub(super) fn discovery_timers(&mut self, now: Instant) {
-        let us = self.id.vpn_ip;
         if self.disc.update_due(now) {
             let settings = &self.disc.settings;
             if !settings.am_lighthouse {
@@ -462,7 +460,7 @@ impl<P: Policy> Node<P> {
                 push_unique(&mut addrs, settings.advertise_addrs.iter().copied());
                 let relays = settings.relays.clone();
                 for lh in settings.lighthouses.clone() {
-                    if lh == us {
+                    if self.id.is_own(lh) {
                         continue;
                     }
                     self.send_control(now, lh, Control::HostUpdate { addrs: addrs.clone(), relays: relays.clone() });
@@ -475,7 +473,7 @@ impl<P: Policy> Node<P> {
         }
         if self.disc.relay_ping_due(now) {
             for r in self.disc.settings.relays.clone() {
-                if r != us {
+                if !self.id.is_own(r) {
                     self.send_control(now, r, Control::Ping);
                 }
             }
@@ -515,10 +513,10 @@ impl<P: Policy> Node<P> {
     /// Asks the lighthouses about the peers `which` selects (fresh addresses; the lighthouse
     /// also asks each peer to punch toward us). Without lighthouses, probes directly.
     pub(super) fn requery_peers(&mut self, now: Instant, which: impl Fn(&Peer<P::Peer>) -> bool) {
-        let targets: Vec<(u32, Ipv4Addr)> = self
+        let targets: Vec<(u32, IpAddr)> = self
             .peers
             .iter()
-            .filter(|(_, p)| which(p) && !self.disc.is_lighthouse(p.vpn_ip))
+            .filter(|(_, p)| which(p) && !self.disc.is_lighthouse(&self.peers, p.vpn_ip))
             .map(|(i, p)| (i, p.vpn_ip))
             .collect();
         for (idx, vpn_ip) in targets {
@@ -527,17 +525,19 @@ impl<P: Policy> Node<P> {
                 continue;
             }
             for lh in self.disc.settings.lighthouses.clone() {
-                if lh != self.id.vpn_ip {
-                    self.send_control(now, lh, Control::HostQuery { vpn_ip: IpAddr::V4(vpn_ip) });
+                if !self.id.is_own(lh) {
+                    self.send_control(now, lh, Control::HostQuery { vpn_ip });
                 }
             }
         }
     }
 
-    /// Whether `relay` may deliver datagrams from `origin`: it serves us (`relay.relays`), or
-    /// the lighthouse (or the peer entry) says it serves `origin`.
-    pub(super) fn is_relay_for(&self, relay: Ipv4Addr, origin: Ipv4Addr) -> bool {
-        self.disc.relay_serves(relay, origin) || self.peers.by_vpn_ip(origin).is_some_and(|p| p.relays.contains(&relay))
+    /// Whether the peer whose identity is `relay` may deliver datagrams from `origin` (an
+    /// identity): it serves us (`relay.relays`), or the lighthouse (or the peer entry) says it
+    /// serves `origin`.
+    pub(super) fn is_relay_for(&self, relay: IpAddr, origin: IpAddr) -> bool {
+        self.disc.relay_serves(&self.peers, relay, origin)
+            || self.peers.by_vpn_ip(origin).is_some_and(|p| self.peers.names(&p.relays, relay))
     }
 
     /// A handshake sent to the peer's direct addresses only (never via a relay): if it is
@@ -561,7 +561,7 @@ impl<P: Policy> Node<P> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::net::{IpAddr, SocketAddr};
     use std::time::{Duration, Instant};
 
     use super::{DiscoveryState, Scheduled};
@@ -599,7 +599,7 @@ mod tests {
     fn punch_requests_wait_their_delays_and_are_remembered() {
         let now = Instant::now();
         let mut s = state_at(now, &[]);
-        let peer = Ipv4Addr::new(100, 64, 0, 2);
+        let peer = IpAddr::V6("fd00::2".parse().expect("ip"));
         let addr: SocketAddr = "198.18.0.2:4242".parse().expect("addr");
         s.punch_requested(now, peer, vec![addr]);
         assert_eq!(s.discovered(peer).map(|d| d.addrs.clone()), Some(vec![addr]));

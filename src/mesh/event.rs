@@ -7,7 +7,7 @@
 //! that stopped answering, a direct path that carries nothing) is `Warn`.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::cert::pool::VerifyError;
 
@@ -25,23 +25,23 @@ pub enum Level {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A WireGuard session with the peer is up (first time, or again after a restart).
-    PeerUp { name: String, vpn_ip: Ipv4Addr, path: Path },
+    PeerUp { name: String, vpn_ip: IpAddr, path: Path },
     /// The peer was removed.
-    PeerRemoved { name: String, vpn_ip: Ipv4Addr, reason: RemoveReason },
+    PeerRemoved { name: String, vpn_ip: IpAddr, reason: RemoveReason },
     /// The peer's path changed (roaming, relay to direct).
-    Roamed { name: String, vpn_ip: Ipv4Addr, from: Path, to: Path },
+    Roamed { name: String, vpn_ip: IpAddr, from: Path, to: Path },
     /// A certificate was refused.
     CertRejected { source: CertSource, reason: CertRefusal },
     /// No answer from a peer we have no certificate for, after all Hello retries; the
     /// packets that waited are dropped.
     HandshakeTimedOut { vpn_ip: IpAddr },
     /// A lighthouse acknowledged our address report.
-    Registered { lighthouse: Ipv4Addr },
+    Registered { lighthouse: IpAddr },
     /// A peer's session ended without the peer being removed.
-    SessionEnded { name: String, vpn_ip: Ipv4Addr, cause: SessionEnd },
+    SessionEnded { name: String, vpn_ip: IpAddr, cause: SessionEnd },
     /// The direct path to a peer stopped carrying our datagrams (a probe went unanswered);
     /// traffic moves to `now_via` (a relay) if there is one.
-    DirectPathLost { name: String, vpn_ip: Ipv4Addr, path: SocketAddr, now_via: Option<Path> },
+    DirectPathLost { name: String, vpn_ip: IpAddr, path: SocketAddr, now_via: Option<Path> },
 }
 
 /// Why a peer was removed.
@@ -70,9 +70,9 @@ pub enum CertSource {
     /// A Hello from this underlay address.
     Direct(SocketAddr),
     /// A Hello relayed by `relay`, claiming to come from `peer`.
-    Relay { relay: Ipv4Addr, peer: Ipv4Addr },
+    Relay { relay: IpAddr, peer: IpAddr },
     /// A lighthouse's answer about `about`, or its member list (`about: None`).
-    Lighthouse { lighthouse: Ipv4Addr, about: Option<IpAddr> },
+    Lighthouse { lighthouse: IpAddr, about: Option<IpAddr> },
 }
 
 impl CertSource {
@@ -103,7 +103,7 @@ pub enum CertRefusal {
     WrongPeer {
         expected: IpAddr,
         name: String,
-        got: Option<Ipv4Addr>,
+        got: Option<IpAddr>,
     },
 }
 
@@ -216,11 +216,11 @@ impl fmt::Display for PathWords {
 #[cfg(test)]
 mod tests {
     use super::{CertRefusal, CertSource, Event, Level, Path, RemoveReason, SessionEnd};
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     #[test]
     fn normal_closes_are_info_and_problems_warn() {
-        let ip = Ipv4Addr::new(100, 64, 0, 2);
+        let ip = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 2));
         let name = "b".to_string();
         let idle = Event::PeerRemoved { name: name.clone(), vpn_ip: ip, reason: RemoveReason::Idle { minutes: 10 } };
         assert_eq!(idle.level(), Level::Info);
@@ -235,8 +235,11 @@ mod tests {
             refused.to_string(),
             "refused a certificate in a Hello from 198.18.0.9:4242: certificate x has no overlay IP; no tunnel is made with it"
         );
-        let up =
-            Event::PeerUp { name, vpn_ip: ip, path: Path::Relay { relay: Ipv4Addr::new(100, 64, 0, 3), peer: ip } };
+        let up = Event::PeerUp {
+            name,
+            vpn_ip: ip,
+            path: Path::Relay { relay: IpAddr::V4(Ipv4Addr::new(100, 64, 0, 3)), peer: ip },
+        };
         assert_eq!(up.to_string(), "tunnel up: b (100.64.0.2) via relay 100.64.0.3");
     }
 }

@@ -2,7 +2,7 @@
 //! certificate is verified (rate-limited per source, cached by fingerprint), a peer is created
 //! only when its key is bound to a verified certificate, and removed when that stops holding.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use boringtun::noise::Tunn;
@@ -109,7 +109,7 @@ impl<P: Policy> Node<P> {
                 reason: CertRefusal::WrongPeer {
                     expected: target,
                     name: v.cert().name().to_string(),
-                    got: v.cert().vpn_ip(),
+                    got: v.cert().identity(),
                 },
             });
             return;
@@ -135,7 +135,7 @@ impl<P: Policy> Node<P> {
         prebuilt: Option<(u32, Tunn)>,
     ) -> u32 {
         let key = v.cert().details().public_key;
-        let vpn_ip = v.cert().vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let vpn_ip = v.cert().identity().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let idx = match self.peers.index_of_key(&key) {
             Some(idx) => {
                 self.refresh_cert(idx, v);
@@ -197,7 +197,7 @@ impl<P: Policy> Node<P> {
     pub(super) fn refresh_cert(&mut self, idx: u32, v: VerifiedCert) {
         let policy_peer = self.policy.peer(&v);
         let Some(p) = self.peers.get_mut(idx) else { return };
-        if v.cert().fingerprint() == p.cert.cert().fingerprint() || v.cert().vpn_ip() != Some(p.vpn_ip) {
+        if v.cert().fingerprint() == p.cert.cert().fingerprint() || v.cert().identity() != Some(p.vpn_ip) {
             return;
         }
         let old = std::mem::replace(&mut p.cert, v.clone());

@@ -2,12 +2,13 @@
 //! WireGuard keys, its addresses and networks, and where overlay packets go from here (our
 //! networks, unsafe routes through peers).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use boringtun::x25519::{PublicKey, StaticSecret};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
+use super::control::Framing;
 use super::outbound::dst_and_protocol;
 use super::{NodeError, TrustReloadError};
 use crate::cert::Certificate;
@@ -19,25 +20,25 @@ pub(super) struct Identity {
     pub hello_cert: Vec<u8>,
     pub secret: StaticSecret,
     pub public: PublicKey,
-    pub vpn_ip: Ipv4Addr,
-    pub vpn_net: Ipv4Net,
+    /// Our identity: the first network of our certificate, IPv4 when it has one
+    /// ([`Certificate::identity`]); peers know us by it.
+    pub vpn_ip: IpAddr,
+    pub vpn_net: IpNet,
     /// Every network of our certificate, IPv4 and IPv6 (our addresses with their prefixes).
     own_networks: Vec<IpNet>,
     /// Networks our certificate routes for (`unsafe_routes` on peers point here), v4 and v6.
     own_subnets: Vec<IpNet>,
-    /// `tun.unsafe_routes`: networks reached through a peer whose certificate lists them.
-    unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// `tun.unsafe_routes`: networks (v4 or v6) reached through a peer whose certificate lists
+    /// them, named by any of its overlay addresses.
+    unsafe_routes: Vec<(IpNet, IpAddr)>,
 }
 
 impl Identity {
     /// The identity of `cert` with private key `key` (the certificate itself is verified by
     /// the caller).
-    pub fn new(
-        cert: Certificate,
-        key: &HostSecret,
-        unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
-    ) -> Result<Self, NodeError> {
-        let ip = *cert.details().ips.first().ok_or(NodeError::NoIp)?;
+    pub fn new(cert: Certificate, key: &HostSecret, unsafe_routes: Vec<(IpNet, IpAddr)>) -> Result<Self, NodeError> {
+        let ip =
+            *cert.networks().iter().find(|n| n.addr().is_ipv4()).or(cert.networks().first()).ok_or(NodeError::NoIp)?;
         if key.public().0 != cert.details().public_key {
             return Err(NodeError::KeyMismatch);
         }
@@ -59,8 +60,8 @@ impl Identity {
     /// Whether a renewed certificate may replace ours while running: same overlay IP, same
     /// networks and same key (peers know us by them). Its validity is checked by the caller.
     pub fn check_renewal(&self, cert: &Certificate) -> Result<(), TrustReloadError> {
-        if cert.vpn_ip() != Some(self.vpn_ip) {
-            return Err(TrustReloadError::OverlayIpChanged { new: cert.vpn_ip(), running: self.vpn_ip });
+        if cert.identity() != Some(self.vpn_ip) {
+            return Err(TrustReloadError::OverlayIpChanged { new: cert.identity(), running: self.vpn_ip });
         }
         if sorted_networks(cert) != sorted_networks(&self.cert) {
             let list = |c: &Certificate| c.networks().iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
@@ -80,9 +81,31 @@ impl Identity {
         self.cert = Arc::new(cert);
     }
 
-    /// Whether a peer's certificate claims our overlay IP or our key.
+    /// Whether a peer's certificate claims our identity or our key.
     pub fn claimed_by(&self, cert: &Certificate) -> bool {
-        cert.vpn_ip() == Some(self.vpn_ip) || cert.details().public_key == self.public.to_bytes()
+        cert.identity() == Some(self.vpn_ip) || cert.details().public_key == self.public.to_bytes()
+    }
+
+    /// Every network of our certificate, IPv4 and IPv6.
+    pub fn networks(&self) -> &[IpNet] {
+        &self.own_networks
+    }
+
+    /// Whether `ip` is one of our own overlay addresses.
+    pub fn is_own(&self, ip: IpAddr) -> bool {
+        self.own_networks.iter().any(|n| n.addr() == ip)
+    }
+
+    /// How a control message to a peer with certificate `peer` is framed (none: we share no
+    /// address family).
+    pub fn framing_to(&self, peer: &Certificate) -> Option<Framing> {
+        Framing::between(&self.own_networks, peer.networks())
+    }
+
+    /// How a control message to overlay address `dst` of a node we have no certificate for is
+    /// framed.
+    pub fn framing_toward(&self, dst: IpAddr) -> Option<Framing> {
+        Framing::toward(&self.own_networks, dst)
     }
 
     /// The overlay address of the peer that takes packets for `dst`: `dst` itself inside one
@@ -94,12 +117,11 @@ impl Identity {
         if self.own_networks.iter().any(|n| n.contains(&dst)) {
             return Some(dst);
         }
-        let IpAddr::V4(dst) = dst else { return None };
         self.unsafe_routes
             .iter()
             .filter(|(net, _)| net.contains(&dst))
             .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, via)| IpAddr::V4(*via))
+            .map(|(_, via)| *via)
     }
 
     /// Whether a decrypted packet is addressed to one of our certificate's addresses (IPv4 or

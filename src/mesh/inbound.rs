@@ -12,9 +12,9 @@ use super::control::{self, Control};
 use super::event::Event;
 use super::path_check;
 use super::peer::Path;
+use super::peer_table::cert_addrs;
 use super::wire::{self, WgType};
 use super::{Direction, Node, Policy, Verdict};
-use crate::packet::Ipv4Packet;
 use crate::unixtime::UnixTime;
 
 /// An initiation offered to a peer on a hint (its sender index) carried another key.
@@ -168,7 +168,7 @@ impl<P: Policy> Node<P> {
         };
         let v = v.clone();
         if let Path::Relay { peer: claimed, .. } = from
-            && Some(claimed) != v.cert().vpn_ip()
+            && Some(claimed) != v.cert().identity()
         {
             self.out.counters.rx_spoofed += 1;
             return None;
@@ -343,8 +343,8 @@ impl<P: Policy> Node<P> {
         let Some(peer) = self.peers.get_mut(idx) else { return Ok(None) };
         let Some(len) = packet_len else { return Ok(None) };
         // Control messages addressed to us from the peer itself are ours, not the host's.
-        if let Some(payload) = control::payload_for(&out[..len], self.id.vpn_ip) {
-            if Ipv4Packet::new(&out[..len]).map(|p| p.src()).ok() != Some(peer.vpn_ip) {
+        if let Some((src, payload)) = control::payload_for(&out[..len], self.id.networks()) {
+            if !cert_addrs(peer.cert.cert()).any(|a| a == src) {
                 self.out.counters.rx_spoofed += 1;
                 return Ok(None);
             }
@@ -402,6 +402,7 @@ impl<P: Policy> Node<P> {
             Path::Direct(a) => self.disc.remote_allowed(a.ip()),
             Path::Relay { .. } => true,
         };
+        let is_lighthouse = self.peers.get(idx).is_some_and(|p| self.disc.is_lighthouse(&self.peers, p.vpn_ip));
         let Some(peer) = self.peers.get_mut(idx) else {
             return;
         };
@@ -432,7 +433,7 @@ impl<P: Policy> Node<P> {
             peer.endpoint = Some(from);
         }
         let forced = peer.last_forced_handshake.is_some_and(|t| now.duration_since(t) < Duration::from_secs(5));
-        if msg_type == WgType::HandshakeResponse && forced && self.disc.is_lighthouse(peer.vpn_ip) {
+        if msg_type == WgType::HandshakeResponse && forced && is_lighthouse {
             // A lighthouse that restarted asked for this handshake (UnknownIndex): it lost our
             // registration, and the report that met the unknown session is gone. Report again
             // now that the new session is up, not an interval later.

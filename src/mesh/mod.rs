@@ -20,6 +20,11 @@
 //! A direct path that carries traffic is probed (`path_check`); when our datagrams stop
 //! arriving (even if the peer's still reach us) traffic moves to a relay within about 2 s.
 //!
+//! Identity: a node is named by the first network of its certificate, the IPv4 one when it has
+//! one ([`Certificate::identity`]), so an IPv6-only node is named by its v6 address. Peers are
+//! indexed by identity and by every address of their certificate; lighthouse and relay lists
+//! may name a node by any of its addresses.
+//!
 //! Determinism: time comes only from the `now` arguments and every random choice from a RNG
 //! seeded by [`NodeConfig::seed`], so a simulation replays exactly.
 //!
@@ -87,12 +92,12 @@ mod timers;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::TunnResult;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use thiserror::Error;
@@ -134,8 +139,9 @@ pub struct NodeConfig {
     /// Underlay addresses of peers known in advance (`static_host_map`), by any overlay
     /// address of the peer's certificate (IPv4 or IPv6).
     pub static_hosts: HashMap<IpAddr, Vec<SocketAddr>>,
-    /// `tun.unsafe_routes`: networks reached through a peer whose certificate lists them.
-    pub unsafe_routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// `tun.unsafe_routes`: networks (v4 or v6) reached through a peer (named by any of its
+    /// overlay addresses) whose certificate lists them.
+    pub unsafe_routes: Vec<(IpNet, IpAddr)>,
     /// Delay between Hello retries (`handshakes.try_interval`, linear backoff) and their number.
     pub try_interval: Duration,
     pub retries: u32,
@@ -152,8 +158,9 @@ pub struct NodeConfig {
 #[derive(Debug, Clone)]
 pub struct Discovery {
     pub am_lighthouse: bool,
-    /// Overlay IPs of the lighthouses (their underlay addresses come from the static host map).
-    pub lighthouses: Vec<Ipv4Addr>,
+    /// Overlay addresses of the lighthouses, v4 or v6, any address of each lighthouse's
+    /// certificate (their underlay addresses come from the static host map).
+    pub lighthouses: Vec<IpAddr>,
     /// How often to report our addresses to the lighthouses.
     pub interval: Duration,
     /// Extra addresses to report (a public address behind a port forward, say).
@@ -165,8 +172,8 @@ pub struct Discovery {
     pub punch_delay: Duration,
     pub respond_delay: Duration,
     pub am_relay: bool,
-    /// Relays that serve this node (announced to the lighthouses).
-    pub relays: Vec<Ipv4Addr>,
+    /// Relays that serve this node (announced to the lighthouses), by any overlay address.
+    pub relays: Vec<IpAddr>,
     pub use_relays: bool,
     /// `lighthouse.remote_allow_list`: which underlay addresses may be used for peers.
     pub remote_allow_list: Vec<(IpNet, bool)>,
@@ -195,7 +202,7 @@ impl Default for Discovery {
 pub enum NodeError {
     #[error("our own certificate is not valid: {0}")]
     OwnCert(#[from] VerifyError),
-    #[error("our certificate has no overlay IP")]
+    #[error("our certificate has no network")]
     NoIp,
     #[error("the private key does not match the certificate's public key")]
     KeyMismatch,
@@ -208,7 +215,7 @@ pub enum TrustReloadError {
         "pki.cert: the new certificate is for {} but this node runs as {running}; changing the overlay IP needs a restart",
         new.map_or_else(|| "no overlay IP".to_string(), |ip| ip.to_string())
     )]
-    OverlayIpChanged { new: Option<Ipv4Addr>, running: Ipv4Addr },
+    OverlayIpChanged { new: Option<IpAddr>, running: IpAddr },
     /// Nebula refuses this reload too: the TUN's addresses and every peer's view of us follow
     /// the networks.
     #[error(
@@ -275,11 +282,13 @@ impl<P: Policy> Node<P> {
         })
     }
 
-    pub fn vpn_ip(&self) -> Ipv4Addr {
+    /// Our identity on the overlay (see [`Certificate::identity`]).
+    pub fn vpn_ip(&self) -> IpAddr {
         self.id.vpn_ip
     }
 
-    pub fn vpn_net(&self) -> Ipv4Net {
+    /// The network of our identity (the overlay network as this node sees it).
+    pub fn vpn_net(&self) -> IpNet {
         self.id.vpn_net
     }
 
@@ -316,14 +325,14 @@ impl<P: Policy> Node<P> {
     }
 
     /// The networks (v4 and v6) of the certificate of the peer at `vpn_ip`, if it is a peer.
-    pub fn peer_networks(&self, vpn_ip: Ipv4Addr) -> Option<&[IpNet]> {
+    pub fn peer_networks(&self, vpn_ip: IpAddr) -> Option<&[IpNet]> {
         self.peers.by_vpn_ip(vpn_ip).map(|p| p.cert.cert().networks())
     }
 
     /// Every member of the mesh we know of, this node included: on a lighthouse the
     /// registered nodes, elsewhere what the lighthouses last listed, plus our peers.
     pub fn members(&self) -> Vec<Arc<Certificate>> {
-        let mut all: BTreeMap<Ipv4Addr, Arc<Certificate>> = self.disc.members.clone();
+        let mut all: BTreeMap<IpAddr, Arc<Certificate>> = self.disc.members.clone();
         for (ip, cert) in self.disc.registered_certs() {
             all.insert(ip, cert.clone());
         }
@@ -380,12 +389,12 @@ impl<P: Policy> Node<P> {
     }
 
     /// The lighthouses and whether a session with each is up, for `status`.
-    pub fn lighthouse_status(&self) -> Vec<(Ipv4Addr, bool)> {
+    pub fn lighthouse_status(&self) -> Vec<(IpAddr, bool)> {
         self.disc
             .settings
             .lighthouses
             .iter()
-            .map(|ip| (*ip, self.peers.by_vpn_ip(*ip).is_some_and(|p| p.session.is_up())))
+            .map(|ip| (*ip, self.peers.by_addr(*ip).is_some_and(|p| p.session.is_up())))
             .collect()
     }
 
@@ -448,7 +457,7 @@ impl<P: Policy> Node<P> {
             Path::Direct(dst) => self.out.send(dst, data),
             Path::Relay { relay, peer } => {
                 let relay_is_direct =
-                    self.peers.by_vpn_ip(relay).is_none_or(|p| p.endpoint.is_none_or(|e| e.is_direct()));
+                    self.peers.by_addr(relay).is_none_or(|p| p.endpoint.is_none_or(|e| e.is_direct()));
                 if relay_is_direct {
                     self.send_control(now, relay, Control::RelayTo { peer, datagram: data });
                 }
@@ -456,11 +465,21 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    /// Sends a control message to a peer through its tunnel (establishing it if needed).
-    /// Control messages bypass the firewall: they are consumed by the peer's daemon.
-    fn send_control(&mut self, now: Instant, dst: Ipv4Addr, msg: Control) {
-        let packet = msg.to_packet(self.id.vpn_ip, dst);
-        match self.peers.index_of_vpn_ip(dst) {
+    /// Sends a control message to a peer (by any of its overlay addresses) through its tunnel,
+    /// establishing it if needed. Control messages bypass the firewall: they are consumed by
+    /// the peer's daemon. Nothing is sent to a node with which we share no address family.
+    fn send_control(&mut self, now: Instant, dst: IpAddr, msg: Control) {
+        let idx = self.peers.index_of_addr(dst);
+        let framing = match idx.and_then(|i| self.peers.get(i)) {
+            Some(p) => self.id.framing_to(p.cert.cert()),
+            None => self.id.framing_toward(dst),
+        };
+        let Some(framing) = framing else {
+            self.out.counters.tx_control_no_family += 1;
+            return;
+        };
+        let packet = msg.to_packet(framing);
+        match idx {
             Some(idx) => {
                 let mut buf = vec![0; wire::encapsulate_len(packet.len())];
                 if let Some((to, d)) = self.encapsulate(now, idx, &packet, &mut buf, true) {
@@ -468,16 +487,16 @@ impl<P: Policy> Node<P> {
                     self.out.send(to, data);
                 }
             }
-            None => self.queue_pending(now, IpAddr::V4(dst), packet, true),
+            None => self.queue_pending(now, dst, packet, true),
         }
     }
 
     /// Sends a control message to peer `idx` through its session, on `path` rather than the
     /// peer's endpoint (a probe of one path). Nothing is sent without a session.
     fn send_control_on(&mut self, now: Instant, idx: u32, msg: &Control, path: Path) {
-        let us = self.id.vpn_ip;
         let Some(peer) = self.peers.get_mut(idx) else { return };
-        let packet = msg.to_packet(us, peer.vpn_ip);
+        let Some(framing) = self.id.framing_to(peer.cert.cert()) else { return };
+        let packet = msg.to_packet(framing);
         let mut buf = vec![0; wire::encapsulate_len(packet.len())];
         if let TunnResult::WriteToNetwork(d) = peer.tunn.encapsulate(&packet, &mut buf)
             && !wire::is_handshake_init(d)

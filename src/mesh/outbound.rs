@@ -132,6 +132,13 @@ impl<P: Policy> Node<P> {
         let Some(peer) = self.peers.get(idx) else {
             return;
         };
+        // Relays by identity, so a path through one is the same path whichever address named it.
+        let relays: Vec<IpAddr> =
+            peer.relays.iter().filter(|r| !self.id.is_own(**r)).map(|r| self.peers.identity_of(*r)).collect();
+        let Some(peer) = self.peers.get_mut(idx) else {
+            return;
+        };
+        peer.relays = relays;
         let Some(init) = peer.session.init() else { return };
         // Relays join once the direct paths had a fair chance, or at once if there are none.
         let direct_known = peer.endpoint.is_some() || !peer.candidates.is_empty();
@@ -164,13 +171,9 @@ impl<P: Policy> Node<P> {
     /// (static host map, lighthouse answers), and a query to the lighthouses.
     pub(super) fn try_pending(&mut self, now: Instant, vpn_ip: IpAddr) {
         let mut addrs = self.static_hosts.get(&vpn_ip).cloned().unwrap_or_default();
-        // What a lighthouse said about a peer is kept under its IPv4 overlay IP; a peer met by
-        // an IPv6 address is installed from the lighthouse's answer (its certificate) at once.
-        let v4 = match vpn_ip {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
-        };
-        let found = v4.and_then(|ip| self.disc.discovered(ip).cloned()).unwrap_or_default();
+        // What a lighthouse said about a peer is kept under its identity (a peer met by another
+        // address is installed from the lighthouse's answer, its certificate, at once).
+        let found = self.disc.discovered(vpn_ip).cloned().unwrap_or_default();
         push_unique(&mut addrs, found.addrs.iter().copied());
         let Some(p) = self.pending.get_mut(vpn_ip) else {
             return;
@@ -193,17 +196,15 @@ impl<P: Policy> Node<P> {
         // Relays join when no direct address is known, or after a few unanswered attempts.
         // Not at once when lighthouses can answer: a relay that wins the race would carry
         // traffic a punched direct path could.
-        if let Some(peer) = v4
-            && self.disc.settings.use_relays
-            && (attempt >= 3 || (no_direct && self.disc.settings.lighthouses.is_empty()))
-        {
-            let us = self.id.vpn_ip;
-            for relay in found.relays.into_iter().filter(|r| *r != us && *r != peer) {
+        if self.disc.settings.use_relays && (attempt >= 3 || (no_direct && self.disc.settings.lighthouses.is_empty())) {
+            let peer = vpn_ip;
+            let relays: Vec<IpAddr> = found.relays.into_iter().filter(|r| !self.id.is_own(*r) && *r != peer).collect();
+            for relay in relays {
                 self.send_path(now, Path::Relay { relay, peer }, hello.clone());
             }
         }
         // Ask the lighthouses (not about themselves), on the first attempt and then sparingly.
-        let ask = v4.is_none_or(|ip| !self.disc.is_lighthouse(ip)) && (attempt == 1 || attempt % 3 == 0);
+        let ask = !self.disc.settings.lighthouses.contains(&vpn_ip) && (attempt == 1 || attempt % 3 == 0);
         if ask {
             for lh in self.disc.settings.lighthouses.clone() {
                 self.send_control(now, lh, Control::HostQuery { vpn_ip });

@@ -19,7 +19,11 @@ const MAX_CANDIDATES: usize = 8;
 #[serde(rename_all = "snake_case")]
 pub enum Path {
     Direct(SocketAddr),
-    Relay { relay: Ipv4Addr, peer: Ipv4Addr },
+    /// Through the node `relay` (an overlay address of it) to the peer whose identity is `peer`.
+    Relay {
+        relay: IpAddr,
+        peer: IpAddr,
+    },
 }
 
 impl Path {
@@ -31,7 +35,7 @@ impl Path {
     pub fn source_ip(&self) -> IpAddr {
         match self {
             Path::Direct(a) => a.ip(),
-            Path::Relay { relay, .. } => IpAddr::V4(*relay),
+            Path::Relay { relay, .. } => *relay,
         }
     }
 }
@@ -46,7 +50,8 @@ impl fmt::Display for Path {
 }
 
 pub(super) struct Peer<I> {
-    pub vpn_ip: Ipv4Addr,
+    /// Its identity: its certificate's first network, IPv4 when it has one.
+    pub vpn_ip: IpAddr,
     pub name: String,
     pub public_key: [u8; 32],
     pub cert: VerifiedCert,
@@ -59,7 +64,7 @@ pub(super) struct Peer<I> {
     /// Underlay addresses to try (static host map, lighthouse answers, Hello sources).
     pub candidates: Vec<SocketAddr>,
     /// Relays that serve this peer (from the lighthouse).
-    pub relays: Vec<Ipv4Addr>,
+    pub relays: Vec<IpAddr>,
     /// Where its WireGuard session stands (our initiation in flight included).
     pub session: Session,
     pub last_rx: Option<Instant>,
@@ -89,7 +94,7 @@ pub(super) struct Peer<I> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PeerInfo {
     pub name: String,
-    pub vpn_ip: Ipv4Addr,
+    pub vpn_ip: IpAddr,
     pub groups: Vec<String>,
     /// `198.18.0.1:4242`, or `via relay 100.64.0.9` ([`PeerInfo::path`] as text).
     pub endpoint: Option<String>,
@@ -119,7 +124,7 @@ impl<I> Peer<I> {
     pub fn new(cert: VerifiedCert, policy_peer: I, tunn: Tunn) -> Self {
         let d = cert.cert().details();
         Peer {
-            vpn_ip: cert.cert().vpn_ip().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            vpn_ip: cert.cert().identity().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             name: d.name.clone(),
             public_key: d.public_key,
             cert,
@@ -165,7 +170,7 @@ impl<I> Peer<I> {
 
     /// Every path worth trying for a handshake: the current one, the direct candidates, and
     /// (when `with_relays`) each relay that serves the peer.
-    pub fn paths(&self, with_relays: bool, us: Ipv4Addr) -> Vec<Path> {
+    pub fn paths(&self, with_relays: bool, us: IpAddr) -> Vec<Path> {
         let mut v: Vec<Path> = self.endpoint.into_iter().collect();
         for c in &self.candidates {
             if !v.contains(&Path::Direct(*c)) {

@@ -4,7 +4,7 @@
 //! waiting for them under a bound.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use ipnet::IpNet;
@@ -25,7 +25,8 @@ const INDEX_MASK: u32 = 0x00ff_ffff;
 /// The peers, by our session index, and every way of finding one.
 pub(super) struct PeerTable<I> {
     peers: HashMap<u32, Peer<I>>,
-    by_vpn_ip: HashMap<Ipv4Addr, u32>,
+    /// Peers by identity (their certificate's first network, IPv4 when it has one).
+    by_vpn_ip: HashMap<IpAddr, u32>,
     /// Every overlay address of every peer's certificate (IPv4 and IPv6) → the peer.
     by_addr: HashMap<IpAddr, u32>,
     by_key: HashMap<[u8; 32], u32>,
@@ -89,8 +90,8 @@ impl<I> PeerTable<I> {
         ids
     }
 
-    /// The index of the peer whose overlay IP is `ip`.
-    pub fn index_of_vpn_ip(&self, ip: Ipv4Addr) -> Option<u32> {
+    /// The index of the peer whose identity is `ip`.
+    pub fn index_of_vpn_ip(&self, ip: IpAddr) -> Option<u32> {
         self.by_vpn_ip.get(&ip).copied()
     }
 
@@ -109,7 +110,7 @@ impl<I> PeerTable<I> {
         self.by_remote_index.get(&remote).copied()
     }
 
-    pub fn by_vpn_ip(&self, ip: Ipv4Addr) -> Option<&Peer<I>> {
+    pub fn by_vpn_ip(&self, ip: IpAddr) -> Option<&Peer<I>> {
         self.index_of_vpn_ip(ip).and_then(|i| self.peers.get(&i))
     }
 
@@ -119,6 +120,18 @@ impl<I> PeerTable<I> {
 
     pub fn by_addr_mut(&mut self, addr: IpAddr) -> Option<&mut Peer<I>> {
         self.index_of_addr(addr).and_then(|i| self.peers.get_mut(&i))
+    }
+
+    /// Whether an address in `list` (lighthouses, relays: any overlay address of a node) names
+    /// the peer whose identity is `vpn_ip`.
+    pub fn names(&self, list: &[IpAddr], vpn_ip: IpAddr) -> bool {
+        let idx = self.index_of_vpn_ip(vpn_ip);
+        list.iter().any(|a| *a == vpn_ip || (idx.is_some() && self.index_of_addr(*a) == idx))
+    }
+
+    /// The identity of the peer that holds overlay address `ip`; `ip` itself when no peer does.
+    pub fn identity_of(&self, ip: IpAddr) -> IpAddr {
+        self.by_addr(ip).map_or(ip, |p| p.vpn_ip)
     }
 
     /// A fresh session index no peer uses.
@@ -343,9 +356,10 @@ mod tests {
         let idx = t.allocate_index();
         assert_ne!(idx, 0);
         t.insert(idx, a);
-        let ip = Ipv4Addr::new(100, 64, 0, 2);
+        let ip = IpAddr::V4(Ipv4Addr::new(100, 64, 0, 2));
         assert_eq!(t.index_of_vpn_ip(ip), Some(idx));
-        assert_eq!(t.index_of_addr(IpAddr::V4(ip)), Some(idx));
+        assert_eq!(t.index_of_addr(ip), Some(idx));
+        assert!(t.names(&[ip], ip) && !t.names(&[IpAddr::V4(Ipv4Addr::new(100, 64, 0, 3))], ip));
         assert_eq!(t.index_of_key(&key), Some(idx));
         assert_ne!(t.allocate_index(), idx, "an index in use is never handed out again");
         t.note_remote_index(idx, 0x42);
@@ -355,7 +369,7 @@ mod tests {
         assert!(t.remove(idx).is_some());
         assert!(t.is_empty());
         assert_eq!(t.index_of_vpn_ip(ip), None);
-        assert_eq!(t.index_of_addr(IpAddr::V4(ip)), None);
+        assert_eq!(t.index_of_addr(ip), None);
         assert_eq!(t.index_of_key(&key), None);
         assert_eq!(t.index_of_remote(0x43), None);
         assert!(t.remove(idx).is_none());

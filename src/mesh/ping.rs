@@ -17,16 +17,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::control::Control;
+use super::control::{Control, Framing};
 use super::{Direction, Node, Path, Policy, push_unique};
 use crate::packet::{Flow, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
@@ -72,14 +71,14 @@ impl Probe {
 
     /// The flow the probe stands for, seen from the node at `local` talking to `remote`;
     /// `inbound` when `remote` opens it.
-    pub fn flow(self, local: Ipv4Addr, remote: Ipv4Addr, inbound: bool) -> Flow {
+    pub fn flow(self, local: IpAddr, remote: IpAddr, inbound: bool) -> Flow {
         let (proto, port) = self.to_wire();
         let (local_port, remote_port) = match (self, inbound) {
             (Probe::IcmpEcho, _) => (0, 0),
             (_, true) => (port, PROBE_SOURCE_PORT),
             (_, false) => (PROBE_SOURCE_PORT, port),
         };
-        Flow { proto, local_ip: local.into(), remote_ip: remote.into(), local_port, remote_port, fragment: false }
+        Flow { proto, local_ip: local, remote_ip: remote, local_port, remote_port, fragment: false }
     }
 }
 
@@ -153,9 +152,9 @@ pub struct PingId(pub u64);
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PingError {
     #[error("{0} is this node's own overlay IP")]
-    OwnAddress(Ipv4Addr),
+    OwnAddress(IpAddr),
     #[error("{ip} is outside this mesh's overlay network {net} (and no unsafe route leads there)")]
-    NotInOverlay { ip: Ipv4Addr, net: Ipv4Net },
+    NotInOverlay { ip: IpAddr, net: String },
     #[error("{MAX_PINGS} pings are already running; try again in a few seconds")]
     Busy,
 }
@@ -183,11 +182,11 @@ pub enum PingFailure {
     /// No address for the peer (static_host_map) and no lighthouse configured.
     NoWayToFind,
     /// Lighthouses are configured but no tunnel to any of them is up.
-    NoLighthouse { lighthouses: Vec<Ipv4Addr> },
+    NoLighthouse { lighthouses: Vec<IpAddr> },
     /// Lighthouses are up and none answered our query: the peer has not registered.
-    UnknownToLighthouses { lighthouses: Vec<Ipv4Addr> },
+    UnknownToLighthouses { lighthouses: Vec<IpAddr> },
     /// The relays that serve the peer were tried and none of them is reachable.
-    RelayUnreachable { relays: Vec<Ipv4Addr> },
+    RelayUnreachable { relays: Vec<IpAddr> },
     /// Addresses were known, nothing answered the handshake on them (punching failed) and no
     /// relay serves the peer.
     HandshakeTimedOut { addrs: Vec<SocketAddr> },
@@ -229,7 +228,7 @@ impl fmt::Display for PingFailure {
     }
 }
 
-fn ip_list(ips: &[Ipv4Addr]) -> String {
+fn ip_list(ips: &[IpAddr]) -> String {
     ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
@@ -242,7 +241,8 @@ pub enum PingOutcome {
 
 /// One ping of ours.
 struct Running {
-    target: Ipv4Addr,
+    /// The peer's identity.
+    target: IpAddr,
     probe: Probe,
     sent: Instant,
     deadline: Instant,
@@ -271,15 +271,16 @@ impl<P: Policy> Node<P> {
     pub fn start_ping(
         &mut self,
         now: Instant,
-        target: Ipv4Addr,
+        target: IpAddr,
         probe: Probe,
         timeout: Duration,
     ) -> Result<PingId, PingError> {
-        if target == self.id.vpn_ip {
+        if self.id.is_own(target) {
             return Err(PingError::OwnAddress(target));
         }
-        if !self.id.vpn_net.contains(&target) {
-            return Err(PingError::NotInOverlay { ip: target, net: self.id.vpn_net });
+        if !self.id.networks().iter().any(|n| n.contains(&target)) {
+            let net = self.id.networks().iter().map(|n| n.trunc().to_string()).collect::<Vec<_>>().join(", ");
+            return Err(PingError::NotInOverlay { ip: target, net });
         }
         if self.pings.running.len() + self.pings.done.len() >= MAX_PINGS {
             return Err(PingError::Busy);
@@ -304,7 +305,8 @@ impl<P: Policy> Node<P> {
     /// the verdict (the request itself, a control message, never meets the firewall).
     pub(super) fn on_ping_request(&mut self, now: Instant, idx: u32, nonce: u64, probe: Probe) {
         let Some(peer) = self.peers.get(idx) else { return };
-        let flow = probe.flow(self.id.vpn_ip, peer.vpn_ip, true);
+        let Some((local, remote)) = self.id.framing_to(peer.cert.cert()).map(Framing::addrs) else { return };
+        let flow = probe.flow(local, remote, true);
         let verdict = self.policy.would_pass(Direction::Inbound, &peer.policy_peer, &flow);
         let to = peer.vpn_ip;
         self.send_control(now, to, Control::PingReply { nonce, verdict });
@@ -318,7 +320,8 @@ impl<P: Policy> Node<P> {
             return;
         }
         let Some(r) = self.pings.running.remove(&nonce) else { return };
-        let flow = r.probe.flow(self.id.vpn_ip, peer.vpn_ip, false);
+        let Some((local, remote)) = self.id.framing_to(peer.cert.cert()).map(Framing::addrs) else { return };
+        let flow = r.probe.flow(local, remote, false);
         let near = self.policy.would_pass(Direction::Outbound, &peer.policy_peer, &flow);
         let path = peer.endpoint;
         let relay_name = match path {
@@ -339,7 +342,7 @@ impl<P: Policy> Node<P> {
     /// Pings whose time is up end with a diagnosis; outcomes nobody collected are forgotten.
     pub(super) fn expire_pings(&mut self, now: Instant) {
         self.pings.done.retain(|_, (_, at)| now.saturating_duration_since(*at) < OUTCOME_KEPT);
-        let due: Vec<(u64, Ipv4Addr)> =
+        let due: Vec<(u64, IpAddr)> =
             self.pings.running.iter().filter(|(_, r)| r.deadline <= now).map(|(n, r)| (*n, r.target)).collect();
         for (nonce, target) in due {
             self.pings.running.remove(&nonce);
@@ -349,7 +352,7 @@ impl<P: Policy> Node<P> {
     }
 
     /// Why `target` did not answer, from the state of its tunnel and discovery.
-    fn diagnose(&self, target: Ipv4Addr) -> PingFailure {
+    fn diagnose(&self, target: IpAddr) -> PingFailure {
         let peer = self.peers.by_vpn_ip(target);
         if let Some(p) = peer
             && p.session.is_up()
@@ -357,7 +360,7 @@ impl<P: Policy> Node<P> {
             return PingFailure::NoPingSupport { name: p.name.clone() };
         }
         let found = self.disc.discovered(target);
-        let mut addrs = self.static_hosts.get(&IpAddr::V4(target)).cloned().unwrap_or_default();
+        let mut addrs = self.static_hosts.get(&target).cloned().unwrap_or_default();
         let mut relays = vec![];
         if let Some(d) = found {
             push_unique(&mut addrs, d.addrs.iter().copied());
@@ -379,7 +382,7 @@ impl<P: Policy> Node<P> {
                 PingFailure::NoLighthouse { lighthouses }
             };
         }
-        relays.retain(|r| *r != self.id.vpn_ip && *r != target);
+        relays.retain(|r| !self.id.is_own(*r) && *r != target);
         if !relays.is_empty() && self.disc.settings.use_relays {
             return PingFailure::RelayUnreachable { relays };
         }
@@ -387,8 +390,8 @@ impl<P: Policy> Node<P> {
     }
 
     /// The certificate name of a node we know (a peer or a listed member).
-    fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
-        if let Some(p) = self.peers.by_vpn_ip(ip) {
+    fn name_of(&self, ip: IpAddr) -> Option<String> {
+        if let Some(p) = self.peers.by_addr(ip) {
             return Some(p.name.clone());
         }
         self.disc.members.get(&ip).map(|c| c.name().to_string())
@@ -398,7 +401,7 @@ impl<P: Policy> Node<P> {
 #[cfg(test)]
 mod tests {
     use super::{Probe, ProbeVerdict};
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     #[test]
     fn probes_parse_in_operator_words() {
@@ -427,9 +430,9 @@ mod tests {
 
     #[test]
     fn an_inbound_probe_is_addressed_to_the_far_port() {
-        let (a, b) = (Ipv4Addr::new(100, 64, 0, 1), Ipv4Addr::new(100, 64, 0, 2));
+        let (a, b) = (IpAddr::V4(Ipv4Addr::new(100, 64, 0, 1)), IpAddr::V6("fd00::2".parse().unwrap()));
         let f = Probe::Tcp(4647).flow(a, b, true);
-        assert_eq!((f.local_port, f.local_ip, f.remote_ip), (4647, a.into(), b.into()));
+        assert_eq!((f.local_port, f.local_ip, f.remote_ip), (4647, a, b));
         let f = Probe::Tcp(4647).flow(a, b, false);
         assert_eq!(f.remote_port, 4647);
         assert_eq!(Probe::IcmpEcho.flow(a, b, true).local_port, 0);

@@ -53,6 +53,9 @@ pub struct Counters {
     pub peers_removed: u64,
     /// Control messages received through tunnels.
     pub rx_control: u64,
+    /// Control messages not sent: the other node has no overlay address of a family we have
+    /// (a v4-only and a v6-only node, say; a lighthouse or relay must share a family with us).
+    pub tx_control_no_family: u64,
     pub rx_punches: u64,
     pub tx_punches: u64,
     /// Lighthouse: queries answered, and queries for nodes it does not know.

@@ -1,7 +1,7 @@
 //! Periodic work: boringtun timers (keepalives, rekeys, expiry), our fast initiation retries,
 //! Hello retries, per-second budgets, discovery, and re-checking peer certificates.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::TunnResult;
@@ -89,6 +89,11 @@ impl<P: Policy> Node<P> {
     /// probe goes unanswered (see `path_check`).
     fn check_direct_path(&mut self, now: Instant, idx: u32) {
         let us = self.id.vpn_ip;
+        // Relays by identity (the lists name them by any address), never ourselves.
+        let relays: Vec<IpAddr> = self.peers.get(idx).map_or_else(Vec::new, |p| {
+            let listed = p.relays.iter().chain(&self.disc.settings.relays);
+            listed.filter(|r| !self.id.is_own(**r)).map(|r| self.peers.identity_of(*r)).collect()
+        });
         let Some(peer) = self.peers.get_mut(idx) else { return };
         if !peer.session.is_up() {
             return;
@@ -102,8 +107,7 @@ impl<P: Policy> Node<P> {
             PathAction::Lost(addr) => {
                 self.out.counters.direct_paths_lost += 1;
                 let vpn_ip = peer.vpn_ip;
-                let relay =
-                    peer.relays.iter().chain(&self.disc.settings.relays).find(|r| **r != us && **r != vpn_ip).copied();
+                let relay = relays.into_iter().find(|r| *r != us && *r != vpn_ip);
                 let now_via = relay.map(|relay| Path::Relay { relay, peer: vpn_ip });
                 if now_via.is_some() {
                     peer.endpoint = now_via;
@@ -115,11 +119,11 @@ impl<P: Policy> Node<P> {
 
     fn forget_idle_peers(&mut self, now: Instant) {
         let settings = &self.disc.settings;
-        let keep: Vec<Ipv4Addr> = settings.lighthouses.iter().chain(&settings.relays).copied().collect();
+        let keep: Vec<IpAddr> = settings.lighthouses.iter().chain(&settings.relays).copied().collect();
         let idle: Vec<u32> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.session.is_up() && p.session.init().is_none() && !keep.contains(&p.vpn_ip))
+            .filter(|(_, p)| !p.session.is_up() && p.session.init().is_none() && !self.peers.names(&keep, p.vpn_ip))
             .filter(|(_, p)| p.last_rx.or(p.since).is_some_and(|t| now.duration_since(t) >= IDLE_PEER))
             .map(|(i, _)| i)
             .collect();

@@ -29,8 +29,14 @@ pub fn members_in_group(answer: &Value, group: &str) -> Vec<Ipv4Addr> {
 }
 
 /// Nodes of the inventory in `group`.
+/// Nodes of the inventory in `group`, by their IPv4 overlay address (the Nomad and Consul
+/// settings cos-mesh writes bind IPv4; an IPv6-only node is left out).
 pub fn inventory_group(inv: &Inventory, group: &str) -> Vec<Ipv4Addr> {
-    sorted(inv.with_group(group).map(|n| n.ip.addr()).collect())
+    let v4 = |n: &crate::inventory::Node| match n.ip.addr() {
+        std::net::IpAddr::V4(ip) => Some(ip),
+        std::net::IpAddr::V6(_) => None,
+    };
+    sorted(inv.with_group(group).filter_map(v4).collect())
 }
 
 fn sorted(mut ips: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {

@@ -219,13 +219,13 @@ impl Settings {
 
     /// Registers with the lighthouses `ns` (and asks them about peers).
     pub fn lighthouses(mut self, ns: &[u8]) -> Settings {
-        self.0.discovery.lighthouses = ns.iter().map(|n| vpn(*n)).collect();
+        self.0.discovery.lighthouses = ns.iter().map(|n| IpAddr::from(vpn(*n))).collect();
         self
     }
 
     /// Is served by the relays `ns`.
     pub fn relays(mut self, ns: &[u8]) -> Settings {
-        self.0.discovery.relays = ns.iter().map(|n| vpn(*n)).collect();
+        self.0.discovery.relays = ns.iter().map(|n| IpAddr::from(vpn(*n))).collect();
         self
     }
 
@@ -399,7 +399,7 @@ impl Sim {
 
     /// The host behind node `from` sends an IP packet to `dst`.
     pub fn send(&mut self, from: usize, dst: Ipv4Addr, data: &[u8]) {
-        let src = self.nodes[from].node.vpn_ip();
+        let src = self.nodes[from].node.cert().vpn_ip().expect("an IPv4 network");
         self.send_packet(from, &ip_packet(src, dst, data));
     }
 

@@ -82,7 +82,7 @@ impl Kind {
 pub struct Spec {
     pub kind: Kind,
     pub region: String,
-    pub overlay_ip: Ipv4Addr,
+    pub overlay_ip: IpAddr,
 }
 
 impl Spec {
@@ -104,7 +104,7 @@ impl Spec {
     pub fn ips(&self) -> Vec<IpAddr> {
         match self.kind {
             Kind::Cli => vec![],
-            _ => vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(self.overlay_ip)],
+            _ => vec![IpAddr::V4(Ipv4Addr::LOCALHOST), self.overlay_ip],
         }
     }
 }

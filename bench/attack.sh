@@ -13,11 +13,19 @@
 # sender thread, as fast as it can, bounded by FLOOD_COUNT datagrams and DURATION + 2 seconds):
 #   garbage  random bytes, random length
 #   wg-init  WireGuard initiation shape (type 1, 148 bytes), random content
+#   wg-mac1  the same with a valid mac1 for B's static public key (from B's certificate for
+#            cos-mesh, its `wg pubkey` for boringtun; none for Nebula, skipped): passes the check
+#            anyone who knows the public key passes, so B counts it against its handshake budget
+#            and, over it, answers with cookies
 #   hello    cos-mesh Hello with valid framing and padding around a junk certificate
 #   replay   one genuine handshake initiation from A, captured with tcpdump on B's veth while
 #            the tunnel came up, replayed unchanged (cos-mesh: A's Hello with its real
 #            certificate and the WireGuard initiation after the padding; Nebula: its first
 #            handshake packet; boringtun: the 148-byte initiation)
+# Then (RESTART_FLOODS, default "none wg-mac1"): A's daemon is killed and started again, with B
+# unflooded and then under each of these floods (started 1 s before the restart), and the time
+# from the new daemon's start to the first ping through the overlay from A to B is measured
+# (one ping every 50 ms, up to RESTART_LIMIT=30 seconds).
 # Measured per flood: throughput and the share of the no-flood figure kept, the flood's send
 # rate, B's daemon CPU (% of one core over the flood), B's RSS before and after, B's kernel UDP
 # counters (/proc/net/snmp in B: datagrams received, receive-buffer drops, datagrams sent, i.e.
@@ -27,7 +35,8 @@
 #   FLOOD_RATE=0 (datagrams/s; 0 = as fast as one thread can. On a small machine the flooder shares
 #   the cores with the daemons, so an unpaced flood reaches a different rate against each system;
 #   a fixed rate every system's run reaches makes the comparison fair)
-#   SYSTEMS="cos-mesh nebula boringtun" FLOODS="garbage wg-init hello replay"
+#   SYSTEMS="cos-mesh nebula boringtun" FLOODS="garbage wg-init wg-mac1 hello replay"
+#   RESTART_FLOODS="none wg-mac1" (empty: no restarts) RESTART_LIMIT=30
 #   COS_MESH=target/release/cos-mesh FLOOD=target/release/examples/flood
 #   OUT=bench/results/<UTC time>-attack
 #
@@ -42,7 +51,9 @@ FLOOD_COUNT=${FLOOD_COUNT:-5000000}
 FLOOD_RATE=${FLOOD_RATE:-0}
 MTU=${MTU:-1420}
 SYSTEMS=${SYSTEMS:-"cos-mesh nebula boringtun"}
-FLOODS=${FLOODS:-"garbage wg-init hello replay"}
+FLOODS=${FLOODS:-"garbage wg-init wg-mac1 hello replay"}
+RESTART_FLOODS=${RESTART_FLOODS-"none wg-mac1"}
+RESTART_LIMIT=${RESTART_LIMIT:-30}
 COS_MESH=${COS_MESH:-$REPO/target/release/cos-mesh}
 COS_MESH_OFFLOADS=true
 FLOOD=${FLOOD:-$REPO/target/release/examples/flood}
@@ -88,6 +99,82 @@ a, b = load(sys.argv[1]), load(sys.argv[2])
 d = {k: b[k] - a.get(k, 0) for k in b if b[k] != a.get(k, 0)}
 print(",".join(f"{k}:{v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "-")
 EOF
+}
+
+# B's static public key, for the wg-mac1 flood: hex from B's certificate (cos-mesh), base64 from
+# `wg pubkey` (boringtun); nothing for Nebula.
+pubkey_b() { # system
+    case $1 in
+        cos-mesh) "$COS_MESH" print --json "$WORK/b.crt" |
+            python3 -c 'import json,sys; j=json.load(sys.stdin); print(j.get("publicKey") or j["details"]["publicKey"])' ;;
+        boringtun) cat "$WORK/wg-b.pub" ;;
+    esac
+}
+
+# Extra flood arguments for `flood`; fails when the flood does not apply to the system.
+flood_args() { # system flood
+    case $2 in
+        replay) [ -s "$WORK/$1.init" ] && echo "--payload $WORK/$1.init" ;;
+        wg-mac1) local k; k=$(pubkey_b "$1") && [ -n "$k" ] && echo "--pubkey $k" ;;
+        *) echo ;;
+    esac
+}
+
+# Starts A's daemon again (after restart_a killed it); its pid becomes DAEMONS[0].
+start_a_cos-mesh() {
+    ip netns exec "$NA" "$COS_MESH" run -c "$WORK/cm-a.yml" >>"$WORK/cm-a.log" 2>&1 &
+    DAEMONS[0]=$!
+}
+start_a_nebula() {
+    ip netns exec "$NA" nebula -config "$WORK/nb-a.yml" >>"$WORK/nb-a.log" 2>&1 &
+    DAEMONS[0]=$!
+}
+start_a_boringtun() { wg_side a; }
+
+# Kills A's daemon, starts it again and sets RESTART_S to the seconds from the start to the first
+# ping through the overlay from A to B (one every 50 ms), or FAIL after RESTART_LIMIT seconds.
+# Not run in a subshell: the new daemon's pid must reach DAEMONS and PIDS.
+restart_a() { # system
+    local old=${DAEMONS[0]}
+    kill "$old" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$old" 2>/dev/null || true
+    wait "$old" 2>/dev/null || true
+    local t0; t0=$(date +%s.%N)
+    RESTART_S=FAIL
+    "start_a_$1" || return 0
+    PIDS+=("${DAEMONS[0]}")
+    # ping -w 1 -c 1: pings every 50 ms until the first reply or 1 s; exits at once while the
+    # TUN device or route does not exist yet.
+    until ina ping -c 1 -i 0.05 -w 1 -q "$TARGET" >/dev/null 2>&1; do
+        if python3 -c "import sys,time; sys.exit(time.time() - $t0 < $RESTART_LIMIT)"; then return 0; fi
+        sleep 0.05
+    done
+    RESTART_S=$(python3 -c "import time; print(f'{time.time() - $t0:.2f}')")
+}
+
+# The restart phase: A restarted with B unflooded and under each of RESTART_FLOODS.
+restarts() { # system
+    local sys=$1 port; port=$(port_of "$1")
+    for flood in $RESTART_FLOODS; do
+        local fp="" extra
+        if [ "$flood" != none ]; then
+            extra=$(flood_args "$sys" "$flood") || { echo "system=$sys restart_flood=$flood status=not-applicable" >>"$OUT/results.txt"; continue; }
+            # shellcheck disable=SC2086 # extra is a list of words
+            ip netns exec "$NC" "$FLOOD" --target "$UD:$port" --kind "$flood" --count "$FLOOD_COUNT" \
+                --rate "$FLOOD_RATE" --seconds $((RESTART_LIMIT + 5)) $extra >"$WORK/flood.out" 2>&1 &
+            fp=$!
+            PIDS+=($fp)
+            sleep 1
+        fi
+        restart_a "$sys"
+        if [ -n "$fp" ]; then
+            kill "$fp" 2>/dev/null || true
+            wait "$fp" 2>/dev/null || true
+        fi
+        echo "system=$sys restart_flood=$flood restart_s=$RESTART_S" | tee -a "$OUT/results.txt" >&2
+        sleep 2
+    done
 }
 
 rss_b() { awk '/^VmRSS:/ {print $2}' "/proc/${DAEMONS[1]}/status" 2>/dev/null || echo 0; }
@@ -160,15 +247,12 @@ attack() { # system
     local rss0; rss0=$(rss_b)
     echo "system=$sys flood=none mbps=$base rss_kb=$rss0" | tee -a "$OUT/results.txt" >&2
     for flood in $FLOODS; do
-        local extra=()
-        if [ "$flood" = replay ]; then
-            [ -s "$WORK/$sys.init" ] || { echo "system=$sys flood=replay status=no-capture" >>"$OUT/results.txt"; continue; }
-            extra=(--payload "$WORK/$sys.init")
-        fi
+        local extra
+        extra=$(flood_args "$sys" "$flood") || { echo "system=$sys flood=$flood status=not-applicable" >>"$OUT/results.txt"; continue; }
         local r0 c0 u0 m0=$WORK/m0 m1=$WORK/m1
         r0=$(rss_b); u0=$(udp_counters); mesh_counters "$sys" >"$m0"
         ip netns exec "$NC" "$FLOOD" --target "$UD:$port" --kind "$flood" --count "$FLOOD_COUNT" \
-            --rate "$FLOOD_RATE" --seconds $((DURATION + 2)) "${extra[@]}" >"$WORK/flood.out" 2>&1 &
+            --rate "$FLOOD_RATE" --seconds $((DURATION + 2)) $extra >"$WORK/flood.out" 2>&1 &
         local fp=$!
         PIDS+=($fp)
         c0=$(cpu_b); local s0; s0=$(date +%s.%N)
@@ -194,6 +278,7 @@ attack() { # system
     sleep 3
     local after; read -r after _ < <(iperf 1)
     echo "system=$sys flood=none-after mbps=$after rss_kb=$(rss_b) rss_start_kb=$rss0" | tee -a "$OUT/results.txt" >&2
+    restarts "$sys"
     stop_daemons
 }
 
@@ -202,7 +287,7 @@ attack() { # system
     echo "# cos-mesh $("$COS_MESH" --version 2>/dev/null | head -1)"
     command -v nebula >/dev/null && echo "# nebula $(nebula -version 2>&1 | head -1)"
     command -v boringtun-cli >/dev/null && echo "# $(boringtun-cli --version 2>&1 | head -1)"
-    echo "# duration=${DURATION}s flood_count=$FLOOD_COUNT flood_rate=$FLOOD_RATE mtu=$MTU systems=$SYSTEMS floods=$FLOODS"
+    echo "# duration=${DURATION}s flood_count=$FLOOD_COUNT flood_rate=$FLOOD_RATE mtu=$MTU systems=$SYSTEMS floods=$FLOODS restart_floods=$RESTART_FLOODS"
 } >"$OUT/results.txt"
 
 for sys in $SYSTEMS; do

@@ -56,6 +56,21 @@ def main(path):
             a, b = int(r["rss_start_kb"]), int(r["rss_kb"])
             print(f"| {s} | {a} | {b} | {100 * (b - a) / a:+.1f}% |")
 
+    restarts = [r for r in runs if "restart_flood" in r]
+    if restarts:
+        kinds = list(dict.fromkeys(r["restart_flood"] for r in restarts))
+        at = {(r["system"], r["restart_flood"]): r for r in restarts}
+        print("\nA's daemon restarted: seconds from its start to the first ping through the overlay to B")
+        print("(one ping every 50 ms), with B unflooded and under a flood:\n")
+        print("| B | " + " | ".join(systems) + " |")
+        print("|---|" + "---|" * len(systems))
+        for k in kinds:
+            cells = []
+            for s in systems:
+                r = at.get((s, k), {})
+                cells.append(f"{r['restart_s']} s" if "restart_s" in r and r["restart_s"] != "FAIL" else r.get("restart_s", "–"))
+            print(f"| {'no flood' if k == 'none' else k + ' flood'} | " + " | ".join(cells) + " |")
+
 
 if __name__ == "__main__":
     main(sys.argv[1])

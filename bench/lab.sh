@@ -144,31 +144,33 @@ logging:
     done
 }
 
-# WireGuard implementations: $1 = command line (the interface name is appended).
+# WireGuard implementations: $1 = command line (the interface name is appended). Keys in
+# $WORK/wg-<side>.key (0600) and .pub.
 start_wg() {
     command -v wg >/dev/null || return 1
-    local keys=() pubs=()
+    WG_CMD=$1
     for side in a b; do
-        local k; k=$(wg genkey); keys+=("$k"); pubs+=("$(echo "$k" | wg pubkey)")
+        (umask 077 && wg genkey >"$WORK/wg-$side.key")
+        wg pubkey <"$WORK/wg-$side.key" >"$WORK/wg-$side.pub"
     done
-    local i=0
-    for side in a b; do
-        local dev="${ID}w$side"
-        ip netns exec "$ID$side" env WG_SUDO=1 WG_PROCESS_FOREGROUND=1 $1 "$dev" >"$WORK/wg-$side.log" 2>&1 &
-        DAEMONS+=($!)
-        local t=0
-        until ip netns exec "$ID$side" wg show "$dev" >/dev/null 2>&1; do
-            sleep 0.1; t=$((t + 1)); [ $t -lt 100 ] || return 1
-        done
-        local me=$OA peer=$OB under=$UB other=1
-        [ $side = b ] && me=$OB peer=$OA under=$UA other=0
-        echo "${keys[$i]}" >"$WORK/wg-$side.key"
-        ip netns exec "$ID$side" wg set "$dev" private-key "$WORK/wg-$side.key" listen-port 51820 \
-            peer "${pubs[$other]}" allowed-ips "$peer/32" endpoint "$under:51820"
-        ip netns exec "$ID$side" ip addr add "$me/24" dev "$dev"
-        ip netns exec "$ID$side" ip link set "$dev" mtu "$MTU" up
-        i=$((i + 1))
+    wg_side a && wg_side b
+}
+
+# Starts one side's WireGuard daemon ($WG_CMD; its pid is DAEMONS[0] for a, [1] for b) and
+# configures its interface. Also how bench/attack.sh restarts A.
+wg_side() { # side
+    local side=$1 dev="${ID}w$1" me=$OA peer=$OB under=$UB other=b
+    [ "$side" = b ] && me=$OB peer=$OA under=$UA other=a
+    ip netns exec "$ID$side" env WG_SUDO=1 WG_PROCESS_FOREGROUND=1 $WG_CMD "$dev" >>"$WORK/wg-$side.log" 2>&1 &
+    if [ "$side" = a ]; then DAEMONS[0]=$!; else DAEMONS[1]=$!; fi
+    local t=0
+    until ip netns exec "$ID$side" wg show "$dev" >/dev/null 2>&1; do
+        sleep 0.05; t=$((t + 1)); [ $t -lt 200 ] || return 1
     done
+    ip netns exec "$ID$side" wg set "$dev" private-key "$WORK/wg-$side.key" listen-port 51820 \
+        peer "$(cat "$WORK/wg-$other.pub")" allowed-ips "$peer/32" endpoint "$under:51820"
+    ip netns exec "$ID$side" ip addr add "$me/24" dev "$dev"
+    ip netns exec "$ID$side" ip link set "$dev" mtu "$MTU" up
 }
 
 start_boringtun() {

@@ -12,7 +12,11 @@
 //! Kinds: `garbage` (random bytes, random length 1..=1400), `wg-init` (WireGuard handshake
 //! initiation shape: type 1, three zero bytes, 148 bytes, the rest random), `hello` (a cos-mesh
 //! Hello with valid framing, version and padding around a random "certificate" of 300 bytes),
-//! `replay` (the bytes of `--payload FILE`, e.g. a captured genuine initiation, sent unchanged).
+//! `wg-mac1` (like `wg-init`, but with a valid mac1 for the target's static public key
+//! `--pubkey`, base64 as `wg pubkey` prints it or 64 hex digits: it passes the mac1 check that
+//! anyone who knows the public key can satisfy, so the target must count it against its handshake
+//! budget and answer with cookies), `replay` (the bytes of `--payload FILE`, e.g. a captured
+//! genuine initiation, sent unchanged).
 //!
 //! Only test addresses are accepted as targets: the underlay range 198.18.0.0/15 and the
 //! overlay range 100.64.0.0/10. Prints one `key=value` line with what was sent.
@@ -22,6 +26,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use blake2::digest::consts::U16;
+use blake2::digest::{Digest, Mac};
+use blake2::{Blake2s256, Blake2sMac};
 use clap::Parser;
 use ipnet::Ipv4Net;
 use rand_chacha::ChaCha8Rng;
@@ -30,6 +37,9 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 /// How many distinct random datagrams are prepared before sending (the flood cycles through
 /// them, so no random numbers are drawn while sending).
 const POOL: usize = 4096;
+/// Where mac1 starts in an initiation: it covers everything before it (type, sender index,
+/// ephemeral key, encrypted static key and timestamp); mac2 follows it.
+const MAC1_AT: usize = 116;
 /// The length of the junk certificate inside a `hello` datagram.
 const HELLO_CERT_LEN: usize = 300;
 
@@ -38,9 +48,12 @@ struct Args {
     /// Where to send: an address in 198.18.0.0/15 or 100.64.0.0/10, with the port.
     #[arg(long)]
     target: SocketAddr,
-    /// garbage | wg-init | hello | replay
+    /// garbage | wg-init | wg-mac1 | hello | replay
     #[arg(long)]
     kind: String,
+    /// The target's static public key for `wg-mac1`: base64 (as `wg pubkey` prints it) or hex.
+    #[arg(long)]
+    pubkey: Option<String>,
     /// The datagram `replay` sends.
     #[arg(long)]
     payload: Option<std::path::PathBuf>,
@@ -131,6 +144,19 @@ fn datagrams(a: &Args) -> Result<Vec<Vec<u8>>> {
                 v
             })
             .collect(),
+        "wg-mac1" => {
+            let key = mac1_key(a.pubkey.as_deref().context("--kind wg-mac1 needs --pubkey KEY")?)?;
+            (0..POOL)
+                .map(|_| {
+                    let mut v = random(&mut rng, cos_mesh::mesh::wire::WG_INIT_LEN);
+                    v[..4].copy_from_slice(&[1, 0, 0, 0]);
+                    let mut mac = Blake2sMac::<U16>::new_from_slice(&key).expect("a 32-byte key");
+                    mac.update(&v[..MAC1_AT]);
+                    v[MAC1_AT..MAC1_AT + 16].copy_from_slice(&mac.finalize().into_bytes());
+                    v
+                })
+                .collect()
+        }
         "hello" => (0..POOL)
             .map(|_| {
                 let cert = random(&mut rng, HELLO_CERT_LEN);
@@ -145,6 +171,27 @@ fn datagrams(a: &Args) -> Result<Vec<Vec<u8>>> {
             }
             vec![d]
         }
-        other => bail!("--kind {other}: expected garbage, wg-init, hello or replay"),
+        other => bail!("--kind {other}: expected garbage, wg-init, wg-mac1, hello or replay"),
     })
+}
+
+/// mac1's key for a responder: BLAKE2s-256("mac1----" || its static public key), from the key
+/// in base64 (44 characters, as `wg pubkey` prints it) or hex (64 digits).
+fn mac1_key(text: &str) -> Result<[u8; 32]> {
+    use base64::Engine;
+    let text = text.trim();
+    let bytes = if text.len() == 64 {
+        hex::decode(text).with_context(|| format!("--pubkey {text}: 64 characters but not hex"))?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .with_context(|| format!("--pubkey {text}: expected base64 (44 characters) or hex (64 digits)"))?
+    };
+    let Ok(public) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+        bail!("--pubkey {text}: a 32-byte key was expected, found {} bytes", bytes.len());
+    };
+    let mut h = Blake2s256::new();
+    h.update(b"mac1----");
+    h.update(public);
+    Ok(h.finalize().into())
 }

@@ -1,7 +1,7 @@
 //! Admission: what a stranger must show before the node does work for it. The CA pool and
 //! blocklist, verified certificates cached by key and wire bytes, initiations held until the
 //! Hello with their certificate arrives, and the per-second budgets (verifications, Hello and
-//! `UnknownIndex` replies, refusals logged, boringtun's handshake limiter).
+//! `UnknownIndex` and cookie replies, refusals logged, boringtun's handshake limiter).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -61,6 +61,7 @@ pub(super) struct Admission {
     /// Hello replies left this second, per source and in all.
     hello_reply_budget: SourceBudget,
     unknown_index_budget: SourceBudget,
+    cookie_reply_budget: SourceBudget,
 }
 
 impl Admission {
@@ -82,6 +83,7 @@ impl Admission {
                 budget::UNKNOWN_INDEX_REPLIES_PER_SOURCE_PER_SEC,
                 budget::UNKNOWN_INDEX_REPLIES_PER_SEC,
             ),
+            cookie_reply_budget: SourceBudget::new(budget::COOKIE_REPLIES_PER_SOURCE_PER_SEC, u32::MAX),
         }
     }
 
@@ -179,6 +181,11 @@ impl Admission {
         self.unknown_index_budget.take(ip)
     }
 
+    /// Spends a cookie reply toward `ip`.
+    pub fn take_cookie_reply(&mut self, ip: IpAddr) -> bool {
+        self.cookie_reply_budget.take(ip)
+    }
+
     /// Holds an initiation whose key we have no certificate for: its Hello may be on its way.
     pub fn hold_init(&mut self, now: Instant, from: Path, init: &[u8]) {
         if self.held_inits.len() < HELD_INITS {
@@ -198,6 +205,7 @@ impl Admission {
         self.refusals_to_log.refill();
         self.limiter.reset_count();
         self.unknown_index_budget.refill();
+        self.cookie_reply_budget.refill();
         self.held_inits.retain(|_, (_, t)| now.duration_since(*t) < HELD_INIT_FOR);
     }
 }

@@ -1,7 +1,8 @@
 //! Per-second allowances for work a stranger can make the node do: certificate verifications
-//! (an Ed25519 check each), refusals worth logging, Hello replies, replies to unknown session indexes. One type
+//! (an Ed25519 check each), refusals worth logging, Hello replies, replies to unknown session indexes,
+//! cookie replies. One type
 //! for all of them, refilled by the node's once-a-second timer. (Handshake initiations have
-//! their own limiter inside boringtun, which also answers with cookies.)
+//! their own limiter inside boringtun, which also formats the cookies.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +26,13 @@ pub const HELLO_REPLIES_PER_SEC: u32 = 200;
 /// 8 nodes two report intervals, and 1,000 nodes a hundred seconds).
 pub const UNKNOWN_INDEX_REPLIES_PER_SOURCE_PER_SEC: u32 = 20;
 pub const UNKNOWN_INDEX_REPLIES_PER_SEC: u32 = 200;
+
+/// Cookie replies per second to one source address (boringtun formats one for every initiation
+/// with a valid mac1 over `HANDSHAKES_PER_SEC`; anyone can compute mac1 from the public key in a
+/// certificate). A genuine initiator needs one cookie per two minutes, and cos-mesh resends at
+/// once with it. No cap in all: a sender drawing spoofed source addresses could otherwise spend
+/// every genuine initiator's cookie (a reply, 64 bytes, is smaller than the initiation).
+pub const COOKIE_REPLIES_PER_SOURCE_PER_SEC: u32 = 20;
 
 /// So many actions per second.
 #[derive(Debug, Clone)]

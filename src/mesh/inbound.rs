@@ -143,9 +143,8 @@ impl<P: Policy> Node<P> {
                 return None;
             }
             Err(TunnResult::WriteToNetwork(reply)) => {
-                self.out.counters.rx_rate_limited += 1;
                 let reply = reply.to_vec();
-                self.send_path(now, from, reply);
+                self.send_cookie(now, from, reply);
                 return None;
             }
             Err(_) => {
@@ -180,9 +179,8 @@ impl<P: Policy> Node<P> {
         let response = match tunn.decapsulate(Some(from.source_ip()), data, out) {
             TunnResult::WriteToNetwork(b) if WgType::HandshakeResponse.is(b) => b.to_vec(),
             TunnResult::WriteToNetwork(cookie) => {
-                self.out.counters.rx_rate_limited += 1;
                 let cookie = cookie.to_vec();
-                self.send_path(now, from, cookie);
+                self.send_cookie(now, from, cookie);
                 return None;
             }
             _ => {
@@ -303,8 +301,7 @@ impl<P: Policy> Node<P> {
         };
         if !proven {
             if let Some(cookie) = reply {
-                self.out.counters.rx_rate_limited += 1;
-                self.send_path(now, from, cookie);
+                self.send_cookie(now, from, cookie);
             } else if msg_type == WgType::CookieReply {
                 // The peer is under load and sent a cookie for our initiation: the copy we
                 // retry is stale (no mac2), so a fresh one, carrying the cookie, goes now.
@@ -479,6 +476,16 @@ impl<P: Policy> Node<P> {
             peer.queued_in_session = false;
         }
         self.put_buffer(buf);
+    }
+
+    /// boringtun's cookie reply to an initiation over the handshake budget, sent within
+    /// `from`'s cookie budget: one cookie serves a genuine initiator for two minutes, the rest
+    /// would only answer a flood.
+    fn send_cookie(&mut self, now: Instant, from: Path, cookie: Vec<u8>) {
+        self.out.counters.rx_rate_limited += 1;
+        if self.admission.take_cookie_reply(from.source_ip()) {
+            self.send_path(now, from, cookie);
+        }
     }
 
     /// Replaces the initiation in flight with a freshly formatted one (boringtun adds the

@@ -219,3 +219,119 @@ fn budget_key(source: CertSource) -> IpAddr {
         CertSource::Lighthouse { lighthouse, .. } => lighthouse,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::{Admission, CertOffer, HELD_INIT_FOR, NotAdmitted};
+    use crate::cert::Certificate;
+    use crate::cert::keys::HostSecret;
+    use crate::cert::pool::{Blocklist, VerifyError};
+    use crate::mesh::budget::VERIFY_PER_SOURCE_PER_SEC;
+    use crate::mesh::event::{CertRefusal, CertSource};
+    use crate::mesh::identity::Identity;
+    use crate::mesh::peer::Path;
+    use crate::mesh::test_support::{TestCa, VALID_AT, ip};
+
+    struct World {
+        ca: TestCa,
+        us: Identity,
+        our_key: HostSecret,
+        admission: Admission,
+    }
+
+    fn world() -> World {
+        let ca = TestCa::new();
+        let key = HostSecret::generate();
+        let us = Identity::new(ca.host("us", "100.64.0.1/10", &key), &key, vec![]).expect("identity");
+        let admission = Admission::new(ca.pool(), Blocklist::default(), &us.public);
+        World { ca, us, our_key: key, admission }
+    }
+
+    fn hosts(ca: &TestCa, n: u8) -> Vec<Certificate> {
+        (0..n).map(|i| ca.host(&format!("h{i}"), &format!("100.64.1.{i}/10"), &HostSecret::generate())).collect()
+    }
+
+    fn from(addr: &str) -> CertSource {
+        CertSource::Direct(addr.parse::<SocketAddr>().expect("addr"))
+    }
+
+    fn offer(source: CertSource, cert: &Certificate) -> CertOffer<'_> {
+        CertOffer { source, bytes: cert.to_bytes(), budgeted: true }
+    }
+
+    #[test]
+    fn a_source_pays_for_new_certificates_only_and_its_budget_refills_each_second() {
+        let World { ca, us, mut admission, .. } = world();
+        let now = Instant::now();
+        let certs = hosts(&ca, VERIFY_PER_SOURCE_PER_SEC as u8 + 1);
+        let (spent, extra) = certs.split_at(VERIFY_PER_SOURCE_PER_SEC as usize);
+        let stranger = from("198.18.0.9:4242");
+        for c in spent {
+            assert!(admission.verify(now, VALID_AT, offer(stranger, c), &us).is_ok());
+        }
+        assert!(matches!(
+            admission.verify(now, VALID_AT, offer(stranger, &extra[0]), &us),
+            Err(NotAdmitted::OverBudget)
+        ));
+        // A certificate already verified (the same bytes) costs no check and no budget.
+        assert!(admission.verify(now, VALID_AT, offer(stranger, &spent[0]), &us).is_ok());
+        assert!(admission.known(&spent[0].details().public_key).is_some());
+        // Another source has its own budget; an authenticated lighthouse's answers have none.
+        assert!(admission.verify(now, VALID_AT, offer(from("198.18.0.10:4242"), &extra[0]), &us).is_ok());
+        admission.replace_trust(ca.pool(), Blocklist::default());
+        let lighthouse = CertSource::Lighthouse { lighthouse: ip("100.64.0.9"), about: None };
+        let unbudgeted = CertOffer { source: lighthouse, bytes: extra[0].to_bytes(), budgeted: false };
+        assert!(admission.verify(now, VALID_AT, unbudgeted, &us).is_ok());
+        admission.each_second(now + Duration::from_secs(1));
+        assert!(admission.verify(now, VALID_AT, offer(stranger, &extra[0]), &us).is_ok(), "refilled");
+    }
+
+    #[test]
+    fn refuses_garbage_copies_of_us_and_what_a_reload_blocklists() {
+        let World { ca, us, our_key, mut admission } = world();
+        let now = Instant::now();
+        let src = from("198.18.0.9:4242");
+        let junk = CertOffer { source: src, bytes: b"not a certificate", budgeted: true };
+        assert!(matches!(
+            admission.verify(now, VALID_AT, junk, &us),
+            Err(NotAdmitted::Refused(CertRefusal::Malformed(_)))
+        ));
+        // Our key under another address is a copy of our identity, not a peer.
+        let copy = ca.host("copy", "100.64.0.77/10", &our_key);
+        let refused = admission.verify(now, VALID_AT, offer(src, &copy), &us);
+        assert!(matches!(refused, Err(NotAdmitted::Refused(CertRefusal::ClaimsOurIdentity { .. }))), "{refused:?}");
+        // Expired: refused even though the CA signed it.
+        let peer = ca.host("peer", "100.64.0.2/10", &HostSecret::generate());
+        let late = admission.verify(now, crate::unixtime::UnixTime(9_500), offer(src, &peer), &us);
+        assert!(
+            matches!(late, Err(NotAdmitted::Refused(CertRefusal::Invalid(VerifyError::Expired { .. })))),
+            "{late:?}"
+        );
+        // Verified and cached, then blocklisted by a reload: the cache does not keep it alive.
+        assert!(admission.verify(now, VALID_AT, offer(src, &peer), &us).is_ok());
+        let blocklist = Blocklist::from_hex(&[peer.fingerprint().to_string()]).expect("blocklist");
+        admission.replace_trust(ca.pool(), blocklist);
+        assert!(admission.known(&peer.details().public_key).is_none(), "forgotten on reload");
+        let blocked = admission.verify(now, VALID_AT, offer(src, &peer), &us);
+        assert!(matches!(blocked, Err(NotAdmitted::Refused(CertRefusal::Invalid(VerifyError::Blocklisted { .. })))));
+    }
+
+    #[test]
+    fn held_initiations_wait_a_few_seconds_for_their_hello() {
+        let World { mut admission, .. } = world();
+        let now = Instant::now();
+        let (a, b) = (
+            Path::Direct("198.18.0.9:4242".parse().expect("addr")),
+            Path::Direct("198.18.0.10:4242".parse().expect("addr")),
+        );
+        admission.hold_init(now, a, b"init-a");
+        admission.hold_init(now, b, b"init-b");
+        assert_eq!(admission.release_init(a).as_deref(), Some(&b"init-a"[..]));
+        assert_eq!(admission.release_init(a), None, "released once");
+        admission.each_second(now + HELD_INIT_FOR);
+        assert_eq!(admission.release_init(b), None, "dropped after {HELD_INIT_FOR:?}");
+    }
+}

@@ -144,24 +144,13 @@ mod tests {
     use std::net::IpAddr;
 
     use super::Identity;
-    use crate::cert::keys::{CaSecret, HostSecret};
-    use crate::cert::{Certificate, Details};
+    use crate::cert::Certificate;
+    use crate::cert::keys::HostSecret;
     use crate::mesh::TrustReloadError;
-    use crate::unixtime::UnixTime;
+    use crate::mesh::test_support::TestCa;
 
-    fn cert(ca: &CaSecret, ip: &str, key: &HostSecret) -> Certificate {
-        let d = Details {
-            name: "host".into(),
-            ips: vec![ip.parse().expect("net")],
-            subnets: vec![],
-            groups: vec![],
-            not_before: UnixTime(2_000),
-            not_after: UnixTime(9_000),
-            public_key: key.public().0,
-            is_ca: false,
-            issuer: None,
-        };
-        Certificate::sign(&d, ca.signing_key()).expect("signs")
+    fn cert(ca: &TestCa, ip: &str, key: &HostSecret) -> Certificate {
+        ca.host("host", ip, key)
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -170,7 +159,7 @@ mod tests {
 
     #[test]
     fn routes_to_overlay_peers_and_through_the_most_specific_unsafe_route() {
-        let (ca, key) = (CaSecret::generate(), HostSecret::generate());
+        let (ca, key) = (TestCa::new(), HostSecret::generate());
         let routes = vec![
             ("100.96.0.0/24".parse().expect("net"), "100.64.0.7".parse().expect("ip")),
             ("100.96.0.128/25".parse().expect("net"), "100.64.0.8".parse().expect("ip")),
@@ -185,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_renewal_keeps_address_and_key_and_another_key_is_refused() {
-        let (ca, key, other) = (CaSecret::generate(), HostSecret::generate(), HostSecret::generate());
+        let (ca, key, other) = (TestCa::new(), HostSecret::generate(), HostSecret::generate());
         let id = Identity::new(cert(&ca, "100.64.0.1/10", &key), &key, vec![]).expect("identity");
         assert!(Identity::new(cert(&ca, "100.64.0.1/10", &key), &other, vec![]).is_err(), "key mismatch");
         assert_eq!(id.check_renewal(&cert(&ca, "100.64.0.1/10", &key)), Ok(()));

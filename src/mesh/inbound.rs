@@ -10,7 +10,6 @@ use boringtun::noise::{Packet, TunnResult};
 
 use super::control::{self, Control};
 use super::event::Event;
-use super::path_check;
 use super::peer::Path;
 use super::peer_table::cert_addrs;
 use super::wire::{self, WgType};
@@ -392,8 +391,8 @@ impl<P: Policy> Node<P> {
         }
     }
 
-    /// Bookkeeping after a datagram from peer `idx` authenticated: roaming (the last path
-    /// wins, but a relay does not displace a direct path heard from recently) and session state.
+    /// Bookkeeping after a datagram from peer `idx` authenticated: roaming (`Peer::heard_from`)
+    /// and session state.
     fn authenticated(&mut self, now: Instant, idx: u32, from: Path, msg_type: WgType) {
         let allowed = match from {
             Path::Direct(a) => self.disc.remote_allowed(a.ip()),
@@ -403,31 +402,8 @@ impl<P: Policy> Node<P> {
         let Some(peer) = self.peers.get_mut(idx) else {
             return;
         };
-        peer.last_rx = Some(now);
-        if let Path::Direct(a) = from {
-            peer.last_direct_rx = Some(now);
-            // Authenticated and allowed: a good address to try again later.
-            if allowed {
-                peer.add_candidates(&[a]);
-            }
-        }
-        let direct_fresh = peer.last_direct_rx.is_some_and(|t| now.duration_since(t) < Duration::from_secs(15));
-        // The peer's data (not a handshake copy sent on every path) comes through a relay and
-        // nothing came directly for a probe's timeout: the peer gave up the direct path (its
-        // probe went unanswered), so ours is likely dead too. Follow it now instead of a second
-        // after our own probe fails (a path lost both ways took ~3 s to leave, not ~1.5 s).
-        let peer_left_direct = msg_type == WgType::Data
-            && peer.last_direct_rx.is_none_or(|t| now.duration_since(t) >= path_check::PROBE_TIMEOUT);
-        let keep_direct =
-            !from.is_direct() && peer.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh && !peer_left_direct;
-        // A direct address whose probe went unanswered does not win traffic back by being
-        // heard from: the peer's datagrams reaching us say nothing about ours reaching it.
-        let failed = matches!(from, Path::Direct(a) if !peer.path_check.usable(a));
-        if allowed && peer.endpoint != Some(from) && !keep_direct && !failed {
-            if let Some(old) = peer.endpoint {
-                self.out.event(Event::Roamed { name: peer.name.clone(), vpn_ip: peer.vpn_ip, from: old, to: from });
-            }
-            peer.endpoint = Some(from);
+        if let Some(old) = peer.heard_from(now, from, msg_type, allowed) {
+            self.out.event(Event::Roamed { name: peer.name.clone(), vpn_ip: peer.vpn_ip, from: old, to: from });
         }
         let forced = peer.last_forced_handshake.is_some_and(|t| now.duration_since(t) < Duration::from_secs(5));
         if msg_type == WgType::HandshakeResponse && forced && is_lighthouse {

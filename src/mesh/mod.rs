@@ -88,6 +88,8 @@ pub mod ping;
 pub mod policy;
 mod session;
 mod stats;
+#[cfg(test)]
+mod test_support;
 mod timers;
 pub mod wire;
 
@@ -127,8 +129,6 @@ pub const MIN_BUFFER: usize = 65_535 + 32;
 /// A peer whose session has ended and that has been silent this long is forgotten (any new
 /// packet meets it again); lighthouses and our relays are kept.
 const IDLE_PEER: Duration = Duration::from_secs(600);
-/// How long our own fast initiation retries run before boringtun's (5 s) take over.
-const FAST_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// Static settings of a node.
 pub struct NodeConfig {

@@ -5,13 +5,41 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::path_check::PathCheck;
+use super::event::SessionEnd;
+use super::path_check::{self, PathAction, PathCheck};
 use super::session::Session;
+use super::wire::{self, WgType};
 use crate::cert::pool::VerifiedCert;
-use boringtun::noise::Tunn;
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::{Tunn, TunnResult};
 
 /// Candidate underlay addresses kept per peer.
 const MAX_CANDIDATES: usize = 8;
+/// A direct path heard from this recently keeps the peer's traffic when the peer's datagrams
+/// also arrive through a relay (a handshake copy sent on every path, say).
+const DIRECT_STAYS_FRESH: Duration = Duration::from_secs(15);
+/// How long our own fast retries of an initiation run (boringtun then retries every 5 s).
+pub(super) const FAST_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// What one timer tick of a peer asks of the node: each field is work only the node can do
+/// (sending, events, counters), decided from the peer's own state in [`Peer::tick`].
+#[derive(Debug, Default)]
+pub(super) struct TickDue {
+    /// A datagram boringtun formatted: a keepalive, or a new initiation (rekey, retry).
+    pub datagram: Option<Vec<u8>>,
+    /// boringtun expired the session (`Some(None)`: expired, nothing worth an event).
+    pub expired: Option<Option<SessionEnd>>,
+    /// The direct-path check's verdict.
+    pub path: Option<PathAction>,
+    /// Our fast retry of the initiation in flight is due.
+    pub retry: bool,
+}
+
+impl TickDue {
+    fn is_empty(&self) -> bool {
+        self.datagram.is_none() && self.expired.is_none() && self.path.is_none() && !self.retry
+    }
+}
 
 /// How datagrams reach a peer: straight to an underlay address, or through a relay node's
 /// tunnel (still end-to-end encrypted between the two peers).
@@ -168,6 +196,67 @@ impl<I> Peer<I> {
         }
     }
 
+    /// One timer tick: boringtun's timers (keepalives, rekeys, expiry), the direct-path check
+    /// and our fast initiation retries, decided from this peer's state alone. `None`: nothing
+    /// for the node to do.
+    pub fn tick(&mut self, now: Instant, buf: &mut [u8], try_interval: Duration) -> Option<TickDue> {
+        let mut due = TickDue::default();
+        match self.tunn.update_timers(buf) {
+            TunnResult::WriteToNetwork(d) => due.datagram = Some(d.to_vec()),
+            TunnResult::Err(WireGuardError::ConnectionExpired) => due.expired = Some(self.session.expired(now)),
+            _ => {}
+        }
+        if self.session.is_up() {
+            match self.path_check.on_tick(now, self.endpoint, self.tx_packets) {
+                PathAction::Nothing => {}
+                action => due.path = Some(action),
+            }
+        }
+        // A new initiation from boringtun replaces the one in flight (and its retries).
+        let new_init = due.datagram.as_deref().is_some_and(wire::is_handshake_init);
+        if !new_init && let Some(init) = self.session.init_mut() {
+            if now.duration_since(init.sent) >= FAST_RETRY_FOR {
+                self.session.stop_fast_retries();
+            } else if now >= init.next {
+                init.retries += 1;
+                init.next = now + try_interval * (init.retries + 1);
+                due.retry = true;
+            }
+        }
+        (!due.is_empty()).then_some(due)
+    }
+
+    /// An authenticated datagram of type `msg` came from the peer over `from` (`allowed`: the
+    /// address passes `lighthouse.remote_allow_list`). Roaming: the last path wins, but a relay
+    /// does not displace a direct path heard from recently, and a direct address whose probe
+    /// went unanswered does not win traffic back by being heard from. Returns the endpoint the
+    /// peer roamed away from, if it did.
+    pub fn heard_from(&mut self, now: Instant, from: Path, msg: WgType, allowed: bool) -> Option<Path> {
+        self.last_rx = Some(now);
+        if let Path::Direct(a) = from {
+            self.last_direct_rx = Some(now);
+            // Authenticated and allowed: a good address to try again later.
+            if allowed {
+                self.add_candidates(&[a]);
+            }
+        }
+        let direct_fresh = self.last_direct_rx.is_some_and(|t| now.duration_since(t) < DIRECT_STAYS_FRESH);
+        // The peer's data (not a handshake copy sent on every path) comes through a relay and
+        // nothing came directly for a probe's timeout: the peer gave up the direct path (its
+        // probe went unanswered), so ours is likely dead too. Follow it now instead of a second
+        // after our own probe fails (a path lost both ways took ~3 s to leave, not ~1.5 s).
+        let peer_left_direct = msg == WgType::Data
+            && self.last_direct_rx.is_none_or(|t| now.duration_since(t) >= path_check::PROBE_TIMEOUT);
+        let keep_direct =
+            !from.is_direct() && self.endpoint.is_some_and(|e| e.is_direct()) && direct_fresh && !peer_left_direct;
+        // The peer's datagrams reaching us say nothing about ours reaching it.
+        let failed = matches!(from, Path::Direct(a) if !self.path_check.usable(a));
+        if !allowed || self.endpoint == Some(from) || keep_direct || failed {
+            return None;
+        }
+        self.endpoint.replace(from)
+    }
+
     /// Every path worth trying for a handshake: the current one, the direct candidates, and
     /// (when `with_relays`) each relay that serves the peer.
     pub fn paths(&self, with_relays: bool, us: IpAddr) -> Vec<Path> {
@@ -237,5 +326,103 @@ impl Pending {
     /// `hello_id` is random (drawn by the node): replies are matched by it.
     pub fn new(now: Instant, hello_id: u64) -> Self {
         Pending { hello_id: hello_id | 1, attempts: 0, next_try: now, queue: VecDeque::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::{FAST_RETRY_FOR, Path, TickDue};
+    use crate::mesh::path_check::{PROBE_TIMEOUT, PathAction};
+    use crate::mesh::session::InitInFlight;
+    use crate::mesh::test_support::peer;
+    use crate::mesh::wire::WgType;
+
+    fn direct(s: &str) -> Path {
+        Path::Direct(s.parse::<SocketAddr>().expect("addr"))
+    }
+
+    const RELAY: Path = Path::Relay {
+        relay: std::net::IpAddr::V4(std::net::Ipv4Addr::new(100, 64, 0, 9)),
+        peer: std::net::IpAddr::V4(std::net::Ipv4Addr::new(100, 64, 0, 2)),
+    };
+
+    #[test]
+    fn the_last_direct_path_wins_and_becomes_a_candidate() {
+        let mut p = peer("100.64.0.2/10");
+        let t = Instant::now();
+        assert_eq!(p.heard_from(t, direct("198.18.0.2:4242"), WgType::HandshakeInit, true), None, "first path");
+        assert_eq!(p.endpoint, Some(direct("198.18.0.2:4242")));
+        let roamed = p.heard_from(t, direct("198.18.1.2:4242"), WgType::Data, true);
+        assert_eq!(roamed, Some(direct("198.18.0.2:4242")));
+        assert_eq!(p.endpoint, Some(direct("198.18.1.2:4242")));
+        assert_eq!(p.candidates.len(), 2);
+        // An address the remote allow list refuses neither takes traffic nor is remembered.
+        assert_eq!(p.heard_from(t, direct("198.19.0.2:4242"), WgType::Data, false), None);
+        assert_eq!(p.endpoint, Some(direct("198.18.1.2:4242")));
+        assert_eq!(p.candidates.len(), 2);
+        assert_eq!(p.last_rx, Some(t));
+    }
+
+    #[test]
+    fn a_relay_takes_over_only_when_the_direct_path_went_quiet() {
+        let mut p = peer("100.64.0.2/10");
+        let t = Instant::now();
+        p.heard_from(t, direct("198.18.0.2:4242"), WgType::Data, true);
+        // A handshake copy through the relay while the direct path is fresh: traffic stays.
+        assert_eq!(p.heard_from(t + Duration::from_secs(1), RELAY, WgType::HandshakeInit, true), None);
+        // Data through the relay right after direct data: the peer still uses both; stay.
+        assert_eq!(p.heard_from(t + Duration::from_millis(200), RELAY, WgType::Data, true), None);
+        // Data through the relay after a probe timeout of direct silence: the peer left it.
+        let later = t + PROBE_TIMEOUT + Duration::from_millis(300);
+        assert_eq!(p.heard_from(later, RELAY, WgType::Data, true), Some(direct("198.18.0.2:4242")));
+        assert_eq!(p.endpoint, Some(RELAY));
+        // Direct again: it wins back.
+        assert_eq!(p.heard_from(later, direct("198.18.0.2:4242"), WgType::Data, true), Some(RELAY));
+    }
+
+    #[test]
+    fn a_direct_address_whose_probe_failed_does_not_win_traffic_back() {
+        let mut p = peer("100.64.0.2/10");
+        let t = Instant::now();
+        let addr: SocketAddr = "198.18.0.2:4242".parse().expect("addr");
+        p.heard_from(t, Path::Direct(addr), WgType::Data, true);
+        p.session.confirmed(t);
+        // We send; the probe goes unanswered; the tick reports the path lost.
+        p.tx_packets += 1;
+        let mut buf = vec![0; 256];
+        let probe = p.tick(t + Duration::from_secs(1), &mut buf, Duration::from_secs(1));
+        assert!(matches!(probe, Some(TickDue { path: Some(PathAction::Probe { .. }), .. })), "{probe:?}");
+        let lost = p.tick(t + Duration::from_secs(3), &mut buf, Duration::from_secs(1));
+        assert!(matches!(lost, Some(TickDue { path: Some(PathAction::Lost(a)), .. }) if a == addr), "{lost:?}");
+        p.endpoint = Some(RELAY);
+        assert_eq!(p.heard_from(t + Duration::from_secs(4), Path::Direct(addr), WgType::Data, true), None);
+        assert_eq!(p.endpoint, Some(RELAY));
+    }
+
+    #[test]
+    fn fast_retries_back_off_then_stop() {
+        let mut p = peer("100.64.0.2/10");
+        let t = Instant::now();
+        let every = Duration::from_secs(1);
+        let mut buf = vec![0; 256];
+        assert!(p.tick(t, &mut buf, every).is_none(), "nothing to do without a session or handshake");
+        let init = InitInFlight { bytes: vec![1; 148], sent: t, retries: 0, next: t + every, direct_only: false };
+        p.session.initiating(t, init);
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let retried =
+            |p: &mut super::Peer<()>, ms: u64, buf: &mut [u8]| p.tick(at(ms), buf, every).is_some_and(|d| d.retry);
+        assert!(!retried(&mut p, 500, &mut buf));
+        assert!(retried(&mut p, 1_000, &mut buf), "first retry after one interval");
+        assert!(!retried(&mut p, 2_000, &mut buf), "then after two more");
+        assert!(retried(&mut p, 3_000, &mut buf));
+        assert!(!retried(&mut p, FAST_RETRY_FOR.as_millis() as u64, &mut buf));
+        assert!(p.session.init().is_none(), "boringtun's own retries take over");
+        // A peer that is not up is not probed, whatever we sent it.
+        p.endpoint = Some(direct("198.18.0.2:4242"));
+        p.tx_packets += 1;
+        assert!(p.tick(at(6_000), &mut buf, every).is_none());
     }
 }

@@ -304,49 +304,8 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Instant;
 
-    use boringtun::noise::Tunn;
-    use boringtun::x25519::{PublicKey, StaticSecret};
-
     use super::{PENDING_PEERS, PENDING_QUEUE, PeerTable, PendingPeers, Queued, TooManyPending};
-    use crate::cert::keys::{CaSecret, HostSecret};
-    use crate::cert::pool::{Blocklist, CaPool};
-    use crate::cert::{Certificate, Details};
-    use crate::mesh::peer::Peer;
-    use crate::unixtime::UnixTime;
-
-    /// A peer with a real certificate (under a fresh CA) for overlay address `ip`.
-    fn peer(ip: &str) -> Peer<()> {
-        let ca_key = CaSecret::generate();
-        let ca = Details {
-            name: "ca".into(),
-            ips: vec![],
-            subnets: vec![],
-            groups: vec![],
-            not_before: UnixTime(1_000),
-            not_after: UnixTime(10_000),
-            public_key: ca_key.public(),
-            is_ca: true,
-            issuer: None,
-        };
-        let ca = Certificate::sign(&ca, ca_key.signing_key()).expect("ca");
-        let host = Details {
-            name: format!("host-{ip}"),
-            ips: vec![ip.parse().expect("net")],
-            not_before: UnixTime(2_000),
-            not_after: UnixTime(9_000),
-            public_key: HostSecret::generate().public().0,
-            is_ca: false,
-            issuer: Some(ca.fingerprint()),
-            ..ca.details().clone()
-        };
-        let host = Certificate::sign(&host, ca_key.signing_key()).expect("host");
-        let mut pool = CaPool::default();
-        pool.add(ca).expect("pool");
-        let v = pool.verify(&host, UnixTime(5_000), &Blocklist::default()).expect("verifies");
-        let tunn =
-            Tunn::new(StaticSecret::from([7; 32]), PublicKey::from(host.details().public_key), None, None, 1, None);
-        Peer::new(v, (), tunn)
-    }
+    use crate::mesh::test_support::peer;
 
     #[test]
     fn lookups_follow_insert_and_remove() {

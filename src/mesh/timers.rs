@@ -1,17 +1,14 @@
 //! Periodic work: boringtun timers (keepalives, rekeys, expiry), our fast initiation retries,
 //! Hello retries, per-second budgets, discovery, and re-checking peer certificates.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-
-use boringtun::noise::TunnResult;
-use boringtun::noise::errors::WireGuardError;
 
 use super::control::Control;
 use super::event::{Event, RemoveReason};
 use super::path_check::PathAction;
 use super::peer::Path;
-use super::{FAST_RETRY_FOR, IDLE_PEER, Node, Policy, TIMER_TICK, wire};
+use super::{IDLE_PEER, Node, Policy, TIMER_TICK, wire};
 use crate::cert::pool::VerifyError;
 use crate::unixtime::UnixTime;
 
@@ -36,6 +33,8 @@ impl<P: Policy> Node<P> {
         }
     }
 
+    /// Every peer's tick (`Peer::tick`), in index order: the node sends and reports what
+    /// each asks for. One map lookup per peer when nothing is due.
     fn peer_timers(&mut self, now: Instant) {
         let mut buf = self.take_buffer();
         // In index order, not the map's (seeded per process): what goes out, and so which
@@ -44,50 +43,41 @@ impl<P: Policy> Node<P> {
             let Some(peer) = self.peers.get_mut(idx) else {
                 continue;
             };
-            match peer.tunn.update_timers(&mut buf) {
-                TunnResult::WriteToNetwork(d) => {
-                    let d = d.to_vec();
-                    if wire::is_handshake_init(&d) {
-                        self.send_initiation(now, idx, d);
-                    } else if let Some(path) = peer.endpoint {
+            let Some(due) = peer.tick(now, &mut buf, self.try_interval) else {
+                continue;
+            };
+            if let Some(Some(cause)) = due.expired {
+                self.out.counters.sessions_expired += 1;
+                self.out.event(Event::SessionEnded { name: peer.name.clone(), vpn_ip: peer.vpn_ip, cause });
+            }
+            match due.datagram {
+                Some(d) if wire::is_handshake_init(&d) => self.send_initiation(now, idx, d),
+                Some(d) => {
+                    if let Some(path) = peer.endpoint {
                         self.send_path(now, path, d);
                     }
                 }
-                TunnResult::Err(WireGuardError::ConnectionExpired) => {
-                    if let Some(cause) = peer.session.expired(now) {
-                        self.out.counters.sessions_expired += 1;
-                        self.out.event(Event::SessionEnded { name: peer.name.clone(), vpn_ip: peer.vpn_ip, cause });
-                    }
-                }
-                _ => {}
+                None => {}
             }
-            self.check_direct_path(now, idx);
-            // Our own faster retries of the initiation in flight (boringtun waits 5 s).
-            let Some(peer) = self.peers.get_mut(idx) else {
-                continue;
-            };
-            let retry = match peer.session.init_mut() {
-                Some(init) if now.duration_since(init.sent) >= FAST_RETRY_FOR => {
-                    peer.session.stop_fast_retries();
-                    false
+            match due.path {
+                Some(PathAction::Probe { nonce, path }) => {
+                    self.out.counters.path_probes += 1;
+                    self.send_control_on(now, idx, &Control::PathProbe { nonce }, Path::Direct(path));
                 }
-                Some(init) if now >= init.next => {
-                    init.retries += 1;
-                    init.next = now + self.try_interval * (init.retries + 1);
-                    true
-                }
-                _ => false,
-            };
-            if retry {
+                Some(PathAction::Lost(addr)) => self.direct_path_lost(idx, addr),
+                Some(PathAction::Nothing) | None => {}
+            }
+            if due.retry {
                 self.resend_initiation(now, idx);
             }
         }
         self.put_buffer(buf);
     }
 
-    /// Probes the direct path of a peer we send to, and moves its traffic to a relay when a
-    /// probe goes unanswered (see `path_check`).
-    fn check_direct_path(&mut self, now: Instant, idx: u32) {
+    /// A probe of the direct path to peer `idx` went unanswered: its traffic moves to a relay
+    /// (see `path_check`), if one serves it.
+    fn direct_path_lost(&mut self, idx: u32, addr: SocketAddr) {
+        self.out.counters.direct_paths_lost += 1;
         let us = self.id.vpn_ip;
         // Relays by identity (the lists name them by any address), never ourselves.
         let relays: Vec<IpAddr> = self.peers.get(idx).map_or_else(Vec::new, |p| {
@@ -95,26 +85,13 @@ impl<P: Policy> Node<P> {
             listed.filter(|r| !self.id.is_own(**r)).map(|r| self.peers.identity_of(*r)).collect()
         });
         let Some(peer) = self.peers.get_mut(idx) else { return };
-        if !peer.session.is_up() {
-            return;
+        let vpn_ip = peer.vpn_ip;
+        let relay = relays.into_iter().find(|r| *r != us && *r != vpn_ip);
+        let now_via = relay.map(|relay| Path::Relay { relay, peer: vpn_ip });
+        if now_via.is_some() {
+            peer.endpoint = now_via;
         }
-        match peer.path_check.on_tick(now, peer.endpoint, peer.tx_packets) {
-            PathAction::Nothing => {}
-            PathAction::Probe { nonce, path } => {
-                self.out.counters.path_probes += 1;
-                self.send_control_on(now, idx, &Control::PathProbe { nonce }, Path::Direct(path));
-            }
-            PathAction::Lost(addr) => {
-                self.out.counters.direct_paths_lost += 1;
-                let vpn_ip = peer.vpn_ip;
-                let relay = relays.into_iter().find(|r| *r != us && *r != vpn_ip);
-                let now_via = relay.map(|relay| Path::Relay { relay, peer: vpn_ip });
-                if now_via.is_some() {
-                    peer.endpoint = now_via;
-                }
-                self.out.event(Event::DirectPathLost { name: peer.name.clone(), vpn_ip, path: addr, now_via });
-            }
-        }
+        self.out.event(Event::DirectPathLost { name: peer.name.clone(), vpn_ip, path: addr, now_via });
     }
 
     fn forget_idle_peers(&mut self, now: Instant) {

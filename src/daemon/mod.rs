@@ -308,7 +308,8 @@ impl Daemon {
             Ok(r) => {
                 info!("reload: {}", r.summary);
                 if !r.needs_restart.is_empty() {
-                    warn!("reload: not applied until cos-mesh restarts: {}", r.needs_restart.join(", "));
+                    let pending: Vec<String> = r.needs_restart.iter().map(ToString::to_string).collect();
+                    warn!("reload: not applied until cos-mesh restarts: {}", pending.join(", "));
                 }
             }
             Err(e) => error!("reload failed, keeping the running configuration: {e}"),
@@ -356,7 +357,10 @@ impl Daemon {
                 Some(Request::Status) => self.status(now),
                 Some(Request::Members) => self.members(now),
                 Some(Request::Reload) => match self.reload() {
-                    Ok(r) => json!({ "reloaded": r.summary, "needs_restart": r.needs_restart }),
+                    Ok(r) => {
+                        let pending: Vec<String> = r.needs_restart.iter().map(ToString::to_string).collect();
+                        json!({ "reloaded": r.summary, "needs_restart": pending })
+                    }
                     Err(e) => json!({ "error": format!("reload failed, the running configuration is kept: {e}") }),
                 },
                 Some(Request::Ping(p)) => {
@@ -426,8 +430,8 @@ enum ReloadError {
 /// What a reload applied, and what it could not.
 struct Reloaded {
     summary: String,
-    /// Changed settings that only a restart applies, as `key (old → new)`.
-    needs_restart: Vec<String>,
+    /// Changed settings that only a restart applies (printed as `key (old → new)`).
+    needs_restart: Vec<restart::RestartPending>,
 }
 
 /// Says once at start which data path is on, so an operator reading the log knows.

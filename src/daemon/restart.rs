@@ -32,24 +32,37 @@ impl RestartOnly {
         ])
     }
 
-    /// The keys whose value differs in `new`, as `key (old → new)`; long values by key alone.
-    pub fn changed(&self, new: &RestartOnly) -> Vec<String> {
+    /// The settings whose value differs in `new`.
+    pub fn changed(&self, new: &RestartOnly) -> Vec<RestartPending> {
         self.0
             .iter()
             .zip(&new.0)
             .filter(|(a, b)| a.1 != b.1)
-            .map(
-                |((key, old), (_, new))| {
-                    if old.len() + new.len() <= 60 { format!("{key} ({old} → {new})") } else { key.to_string() }
-                },
-            )
+            .map(|((key, old), (_, new))| RestartPending { key, old: old.clone(), new: new.clone() })
             .collect()
+    }
+}
+
+/// A changed setting that only a restart applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPending {
+    pub key: &'static str,
+    pub old: String,
+    pub new: String,
+}
+
+/// `key (old → new)`; long values by key alone.
+impl std::fmt::Display for RestartPending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RestartPending { key, old, new } = self;
+        if old.len() + new.len() <= 60 { write!(f, "{key} ({old} → {new})") } else { f.write_str(key) }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::RestartOnly;
+    use crate::config::Config;
 
     fn parse(yaml: &str) -> Config {
         serde_saphyr::from_str(yaml).unwrap()
@@ -62,7 +75,7 @@ mod tests {
         assert!(old.changed(&same).is_empty(), "reloadable keys are not restart-only");
         let new = RestartOnly::of(&parse("tun:\n  dev: nebula2\nlisten:\n  port: 4243\n"));
         assert_eq!(
-            old.changed(&new),
+            old.changed(&new).iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec![
                 "tun.dev (nebula1 → nebula2)",
                 "listen.port (4242 → 4243)",

@@ -8,79 +8,23 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use support::daemon::{BIN, Host, Segment, checksummed_stream, cli};
+use support::daemon::{BIN, Host, Pki, Segment, checksummed_stream, connect};
 use support::wait_until;
 
 /// Inbound: ICMP from everyone, TCP 5001 from group `ops` only; the rest is rejected.
 const FIREWALL: &str = "  outbound:\n    - {port: any, proto: any, host: any}\n  inbound:\n    - {port: any, proto: icmp, host: any}\n    - {port: 5001, proto: tcp, group: ops}\n  inbound_action: reject";
 
-/// A v2 CA over `100.64.0.0/10` and `fd00::/16`, in a temp directory.
-struct Pki {
-    dir: tempfile::TempDir,
+/// A v2 CA over `100.64.0.0/10` and `fd00::/16`.
+fn pki() -> Pki {
+    Pki::v2("v6-only CA", "100.64.0.0/10,fd00::/16")
 }
 
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let networks = "100.64.0.0/10,fd00::/16";
-        let args = [
-            "ca",
-            "--version",
-            "2",
-            "--name",
-            "v6-only CA",
-            "--networks",
-            networks,
-            "--out-crt",
-            "ca.crt",
-            "--out-key",
-            "ca.key",
-        ];
-        cli(dir.path(), &args);
-        Pki { dir }
-    }
-
-    /// Signs `name` for exactly `networks` (comma-separated) in `groups`; returns (cert, key).
-    fn sign(&self, name: &str, networks: &str, groups: &str) -> (PathBuf, PathBuf) {
-        let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
-        let args = [
-            "sign",
-            "--ca-crt",
-            "ca.crt",
-            "--ca-key",
-            "ca.key",
-            "--name",
-            name,
-            "--networks",
-            networks,
-            "--groups",
-            groups,
-            "--out-crt",
-            &crt,
-            "--out-key",
-            &key,
-        ];
-        cli(self.dir.path(), &args);
-        (self.dir.path().join(crt), self.dir.path().join(key))
-    }
-
-    fn configure(&self, h: &Host, networks: &str, groups: &str, statics: &[(&str, &str)], extra: &str) {
-        let (crt, key) = self.sign(&h.name, networks, groups);
-        h.configure(&self.dir.path().join("ca.crt"), &crt, &key, statics, FIREWALL, extra);
-    }
-}
-
-fn ping6(host: &Host, ip: &str) -> bool {
-    host.ns.exec("ping", &["-6", "-c", "1", "-W", "1", ip]).status.success()
-}
-
-fn connect(host: &Host, addr: &str) -> Result<(), std::io::ErrorKind> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    host.ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop).map_err(|e| e.kind()))
+/// Signs `h` for exactly `networks` (comma-separated) in `groups` and writes its config.
+fn configure(pki: &Pki, h: &Host, networks: &str, groups: &str, statics: &[(&str, &str)], extra: &str) {
+    let (crt, key) = pki.sign_networks(&h.name, networks, groups);
+    h.configure(&pki.ca_crt(), &crt, &key, statics, FIREWALL, extra);
 }
 
 fn peer<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
@@ -95,11 +39,11 @@ fn registered(h: &Host) -> bool {
 
 #[test]
 fn a_dual_stack_node_talks_to_v4_only_and_v6_only_peers() {
-    let pki = Pki::new();
+    let pki = pki();
     let seg = Segment::new();
     let mut lighthouse = Host::new(&seg, "lighthouse", "198.18.0.1", "100.64.0.1");
     let lh_extra = "lighthouse:\n  am_lighthouse: true\nrelay:\n  am_relay: true\n";
-    pki.configure(&lighthouse, "100.64.0.1/10,fd00:64::1/64", "lighthouse", &[], lh_extra);
+    configure(&pki, &lighthouse, "100.64.0.1/10,fd00:64::1/64", "lighthouse", &[], lh_extra);
     lighthouse.start();
 
     // d and f know the lighthouse by its IPv4 overlay address, s (no IPv4) by its IPv6 one.
@@ -108,9 +52,9 @@ fn a_dual_stack_node_talks_to_v4_only_and_v6_only_peers() {
     let mut d = Host::new(&seg, "d", "198.18.0.2", "100.64.0.2");
     let mut f = Host::new(&seg, "f", "198.18.0.3", "100.64.0.3");
     let mut s = Host::new(&seg, "s", "198.18.0.4", "fd00:64::4");
-    pki.configure(&d, "100.64.0.2/10,fd00:64::2/64", "ops", &[("100.64.0.1", "198.18.0.1")], by_v4);
-    pki.configure(&f, "100.64.0.3/10", "ops", &[("100.64.0.1", "198.18.0.1")], by_v4);
-    pki.configure(&s, "fd00:64::4/64", "service", &[("fd00:64::1", "198.18.0.1")], by_v6);
+    configure(&pki, &d, "100.64.0.2/10,fd00:64::2/64", "ops", &[("100.64.0.1", "198.18.0.1")], by_v4);
+    configure(&pki, &f, "100.64.0.3/10", "ops", &[("100.64.0.1", "198.18.0.1")], by_v4);
+    configure(&pki, &s, "fd00:64::4/64", "service", &[("fd00:64::1", "198.18.0.1")], by_v6);
     for h in [&mut d, &mut f, &mut s] {
         h.start();
     }
@@ -125,8 +69,8 @@ fn a_dual_stack_node_talks_to_v4_only_and_v6_only_peers() {
     assert_eq!(status["node"]["vpn_ip"], "fd00:64::4", "{status}");
 
     // s has never heard of d: the lighthouse answers its query for d's IPv6 address.
-    assert!(wait_until(Duration::from_secs(10), || ping6(&s, "fd00:64::2")), "s → d:\n{}\n{}", s.log(), d.log());
-    assert!(wait_until(Duration::from_secs(10), || ping6(&d, "fd00:64::4")), "d → s:\n{}\n{}", d.log(), s.log());
+    assert!(wait_until(Duration::from_secs(10), || s.ping6("fd00:64::2")), "s → d:\n{}\n{}", s.log(), d.log());
+    assert!(wait_until(Duration::from_secs(10), || d.ping6("fd00:64::4")), "d → s:\n{}\n{}", d.log(), s.log());
     // d reaches the v4-only f over the v4 overlay, and f reaches d.
     assert!(wait_until(Duration::from_secs(10), || d.ping("100.64.0.3")), "d → f:\n{}\n{}", d.log(), f.log());
     assert!(wait_until(Duration::from_secs(10), || f.ping("100.64.0.2")), "f → d:\n{}", f.log());
@@ -152,8 +96,8 @@ fn a_dual_stack_node_talks_to_v4_only_and_v6_only_peers() {
     assert!(took < Duration::from_secs(30), "2 MiB took {took:?}");
     // The group rule on s: the lighthouse (group lighthouse) is rejected on the same port.
     let listener = s.ns.run(|| std::net::TcpListener::bind("[fd00:64::4]:5001").unwrap());
-    assert_eq!(connect(&lighthouse, "[fd00:64::4]:5001"), Err(std::io::ErrorKind::ConnectionRefused));
-    assert_eq!(connect(&d, "[fd00:64::4]:5001"), Ok(()));
+    assert_eq!(connect(&lighthouse.ns, "[fd00:64::4]:5001"), Err(std::io::ErrorKind::ConnectionRefused));
+    assert_eq!(connect(&d.ns, "[fd00:64::4]:5001"), Ok(()));
     drop(listener);
     let lh_status = lighthouse.status();
     assert_eq!(lh_status["counters"]["rx_malformed"].as_u64().unwrap_or(0), 0, "{}", lh_status["counters"]);

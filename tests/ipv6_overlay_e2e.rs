@@ -8,11 +8,9 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use support::daemon::{Host, Segment, checksummed_stream, cli};
+use support::daemon::{Host, Pki, Segment, checksummed_stream, connect};
 use support::{Netns, Router, default_route, veth, wait_until};
 
 /// The CA's networks: every node's v4 and v6 networks must lie inside them.
@@ -21,55 +19,16 @@ const CA_NETWORKS: &str = "100.64.0.0/10,fd00::/16";
 /// rejected (a TCP RST back through the tunnel).
 const FIREWALL: &str = "  outbound:\n    - {port: any, proto: any, host: any}\n  inbound:\n    - {port: any, proto: icmp, host: any}\n    - {port: 5001, proto: tcp, group: ops}\n  inbound_action: reject";
 
-/// A v2 CA with an IPv4 and an IPv6 network, in a temp directory.
-struct DualStackPki {
-    dir: tempfile::TempDir,
+/// A v2 CA with an IPv4 and an IPv6 network.
+fn pki() -> Pki {
+    Pki::v2("v6 CA", CA_NETWORKS)
 }
 
-impl DualStackPki {
-    fn new() -> DualStackPki {
-        let dir = tempfile::tempdir().unwrap();
-        let args = ["ca", "--name", "v6 CA", "--networks", CA_NETWORKS, "--out-crt", "ca.crt", "--out-key", "ca.key"];
-        cli(dir.path(), &args);
-        DualStackPki { dir }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
-    }
-
-    /// Signs node `n` (`100.64.0.n/10`, `fd00:64::n/64`) in `groups`; returns (cert, key).
-    fn sign(&self, name: &str, n: u8, groups: &str) -> (PathBuf, PathBuf) {
-        let networks = format!("{},{}/64", v4(n), v6(n));
-        let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
-        let d = self.dir.path();
-        cli(
-            d,
-            &[
-                "sign",
-                "--ca-crt",
-                "ca.crt",
-                "--ca-key",
-                "ca.key",
-                "--name",
-                name,
-                "--networks",
-                &networks,
-                "--groups",
-                groups,
-                "--out-crt",
-                &crt,
-                "--out-key",
-                &key,
-            ],
-        );
-        (d.join(crt), d.join(key))
-    }
-
-    fn configure(&self, h: &Host, n: u8, groups: &str, statics: &[(&str, &str)], extra: &str) {
-        let (crt, key) = self.sign(&h.name, n, groups);
-        h.configure(&self.ca(), &crt, &key, statics, FIREWALL, extra);
-    }
+/// Signs node `h` as number `n` (`100.64.0.n/10`, `fd00:64::n/64`) in `groups` and writes its
+/// config.
+fn configure(pki: &Pki, h: &Host, n: u8, groups: &str, statics: &[(&str, &str)], extra: &str) {
+    let (crt, key) = pki.sign_networks(&h.name, &format!("{},{}/64", v4(n), v6(n)), groups);
+    h.configure(&pki.ca_crt(), &crt, &key, statics, FIREWALL, extra);
 }
 
 fn v4(n: u8) -> String {
@@ -80,26 +39,15 @@ fn v6(n: u8) -> String {
     format!("fd00:64::{n}")
 }
 
-/// `ping -6 -c1` to an overlay address; true if answered.
-fn ping6(host: &Host, ip: &str) -> bool {
-    host.ns.exec("ping", &["-6", "-c", "1", "-W", "1", ip]).status.success()
-}
-
 fn assert_ping6(from: &Host, to: &Host, ip: &str) {
     assert!(
-        wait_until(Duration::from_secs(10), || ping6(from, ip)),
+        wait_until(Duration::from_secs(10), || from.ping6(ip)),
         "{} cannot ping -6 {} ({ip}):\n{}\n{}",
         from.name,
         to.name,
         from.log(),
         to.log()
     );
-}
-
-/// A TCP connection from inside `ns`: `Ok` when it completed, else how it failed.
-fn connect(ns: &Netns, addr: &str) -> Result<(), std::io::ErrorKind> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop).map_err(|e| e.kind()))
 }
 
 fn peer_field(host: &Host, name: &str, field: &str) -> serde_json::Value {
@@ -111,7 +59,7 @@ fn peer_field(host: &Host, name: &str, field: &str) -> serde_json::Value {
 
 #[test]
 fn dual_stack_daemons_ping6_stream_and_filter_by_group_over_ipv6() {
-    let pki = DualStackPki::new();
+    let pki = pki();
     let seg = Segment::new();
     // (name, n, groups): `c` runs the service; `a` is in ops, `b` is not.
     let nodes = [("a", 1u8, "ops"), ("b", 2, "dev"), ("c", 3, "ops,service")];
@@ -126,7 +74,7 @@ fn dual_stack_daemons_ping6_stream_and_filter_by_group_over_ipv6() {
         // Each node knows the others only by their IPv6 overlay addresses.
         let statics: Vec<(&str, &str)> =
             (0..nodes.len()).filter(|j| *j != i).map(|j| (v6s[j].as_str(), unders[j].as_str())).collect();
-        pki.configure(h, *n, groups, &statics, "");
+        configure(&pki, h, *n, groups, &statics, "");
     }
     for h in &mut hosts {
         h.start();
@@ -184,10 +132,10 @@ fn behind_nat(public: &Segment, n: u8, name: &str, vpn: &str) -> (Router, Host) 
 
 #[test]
 fn nodes_behind_nat_find_each_other_by_ipv6_overlay_address_via_the_lighthouse() {
-    let pki = DualStackPki::new();
+    let pki = pki();
     let public = Segment::new();
     let mut lighthouse = Host::new(&public, "lighthouse", "198.18.0.1", "100.64.0.1");
-    pki.configure(&lighthouse, 1, "lighthouse", &[], "lighthouse:\n  am_lighthouse: true\n");
+    configure(&pki, &lighthouse, 1, "lighthouse", &[], "lighthouse:\n  am_lighthouse: true\n");
     lighthouse.start();
     // Nodes know the lighthouse (by its v4 overlay IP, as lighthouse.hosts lists it) and
     // nothing else: no relay, so only a punched direct path can carry their traffic.
@@ -195,8 +143,8 @@ fn nodes_behind_nat_find_each_other_by_ipv6_overlay_address_via_the_lighthouse()
     let statics = [("100.64.0.1", "198.18.0.1")];
     let (_ra, mut a) = behind_nat(&public, 1, "a", "100.64.0.11");
     let (_rb, mut b) = behind_nat(&public, 2, "b", "100.64.0.21");
-    pki.configure(&a, 11, "ops", &statics, extra);
-    pki.configure(&b, 21, "ops", &statics, extra);
+    configure(&pki, &a, 11, "ops", &statics, extra);
+    configure(&pki, &b, 21, "ops", &statics, extra);
     a.start();
     b.start();
     for h in [&a, &b] {
@@ -239,10 +187,10 @@ fn listen_on_any_v6(h: &Host) {
 
 #[test]
 fn an_ipv6_underlay_carries_the_overlay_and_the_lighthouse_protocol() {
-    let pki = DualStackPki::new();
+    let pki = pki();
     let seg = Segment::new();
     let mut lighthouse = v6_underlay_host(&seg, "lighthouse", 1, "100.64.0.1");
-    pki.configure(&lighthouse, 1, "lighthouse", &[], "lighthouse:\n  am_lighthouse: true\n");
+    configure(&pki, &lighthouse, 1, "lighthouse", &[], "lighthouse:\n  am_lighthouse: true\n");
     listen_on_any_v6(&lighthouse);
     lighthouse.start();
     // The lighthouse's static_host_map entry is `[2001:db8::1]:4242`; a and b report their v6
@@ -252,7 +200,7 @@ fn an_ipv6_underlay_carries_the_overlay_and_the_lighthouse_protocol() {
     let mut a = v6_underlay_host(&seg, "a", 2, "100.64.0.2");
     let mut b = v6_underlay_host(&seg, "b", 3, "100.64.0.3");
     for (h, n) in [(&a, 2), (&b, 3)] {
-        pki.configure(h, n, "ops", &statics, extra);
+        configure(&pki, h, n, "ops", &statics, extra);
         listen_on_any_v6(h);
     }
     a.start();
@@ -271,7 +219,7 @@ fn an_ipv6_underlay_carries_the_overlay_and_the_lighthouse_protocol() {
     // at 198.18.0.1 and is seen as IPv4 (not ::ffff:198.18.0.5).
     seg.attach(&lighthouse.ns, "198.18.0.1/24");
     let mut c = Host::new(&seg, "c", "198.18.0.5", "100.64.0.5");
-    pki.configure(&c, 5, "ops", &[("100.64.0.1", "198.18.0.1")], extra);
+    configure(&pki, &c, 5, "ops", &[("100.64.0.1", "198.18.0.1")], extra);
     c.start();
     assert_ping6(&c, &lighthouse, &v6(1));
     assert_eq!(peer_field(&lighthouse, "c", "endpoint"), "198.18.0.5:4242");
@@ -281,12 +229,16 @@ fn an_ipv6_underlay_carries_the_overlay_and_the_lighthouse_protocol() {
 /// `static_host_map` key outside the certificate's v6 network, are refused naming the key.
 #[test]
 fn check_refuses_what_an_ipv6_overlay_cannot_use() {
-    let pki = DualStackPki::new();
-    let (crt, key) = pki.sign("n", 5, "ops");
+    let pki = pki();
+    let (crt, key) = pki.sign_networks("n", &format!("{},{}/64", v4(5), v6(5)), "ops");
     let check = |extra: &str| {
         let config = pki.dir.path().join("config.yml");
-        let text =
-            format!("pki:\n  ca: {}\n  cert: {}\n  key: {}\n{extra}", pki.ca().display(), crt.display(), key.display());
+        let text = format!(
+            "pki:\n  ca: {}\n  cert: {}\n  key: {}\n{extra}",
+            pki.ca_crt().display(),
+            crt.display(),
+            key.display()
+        );
         std::fs::write(&config, text).unwrap();
         let out = std::process::Command::new(support::daemon::BIN)
             .args(["check", "-c", &config.to_string_lossy()])

@@ -48,12 +48,33 @@ impl Pki {
         Pki { dir, ca }
     }
 
+    /// A version 2 CA over `networks` (comma-separated, IPv4 and IPv6), as `cos-mesh ca --version
+    /// 2 --networks` makes it.
+    pub fn v2(name: &str, networks: &str) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = format!("{name}-ca");
+        let (crt, key) = (format!("{ca}.crt"), format!("{ca}.key"));
+        let args =
+            ["ca", "--version", "2", "--name", name, "--networks", networks, "--out-crt", &crt, "--out-key", &key];
+        cli(dir.path(), &args);
+        Pki { dir, ca }
+    }
+
     pub fn ca_crt(&self) -> PathBuf {
         self.dir.path().join(format!("{}.crt", self.ca))
     }
 
     /// Signs `name` for `ip` (`100.64.0.x/10`) with `groups`; returns (cert, key) paths.
     pub fn sign(&self, name: &str, ip: &str, groups: &str) -> (PathBuf, PathBuf) {
+        self.sign_with(name, "--ip", ip, groups)
+    }
+
+    /// Signs `name` for exactly `networks` (comma-separated, v4 and v6; a v2 certificate).
+    pub fn sign_networks(&self, name: &str, networks: &str, groups: &str) -> (PathBuf, PathBuf) {
+        self.sign_with(name, "--networks", networks, groups)
+    }
+
+    fn sign_with(&self, name: &str, flag: &str, networks: &str, groups: &str) -> (PathBuf, PathBuf) {
         let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
         let ca_crt = format!("{}.crt", self.ca);
         let ca_key = format!("{}.key", self.ca);
@@ -65,8 +86,8 @@ impl Pki {
             &ca_key,
             "--name",
             name,
-            "--ip",
-            ip,
+            flag,
+            networks,
             "--out-crt",
             &crt,
             "--out-key",
@@ -78,6 +99,12 @@ impl Pki {
         cli(self.dir.path(), &args);
         (self.dir.path().join(crt), self.dir.path().join(key))
     }
+}
+
+/// A TCP connection from inside `ns` to `addr`: `Ok` when it completed, else how it failed.
+pub fn connect(ns: &Netns, addr: &str) -> Result<(), std::io::ErrorKind> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop).map_err(|e| e.kind()))
 }
 
 /// An underlay segment: a namespace with a bridge that hosts attach to.
@@ -232,6 +259,11 @@ impl Host {
     /// `ping -c1` to an overlay address from this host; true if answered.
     pub fn ping(&self, ip: &str) -> bool {
         self.ns.exec("ping", &["-c", "1", "-W", "1", ip]).status.success()
+    }
+
+    /// `ping -6 -c1` to an IPv6 overlay address; true if answered.
+    pub fn ping6(&self, ip: &str) -> bool {
+        self.ns.exec("ping", &["-6", "-c", "1", "-W", "1", ip]).status.success()
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use cos_mesh::cert::keys::{CaSecret, HostSecret};
 use cos_mesh::cert::pool::{Blocklist, CaPool};
 use cos_mesh::cert::{Certificate, Tbs, Version};
-use cos_mesh::mesh::{Discovery, Event};
+use cos_mesh::mesh::Event;
 use cos_mesh::unixtime::UnixTime;
 use simnet::{Ca, Settings, Sim, WALL0, underlay, vpn};
 
@@ -356,16 +356,10 @@ fn ipv6_overlay_traffic_goes_through_a_relay_when_no_direct_path_works() {
 /// address, `s` by its IPv6 one; nobody knows anybody else. Returns (lighthouse, d, f, s).
 fn family_world(sim: &mut Sim) -> [usize; 4] {
     let ca = ca(Version::V2, "v2 ca");
-    let (lh_cert, lh_key) = node(&ca, Version::V2, "lighthouse", 1);
-    let mut cfg = Sim::config(&ca, lh_cert, lh_key, &[]);
-    cfg.discovery = Discovery { am_lighthouse: true, am_relay: true, ..Discovery::default() };
-    let lh = sim.add(cfg, 1);
+    let lh = sim.add(Settings::of(&ca, node(&ca, Version::V2, "lighthouse", 1)).serves(true, true).config(), 1);
     let mut add = |name: &str, n: u8, networks: Vec<ipnet::IpNet>, lighthouse: IpAddr| {
-        let (cert, key) = node_with_networks(&ca, Version::V2, name, networks);
-        let mut cfg = Sim::config(&ca, cert, key, &[]);
-        cfg.static_hosts = HashMap::from([(lighthouse, vec![underlay(1)])]);
-        cfg.discovery = Discovery { lighthouses: vec![lighthouse], relays: vec![lighthouse], ..Discovery::default() };
-        sim.add(cfg, n)
+        let cert = node_with_networks(&ca, Version::V2, name, networks);
+        sim.add(Settings::of(&ca, cert).served_by_at(1, lighthouse).config(), n)
     };
     let by_v4 = IpAddr::V4(vpn(1));
     let d = add("d", 2, vec!["100.64.0.2/10".parse().unwrap(), "fd00::2/64".parse().unwrap()], by_v4);

@@ -229,6 +229,15 @@ impl Settings {
         self
     }
 
+    /// Knows node `n` by overlay address `addr` (any of its networks, IPv4 or IPv6) and uses
+    /// it as its lighthouse and relay.
+    pub fn served_by_at(mut self, n: u8, addr: IpAddr) -> Settings {
+        self.0.static_hosts.insert(addr, vec![underlay(n)]);
+        self.0.discovery.lighthouses = vec![addr];
+        self.0.discovery.relays = vec![addr];
+        self
+    }
+
     /// Is a lighthouse (`am_lighthouse`) and/or a relay (`am_relay`).
     pub fn serves(mut self, am_lighthouse: bool, am_relay: bool) -> Settings {
         self.0.discovery.am_lighthouse = am_lighthouse;

@@ -41,8 +41,10 @@
 //! - `peer_table`: `PeerTable`, the peers by session index with their lookups (overlay IP,
 //!   every certificate address, key, the peer's own index) kept consistent by insert/remove;
 //!   `PendingPeers`, peers being met and their waiting packets, bounded;
-//! - `peer`, `session` and `path_check`: one peer's state, its session as one state enum
-//!   (handshaking, up, rekeying, expired), and whether its direct path still carries ours;
+//! - `peer`, `session` and `path_check`: one peer's state and the decisions it makes alone
+//!   (`Peer::tick`: boringtun's timers, the path check and our fast retries; `Peer::heard_from`:
+//!   roaming), its session as one state enum (handshaking, up, rekeying, expired), and whether
+//!   its direct path still carries ours;
 //! - `discovery`: `DiscoveryState` (settings, lighthouse registrations, answers, member lists,
 //!   scheduled punches, report timers) and the `Node` methods that handle control messages
 //!   (`control`: their wire format), queries, punching, relays and path probes;
@@ -52,7 +54,8 @@
 //! - `wire`: underlay datagram classification ([`wire::WgType`], Hello, UnknownIndex, punches);
 //! - `inbound` (underlay → TUN), `outbound` (TUN → underlay), `exchange` (Hellos, peer
 //!   install/refresh/removal) and `timers` (boringtun timers, retries, the once-a-second work):
-//!   `Node` methods only, the routes between the parts.
+//!   `Node` methods only, the routes between the parts;
+//! - `test_support` (tests only): a CA, its certificates and peers holding them.
 //!
 //! A datagram's way in: `handle_datagram` (inbound) → `wire::classify` →
 //! - Hello/HelloReply → `exchange`: `Admission::verify` (cache, then budget, then signature),
@@ -62,7 +65,7 @@
 //!   index hints at (`PeerTable::index_of_remote`), else `parse_handshake_anon` → a peer by key,
 //!   or a new peer from the `Admission` certificate cache (else the initiation is held);
 //! - other WireGuard messages → the peer by receiver index → `offer`: its `Tunn` decrypts →
-//!   `authenticated` (roaming, session state, `DiscoveryState` report timer) → a control
+//!   `authenticated` (roaming by `Peer::heard_from`, session state, `DiscoveryState` report timer) → a control
 //!   message (`discovery::handle_control`) or a relayed datagram (back into `receive` once) or
 //!   an IP packet: source must belong to the peer, destination to us (`Identity`), then the
 //!   firewall (`Policy`) → returned for the TUN. Replies and events wait in `Output`.

@@ -21,6 +21,8 @@ use cos_mesh::mesh::{Direction, Discovery, Event, MIN_BUFFER, Node, NodeConfig, 
 use cos_mesh::packet::Flow;
 use cos_mesh::unixtime::UnixTime;
 use mock_instant::MockClock;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
 
 pub const WALL0: i64 = 1_800_000_000;
 
@@ -298,13 +300,16 @@ struct InFlight {
     data: Vec<u8>,
 }
 
-/// The simulated world: nodes, a network with a fixed latency, NATs, and the virtual clock.
+/// The simulated world: nodes, a network with a latency (fixed, or with a seeded random extra
+/// delay that makes datagrams overtake each other), NATs, and the virtual clock.
 pub struct Sim {
     pub nodes: Vec<SimNode>,
     pub nats: Vec<Nat>,
     pub now: Instant,
     pub start: Instant,
     pub latency: Duration,
+    /// Up to this much extra delay per datagram, drawn from the generator: reordering.
+    jitter: Option<(Duration, ChaCha8Rng)>,
     in_flight: Vec<InFlight>,
     /// Returns false to drop a datagram (loss, partitions); sees post-NAT addresses.
     pub filter: Filter,
@@ -331,6 +336,7 @@ impl Sim {
             now: start,
             start,
             latency: Duration::from_millis(5),
+            jitter: None,
             in_flight: vec![],
             filter: Box::new(|_, _, _, _| true),
             buf: vec![0; MIN_BUFFER],
@@ -433,10 +439,20 @@ impl Sim {
         self.transmit(from, to, site, data);
     }
 
+    /// From now on every datagram waits a random extra delay of up to `max` (drawn from `seed`),
+    /// so datagrams sent close together arrive in another order.
+    pub fn jitter(&mut self, max: Duration, seed: u64) {
+        self.jitter = Some((max, ChaCha8Rng::seed_from_u64(seed)));
+    }
+
     /// Puts a raw datagram on the wire with a given source (an attacker can forge it).
     pub fn transmit(&mut self, from: SocketAddr, to: SocketAddr, from_site: Option<u8>, data: Vec<u8>) {
         if (self.filter)(self.now, from, to, &data) {
-            self.in_flight.push(InFlight { at: self.now + self.latency, from, to, from_site, data });
+            let extra = match &mut self.jitter {
+                Some((max, rng)) => Duration::from_nanos(rng.next_u64() % (max.as_nanos() as u64 + 1)),
+                None => Duration::ZERO,
+            };
+            self.in_flight.push(InFlight { at: self.now + self.latency + extra, from, to, from_site, data });
         } else {
             self.dropped += 1;
         }

@@ -226,22 +226,7 @@ attack() { # system
         local w=0
         until grep -q listening "$WORK/tcpdump.log" 2>/dev/null || [ $w -ge 50 ]; do sleep 0.1; w=$((w + 1)); done
     fi
-    if ! "start_$sys"; then
-        say "$sys: not installed or failed to start, skipped"
-        echo "system=$sys status=skipped" >>"$OUT/results.txt"
-        stop_daemons
-        return
-    fi
-    local t=0
-    until ina ping -c 1 -W 1 "$TARGET" >/dev/null 2>&1; do
-        t=$((t + 1))
-        if [ $t -ge 20 ]; then
-            say "$sys: no path to $TARGET after 20 s, skipped"
-            echo "system=$sys status=fail" >>"$OUT/results.txt"
-            stop_daemons
-            return
-        fi
-    done
+    start_and_reach "$sys" || return 0
     if [ -n "$cap" ]; then
         sleep 0.5
         kill "$cap" 2>/dev/null || true
@@ -290,10 +275,7 @@ attack() { # system
 }
 
 {
-    echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# cos-mesh $("$COS_MESH" --version 2>/dev/null | head -1)"
-    command -v nebula >/dev/null && echo "# nebula $(nebula -version 2>&1 | head -1)"
-    command -v boringtun-cli >/dev/null && echo "# $(boringtun-cli --version 2>&1 | head -1)"
+    results_header
     echo "# duration=${DURATION}s flood_count=$FLOOD_COUNT flood_rate=$FLOOD_RATE mtu=$MTU systems=$SYSTEMS floods=$FLOODS restart_floods=$RESTART_FLOODS"
 } >"$OUT/results.txt"
 

@@ -59,6 +59,38 @@ lab_up() {
     PIDS+=($!)
 }
 
+# Starts a system's daemons and waits up to 20 s for a ping through the overlay. If the system is
+# not installed or gets no path, says so, appends "<prefix>system=<sys> status=skipped|fail" to
+# $OUT/results.txt, stops what it started and returns 1.
+start_and_reach() { # system [result prefix, e.g. "run=3 "]
+    local sys=$1 prefix=${2:-}
+    if ! "start_$sys"; then
+        say "$sys: not installed or failed to start, skipped"
+        echo "${prefix}system=$sys status=skipped" >>"$OUT/results.txt"
+        stop_daemons
+        return 1
+    fi
+    local t=0
+    until ina ping -c 1 -W 1 "$TARGET" >/dev/null 2>&1; do
+        t=$((t + 1))
+        if [ $t -ge 20 ]; then
+            say "$sys: no path to $TARGET after 20 s, skipped"
+            echo "${prefix}system=$sys status=fail" >>"$OUT/results.txt"
+            stop_daemons
+            return 1
+        fi
+    done
+}
+
+# The first lines of a results file: when, where, and the version of every system installed.
+results_header() {
+    echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# cos-mesh $("$COS_MESH" --version 2>/dev/null | head -1) offloads=$COS_MESH_OFFLOADS"
+    if command -v nebula >/dev/null; then echo "# nebula $(nebula -version 2>&1 | head -1)"; fi
+    if command -v boringtun-cli >/dev/null; then echo "# $(boringtun-cli --version 2>&1 | head -1)"; fi
+    if command -v wireguard-go >/dev/null; then echo "# wireguard-go $(wireguard-go --version 2>&1 | head -1)"; fi
+}
+
 # --- per-system start functions: each starts its daemons (pids in DAEMONS) and sets TARGET
 DAEMONS=()
 TARGET=$OB

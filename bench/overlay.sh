@@ -38,21 +38,7 @@ lab_up
 
 measure() { # system run
     local sys=$1 run=$2
-    if ! "start_$sys"; then
-        say "$sys: not installed or failed to start, skipped"
-        stop_daemons
-        return
-    fi
-    local t=0
-    until ina ping -c 1 -W 1 "$TARGET" >/dev/null 2>&1; do
-        t=$((t + 1))
-        if [ $t -ge 20 ]; then
-            say "$sys: no path to $TARGET after 20 s, skipped"
-            echo "run=$run system=$sys status=fail" >>"$OUT/results.txt"
-            stop_daemons
-            return
-        fi
-    done
+    start_and_reach "$sys" "run=$run " || return 0
     sleep 1
     local idle_rss; idle_rss=$(rss_kb)
     local hz; hz=$(getconf CLK_TCK)
@@ -71,11 +57,7 @@ measure() { # system run
 }
 
 {
-    echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# cos-mesh $("$COS_MESH" --version 2>/dev/null | head -1) offloads=$COS_MESH_OFFLOADS"
-    command -v nebula >/dev/null && echo "# nebula $(nebula -version 2>&1 | head -1)"
-    command -v boringtun-cli >/dev/null && echo "# $(boringtun-cli --version 2>&1 | head -1)"
-    command -v wireguard-go >/dev/null && echo "# wireguard-go $(wireguard-go --version 2>&1 | head -1)"
+    results_header
     echo "# runs=$RUNS duration=${DURATION}s mtu=$MTU systems=$SYSTEMS"
 } >"$OUT/results.txt"
 

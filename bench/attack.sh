@@ -36,7 +36,7 @@
 #   the cores with the daemons, so an unpaced flood reaches a different rate against each system;
 #   a fixed rate every system's run reaches makes the comparison fair)
 #   SYSTEMS="cos-mesh nebula boringtun" FLOODS="garbage wg-init wg-mac1 hello replay"
-#   RESTART_FLOODS="none wg-mac1" (empty: no restarts) RESTART_LIMIT=30
+#   RESTART_FLOODS="none wg-mac1" (empty: no restarts; a flood may repeat) RESTART_LIMIT=30 (whole s)
 #   COS_MESH=target/release/cos-mesh FLOOD=target/release/examples/flood
 #   OUT=bench/results/<UTC time>-attack
 #
@@ -137,15 +137,14 @@ start_a_boringtun() { wg_side a; }
 restart_a() { # system
     local old=${DAEMONS[0]}
     kill "$old" 2>/dev/null || true
-    # Up to 5 s to exit (`kill -0` would wait for all 5: an exited child stays a zombie until
-    # reaped, and it answers `kill -0`).
-    for _ in $(seq 50); do [[ $(ps -o stat= -p "$old" 2>/dev/null) == [^Z]* ]] || break; sleep 0.1; done
+    for _ in $(seq 50); do running "$old" || break; sleep 0.1; done
     kill -9 "$old" 2>/dev/null || true
     wait "$old" 2>/dev/null || true
     # Microseconds from bash itself: a python3 start per failed ping (30 ms on a quiet machine,
     # far more on a loaded one) was counted against systems whose TUN appears after their start
     # returns (cos-mesh makes its own; the boringtun start function configures it first).
-    usec() { local t=${EPOCHREALTIME/./}; echo $((10#$t)); }
+    # Digits only: the separator follows the locale (a comma under some LC_NUMERIC).
+    usec() { local t=${EPOCHREALTIME//[!0-9]/}; echo $((10#$t)); }
     local t0; t0=$(usec)
     RESTART_S=FAIL
     "start_a_$1" || return 0

@@ -59,7 +59,10 @@ def main(path):
     restarts = [r for r in runs if "restart_flood" in r]
     if restarts:
         kinds = list(dict.fromkeys(r["restart_flood"] for r in restarts))
-        at = {(r["system"], r["restart_flood"]): r for r in restarts}
+        # Every sample of a (system, flood) pair, in the order they ran (RESTART_FLOODS may repeat).
+        at = {}
+        for r in restarts:
+            at.setdefault((r["system"], r["restart_flood"]), []).append(r)
         print("\nA's daemon restarted: seconds from its start to the first ping through the overlay to B")
         print("(one ping every 50 ms), with B unflooded and under a flood:\n")
         print("| B | " + " | ".join(systems) + " |")
@@ -67,8 +70,8 @@ def main(path):
         for k in kinds:
             cells = []
             for s in systems:
-                r = at.get((s, k), {})
-                cells.append(f"{r['restart_s']} s" if "restart_s" in r and r["restart_s"] != "FAIL" else r.get("restart_s", "–"))
+                samples = [r["restart_s"] for r in at.get((s, k), []) if "restart_s" in r]
+                cells.append(" / ".join(f"{v} s" if v[:1].isdigit() else v for v in samples) or "–")
             print(f"| {'no flood' if k == 'none' else k + ' flood'} | " + " | ".join(cells) + " |")
 
 

@@ -219,11 +219,21 @@ start_raw() {
     TARGET=$UB
 }
 
+# Whether process $1 still runs. Not `kill -0`: an exited child of this shell stays a zombie
+# until reaped, and a zombie answers it.
+running() { # pid
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+
+# Stops the daemons (TERM, then KILL after 5 s) and reaps them.
 stop_daemons() {
     for p in "${DAEMONS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${DAEMONS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 50); do running "$p" || break; sleep 0.1; done
         kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
     done
     DAEMONS=()
     TARGET=$OB

@@ -102,7 +102,7 @@ fn ten_nodes_for_an_hour_in_seconds() {
     // is both ends rekeying every session (crossed initiations both answered).
     assert!((45 * 29..=45 * 32).contains(&handshakes), "one rekey per session every two minutes: {handshakes}");
     // The clock jumps from event to event, so the cost is the crypto: 1,395 handshakes of
-    // seven X25519 multiplications and two key generations each (70% of the profile), which
+    // six X25519 multiplications and two key generations each (70% of the profile), which
     // WireGuard's two-minute rekeys call for. CPU time, not wall time: a loaded CI machine
     // stretches the wall clock, not the work. On a quiet core of this 2-core VM: 0.78 s (0.55 s
     // of it X25519); 0.89 s before each peer's tick became one lookup (`Peer::tick`); 2.35 s

@@ -266,7 +266,7 @@ mod tests {
     fn a_source_pays_for_new_certificates_only_and_its_budget_refills_each_second() {
         let World { ca, us, mut admission, .. } = world();
         let now = Instant::now();
-        let certs = hosts(&ca, VERIFY_PER_SOURCE_PER_SEC as u8 + 1);
+        let certs = hosts(&ca, VERIFY_PER_SOURCE_PER_SEC as u8 + 3);
         let (spent, extra) = certs.split_at(VERIFY_PER_SOURCE_PER_SEC as usize);
         let stranger = from("198.18.0.9:4242");
         for c in spent {
@@ -279,14 +279,19 @@ mod tests {
         // A certificate already verified (the same bytes) costs no check and no budget.
         assert!(admission.verify(now, VALID_AT, offer(stranger, &spent[0]), &us).is_ok());
         assert!(admission.known(&spent[0].details().public_key).is_some());
-        // Another source has its own budget; an authenticated lighthouse's answers have none.
+        // Another source has its own budget.
         assert!(admission.verify(now, VALID_AT, offer(from("198.18.0.10:4242"), &extra[0]), &us).is_ok());
-        admission.replace_trust(ca.pool(), Blocklist::default());
-        let lighthouse = CertSource::Lighthouse { lighthouse: ip("100.64.0.9"), about: None };
-        let unbudgeted = CertOffer { source: lighthouse, bytes: extra[0].to_bytes(), budgeted: false };
+        // What an authenticated lighthouse sends is not charged, even to an address whose
+        // budget is spent.
+        let lighthouse = CertSource::Lighthouse { lighthouse: ip("198.18.0.9"), about: None };
+        let unbudgeted = CertOffer { source: lighthouse, bytes: extra[1].to_bytes(), budgeted: false };
         assert!(admission.verify(now, VALID_AT, unbudgeted, &us).is_ok());
+        assert!(matches!(
+            admission.verify(now, VALID_AT, offer(stranger, &extra[2]), &us),
+            Err(NotAdmitted::OverBudget)
+        ));
         admission.each_second(now + Duration::from_secs(1));
-        assert!(admission.verify(now, VALID_AT, offer(stranger, &extra[0]), &us).is_ok(), "refilled");
+        assert!(admission.verify(now, VALID_AT, offer(stranger, &extra[2]), &us).is_ok(), "refilled");
     }
 
     #[test]
@@ -331,6 +336,9 @@ mod tests {
         admission.hold_init(now, b, b"init-b");
         assert_eq!(admission.release_init(a).as_deref(), Some(&b"init-a"[..]));
         assert_eq!(admission.release_init(a), None, "released once");
+        admission.each_second(now + HELD_INIT_FOR - Duration::from_millis(1));
+        admission.hold_init(now, a, b"init-a");
+        assert_eq!(admission.release_init(a).as_deref(), Some(&b"init-a"[..]), "kept until then");
         admission.each_second(now + HELD_INIT_FOR);
         assert_eq!(admission.release_init(b), None, "dropped after {HELD_INIT_FOR:?}");
     }

@@ -334,7 +334,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::{Duration, Instant};
 
-    use super::{FAST_RETRY_FOR, Path, TickDue};
+    use super::{DIRECT_STAYS_FRESH, FAST_RETRY_FOR, Path, TickDue};
     use crate::mesh::path_check::{PROBE_TIMEOUT, PathAction};
     use crate::mesh::session::InitInFlight;
     use crate::mesh::test_support::peer;
@@ -371,16 +371,28 @@ mod tests {
         let mut p = peer("100.64.0.2/10");
         let t = Instant::now();
         p.heard_from(t, direct("198.18.0.2:4242"), WgType::Data, true);
-        // A handshake copy through the relay while the direct path is fresh: traffic stays.
-        assert_eq!(p.heard_from(t + Duration::from_secs(1), RELAY, WgType::HandshakeInit, true), None);
         // Data through the relay right after direct data: the peer still uses both; stay.
         assert_eq!(p.heard_from(t + Duration::from_millis(200), RELAY, WgType::Data, true), None);
+        // A handshake copy through the relay while the direct path is fresh: traffic stays.
+        assert_eq!(p.heard_from(t + Duration::from_secs(1), RELAY, WgType::HandshakeInit, true), None);
         // Data through the relay after a probe timeout of direct silence: the peer left it.
         let later = t + PROBE_TIMEOUT + Duration::from_millis(300);
         assert_eq!(p.heard_from(later, RELAY, WgType::Data, true), Some(direct("198.18.0.2:4242")));
         assert_eq!(p.endpoint, Some(RELAY));
         // Direct again: it wins back.
         assert_eq!(p.heard_from(later, direct("198.18.0.2:4242"), WgType::Data, true), Some(RELAY));
+    }
+
+    #[test]
+    fn a_direct_path_silent_for_fifteen_seconds_gives_way_even_to_a_handshake() {
+        let mut p = peer("100.64.0.2/10");
+        let t = Instant::now();
+        p.heard_from(t, direct("198.18.0.2:4242"), WgType::Data, true);
+        let fresh = t + DIRECT_STAYS_FRESH - Duration::from_millis(1);
+        assert_eq!(p.heard_from(fresh, RELAY, WgType::HandshakeInit, true), None);
+        let stale = t + DIRECT_STAYS_FRESH;
+        assert_eq!(p.heard_from(stale, RELAY, WgType::HandshakeInit, true), Some(direct("198.18.0.2:4242")));
+        assert_eq!(p.last_rx, Some(stale));
     }
 
     #[test]
@@ -418,6 +430,7 @@ mod tests {
         assert!(retried(&mut p, 1_000, &mut buf), "first retry after one interval");
         assert!(!retried(&mut p, 2_000, &mut buf), "then after two more");
         assert!(retried(&mut p, 3_000, &mut buf));
+        // The next would be due at 6 s; at 5 s our fast retries stop instead.
         assert!(!retried(&mut p, FAST_RETRY_FOR.as_millis() as u64, &mut buf));
         assert!(p.session.init().is_none(), "boringtun's own retries take over");
         // A peer that is not up is not probed, whatever we sent it.

@@ -11,7 +11,8 @@
 //!
 //! Scenarios come from seeds (`MESH_MODEL_CASES`, default 300, from `MESH_MODEL_FIRST`;
 //! `MESH_MODEL_KEEP_GOING=1` counts every disagreement instead of stopping; `MESH_MODEL_SEED`
-//! replays one); a failing scenario is shrunk by dropping steps while it still fails, and
+//! replays one; `MESH_MODEL_JITTER_MS` adds a random delay of up to that much to every datagram, so
+//! datagrams overtake each other; CI also runs 100 scenarios with 40 ms of it); a failing scenario is shrunk by dropping steps while it still fails, and
 //! printed. The long sweep: `cargo test --release --features sim --test mesh_model -- --ignored`
 //! (`MESH_MODEL_SWEEP` scenarios, default 1,500). Seeds that found bugs are kept as named tests
 //! below. Needs `--features sim` (see tests/simnet).
@@ -79,6 +80,9 @@ struct Scenario {
     seed: u64,
     places: Vec<Place>,
     steps: Vec<Step>,
+    /// Every datagram also waits a random extra delay of up to this much (reordering); from
+    /// `MESH_MODEL_JITTER_MS`, or set by the reordering test.
+    jitter: Option<Duration>,
 }
 
 fn nat(rng: &mut ChaCha8Rng) -> NatKind {
@@ -109,7 +113,8 @@ fn generate(seed: u64) -> Scenario {
             _ => Step::Blocklist(a),
         });
     }
-    Scenario { seed, places, steps }
+    let jitter = env_u64("MESH_MODEL_JITTER_MS").map(Duration::from_millis);
+    Scenario { seed, places, steps, jitter }
 }
 
 /// A member's identity, kept so a restart comes back as the same node.
@@ -211,6 +216,9 @@ impl World {
             }
             let fw = w.firewall(m);
             w.node(m).node.policy_mut().0 = Some(FirewallPolicy { fw });
+        }
+        if let Some(max) = sc.jitter {
+            w.sim.jitter(max, sc.seed ^ 0x0717);
         }
         w.sim.run(Duration::from_secs(2));
         w
@@ -462,7 +470,11 @@ fn shrink(mut sc: Scenario) -> Scenario {
 }
 
 fn check(seed: u64) {
-    let sc = generate(seed);
+    check_scenario(generate(seed));
+}
+
+fn check_scenario(sc: Scenario) {
+    let seed = sc.seed;
     if let Some(e) = run(&sc).disagreement {
         let small = shrink(sc.clone());
         panic!(
@@ -493,6 +505,16 @@ fn sweep(first: u64, cases: u64) {
         started.elapsed()
     );
     assert!(failed.is_empty(), "seeds {failed:?} disagree with the model (replay one with MESH_MODEL_SEED)");
+}
+
+/// The CI's reordered worlds: 100 scenarios in which every datagram waits up to 40 ms more than
+/// the network's 5 ms, so handshakes, Hellos, lighthouse answers and data overtake each other.
+#[test]
+fn random_meshes_with_reordering_agree_with_the_model() {
+    let first = env_u64("MESH_MODEL_FIRST").unwrap_or(0);
+    for seed in first..first + 100 {
+        check_scenario(Scenario { jitter: Some(Duration::from_millis(40)), ..generate(seed) });
+    }
 }
 
 #[test]
@@ -533,6 +555,7 @@ fn assert_agrees(sc: Scenario) {
 #[test]
 fn regression_roam_to_an_unpunchable_nat_moves_to_the_relay() {
     assert_agrees(Scenario {
+        jitter: None,
         seed: 132,
         places: vec![Place::Behind(NatKind::Symmetric), Place::Behind(NatKind::FullCone)],
         steps: vec![
@@ -549,6 +572,7 @@ fn regression_roam_to_an_unpunchable_nat_moves_to_the_relay() {
 #[test]
 fn regression_handshake_response_follows_its_initiation_through_the_relay() {
     assert_agrees(Scenario {
+        jitter: None,
         seed: 202,
         places: vec![Place::Behind(NatKind::PortRestricted), Place::Behind(NatKind::PortRestricted)],
         steps: vec![
@@ -570,6 +594,7 @@ fn regression_handshake_response_follows_its_initiation_through_the_relay() {
 fn regression_a_restarted_node_draws_new_session_indices() {
     let port = SERVICE_PORTS[0];
     assert_agrees(Scenario {
+        jitter: None,
         seed: 1930,
         places: vec![
             Place::Behind(NatKind::Symmetric),
@@ -596,6 +621,7 @@ fn regression_a_restarted_node_draws_new_session_indices() {
 fn regression_a_quick_restart_is_refused_only_by_boringtuns_clock() {
     let port = SERVICE_PORTS[0];
     let sc = Scenario {
+        jitter: None,
         seed: 1906,
         places: vec![Place::Behind(NatKind::PortRestricted), Place::Behind(NatKind::Symmetric)],
         steps: vec![
@@ -620,6 +646,7 @@ fn regression_a_quick_restart_is_refused_only_by_boringtuns_clock() {
 #[test]
 fn regression_a_second_direct_path_is_probed_after_the_first_failed() {
     assert_agrees(Scenario {
+        jitter: None,
         seed: 5387,
         places: vec![Place::Public, Place::Behind(NatKind::FullCone)],
         steps: vec![

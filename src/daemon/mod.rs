@@ -357,10 +357,7 @@ impl Daemon {
                 Some(Request::Status) => self.status(now),
                 Some(Request::Members) => self.members(now),
                 Some(Request::Reload) => match self.reload() {
-                    Ok(r) => {
-                        let pending: Vec<String> = r.needs_restart.iter().map(ToString::to_string).collect();
-                        json!({ "reloaded": r.summary, "needs_restart": pending })
-                    }
+                    Ok(r) => json!({ "reloaded": r.summary, "needs_restart": r.needs_restart }),
                     Err(e) => json!({ "error": format!("reload failed, the running configuration is kept: {e}") }),
                 },
                 Some(Request::Ping(p)) => {

@@ -51,6 +51,13 @@ pub struct RestartPending {
     pub new: String,
 }
 
+/// As the control socket's `reload` answer lists it: the printed form.
+impl serde::Serialize for RestartPending {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// `key (old → new)`; long values by key alone.
 impl std::fmt::Display for RestartPending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

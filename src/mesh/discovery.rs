@@ -566,6 +566,7 @@ mod tests {
 
     use super::{DiscoveryState, Scheduled};
     use crate::mesh::Discovery;
+    use crate::mesh::test_support::ip;
 
     fn state_at(now: Instant, rules: &[(&str, bool)]) -> DiscoveryState {
         let remote_allow_list = rules.iter().map(|(n, a)| (n.parse().expect("net"), *a)).collect();
@@ -574,10 +575,6 @@ mod tests {
 
     fn state(rules: &[(&str, bool)]) -> DiscoveryState {
         state_at(Instant::now(), rules)
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
     }
 
     #[test]

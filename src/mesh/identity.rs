@@ -141,20 +141,14 @@ fn sorted_networks(cert: &Certificate) -> Vec<IpNet> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-
     use super::Identity;
     use crate::cert::Certificate;
     use crate::cert::keys::HostSecret;
     use crate::mesh::TrustReloadError;
-    use crate::mesh::test_support::TestCa;
+    use crate::mesh::test_support::{TestCa, ip};
 
     fn cert(ca: &TestCa, ip: &str, key: &HostSecret) -> Certificate {
         ca.host("host", ip, key)
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
     }
 
     #[test]

@@ -23,14 +23,12 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RETRY_FAILED_EVERY: Duration = Duration::from_secs(5);
 
 /// What the node should do after a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathAction {
+    #[default]
     Nothing,
     /// Send a probe with this nonce on this direct path.
-    Probe {
-        nonce: u64,
-        path: SocketAddr,
-    },
+    Probe { nonce: u64, path: SocketAddr },
     /// The direct path at this address stopped carrying our datagrams.
     Lost(SocketAddr),
 }

@@ -27,17 +27,17 @@ pub(super) const FAST_RETRY_FOR: Duration = Duration::from_secs(5);
 pub(super) struct TickDue {
     /// A datagram boringtun formatted: a keepalive, or a new initiation (rekey, retry).
     pub datagram: Option<Vec<u8>>,
-    /// boringtun expired the session (`Some(None)`: expired, nothing worth an event).
-    pub expired: Option<Option<SessionEnd>>,
+    /// boringtun expired the session, and how it ended is worth an event.
+    pub ended: Option<SessionEnd>,
     /// The direct-path check's verdict.
-    pub path: Option<PathAction>,
+    pub path: PathAction,
     /// Our fast retry of the initiation in flight is due.
     pub retry: bool,
 }
 
 impl TickDue {
     fn is_empty(&self) -> bool {
-        self.datagram.is_none() && self.expired.is_none() && self.path.is_none() && !self.retry
+        self.datagram.is_none() && self.ended.is_none() && self.path == PathAction::Nothing && !self.retry
     }
 }
 
@@ -203,14 +203,11 @@ impl<I> Peer<I> {
         let mut due = TickDue::default();
         match self.tunn.update_timers(buf) {
             TunnResult::WriteToNetwork(d) => due.datagram = Some(d.to_vec()),
-            TunnResult::Err(WireGuardError::ConnectionExpired) => due.expired = Some(self.session.expired(now)),
+            TunnResult::Err(WireGuardError::ConnectionExpired) => due.ended = self.session.expired(now),
             _ => {}
         }
         if self.session.is_up() {
-            match self.path_check.on_tick(now, self.endpoint, self.tx_packets) {
-                PathAction::Nothing => {}
-                action => due.path = Some(action),
-            }
+            due.path = self.path_check.on_tick(now, self.endpoint, self.tx_packets);
         }
         // A new initiation from boringtun replaces the one in flight (and its retries).
         let new_init = due.datagram.as_deref().is_some_and(wire::is_handshake_init);
@@ -406,9 +403,9 @@ mod tests {
         p.tx_packets += 1;
         let mut buf = vec![0; 256];
         let probe = p.tick(t + Duration::from_secs(1), &mut buf, Duration::from_secs(1));
-        assert!(matches!(probe, Some(TickDue { path: Some(PathAction::Probe { .. }), .. })), "{probe:?}");
+        assert!(matches!(probe, Some(TickDue { path: PathAction::Probe { .. }, .. })), "{probe:?}");
         let lost = p.tick(t + Duration::from_secs(3), &mut buf, Duration::from_secs(1));
-        assert!(matches!(lost, Some(TickDue { path: Some(PathAction::Lost(a)), .. }) if a == addr), "{lost:?}");
+        assert!(matches!(lost, Some(TickDue { path: PathAction::Lost(a), .. }) if a == addr), "{lost:?}");
         p.endpoint = Some(RELAY);
         assert_eq!(p.heard_from(t + Duration::from_secs(4), Path::Direct(addr), WgType::Data, true), None);
         assert_eq!(p.endpoint, Some(RELAY));

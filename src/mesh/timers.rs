@@ -46,7 +46,7 @@ impl<P: Policy> Node<P> {
             let Some(due) = peer.tick(now, &mut buf, self.try_interval) else {
                 continue;
             };
-            if let Some(Some(cause)) = due.expired {
+            if let Some(cause) = due.ended {
                 self.out.counters.sessions_expired += 1;
                 self.out.event(Event::SessionEnded { name: peer.name.clone(), vpn_ip: peer.vpn_ip, cause });
             }
@@ -60,12 +60,12 @@ impl<P: Policy> Node<P> {
                 None => {}
             }
             match due.path {
-                Some(PathAction::Probe { nonce, path }) => {
+                PathAction::Probe { nonce, path } => {
                     self.out.counters.path_probes += 1;
                     self.send_control_on(now, idx, &Control::PathProbe { nonce }, Path::Direct(path));
                 }
-                Some(PathAction::Lost(addr)) => self.direct_path_lost(idx, addr),
-                Some(PathAction::Nothing) | None => {}
+                PathAction::Lost(addr) => self.direct_path_lost(idx, addr),
+                PathAction::Nothing => {}
             }
             if due.retry {
                 self.resend_initiation(now, idx);

@@ -11,10 +11,11 @@
 //!
 //! Scenarios come from seeds (`MESH_MODEL_CASES`, default 300, from `MESH_MODEL_FIRST`;
 //! `MESH_MODEL_KEEP_GOING=1` counts every disagreement instead of stopping; `MESH_MODEL_SEED`
-//! replays one; `MESH_MODEL_JITTER_MS` adds a random delay of up to that much to every datagram, so
-//! datagrams overtake each other; CI also runs 100 scenarios with 40 ms of it); a failing scenario is shrunk by dropping steps while it still fails, and
-//! printed. The long sweep: `cargo test --release --features sim --test mesh_model -- --ignored`
-//! (`MESH_MODEL_SWEEP` scenarios, default 1,500). Seeds that found bugs are kept as named tests
+//! replays one; `MESH_MODEL_JITTER_MS` adds a random delay of up to that much to every datagram,
+//! so datagrams overtake each other; CI also runs 100 scenarios with 40 ms of it); a failing
+//! scenario is shrunk by dropping steps while it still fails, and printed. The long sweep:
+//! `cargo test --release --features sim --test mesh_model -- --ignored` (`MESH_MODEL_SWEEP`
+//! scenarios, default 1,500). Seeds that found bugs are kept as named tests
 //! below. Needs `--features sim` (see tests/simnet).
 #![cfg(feature = "sim")]
 

@@ -28,35 +28,25 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// A CA over `100.64.0.0/10`, of the CLI's default version.
     pub fn new(name: &str) -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = format!("{name}-ca");
-        cli(
-            dir.path(),
-            &[
-                "ca",
-                "--name",
-                name,
-                "--ips",
-                "100.64.0.0/10",
-                "--out-crt",
-                &format!("{ca}.crt"),
-                "--out-key",
-                &format!("{ca}.key"),
-            ],
-        );
-        Pki { dir, ca }
+        Pki::with_ca(name, &["--ips", "100.64.0.0/10"])
     }
 
-    /// A version 2 CA over `networks` (comma-separated, IPv4 and IPv6), as `cos-mesh ca --version
-    /// 2 --networks` makes it.
+    /// A version 2 CA over `networks` (comma-separated, IPv4 and IPv6).
     pub fn v2(name: &str, networks: &str) -> Pki {
+        Pki::with_ca(name, &["--version", "2", "--networks", networks])
+    }
+
+    /// `cos-mesh ca --name <name> <args>` into a fresh temp directory.
+    fn with_ca(name: &str, args: &[&str]) -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let ca = format!("{name}-ca");
         let (crt, key) = (format!("{ca}.crt"), format!("{ca}.key"));
-        let args =
-            ["ca", "--version", "2", "--name", name, "--networks", networks, "--out-crt", &crt, "--out-key", &key];
-        cli(dir.path(), &args);
+        let mut all = vec!["ca", "--name", name];
+        all.extend_from_slice(args);
+        all.extend(["--out-crt", &crt, "--out-key", &key]);
+        cli(dir.path(), &all);
         Pki { dir, ca }
     }
 

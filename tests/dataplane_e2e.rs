@@ -1,6 +1,7 @@
-//! The data path for real, with offloads on (TUN super-packets, UDP GSO/GRO) and off: two
-//! daemons in namespaces on one underlay segment, real TUN devices, real traffic. Each test runs
-//! once per mode; the daemon's "data path totals" line at shutdown shows which path carried it.
+//! The data path for real, with offloads on (TUN super-packets, UDP GSO/GRO) and off, with one
+//! worker and two (`routines`): daemons in namespaces on one underlay segment, real TUN devices,
+//! real traffic. Each test runs once per mode; the daemon's "data path totals" line at shutdown
+//! shows which path carried it.
 
 mod support;
 
@@ -23,7 +24,32 @@ fn firewall(outbound: &str) -> String {
 
 const ANY_OUT: &str = "    - {port: any, proto: any, host: any}\n";
 
-/// Two hosts, a (100.64.0.1) and b (100.64.0.2), with offloads on or off, tunnel up.
+/// How the daemons under test run.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    offloads: bool,
+    routines: usize,
+}
+
+const OFFLOADS: Mode = Mode { offloads: true, routines: 1 };
+const NO_OFFLOADS: Mode = Mode { offloads: false, routines: 1 };
+const TWO_WORKERS: Mode = Mode { offloads: true, routines: 2 };
+
+/// Writes `mode` into `h`'s config.
+fn apply(h: &Host, mode: Mode) {
+    let mut text = std::fs::read_to_string(h.config_path()).unwrap();
+    if !mode.offloads {
+        text = text
+            .replace("\ntun:\n", "\ntun:\n  use_offloads: false\n")
+            .replace("\nlisten:\n", "\nlisten:\n  udp_offloads: false\n");
+    }
+    if mode.routines != 1 {
+        text.push_str(&format!("routines: {}\n", mode.routines));
+    }
+    std::fs::write(h.config_path(), text).unwrap();
+}
+
+/// Two hosts, a (100.64.0.1) and b (100.64.0.2), in `mode`, tunnel up.
 struct Pair {
     _pki: Pki,
     _seg: Segment,
@@ -32,7 +58,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(offloads: bool) -> Pair {
+    fn new(mode: Mode) -> Pair {
         let pki = Pki::new("dp");
         let seg = Segment::new();
         let mut a = Host::new(&seg, "a", "198.18.0.1", "100.64.0.1");
@@ -40,32 +66,37 @@ impl Pair {
         for (h, peer, peer_under) in [(&a, "100.64.0.2", "198.18.0.2"), (&b, "100.64.0.1", "198.18.0.1")] {
             let (crt, key) = pki.sign(&h.name, &format!("{}/10", h.vpn_ip), "");
             h.configure(&pki.ca_crt(), &crt, &key, &[(peer, peer_under)], &firewall(ANY_OUT), "");
-            if !offloads {
-                let text = std::fs::read_to_string(h.config_path()).unwrap();
-                let text = text
-                    .replace("\ntun:\n", "\ntun:\n  use_offloads: false\n")
-                    .replace("\nlisten:\n", "\nlisten:\n  udp_offloads: false\n");
-                std::fs::write(h.config_path(), text).unwrap();
-            }
+            apply(h, mode);
         }
         a.start();
         b.start();
         assert!(wait_until(Duration::from_secs(10), || a.ping("100.64.0.2")), "tunnel up:\n{}", a.log());
-        let on = if offloads { "on" } else { "off" };
+        let on = if mode.offloads { "on" } else { "off" };
         assert!(a.log().contains(&format!("TUN offloads {on}")), "{}", a.log());
         assert!(a.log().contains(&format!("UDP GSO {on}")), "{}", a.log());
+        let workers = if mode.routines == 1 { "1 worker".to_string() } else { format!("{} workers", mode.routines) };
+        assert!(a.log().contains(&workers), "{}", a.log());
         Pair { _pki: pki, _seg: seg, a, b }
     }
 
     /// Stops both daemons and returns their data-path totals (a, b).
     fn totals(&mut self) -> (Totals, Totals) {
-        let get = |h: &mut Host| {
-            h.signal(libc::SIGTERM);
-            assert!(wait_until(Duration::from_secs(10), || h.log().contains("data path totals:")), "{}", h.log());
-            Totals(h.log().lines().find(|l| l.contains("data path totals:")).unwrap().to_string())
-        };
-        (get(&mut self.a), get(&mut self.b))
+        (stop(&mut self.a, "totals"), stop(&mut self.b, "totals"))
     }
+}
+
+/// Stops `h` and returns its data path's counters: `"totals"`, or `"worker N"`.
+fn stop(h: &mut Host, which: &str) -> Totals {
+    h.signal(libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(10), || h.log().contains("cos-mesh stopping")), "{}", h.log());
+    let needle = format!("data path {which}:");
+    Totals(h.log().lines().find(|l| l.contains(&needle)).unwrap_or_else(|| panic!("{needle}\n{}", h.log())).to_string())
+}
+
+/// The same counters for `worker` of a daemon `stop` has stopped.
+fn worker_totals(h: &Host, worker: usize) -> Totals {
+    let needle = format!("data path worker {worker}:");
+    Totals(h.log().lines().find(|l| l.contains(&needle)).unwrap_or_else(|| panic!("{needle}\n{}", h.log())).to_string())
 }
 
 struct Totals(String);
@@ -92,17 +123,22 @@ fn anonymous_kb(pid: u32) -> u64 {
 /// for coalescing (2 MB), the GRO receive buffers 512 KB — where only what traffic touches may be.
 const IDLE_ANON_KB: u64 = 3584;
 const LOADED_ANON_KB: u64 = 5120;
+/// What each further worker may add (its buffers and its thread); measured 1.5 MB idle.
+const WORKER_ANON_KB: u64 = 2048;
 
-fn stream_ping_fragments_and_a_full_size_datagram(offloads: bool) {
-    let mut p = Pair::new(offloads);
+fn stream_ping_fragments_and_a_full_size_datagram(mode: Mode) {
+    let mut p = Pair::new(mode);
     // `cos-mesh run` handed over to the daemon-only binary (same pid), which maps only its code.
     for h in [&mut p.a, &mut p.b] {
         let exe = std::fs::read_link(format!("/proc/{}/exe", h.pid())).unwrap();
         assert!(exe.ends_with("cos-mesh-daemon"), "the daemon runs {}", exe.display());
     }
+    let workers = mode.routines as u64 - 1;
+    let (idle_bound, loaded_bound) =
+        (IDLE_ANON_KB + workers * WORKER_ANON_KB, LOADED_ANON_KB + workers * WORKER_ANON_KB);
     let idle = [anonymous_kb(p.a.pid()), anonymous_kb(p.b.pid())];
     eprintln!("anonymous kB idle (a, b): {idle:?}");
-    assert!(idle.iter().all(|&kb| kb < IDLE_ANON_KB), "idle anonymous kB {idle:?}, bound {IDLE_ANON_KB}");
+    assert!(idle.iter().all(|&kb| kb < idle_bound), "idle anonymous kB {idle:?}, bound {idle_bound}");
     // ICMP, and IP fragments: a 3,000-byte ping is fragmented at the overlay MTU (1420) by the
     // sender and reassembled by the receiver; every fragment crosses the tunnel on its own.
     for size in ["56", "3000"] {
@@ -144,10 +180,10 @@ fn stream_ping_fragments_and_a_full_size_datagram(offloads: bool) {
 
     let loaded = [anonymous_kb(p.a.pid()), anonymous_kb(p.b.pid())];
     eprintln!("anonymous kB after the streams (a, b): {loaded:?}");
-    assert!(loaded.iter().all(|&kb| kb < LOADED_ANON_KB), "anonymous kB {loaded:?}, bound {LOADED_ANON_KB}");
+    assert!(loaded.iter().all(|&kb| kb < loaded_bound), "anonymous kB {loaded:?}, bound {loaded_bound}");
 
     let (a, b) = p.totals();
-    if offloads {
+    if mode.offloads {
         // The kernel handed over super-packets, they left in GSO runs and arrived in GRO
         // buffers; the receiving TUN got coalesced writes (fewer writes than packets).
         assert!(a.get("tun_super_packets") > 100, "{}", a.0);
@@ -166,19 +202,24 @@ fn stream_ping_fragments_and_a_full_size_datagram(offloads: bool) {
 
 #[test]
 fn stream_ping_fragments_and_a_full_size_datagram_with_offloads() {
-    stream_ping_fragments_and_a_full_size_datagram(true);
+    stream_ping_fragments_and_a_full_size_datagram(OFFLOADS);
 }
 
 #[test]
 fn stream_ping_fragments_and_a_full_size_datagram_without_offloads() {
-    stream_ping_fragments_and_a_full_size_datagram(false);
+    stream_ping_fragments_and_a_full_size_datagram(NO_OFFLOADS);
+}
+
+#[test]
+fn stream_ping_fragments_and_a_full_size_datagram_with_two_workers() {
+    stream_ping_fragments_and_a_full_size_datagram(TWO_WORKERS);
 }
 
 /// A bulk TCP flow running at full speed (super-packets when offloads are on) is cut the moment
 /// the sender's outbound rules stop allowing its port: every segment of every super-packet is
 /// checked and dropped, none gets through, while an allowed port and ICMP keep working.
-fn firewall_drops_every_segment_of_a_bulk_flow(offloads: bool) {
-    let p = Pair::new(offloads);
+fn firewall_drops_every_segment_of_a_bulk_flow(mode: Mode) {
+    let p = Pair::new(mode);
     let received = Arc::new(AtomicU64::new(0));
     let listener = p.b.ns.run(|| TcpListener::bind("100.64.0.2:25000").unwrap());
     {
@@ -249,12 +290,17 @@ fn firewall_drops_every_segment_of_a_bulk_flow(offloads: bool) {
 
 #[test]
 fn firewall_drops_every_segment_of_a_bulk_flow_with_offloads() {
-    firewall_drops_every_segment_of_a_bulk_flow(true);
+    firewall_drops_every_segment_of_a_bulk_flow(OFFLOADS);
 }
 
 #[test]
 fn firewall_drops_every_segment_of_a_bulk_flow_without_offloads() {
-    firewall_drops_every_segment_of_a_bulk_flow(false);
+    firewall_drops_every_segment_of_a_bulk_flow(NO_OFFLOADS);
+}
+
+#[test]
+fn firewall_drops_every_segment_of_a_bulk_flow_with_two_workers() {
+    firewall_drops_every_segment_of_a_bulk_flow(TWO_WORKERS);
 }
 
 /// An established peer's datagrams arrive on a receive socket of its own (connected to its
@@ -262,7 +308,7 @@ fn firewall_drops_every_segment_of_a_bulk_flow_without_offloads() {
 /// GRO still works on it, and a stranger's datagrams still go to the listening socket.
 #[test]
 fn an_established_peers_datagrams_arrive_on_its_own_socket() {
-    let mut p = Pair::new(true);
+    let mut p = Pair::new(OFFLOADS);
     let io = |h: &Host, key: &str| h.status()["io"][key].as_u64().unwrap_or_else(|| panic!("io.{key}: {}", h.status()));
     assert!(wait_until(Duration::from_secs(5), || io(&p.b, "peer_sockets") == 1), "{}", p.b.status());
     let own_before = io(&p.b, "rx_peer_socket_datagrams");
@@ -289,4 +335,61 @@ fn an_established_peers_datagrams_arrive_on_its_own_socket() {
     // The status figure is the data path's counter (keepalives may still arrive after it).
     assert!(b.get("udp_datagrams_peer_sockets") >= own + own_before, "{}", b.0);
     assert!(b.get("udp_gro_buffers") > 100, "GRO on the peer socket: {}", b.0);
+}
+
+/// `routines: 2` on a node with two peers: each worker owns one peer's receive socket and
+/// carries that peer's traffic both ways (the kernel sends a flow's packets to the TUN queue
+/// that wrote its last packet in), four checksummed streams at once arrive intact, and
+/// `status` shows the share of each worker. Peer b moves four times c's bytes, so the worker
+/// that received b's datagrams must also be the one that read b's flows from the TUN.
+#[test]
+fn two_workers_carry_two_peers_each_on_its_own() {
+    let pki = Pki::new("dw");
+    let seg = Segment::new();
+    let mut a = Host::new(&seg, "a", "198.18.0.1", "100.64.0.1");
+    let mut b = Host::new(&seg, "b", "198.18.0.2", "100.64.0.2");
+    let mut c = Host::new(&seg, "c", "198.18.0.3", "100.64.0.3");
+    let a_peers = [("100.64.0.2", "198.18.0.2"), ("100.64.0.3", "198.18.0.3")];
+    for (h, peers) in
+        [(&a, &a_peers[..]), (&b, &[("100.64.0.1", "198.18.0.1")][..]), (&c, &[("100.64.0.1", "198.18.0.1")][..])]
+    {
+        let (crt, key) = pki.sign(&h.name, &format!("{}/10", h.vpn_ip), "");
+        h.configure(&pki.ca_crt(), &crt, &key, peers, &firewall(ANY_OUT), "");
+    }
+    apply(&a, TWO_WORKERS);
+    for h in [&mut a, &mut b, &mut c] {
+        h.start();
+    }
+    for peer in ["100.64.0.2", "100.64.0.3"] {
+        assert!(wait_until(Duration::from_secs(10), || a.ping(peer)), "tunnel to {peer}:\n{}", a.log());
+    }
+    let link = a.ns.exec_ok("ip", &["-d", "link", "show", "dev", &a.tun]);
+    assert!(link.contains("multi_queue numqueues 2"), "{link}");
+    let shares = |key: &str| -> Vec<u64> {
+        a.status()["io"]["workers"].as_array().map_or(vec![], |w| w.iter().map(|x| x[key].as_u64().unwrap()).collect())
+    };
+    assert!(wait_until(Duration::from_secs(5), || shares("peer_sockets") == [1, 1]), "{}", a.status());
+
+    std::thread::scope(|s| {
+        s.spawn(|| checksummed_stream(&b, &a, "100.64.0.1:25000", 400));
+        s.spawn(|| checksummed_stream(&c, &a, "100.64.0.1:25001", 100));
+        s.spawn(|| checksummed_stream(&a, &b, "100.64.0.2:25000", 400));
+        s.spawn(|| checksummed_stream(&a, &c, "100.64.0.3:25001", 100));
+    });
+    let out = std::process::Command::new(support::daemon::BIN)
+        .args(["status", "--socket", &a.socket().to_string_lossy()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("workers: 2 (packets from the TUN / datagrams received: "), "{text}");
+
+    stop(&mut a, "totals");
+    let [w0, w1] = [worker_totals(&a, 0), worker_totals(&a, 1)];
+    eprintln!("{}\n{}", w0.0, w1.0);
+    let (big, small) =
+        if w0.get("udp_datagrams_received") > w1.get("udp_datagrams_received") { (w0, w1) } else { (w1, w0) };
+    for key in ["udp_datagrams_received", "tun_packets_written", "tun_segments", "udp_datagrams_sent"] {
+        let (b, s) = (big.get(key), small.get(key));
+        assert!(s > 2000 && b > 2 * s, "{key}: b's worker {b}, c's worker {s}");
+    }
 }

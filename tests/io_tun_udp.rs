@@ -134,7 +134,7 @@ fn bridge_and_ping(offload: bool) {
                 poll::wait(&mut fds, Some(Duration::from_millis(50))).unwrap();
                 drop(fds);
                 for (trx, tun, udp, peer) in &mut nodes {
-                    while tun.recv(trx).is_ok() {
+                    while tun.recv(0, trx).is_ok() {
                         for packet in trx.iter() {
                             udp.send(*peer, packet, packet.len()).unwrap();
                             carried += 1;
@@ -144,9 +144,9 @@ fn bridge_and_ping(offload: bool) {
                 for (_, tun, udp, _) in &nodes {
                     while udp.recv(&mut rx).is_ok() {
                         for (_, packet) in rx.datagrams() {
-                            assert!(tx.push(packet) || (tun.send(&mut tx).is_ok() && tx.push(packet)));
+                            assert!(tx.push(packet) || (tun.send(0, &mut tx).is_ok() && tx.push(packet)));
                         }
-                        tun.send(&mut tx).unwrap();
+                        tun.send(0, &mut tx).unwrap();
                     }
                 }
             }

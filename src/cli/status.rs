@@ -116,6 +116,14 @@ pub fn render(r: &StatusReport, out: &mut impl Write) -> std::io::Result<()> {
     if !core.is_empty() {
         writeln!(out, "tunnel drops: {}", core.join(", "))?;
     }
+    if !r.io.workers.is_empty() {
+        let each: Vec<String> =
+            r.io.workers
+                .iter()
+                .map(|w| format!("{} out / {} in", w.tun_packets_read, w.udp_datagrams_received))
+                .collect();
+        writeln!(out, "workers: {} (packets from the TUN / datagrams received: {})", each.len(), each.join(", "))?;
+    }
     Ok(())
 }
 

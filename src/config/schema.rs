@@ -56,10 +56,12 @@ pub struct Config {
     #[serde(deserialize_with = "nullable")]
     pub stats: Stats,
     pub firewall: FirewallSection,
+    /// Data-path workers, each with its own TUN queue and listening socket (Nebula's key);
+    /// unset means 1. See [`Config::routines`].
+    pub routines: Option<usize>,
     // Nebula top-level keys accepted with a warning (see `compat`).
     pub cipher: Unimplemented,
     pub sshd: Unimplemented,
-    pub routines: Unimplemented,
     pub preferred_ranges: Unimplemented,
     pub timers: Unimplemented,
     pub local_range: Unimplemented,
@@ -490,7 +492,15 @@ impl Config {
     pub fn control_socket(&self) -> ControlAddr {
         self.control.socket.clone().map(ControlAddr::from).unwrap_or_else(|| ControlAddr::for_tun(&self.tun.dev))
     }
+
+    /// Data-path workers (`routines`, 1 unless set; validation keeps it in 1-[`MAX_ROUTINES`]).
+    pub fn routines(&self) -> usize {
+        self.routines.unwrap_or(1)
+    }
 }
+
+/// The most `routines` a node takes: far more than the cores a data path can use.
+pub const MAX_ROUTINES: usize = 64;
 
 /// `stats`: metrics export. Only Prometheus is implemented.
 #[derive(Debug, Deserialize)]

@@ -186,6 +186,8 @@ fn validation_errors_name_the_field() {
         ("tun:\n  dev: this-name-is-too-long\n", "tun.dev", "not a Linux interface name"),
         ("tun:\n  dev: \"a/b\"\n", "tun.dev", "not a Linux interface name"),
         ("listen:\n  batch: 0\n", "listen.batch", "out of range 1-1024"),
+        ("routines: 0\n", "routines", "0 is out of range 1-64 (data-path workers)"),
+        ("routines: 65\n", "routines", "out of range 1-64"),
         ("lighthouse:\n  hosts: [\"100.64.0.9\"]\n", "lighthouse.hosts[0]", "100.64.0.9 is not in static_host_map"),
         ("lighthouse:\n  interval: 0\n", "lighthouse.interval", "at least 1"),
         (
@@ -388,6 +390,7 @@ fn nebula_1_11_example_config_loads_with_every_key() {
         "stats.path",
         "handshakes.try_interval",
         "handshakes.retries",
+        "routines",
         "firewall.outbound_action",
         "firewall.inbound_action",
         "firewall.default_local_cidr_any",

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::allow_list::LocalAllowList;
-use super::schema::{Config, StatsKind, UnderlayHost};
+use super::schema::{Config, MAX_ROUTINES, StatsKind, UnderlayHost};
 use super::{ConfigError, Warning};
 use crate::cert::pool::Blocklist;
 
@@ -81,6 +81,19 @@ pub(super) fn validate(c: &Config, origin: Origin<'_>, warnings: &mut Vec<Warnin
             ),
             _ => {}
         }
+    }
+
+    let routines = c.routines();
+    if routines == 0 || routines > MAX_ROUTINES {
+        return Err(fail("routines", format!("{routines} is out of range 1-{MAX_ROUTINES} (data-path workers)")));
+    }
+    if let Ok(cpus) = std::thread::available_parallelism()
+        && routines > cpus.get()
+    {
+        warn(
+            "routines",
+            format!("{routines} workers on {cpus} CPUs: workers beyond the CPU count only add contention"),
+        );
     }
 
     if c.listen.batch == 0 || c.listen.batch > MAX_BATCH {

@@ -8,9 +8,16 @@
 //! receive yields GRO buffers that are split at their stride; each datagram is decrypted straight
 //! into a TUN write slot, and the slots go to the TUN in one batch that coalesces segments of one
 //! flow again.
+//!
+//! Several workers (`routines`) share one core behind a mutex, each with its own TUN queue,
+//! listening socket and buffers: a worker holds the lock only while the core handles a batch
+//! (the firewall, the session lookup and the AEAD), and reads, splits, sends, coalesces and
+//! writes without it. The kernel keeps one flow on one TUN queue and one peer's datagrams on one
+//! socket, and a worker keeps the order of what it read, so the order of every flow is kept.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use tracing::{debug, warn};
@@ -70,31 +77,69 @@ pub struct Counters {
 impl Counters {
     /// Name → value, for an exposition.
     pub fn snapshot(&self) -> [(&'static str, u64); 16] {
+        let mut copy = *self;
+        copy.fields_mut().map(|(name, v)| (name, *v))
+    }
+
+    /// Adds `other`'s counts (the workers' counters summed for `status` and the metrics).
+    pub fn add(&mut self, other: &Counters) {
+        for ((_, mine), (_, theirs)) in self.fields_mut().into_iter().zip(other.snapshot()) {
+            *mine += theirs;
+        }
+    }
+
+    /// Every field, in [`Counters::snapshot`]'s order.
+    fn fields_mut(&mut self) -> [(&'static str, &mut u64); 16] {
+        let Counters {
+            tun_reads,
+            tun_super_packets,
+            tun_segments,
+            tun_write_batches,
+            tun_packets_written,
+            tun_write_errors,
+            udp_receives,
+            udp_buffers,
+            udp_gro_buffers,
+            udp_datagrams_received,
+            udp_sends,
+            udp_gso_sends,
+            udp_datagrams_sent,
+            gso_fallbacks,
+            tx_dropped,
+            udp_datagrams_peer_sockets,
+        } = self;
         [
-            ("tun_reads", self.tun_reads),
-            ("tun_super_packets", self.tun_super_packets),
-            ("tun_segments", self.tun_segments),
-            ("tun_write_batches", self.tun_write_batches),
-            ("tun_packets_written", self.tun_packets_written),
-            ("tun_write_errors", self.tun_write_errors),
-            ("udp_receives", self.udp_receives),
-            ("udp_buffers", self.udp_buffers),
-            ("udp_gro_buffers", self.udp_gro_buffers),
-            ("udp_datagrams_received", self.udp_datagrams_received),
-            ("udp_sends", self.udp_sends),
-            ("udp_gso_sends", self.udp_gso_sends),
-            ("udp_datagrams_sent", self.udp_datagrams_sent),
-            ("gso_fallbacks", self.gso_fallbacks),
-            ("tx_dropped", self.tx_dropped),
-            ("udp_datagrams_peer_sockets", self.udp_datagrams_peer_sockets),
+            ("tun_reads", tun_reads),
+            ("tun_super_packets", tun_super_packets),
+            ("tun_segments", tun_segments),
+            ("tun_write_batches", tun_write_batches),
+            ("tun_packets_written", tun_packets_written),
+            ("tun_write_errors", tun_write_errors),
+            ("udp_receives", udp_receives),
+            ("udp_buffers", udp_buffers),
+            ("udp_gro_buffers", udp_gro_buffers),
+            ("udp_datagrams_received", udp_datagrams_received),
+            ("udp_sends", udp_sends),
+            ("udp_gso_sends", udp_gso_sends),
+            ("udp_datagrams_sent", udp_datagrams_sent),
+            ("gso_fallbacks", gso_fallbacks),
+            ("tx_dropped", tx_dropped),
+            ("udp_datagrams_peer_sockets", udp_datagrams_peer_sockets),
         ]
     }
 }
 
-/// What one wakeup of the event loop works with: the core, the listening socket (replies and
-/// queued output leave through it), the TUN if there is one, and the time read once on waking.
+/// The core, locked. A worker that panicked while holding it has stopped, and the daemon stops
+/// on noticing; until then the others carry on rather than panic as well.
+pub fn lock<P: Policy>(node: &Mutex<Node<P>>) -> MutexGuard<'_, Node<P>> {
+    node.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What one wakeup of a worker works with: the core, the worker's listening socket (replies
+/// and queued output leave through it), the TUN if there is one, and the time read once on
+/// waking.
 pub struct Wakeup<'a, P: Policy> {
-    pub node: &'a mut Node<P>,
+    pub node: &'a Mutex<Node<P>>,
     pub udp: &'a Udp,
     pub tun: Option<&'a Tun>,
     pub now: Instant,
@@ -103,6 +148,8 @@ pub struct Wakeup<'a, P: Policy> {
 
 /// The buffers and counters of one worker.
 pub struct DataPath {
+    /// The worker's TUN queue.
+    queue: usize,
     tun_rx: Option<TunRecv>,
     tun_tx: TunBatch,
     udp_rx: UdpRecv,
@@ -113,8 +160,9 @@ pub struct DataPath {
 }
 
 impl DataPath {
-    /// Buffers for `tun` (if any) and `udp`: `batch` packets per TUN write and receive.
-    pub fn new(tun: Option<&Tun>, udp: &Udp, batch: usize) -> DataPath {
+    /// Buffers for `tun`'s queue `queue` (if there is a TUN) and `udp`: `batch` packets per
+    /// TUN write and receive.
+    pub fn new(tun: Option<&Tun>, queue: usize, udp: &Udp, batch: usize) -> DataPath {
         let mtu = tun.map_or(1500, Tun::mtu);
         let slot = (mtu + SLOT_OVERHEAD).max(256);
         // Coalescing reserves 64 KB per TUN write slot; a smaller batch bounds what can become
@@ -122,6 +170,7 @@ impl DataPath {
         let coalesce = tun.is_some_and(Tun::offload);
         let tun_batch = batch.clamp(1, if coalesce { COALESCE_BATCH } else { tun::MAX_SEGMENTS });
         DataPath {
+            queue,
             tun_rx: tun.map(TunRecv::new),
             tun_tx: TunBatch::new(tun_batch, slot, coalesce),
             udp_rx: UdpRecv::new(if udp.gro() { RECV_BATCH / 4 } else { batch.min(RECV_BATCH) }),
@@ -171,6 +220,8 @@ impl DataPath {
             let c = &mut self.counters;
             c.udp_receives += 1;
             c.udp_buffers += n as u64;
+            let tun = w.tun.map(|t| (t, self.queue));
+            let mut node = lock(w.node);
             for i in 0..n {
                 let Some((from, data, stride)) = self.udp_rx.buffer(i) else { continue };
                 if data.len() > stride {
@@ -179,11 +230,13 @@ impl DataPath {
                 for d in data.chunks(stride) {
                     c.udp_datagrams_received += 1;
                     if self.tun_tx.is_full() {
-                        write_tun(w.tun, &mut self.tun_tx, c);
+                        drop(node);
+                        write_tun(tun, &mut self.tun_tx, c);
+                        node = lock(w.node);
                     }
                     if d.len() <= self.tun_tx.slot() {
                         let Some(room) = self.tun_tx.room() else { continue };
-                        if let Some(p) = w.node.handle_datagram(now, wall, from, d, room) {
+                        if let Some(p) = node.handle_datagram(now, wall, from, d, room) {
                             let len = p.len();
                             self.tun_tx.commit(len);
                         }
@@ -191,13 +244,14 @@ impl DataPath {
                         if self.big.len() < MIN_BUFFER {
                             self.big.resize(MIN_BUFFER, 0);
                         }
-                        if let Some(p) = w.node.handle_datagram(now, wall, from, d, &mut self.big) {
+                        if let Some(p) = node.handle_datagram(now, wall, from, d, &mut self.big) {
                             self.tun_tx.push(p);
                         }
                     }
                 }
             }
-            write_tun(w.tun, &mut self.tun_tx, c);
+            drop(node);
+            write_tun(tun, &mut self.tun_tx, c);
             self.flush(w.node, w.udp, w.tun);
             if n < self.udp_rx.capacity() {
                 break;
@@ -216,7 +270,7 @@ impl DataPath {
                     break; // the socket is full: leave the rest in the TUN's queue
                 }
             }
-            let n = match tun.recv(rx) {
+            let n = match tun.recv(self.queue, rx) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -232,12 +286,13 @@ impl DataPath {
                 c.tun_super_packets += 1;
             }
             let max_segments = w.udp.max_segments();
+            let mut node = lock(w.node);
             for segment in rx.iter() {
                 let Some(room) = self.runs.room() else {
                     c.tx_dropped += 1;
                     continue;
                 };
-                if let Some((dst, d)) = w.node.handle_tun_packet(w.now, segment, room) {
+                if let Some((dst, d)) = node.handle_tun_packet(w.now, segment, room) {
                     let len = d.len();
                     self.runs.commit(dst, len, max_segments);
                 }
@@ -247,39 +302,47 @@ impl DataPath {
     }
 
     /// Moves the core's queued output (handshakes, control messages, reject replies) out, and
-    /// sends every queued run.
-    pub fn flush<P: Policy>(&mut self, node: &mut Node<P>, udp: &Udp, tun: Option<&Tun>) {
+    /// sends every queued run. Whichever worker flushes sends what any of them queued.
+    pub fn flush<P: Policy>(&mut self, node: &Mutex<Node<P>>, udp: &Udp, tun: Option<&Tun>) {
         let max_segments = udp.max_segments();
-        while let Some(t) = node.poll_transmit() {
+        let tun = tun.map(|t| (t, self.queue));
+        let mut guard = lock(node);
+        while let Some(t) = guard.poll_transmit() {
             if !self.runs.push(t.dst, &t.data, max_segments) {
+                drop(guard);
                 self.runs.flush(udp, &mut self.counters);
                 if !self.runs.push(t.dst, &t.data, max_segments) {
                     self.counters.tx_dropped += 1;
                 }
+                guard = lock(node);
             }
         }
-        self.runs.flush(udp, &mut self.counters);
-        while let Some(p) = node.poll_tun_write() {
+        while let Some(p) = guard.poll_tun_write() {
             if self.tun_tx.is_full() {
+                drop(guard);
                 write_tun(tun, &mut self.tun_tx, &mut self.counters);
+                guard = lock(node);
             }
             self.tun_tx.push(&p);
         }
+        drop(guard);
+        self.runs.flush(udp, &mut self.counters);
         write_tun(tun, &mut self.tun_tx, &mut self.counters);
     }
 }
 
-fn write_tun(tun: Option<&Tun>, tx: &mut TunBatch, c: &mut Counters) {
+/// Writes `tx` to the TUN's queue (dropping it when there is no TUN).
+fn write_tun(tun: Option<(&Tun, usize)>, tx: &mut TunBatch, c: &mut Counters) {
     if tx.is_empty() {
         return;
     }
-    let Some(tun) = tun else {
+    let Some((tun, queue)) = tun else {
         tx.clear();
         return;
     };
     c.tun_write_batches += 1;
     c.tun_packets_written += tx.len() as u64;
-    if let Err(e) = tun.send(tx) {
+    if let Err(e) = tun.send(queue, tx) {
         c.tun_write_errors += 1;
         debug!("tun write: {e}");
     }

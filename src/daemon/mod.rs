@@ -1,6 +1,7 @@
-//! The node daemon (`cos-mesh run`): the IO shell around the mesh core. One thread runs a
+//! The node daemon (`cos-mesh run`): the IO shell around the mesh core. The main thread runs a
 //! `poll(2)` loop over the UDP socket, the TUN, the signalfd and the control socket; batches
-//! of datagrams go in and out with recvmmsg/sendmmsg; the core decides everything else.
+//! of datagrams go in and out with recvmmsg/sendmmsg; the core decides everything else. With
+//! `routines` > 1, more workers carry the data path on threads of their own ([`worker`]).
 
 pub mod control;
 pub mod datapath;
@@ -13,24 +14,27 @@ pub mod report;
 pub mod resolver;
 pub mod restart;
 pub mod setup;
+pub mod worker;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::io::{Notifier, PeerSockets, PollFd, Signal, Signals, Tun, TunConfig, Udp, UdpOptions, ifaddrs, poll};
+use crate::io::{Notifier, Signal, Signals, Tun, TunConfig, Udp, UdpOptions, ifaddrs};
 use crate::mesh::{Node, NodeConfig};
 use crate::unixtime::UnixTime;
 use control::{ControlServer, Request};
-use datapath::{DataPath, Wakeup};
+use datapath::{Counters, lock};
 use policy::FirewallPolicy;
 use setup::{Setup, SetupError};
+use worker::{Common, SharedNode, Worker, WorkerStats, Workers};
 
 /// How often idle firewall flows are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -41,11 +45,11 @@ const EXPIRY_NOTICE_SECS: i64 = 30 * 86_400;
 
 struct Daemon {
     config_path: PathBuf,
-    node: Node<FirewallPolicy>,
-    udp: Udp,
-    /// Receive sockets of established peers (beside `udp`, same port).
-    peer_socks: PeerSockets,
-    tun: Option<Tun>,
+    node: SharedNode,
+    /// Worker 0: the listening socket, TUN queue 0, the peer sockets it owns, its buffers.
+    worker: Worker,
+    /// Workers 1..N (`routines`) on threads of their own.
+    workers: Workers,
     signals: Signals,
     notifier: Notifier,
     control: ControlServer,
@@ -54,11 +58,6 @@ struct Daemon {
     log: logging::LogHandle,
     listen: SocketAddr,
     tun_name: String,
-    /// Buffers and counters of the data path.
-    datapath: DataPath,
-    /// Copies of two data-path counters, for `status` and the metrics text.
-    tx_dropped: u64,
-    tun_write_errors: u64,
     next_expire: Instant,
     next_expiry_check: Instant,
     next_watchdog: Option<Instant>,
@@ -95,15 +94,16 @@ pub fn run(config_path: &Path) -> Result<()> {
     let udp = Udp::from_config(&cfg.listen)
         .with_context(|| format!("binding listen {}:{}", cfg.listen.host, cfg.listen.port))?;
     let listen = udp.local_addr()?;
-    let peer_socks =
-        PeerSockets::new(listen, UdpOptions::from_listen(&cfg.listen), crate::io::peer_sockets::MAX_PEER_SOCKETS)
-            .context("creating the epoll instance for peer sockets")?;
+    let routines = cfg.routines();
     let tun = if cfg.tun.disabled {
         None
     } else {
-        let tc =
+        let mut tc =
             TunConfig::from_config(&cfg.tun, setup.pki.cert.overlay_v4()).with_ipv6(setup.overlay6.iter().copied());
-        Some(Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, setup.overlay))?)
+        tc.queues = routines;
+        Some(Arc::new(
+            Tun::create(&tc).with_context(|| format!("creating tun.dev {} with {}", tc.name, setup.overlay))?,
+        ))
     };
     let control = ControlServer::bind(&cfg.control_socket())?;
     let metrics = match (&cfg.stats.kind, &cfg.stats.listen) {
@@ -135,23 +135,29 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut node = Node::new(node_cfg, FirewallPolicy { fw: firewall }, now, UnixTime::now())?;
     node.set_local_addrs(now, local_addrs(listen, &overlay_nets, &c.tun.dev, &c.local_allow_list()));
     let notifier = Notifier::from_env();
-    log_offloads(tun.as_ref(), &udp);
-    let datapath = DataPath::new(tun.as_ref(), &udp, c.listen.batch.max(1));
+    log_offloads(tun.as_deref(), &udp, routines);
+    let common = Common {
+        node: Arc::new(Mutex::new(node)),
+        owners: Arc::default(),
+        tun,
+        opts: UdpOptions::from_listen(&c.listen),
+        batch: c.listen.batch.max(1),
+        workers: routines,
+    };
+    let node = common.node.clone();
+    let workers = Workers::start(&common, listen).context("starting the data-path workers (routines)")?;
+    let worker = Worker::new(0, common, udp).context("creating the epoll instance for peer sockets")?;
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         tun_name: if c.tun.disabled { "(disabled)".into() } else { c.tun.dev.clone() },
         node,
-        udp,
-        peer_socks,
-        tun,
+        worker,
+        workers,
         signals,
         control,
         metrics,
         log,
         listen,
-        datapath,
-        tx_dropped: 0,
-        tun_write_errors: 0,
         next_expire: now,
         next_expiry_check: now,
         next_watchdog: notifier.watchdog_interval().map(|_| now),
@@ -165,67 +171,50 @@ pub fn run(config_path: &Path) -> Result<()> {
         pings: ping::Pings::default(),
         notifier,
     };
-    let status = format!("{} ({}) on {}, listening on {}", d.node.cert().name(), overlay, d.tun_name, listen);
+    let status = format!("{} ({}) on {}, listening on {}", lock(&d.node).cert().name(), overlay, d.tun_name, listen);
     info!("cos-mesh up: {status}");
     // Only now: the TUN carries its address and the socket is bound (Nomad reads the
     // interface once when it starts).
     let _ = d.notifier.ready(&status);
     let result = d.event_loop();
     let _ = d.notifier.stopping();
-    let totals: Vec<String> = d.datapath.counters.snapshot().iter().map(|(k, v)| format!("{k}={v}")).collect();
-    info!("data path totals: {}", totals.join(" "));
+    let others = d.workers.stop();
+    let (totals, each) = d.datapath_totals(others);
+    info!("data path totals: {}", show_counters(&totals));
+    if each.len() > 1 {
+        for (i, w) in each.iter().enumerate() {
+            info!("data path worker {i}: {}", show_counters(&w.counters));
+        }
+    }
     info!("cos-mesh stopping");
     result
+}
+
+/// `name=value` pairs, for the log.
+fn show_counters(c: &Counters) -> String {
+    c.snapshot().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
 }
 
 impl Daemon {
     fn event_loop(&mut self) -> Result<()> {
         loop {
             let now = Instant::now();
-            let mut deadline = self.node.poll_timeout().min(now + Duration::from_secs(1));
+            let mut deadline = lock(&self.node).poll_timeout().min(now + Duration::from_secs(1));
             if let Some(w) = self.next_watchdog {
                 deadline = deadline.min(w);
             }
             let timeout = deadline.saturating_duration_since(now);
-            let (udp_r, tun_r, sig_r, ctl_r, peers_r) = {
-                let wants_write = self.datapath.wants_write();
-                let mut fds = vec![
-                    PollFd::new(self.udp.as_fd(), wants_write),
-                    PollFd::new(self.signals.as_fd(), false),
-                    PollFd::new(self.control.listener().as_fd(), false),
-                    PollFd::new(self.peer_socks.as_fd(), false),
-                ];
-                let tun_at = fds.len();
-                // While ciphertexts wait for the socket, the TUN is left unread: its queue
-                // holds (or drops) the excess, and poll does not spin on it.
-                if let Some(t) = &self.tun
-                    && !wants_write
-                {
-                    fds.push(PollFd::new(t.as_fd(), false));
-                }
-                match poll::wait(&mut fds, Some(timeout)) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e).context("poll"),
-                }
-                let tun_r = fds.get(tun_at).is_some_and(|f| f.readable());
-                (fds[0].readable(), tun_r, fds[1].readable(), fds[2].readable(), fds[3].readable())
+            let ready = match self.worker.wait(&[self.signals.as_fd(), self.control.listener().as_fd()], timeout) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("poll"),
             };
             let now = Instant::now();
             let wall = UnixTime::now();
-            let mut wakeup = Wakeup { node: &mut self.node, udp: &self.udp, tun: self.tun.as_ref(), now, wall };
-            if udp_r || peers_r {
-                self.datapath.read_udp(&mut wakeup, &mut self.peer_socks);
-            }
-            if tun_r {
-                self.datapath.read_tun(&mut wakeup);
-            }
-            if self.node.poll_timeout() <= now {
-                self.node.handle_timeout(now, wall);
-            }
-            self.flush();
-            self.housekeeping(now, wall);
-            if sig_r {
+            self.worker.work(&ready, now, wall);
+            self.log_events();
+            self.housekeeping(now, wall)?;
+            if ready.extra[0] {
                 match self.signals.next() {
                     Ok(Some(Signal::Shutdown)) => return Ok(()),
                     Ok(Some(Signal::Reload)) => {
@@ -235,50 +224,69 @@ impl Daemon {
                     _ => {}
                 }
             }
-            if ctl_r {
+            if ready.extra[1] {
                 self.serve_control(now);
             }
-            self.pings.answer_finished(&mut self.node);
+            self.pings.answer_finished(&mut lock(&self.node));
         }
     }
 
     /// Moves the core's queued output to the socket and the TUN, and logs its events.
     fn flush(&mut self) {
-        self.datapath.flush(&mut self.node, &self.udp, self.tun.as_ref());
-        self.tx_dropped = self.datapath.counters.tx_dropped;
-        self.tun_write_errors = self.datapath.counters.tun_write_errors;
-        while let Some(e) = self.node.poll_event() {
+        self.worker.flush();
+        self.log_events();
+    }
+
+    fn log_events(&self) {
+        let mut node = lock(&self.node);
+        while let Some(e) = node.poll_event() {
             events::log_event(&e);
         }
     }
 
-    fn housekeeping(&mut self, now: Instant, wall: UnixTime) {
+    /// The data path's counters summed over the workers, and each worker's (worker 0 first);
+    /// `others` are the other workers' last published figures.
+    fn datapath_totals(&self, others: Vec<WorkerStats>) -> (Counters, Vec<WorkerStats>) {
+        let mine = WorkerStats { counters: self.worker.datapath.counters, peer_sockets: self.worker.peer_sockets() };
+        let each: Vec<WorkerStats> = std::iter::once(mine).chain(others).collect();
+        let mut totals = Counters::default();
+        for w in &each {
+            totals.add(&w.counters);
+        }
+        (totals, each)
+    }
+
+    /// Once-a-second and rarer chores. Fails when a worker has stopped (the daemon stops too,
+    /// and systemd restarts it).
+    fn housekeeping(&mut self, now: Instant, wall: UnixTime) -> Result<()> {
         if let Some((hosts, problems)) = self.resolver.poll() {
             for p in &problems {
                 warn!("{p}");
             }
-            self.node.set_static_hosts(hosts);
+            lock(&self.node).set_static_hosts(hosts);
         }
         if now >= self.next_expire {
             self.next_expire = now + EXPIRE_EVERY;
+            if let Some(i) = self.workers.stopped() {
+                anyhow::bail!("data-path worker {i} stopped (see the log above); stopping the daemon");
+            }
             // Conntrack expiry is a scan of every flow: once a second, not per wakeup.
-            self.node.policy_mut().fw.expire(now);
+            lock(&self.node).policy_mut().fw.expire(now);
             if let Some(dns) = &self.dns {
-                dns.set(&self.node.members());
+                dns.set(&lock(&self.node).members());
             }
             self.update_metrics(now, wall);
-            for e in self.peer_socks.sync(self.node.established_direct_paths()) {
-                debug!("{e}");
-            }
+            self.worker.sync_peer_sockets();
         }
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
             let addrs = local_addrs(self.listen, &self.overlay_nets, &self.tun_name, &self.local_allow);
-            self.node.set_local_addrs(now, addrs);
+            lock(&self.node).set_local_addrs(now, addrs);
         }
         if now >= self.next_expiry_check {
             self.next_expiry_check = now + Duration::from_secs(86_400);
-            let d = self.node.cert().details();
+            let node = lock(&self.node);
+            let d = node.cert().details();
             let left = d.not_after.seconds() - wall.seconds();
             if left < EXPIRY_NOTICE_SECS {
                 warn!(
@@ -295,6 +303,7 @@ impl Daemon {
             let _ = self.notifier.watchdog();
             self.next_watchdog = Some(now + every);
         }
+        Ok(())
     }
 
     /// SIGHUP or `cos-mesh reload`: load everything again; apply it only if all of it is
@@ -314,10 +323,11 @@ impl Daemon {
             }
             Err(e) => error!("reload failed, keeping the running configuration: {e}"),
         }
+        let name = lock(&self.node).cert().name().to_string();
         let status = match &result {
-            Ok(r) if r.needs_restart.is_empty() => format!("{} running, reloaded", self.node.cert().name()),
-            Ok(_) => format!("{} running, reloaded; some settings wait for a restart", self.node.cert().name()),
-            Err(e) => format!("{} running; last reload failed: {e}", self.node.cert().name()),
+            Ok(r) if r.needs_restart.is_empty() => format!("{name} running, reloaded"),
+            Ok(_) => format!("{name} running, reloaded; some settings wait for a restart"),
+            Err(e) => format!("{name} running; last reload failed: {e}"),
         };
         let _ = self.notifier.ready(&status);
         result
@@ -335,17 +345,18 @@ impl Daemon {
         let needs_restart = self.restart_only.changed(&restart::RestartOnly::of(setup.config()));
         let local_allow = setup.config().local_allow_list();
         let Setup { pki, firewall, .. } = setup;
+        let mut node = lock(&self.node);
         // The one step that can still refuse; nothing has changed before it.
-        self.node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
-        self.node.set_static_hosts(resolver::literals(&static_map));
+        node.reload_trust(pki.pool, pki.blocklist, pki.cert, wall)?;
+        node.set_static_hosts(resolver::literals(&static_map));
         self.static_hosts = static_map.clone();
         self.resolver.update(static_map);
-        self.node.set_discovery(Instant::now(), discovery);
+        node.set_discovery(Instant::now(), discovery);
         self.local_allow = local_allow;
-        self.node.policy_mut().fw.reload(firewall);
+        node.policy_mut().fw.reload(firewall);
         // Last, once nothing can fail: a refused reload changes nothing at all.
         self.log.set(log_level);
-        let version = self.node.policy_mut().fw.rules_version();
+        let version = node.policy_mut().fw.rules_version();
         let summary =
             format!("pki, blocklist, firewall (rules version {version}), static hosts, discovery and logging reloaded");
         Ok(Reloaded { summary, needs_restart })
@@ -361,7 +372,7 @@ impl Daemon {
                     Err(e) => json!({ "error": format!("reload failed, the running configuration is kept: {e}") }),
                 },
                 Some(Request::Ping(p)) => {
-                    self.pings.start(&mut self.node, now, stream, p);
+                    self.pings.start(&mut lock(&self.node), now, stream, p);
                     self.flush();
                     continue;
                 }
@@ -372,30 +383,31 @@ impl Daemon {
     }
 
     fn status(&mut self, now: Instant) -> serde_json::Value {
+        let (totals, each) = self.datapath_totals(self.workers.stats());
         let facts = report::DaemonFacts {
             listen: self.listen,
             tun: &self.tun_name,
-            io: report::IoReport {
-                tx_dropped: self.tx_dropped,
-                tun_write_errors: self.tun_write_errors,
-                rx_peer_socket_datagrams: self.datapath.counters.udp_datagrams_peer_sockets,
-                peer_sockets: self.peer_socks.len(),
-            },
+            io: report::IoReport::new(&totals, &each),
             started: self.control.started(),
             static_hosts: &self.static_hosts,
         };
-        serde_json::to_value(report::status(&mut self.node, now, facts)).unwrap_or_default()
+        serde_json::to_value(report::status(&mut lock(&self.node), now, facts)).unwrap_or_default()
     }
 
     /// Mirrors the core's values into the metrics registry (scrapes read it from their threads).
     fn update_metrics(&mut self, now: Instant, wall: UnixTime) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let (totals, _) = self.datapath_totals(self.workers.stats());
+        let datapath = totals.snapshot();
         let Some(metrics) = &mut self.metrics else { return };
-        let peers = self.node.peers(now);
-        let cert_expiry_seconds = self.node.cert().details().not_after.seconds() - wall.seconds();
-        let mesh = self.node.counters().clone();
-        let firewall = &self.node.policy_mut().fw;
+        let mut node = lock(&self.node);
+        let peers = node.peers(now);
+        let cert_expiry_seconds = node.cert().details().not_after.seconds() - wall.seconds();
+        let mesh = node.counters().clone();
+        let firewall = &node.policy_mut().fw;
         let dns = self.dns.as_ref().map(|d| d.counters());
-        let datapath = self.datapath.counters.snapshot();
         metrics.update(&metrics::Sample {
             peers: &peers,
             mesh: &mesh,
@@ -407,7 +419,7 @@ impl Daemon {
     }
 
     fn members(&self, now: Instant) -> serde_json::Value {
-        serde_json::to_value(report::members(&self.node, now, self.listen)).unwrap_or_default()
+        serde_json::to_value(report::members(&lock(&self.node), now, self.listen)).unwrap_or_default()
     }
 }
 
@@ -432,14 +444,15 @@ struct Reloaded {
 }
 
 /// Says once at start which data path is on, so an operator reading the log knows.
-fn log_offloads(tun: Option<&Tun>, udp: &Udp) {
+fn log_offloads(tun: Option<&Tun>, udp: &Udp, routines: usize) {
     let on = |b: bool| if b { "on" } else { "off" };
     let tun_part = match tun {
         Some(t) => format!("TUN offloads {} (UDP segmentation {})", on(t.offload()), on(t.udp_offload())),
         None => "no TUN".to_string(),
     };
+    let workers = if routines == 1 { "1 worker".to_string() } else { format!("{routines} workers (routines)") };
     info!(
-        "data path: {tun_part}, UDP GSO {} (up to {} datagrams per send), UDP GRO {}",
+        "data path: {tun_part}, UDP GSO {} (up to {} datagrams per send), UDP GRO {}, {workers}",
         on(udp.max_segments() > 1),
         udp.max_segments(),
         on(udp.gro())

@@ -116,6 +116,45 @@ pub struct IoReport {
     pub rx_peer_socket_datagrams: u64,
     #[serde(default)]
     pub peer_sockets: usize,
+    /// Each data-path worker's share (worker 0 first); empty with one worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerIo>,
+}
+
+impl IoReport {
+    /// From the data path's counters summed over the workers, and each worker's.
+    pub fn new(totals: &super::datapath::Counters, each: &[super::worker::WorkerStats]) -> IoReport {
+        IoReport {
+            tx_dropped: totals.tx_dropped,
+            tun_write_errors: totals.tun_write_errors,
+            rx_peer_socket_datagrams: totals.udp_datagrams_peer_sockets,
+            peer_sockets: each.iter().map(|w| w.peer_sockets).sum(),
+            workers: if each.len() > 1 {
+                each.iter()
+                    .map(|w| WorkerIo {
+                        tun_packets_read: w.counters.tun_segments,
+                        udp_datagrams_received: w.counters.udp_datagrams_received,
+                        udp_datagrams_sent: w.counters.udp_datagrams_sent,
+                        tun_packets_written: w.counters.tun_packets_written,
+                        peer_sockets: w.peer_sockets,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// What one data-path worker carried (workers other than the main thread publish theirs once
+/// a second).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerIo {
+    pub tun_packets_read: u64,
+    pub udp_datagrams_received: u64,
+    pub udp_datagrams_sent: u64,
+    pub tun_packets_written: u64,
+    pub peer_sockets: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ impl RestartOnly {
             ("listen.batch", c.listen.batch.to_string()),
             ("listen.read_buffer", show(&c.listen.read_buffer)),
             ("listen.write_buffer", show(&c.listen.write_buffer)),
+            ("routines", c.routines().to_string()),
             ("control.socket", c.control_socket().to_string()),
             ("stats", show(&(&c.stats.kind, &c.stats.listen, &c.stats.path))),
             ("handshakes.try_interval", show(&c.handshakes.try_interval.0)),
@@ -80,12 +81,13 @@ mod tests {
         let old = RestartOnly::of(&parse("tun:\n  dev: nebula1\nlisten:\n  port: 4242\n"));
         let same = RestartOnly::of(&parse("tun:\n  dev: nebula1\nlisten:\n  port: 4242\nlighthouse:\n  interval: 5\n"));
         assert!(old.changed(&same).is_empty(), "reloadable keys are not restart-only");
-        let new = RestartOnly::of(&parse("tun:\n  dev: nebula2\nlisten:\n  port: 4243\n"));
+        let new = RestartOnly::of(&parse("tun:\n  dev: nebula2\nlisten:\n  port: 4243\nroutines: 2\n"));
         assert_eq!(
             old.changed(&new).iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec![
                 "tun.dev (nebula1 → nebula2)",
                 "listen.port (4242 → 4243)",
+                "routines (1 → 2)",
                 // The default socket follows tun.dev; the running one stays where it is.
                 "control.socket (@cos-mesh/nebula1 → @cos-mesh/nebula2)"
             ]

@@ -166,33 +166,33 @@ impl Tun {
         self.queues[0].udp_gso()
     }
 
-    /// Every queue; `queues()[0]` is the one [`Tun::recv`] / [`Tun::send`] use.
+    /// Every queue (one per worker: the kernel keeps a flow on one queue).
     pub fn queues(&self) -> &[SyncDevice] {
         &self.queues
     }
 
-    /// Reads what is waiting on queue 0 into `rx`: one packet, or every segment of one
+    /// Reads what is waiting on queue `queue` into `rx`: one packet, or every segment of one
     /// super-packet with its checksums completed. Returns how many packets `rx` now holds;
     /// `WouldBlock` when none is waiting.
-    pub fn recv(&self, rx: &mut TunRecv) -> io::Result<usize> {
+    pub fn recv(&self, queue: usize, rx: &mut TunRecv) -> io::Result<usize> {
         rx.filled = 0;
         // Slices of the one segment buffer, on the stack: no allocation per receive.
         let mut slots = rx.segments.chunks_mut(rx.segment);
         let mut bufs: [&mut [u8]; MAX_SEGMENTS] = std::array::from_fn(|_| slots.next().unwrap_or_default());
         let count = rx.sizes.len();
-        let n = self.queues[0].recv_multiple(&mut rx.raw, &mut bufs[..count], &mut rx.sizes, 0)?;
+        let n = self.queues[queue].recv_multiple(&mut rx.raw, &mut bufs[..count], &mut rx.sizes, 0)?;
         rx.filled = n;
         Ok(n)
     }
 
-    /// Writes every packet of `tx` to queue 0, coalescing segments of one flow when offloads
-    /// are on, and empties `tx`. Returns the bytes written. A packet the kernel refuses is
-    /// dropped (the rest still go) and the last such error is returned.
-    pub fn send(&self, tx: &mut TunBatch) -> io::Result<usize> {
+    /// Writes every packet of `tx` to queue `queue`, coalescing segments of one flow when
+    /// offloads are on, and empties `tx`. Returns the bytes written. A packet the kernel refuses
+    /// is dropped (the rest still go) and the last such error is returned.
+    pub fn send(&self, queue: usize, tx: &mut TunBatch) -> io::Result<usize> {
         if tx.len == 0 {
             return Ok(0);
         }
-        let r = self.queues[0].send_multiple(&mut tx.gro, &mut tx.bufs[..tx.len], HEADROOM);
+        let r = self.queues[queue].send_multiple(&mut tx.gro, &mut tx.bufs[..tx.len], HEADROOM);
         tx.clear();
         r
     }

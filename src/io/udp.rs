@@ -136,6 +136,14 @@ impl Udp {
         Udp::configure(socket, local.is_ipv4(), opts)
     }
 
+    /// Another listening socket on `local` (the address of a listening [`Udp`]), in its
+    /// `SO_REUSEPORT` group, for another worker: Linux spreads datagrams over the group by their
+    /// source and destination, so one sender's datagrams always reach the same socket.
+    pub fn sibling(local: SocketAddr, opts: UdpOptions) -> io::Result<Udp> {
+        let socket = bind_dual_stack(local, true)?;
+        Udp::configure(socket, local.is_ipv4(), opts)
+    }
+
     fn configure(socket: UdpSocket, ipv4: bool, opts: UdpOptions) -> io::Result<Udp> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         allow_fragments(&socket, ipv4)?;

@@ -1,0 +1,311 @@
+//! Data-path workers (`routines`). Worker 0 is the daemon's main thread, which also serves
+//! signals, the control socket and housekeeping; workers 1..N run on threads of their own. Each
+//! has its own TUN queue (the kernel keeps a flow on one queue), its own listening socket in the
+//! port's `SO_REUSEPORT` group (one sender's datagrams reach one socket), the receive sockets of
+//! the established peers it owns ([`PeerOwners`]) and its own buffers. They share the one core (see
+//! [`super::datapath`] for how little they hold its lock); whichever worker wakes first runs the
+//! core's due timers.
+//!
+//! A peer's traffic stays with its owner in both directions: its datagrams arrive on the
+//! owner's socket, the owner writes them to its TUN queue, and the kernel sends a flow's
+//! packets to the queue that wrote the flow's last packet in. So workers spread peers, not
+//! the packets of one peer, and the order of every peer's packets is kept.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error};
+
+use super::datapath::{Counters, DataPath, Wakeup, lock};
+use super::policy::FirewallPolicy;
+use crate::io::peer_sockets::MAX_PEER_SOCKETS;
+use crate::io::{PeerSockets, PollFd, Tun, Udp, UdpOptions, poll};
+use crate::mesh::Node;
+use crate::unixtime::UnixTime;
+
+/// The core, shared by the workers.
+pub type SharedNode = Arc<Mutex<Node<FirewallPolicy>>>;
+
+/// How often a worker on its own thread matches its peer sockets to the established peers and
+/// publishes its counters (the main thread does both in its housekeeping).
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// Which worker reads each established peer's own socket: a new peer goes to the worker with
+/// the fewest, and stays there while its session and endpoint last.
+#[derive(Debug, Default)]
+pub struct PeerOwners {
+    owner: HashMap<SocketAddr, usize>,
+}
+
+impl PeerOwners {
+    /// Matches the table to the established peers' direct `paths`, spread over `workers`.
+    pub fn update(&mut self, paths: impl IntoIterator<Item = SocketAddr>, workers: usize) {
+        let mut paths: Vec<SocketAddr> = paths.into_iter().collect();
+        paths.sort_unstable();
+        self.owner.retain(|p, _| paths.binary_search(p).is_ok());
+        let mut load = vec![0usize; workers.max(1)];
+        for w in self.owner.values() {
+            load[*w] += 1;
+        }
+        for p in paths {
+            self.owner.entry(p).or_insert_with(|| {
+                let least = (0..load.len()).min_by_key(|w| load[*w]).unwrap_or(0);
+                load[least] += 1;
+                least
+            });
+        }
+    }
+
+    /// The paths `worker` reads.
+    pub fn of(&self, worker: usize) -> Vec<SocketAddr> {
+        self.owner.iter().filter(|(_, w)| **w == worker).map(|(p, _)| *p).collect()
+    }
+}
+
+/// What every worker has in common.
+#[derive(Clone)]
+pub struct Common {
+    pub node: SharedNode,
+    pub owners: Arc<Mutex<PeerOwners>>,
+    pub tun: Option<Arc<Tun>>,
+    /// How sockets are set up (`listen`), and packets per TUN write and receive.
+    pub opts: UdpOptions,
+    pub batch: usize,
+    /// How many workers there are (`routines`).
+    pub workers: usize,
+}
+
+/// One worker's sockets, TUN queue and buffers.
+pub struct Worker {
+    index: usize,
+    workers: usize,
+    node: SharedNode,
+    owners: Arc<Mutex<PeerOwners>>,
+    tun: Option<Arc<Tun>>,
+    udp: Udp,
+    peer_socks: PeerSockets,
+    pub datapath: DataPath,
+}
+
+/// Which of a worker's descriptors a wait found ready, and which of the caller's.
+pub struct Ready {
+    udp: bool,
+    peers: bool,
+    tun: bool,
+    /// The extra descriptors passed to [`Worker::wait`], in order.
+    pub extra: [bool; 2],
+}
+
+impl Worker {
+    /// Worker `index`, reading queue `index` of the TUN and `udp` (a listening socket of the
+    /// port's group).
+    pub fn new(index: usize, common: Common, udp: Udp) -> io::Result<Worker> {
+        let Common { node, owners, tun, opts, batch, workers } = common;
+        let listen = udp.local_addr()?;
+        let peer_socks = PeerSockets::new(listen, opts, MAX_PEER_SOCKETS / workers.max(1))?;
+        let datapath = DataPath::new(tun.as_deref(), index, &udp, batch);
+        Ok(Worker { index, workers, node, owners, tun, udp, peer_socks, datapath })
+    }
+
+    pub fn udp(&self) -> &Udp {
+        &self.udp
+    }
+
+    pub fn tun(&self) -> Option<&Tun> {
+        self.tun.as_deref()
+    }
+
+    /// Peers that have a receive socket of their own with this worker.
+    pub fn peer_sockets(&self) -> usize {
+        self.peer_socks.len()
+    }
+
+    /// Waits up to `timeout` for the worker's descriptors and up to two `extra` ones. While
+    /// ciphertexts wait for the socket, the TUN is left unread: its queue holds (or drops) the
+    /// excess, and poll does not spin on it.
+    pub fn wait(&self, extra: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Ready> {
+        let wants_write = self.datapath.wants_write();
+        let mut fds = vec![PollFd::new(self.udp.as_fd(), wants_write), PollFd::new(self.peer_socks.as_fd(), false)];
+        fds.extend(extra.iter().take(2).map(|fd| PollFd::new(*fd, false)));
+        let tun_at = fds.len();
+        if let Some(t) = &self.tun
+            && !wants_write
+        {
+            fds.push(PollFd::new(t.queues()[self.index].as_fd(), false));
+        }
+        poll::wait(&mut fds, Some(timeout))?;
+        let extra_ready = |i: usize| i < extra.len() && fds[2 + i].readable();
+        Ok(Ready {
+            udp: fds[0].readable(),
+            peers: fds[1].readable(),
+            tun: fds.get(tun_at).is_some_and(|f| f.readable()),
+            extra: [extra_ready(0), extra_ready(1)],
+        })
+    }
+
+    /// What a wakeup does: read what is ready through the core, run the core's due timers, and
+    /// send and write what they queued.
+    pub fn work(&mut self, ready: &Ready, now: Instant, wall: UnixTime) {
+        let mut w = Wakeup { node: &self.node, udp: &self.udp, tun: self.tun.as_deref(), now, wall };
+        if ready.udp || ready.peers {
+            self.datapath.read_udp(&mut w, &mut self.peer_socks);
+        }
+        if ready.tun {
+            self.datapath.read_tun(&mut w);
+        }
+        {
+            let mut node = lock(&self.node);
+            if node.poll_timeout() <= now {
+                node.handle_timeout(now, wall);
+            }
+        }
+        self.flush();
+    }
+
+    /// Sends and writes what the core has queued.
+    pub fn flush(&mut self) {
+        self.datapath.flush(&self.node, &self.udp, self.tun.as_deref());
+    }
+
+    /// Gives the established peers this worker owns sockets of their own, and closes those of
+    /// peers that are gone or moved. Worker 0 first assigns the owners.
+    pub fn sync_peer_sockets(&mut self) {
+        let mut owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.index == 0 {
+            owners.update(lock(&self.node).established_direct_paths(), self.workers);
+        }
+        let mine = owners.of(self.index);
+        drop(owners);
+        for e in self.peer_socks.sync(mine) {
+            debug!("{e}");
+        }
+    }
+
+    fn stats(&self) -> WorkerStats {
+        WorkerStats { counters: self.datapath.counters, peer_sockets: self.peer_socks.len() }
+    }
+
+    /// The loop of a worker on its own thread, until `stop` turns readable (its other end closed).
+    fn run(mut self, stop: UnixStream, published: Arc<Mutex<WorkerStats>>) {
+        let mut next_sync = Instant::now();
+        loop {
+            let deadline = lock(&self.node).poll_timeout().min(next_sync);
+            let ready = match self.wait(&[stop.as_fd()], deadline.saturating_duration_since(Instant::now())) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    error!("worker {}: poll: {e}", self.index);
+                    break;
+                }
+            };
+            if ready.extra[0] {
+                break;
+            }
+            let now = Instant::now();
+            self.work(&ready, now, UnixTime::now());
+            if now >= next_sync {
+                next_sync = now + SYNC_EVERY;
+                self.sync_peer_sockets();
+                publish(&published, self.stats());
+            }
+        }
+        publish(&published, self.stats());
+    }
+}
+
+/// A worker's counters and peer sockets, as it last published them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerStats {
+    pub counters: Counters,
+    pub peer_sockets: usize,
+}
+
+/// The workers on threads of their own (1..N; none when `routines` is 1).
+pub struct Workers {
+    /// Closed to stop them: their end turns readable.
+    stop: Option<UnixStream>,
+    threads: Vec<(JoinHandle<()>, Arc<Mutex<WorkerStats>>)>,
+}
+
+impl Workers {
+    /// Starts workers 1..N beside the main thread's worker 0, each with queue `i` of the TUN
+    /// and a socket of its own in the group of the socket listening on `listen`.
+    pub fn start(common: &Common, listen: SocketAddr) -> io::Result<Workers> {
+        let (stop, stop_rx) = UnixStream::pair()?;
+        let mut threads = Vec::new();
+        for index in 1..common.workers {
+            let udp = Udp::sibling(listen, common.opts)
+                .map_err(|e| io::Error::new(e.kind(), format!("binding worker {index}'s socket on {listen}: {e}")))?;
+            let worker = Worker::new(index, common.clone(), udp)?;
+            let stop_rx = stop_rx.try_clone()?;
+            let published = Arc::new(Mutex::new(WorkerStats::default()));
+            let mine = published.clone();
+            let thread =
+                std::thread::Builder::new().name(format!("worker-{index}")).spawn(move || worker.run(stop_rx, mine))?;
+            threads.push((thread, published));
+        }
+        Ok(Workers { stop: Some(stop), threads })
+    }
+
+    /// What each worker last published (at most a second old), workers 1..N in order.
+    pub fn stats(&self) -> Vec<WorkerStats> {
+        self.threads.iter().map(|(_, s)| read(s)).collect()
+    }
+
+    /// The first worker that has stopped on its own (a poll error or a panic), if any.
+    pub fn stopped(&self) -> Option<usize> {
+        self.threads.iter().position(|(t, _)| t.is_finished()).map(|i| i + 1)
+    }
+
+    /// Stops every worker and waits for them; returns their final counters.
+    pub fn stop(&mut self) -> Vec<WorkerStats> {
+        drop(self.stop.take());
+        self.threads
+            .drain(..)
+            .map(|(thread, stats)| {
+                let _ = thread.join();
+                read(&stats)
+            })
+            .collect()
+    }
+}
+
+fn read(stats: &Mutex<WorkerStats>) -> WorkerStats {
+    *stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn publish(to: &Mutex<WorkerStats>, stats: WorkerStats) {
+    *to.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stats;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PeerOwners;
+    use std::net::SocketAddr;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, i], 4242))
+    }
+
+    #[test]
+    fn peers_go_to_the_least_loaded_worker_and_stay_there() {
+        let mut o = PeerOwners::default();
+        o.update([addr(1), addr(2), addr(3)], 2);
+        assert_eq!((o.of(0).len(), o.of(1).len()), (2, 1));
+        let first_of_1 = o.of(1)[0];
+        // A peer leaves: the others keep their workers; a newcomer fills the emptier one.
+        let leaving = o.of(0)[0];
+        let staying: Vec<SocketAddr> = [addr(1), addr(2), addr(3)].into_iter().filter(|a| *a != leaving).collect();
+        o.update(staying.iter().copied().chain([addr(4)]), 2);
+        assert!(!o.of(0).contains(&leaving) && o.of(1).contains(&first_of_1));
+        assert_eq!((o.of(0).len(), o.of(1).len()), (2, 1), "{o:?}");
+        o.update([], 2);
+        assert!(o.of(0).is_empty() && o.of(1).is_empty());
+    }
+}

@@ -137,7 +137,8 @@ start_cos-mesh() {
         local extra="control:
   socket: $WORK/cm-$side.sock
 logging:
-  level: info"
+  level: info
+routines: ${COS_MESH_ROUTINES:-1}"
         if [ "$COS_MESH_OFFLOADS" = false ]; then
             mesh_config $side $peer $under 4242 "${ID}m$side" "$extra" |
                 sed -e 's/^listen:$/listen:\n  udp_offloads: false/' -e 's/^tun:$/tun:\n  use_offloads: false/' >"$WORK/cm-$side.yml"
@@ -151,6 +152,12 @@ logging:
 
 start_cos-mesh-plain() {
     local COS_MESH_OFFLOADS=false
+    start_cos-mesh
+}
+
+# Two data-path workers (routines: 2) on each side.
+start_cos-mesh-2w() {
+    local COS_MESH_ROUTINES=2
     start_cos-mesh
 }
 
@@ -170,10 +177,17 @@ start_nebula() {
         mesh_config $side $peer $under 4243 "${ID}n$side" "lighthouse:
   am_lighthouse: false
 logging:
-  level: warning" >"$WORK/nb-$side.yml"
+  level: warning
+routines: ${NEBULA_ROUTINES:-1}" >"$WORK/nb-$side.yml"
         ip netns exec "$ID$side" nebula -config "$WORK/nb-$side.yml" >"$WORK/nb-$side.log" 2>&1 &
         DAEMONS+=($!)
     done
+}
+
+# Nebula with two routines on each side.
+start_nebula-2w() {
+    local NEBULA_ROUTINES=2
+    start_nebula
 }
 
 # WireGuard implementations: $1 = command line (the interface name is appended). Keys in

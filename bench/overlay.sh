@@ -14,7 +14,8 @@
 #
 # Settings (environment): RUNS=5 DURATION=10 (iperf3 seconds) PINGS=50 MTU=1420
 #   SYSTEMS="raw cos-mesh cos-mesh-plain nebula boringtun wireguard-go" (missing ones skipped;
-#   cos-mesh-plain is cos-mesh with tun.use_offloads and listen.udp_offloads off)
+#   cos-mesh-plain is cos-mesh with tun.use_offloads and listen.udp_offloads off; cos-mesh-2w and
+#   nebula-2w run two data-path workers, routines: 2, on each side)
 #   COS_MESH=target/release/cos-mesh  OUT=bench/results/<UTC time>
 #   COS_MESH_OFFLOADS=false (cos-mesh with tun.use_offloads and listen.udp_offloads off)
 #   COS_MESH_REF=path/to/another/cos-mesh with SYSTEMS="cos-mesh cos-mesh-ref": two builds paired

@@ -24,7 +24,7 @@ use tracing::{debug, error};
 
 use super::datapath::{Counters, DataPath, Wakeup, lock};
 use super::policy::FirewallPolicy;
-use crate::io::peer_sockets::MAX_PEER_SOCKETS;
+use crate::io::peer_sockets;
 use crate::io::{PeerSockets, PollFd, Tun, Udp, UdpOptions, poll};
 use crate::mesh::Node;
 use crate::unixtime::UnixTime;
@@ -108,7 +108,7 @@ impl Worker {
     pub fn new(index: usize, common: Common, udp: Udp) -> io::Result<Worker> {
         let Common { node, owners, tun, opts, batch, workers } = common;
         let listen = udp.local_addr()?;
-        let peer_socks = PeerSockets::new(listen, opts, MAX_PEER_SOCKETS / workers.max(1))?;
+        let peer_socks = PeerSockets::new(listen, opts, peer_sockets::per_worker(workers))?;
         let datapath = DataPath::new(tun.as_deref(), index, &udp, batch);
         Ok(Worker { index, workers, node, owners, tun, udp, peer_socks, datapath })
     }

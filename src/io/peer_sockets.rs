@@ -123,6 +123,12 @@ impl PeerSockets {
     }
 }
 
+/// The peer sockets each of `workers` workers may open: their share of [`MAX_PEER_SOCKETS`] and
+/// of the open-file budget.
+pub fn per_worker(workers: usize) -> usize {
+    MAX_PEER_SOCKETS.min(fd_budget()) / workers.max(1)
+}
+
 /// Half the soft open-file limit (unlimited or unknown: [`MAX_PEER_SOCKETS`]).
 fn fd_budget() -> usize {
     use nix::sys::resource::{Resource, getrlimit};

@@ -62,7 +62,17 @@ impl World {
             let name = format!("lighthouse-{}", i + 1);
             let mut h = Host::new(&public, &name, under, vpn);
             let (crt, key) = pki.sign(&name, &format!("{vpn}/10"), "lighthouse");
-            h.configure(&pki.ca_crt(), &crt, &key, &[], &rules(&["base"]), "lighthouse:\n  am_lighthouse: true\n");
+            // The first lighthouse and the relay run two data-path workers (`routines`), the
+            // second lighthouse one: discovery and relaying must not care.
+            let workers = if i == 0 { "routines: 2\n" } else { "" };
+            h.configure(
+                &pki.ca_crt(),
+                &crt,
+                &key,
+                &[],
+                &rules(&["base"]),
+                &format!("lighthouse:\n  am_lighthouse: true\n{workers}"),
+            );
             h.start();
             lighthouses.push(h);
         }
@@ -75,7 +85,7 @@ impl World {
             &key,
             &statics,
             &rules(&["base"]),
-            &format!("{}relay:\n  am_relay: true\n", node_extra(false)),
+            &format!("{}relay:\n  am_relay: true\nroutines: 2\n", node_extra(false)),
         );
         relay.start();
         let routers = vec![environment(&public, 1), environment(&public, 2)];

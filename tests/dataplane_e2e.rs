@@ -81,21 +81,20 @@ impl Pair {
 
     /// Stops both daemons and returns their data-path totals (a, b).
     fn totals(&mut self) -> (Totals, Totals) {
-        (stop(&mut self.a, "totals"), stop(&mut self.b, "totals"))
+        (stop(&mut self.a), stop(&mut self.b))
     }
 }
 
-/// Stops `h` and returns its data path's counters: `"totals"`, or `"worker N"`.
-fn stop(h: &mut Host, which: &str) -> Totals {
+/// Stops `h` and returns its data path's counters summed over its workers.
+fn stop(h: &mut Host) -> Totals {
     h.signal(libc::SIGTERM);
     assert!(wait_until(Duration::from_secs(10), || h.log().contains("cos-mesh stopping")), "{}", h.log());
-    let needle = format!("data path {which}:");
-    Totals(h.log().lines().find(|l| l.contains(&needle)).unwrap_or_else(|| panic!("{needle}\n{}", h.log())).to_string())
+    logged_totals(h, "totals")
 }
 
-/// The same counters for `worker` of a daemon `stop` has stopped.
-fn worker_totals(h: &Host, worker: usize) -> Totals {
-    let needle = format!("data path worker {worker}:");
+/// The counters a stopped daemon logged: `"totals"`, or `"worker N"`'s.
+fn logged_totals(h: &Host, which: &str) -> Totals {
+    let needle = format!("data path {which}:");
     Totals(h.log().lines().find(|l| l.contains(&needle)).unwrap_or_else(|| panic!("{needle}\n{}", h.log())).to_string())
 }
 
@@ -383,8 +382,8 @@ fn two_workers_carry_two_peers_each_on_its_own() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("workers: 2 (packets from the TUN / datagrams received: "), "{text}");
 
-    stop(&mut a, "totals");
-    let [w0, w1] = [worker_totals(&a, 0), worker_totals(&a, 1)];
+    stop(&mut a);
+    let [w0, w1] = [logged_totals(&a, "worker 0"), logged_totals(&a, "worker 1")];
     eprintln!("{}\n{}", w0.0, w1.0);
     let (big, small) =
         if w0.get("udp_datagrams_received") > w1.get("udp_datagrams_received") { (w0, w1) } else { (w1, w0) };

@@ -97,6 +97,9 @@ impl World {
         let (crt, key) = pki.sign("client", "100.64.0.21/10", "nomad-client");
         client.configure(&pki.ca_crt(), &crt, &key, &statics, &rules(&["base", "nomad-client"]), &node_extra(true));
         client.start();
+        for h in [&lighthouses[0], &relay] {
+            assert!(h.log().contains("2 workers (routines)"), "{}", h.log());
+        }
         let w = World { pki, public, routers, lighthouses, relay, server, client };
         for h in [&w.server, &w.client, &w.relay] {
             let registered = wait_until(Duration::from_secs(10), || {

@@ -46,7 +46,9 @@ impl World {
         let node = |name: &str, n: u8, group: &str| {
             let h = Host::new(&public, name, &format!("198.18.0.{n}"), &format!("100.64.0.{n}"));
             let (crt, key) = pki.sign(name, &format!("100.64.0.{n}/10"), group);
-            let extra = format!("lighthouse:\n  hosts: [{vpn}]\n  interval: 2\nrelay:\n  relays: [{vpn}]\n");
+            // The client runs two workers: the answers to its pings may reach either.
+            let workers = if name == "client" { "routines: 2\n" } else { "" };
+            let extra = format!("lighthouse:\n  hosts: [{vpn}]\n  interval: 2\nrelay:\n  relays: [{vpn}]\n{workers}");
             h.configure(&pki.ca_crt(), &crt, &key, &[LIGHTHOUSE], &rules(&["base", group]), &extra);
             h
         };
@@ -69,6 +71,7 @@ impl World {
             String::from_utf8_lossy(&out.stdout).contains("100.64.0.11")
         });
         assert!(listed, "the client never listed the server:\n{}", client.log());
+        assert!(client.log().contains("2 workers (routines)"), "{}", client.log());
         World { _pki: pki, _public: public, lighthouse, server, client }
     }
 

@@ -12,8 +12,9 @@
 //! Several workers (`routines`) share one core behind a mutex, each with its own TUN queue,
 //! listening socket and buffers: a worker holds the lock only while the core handles a batch
 //! (the firewall, the session lookup and the AEAD), and reads, splits, sends, coalesces and
-//! writes without it. The kernel keeps one flow on one TUN queue and one peer's datagrams on one
-//! socket, and a worker keeps the order of what it read, so the order of every flow is kept.
+//! writes without it; the firewall and the AEAD run under the lock, so workers overlap only the
+//! work around the core. Time handed to the core is read after taking the lock, so the core sees
+//! it move forward whichever worker calls.
 
 use std::io;
 use std::net::SocketAddr;
@@ -129,20 +130,19 @@ impl Counters {
     }
 }
 
-/// The core, locked. A worker that panicked while holding it has stopped, and the daemon stops
-/// on noticing; until then the others carry on rather than panic as well.
-pub fn lock<P: Policy>(node: &Mutex<Node<P>>) -> MutexGuard<'_, Node<P>> {
-    node.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// `m` locked. A worker that panicked while holding the core's lock has stopped, and the daemon
+/// stops on noticing; until then the others carry on rather than panic as well.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What one wakeup of a worker works with: the core, the worker's listening socket (replies
-/// and queued output leave through it), the TUN if there is one, and the time read once on
-/// waking.
+/// and queued output leave through it), the TUN if there is one, and the wall-clock time read
+/// once on waking (for certificate validity; the monotonic time is read under the lock).
 pub struct Wakeup<'a, P: Policy> {
     pub node: &'a Mutex<Node<P>>,
     pub udp: &'a Udp,
     pub tun: Option<&'a Tun>,
-    pub now: Instant,
     pub wall: UnixTime,
 }
 
@@ -207,7 +207,7 @@ impl DataPath {
     /// socket. Returns the datagrams received.
     fn read_socket<P: Policy>(&mut self, w: &mut Wakeup<'_, P>, rx: &Udp, reads: usize) -> u64 {
         let before = self.counters.udp_datagrams_received;
-        let (now, wall) = (w.now, w.wall);
+        let wall = w.wall;
         for _ in 0..reads {
             let n = match rx.recv(&mut self.udp_rx) {
                 Ok(n) => n,
@@ -222,6 +222,7 @@ impl DataPath {
             c.udp_buffers += n as u64;
             let tun = w.tun.map(|t| (t, self.queue));
             let mut node = lock(w.node);
+            let mut now = Instant::now();
             for i in 0..n {
                 let Some((from, data, stride)) = self.udp_rx.buffer(i) else { continue };
                 if data.len() > stride {
@@ -233,6 +234,7 @@ impl DataPath {
                         drop(node);
                         write_tun(tun, &mut self.tun_tx, c);
                         node = lock(w.node);
+                        now = Instant::now();
                     }
                     if d.len() <= self.tun_tx.slot() {
                         let Some(room) = self.tun_tx.room() else { continue };
@@ -287,12 +289,13 @@ impl DataPath {
             }
             let max_segments = w.udp.max_segments();
             let mut node = lock(w.node);
+            let now = Instant::now();
             for segment in rx.iter() {
                 let Some(room) = self.runs.room() else {
                     c.tx_dropped += 1;
                     continue;
                 };
-                if let Some((dst, d)) = node.handle_tun_packet(w.now, segment, room) {
+                if let Some((dst, d)) = node.handle_tun_packet(now, segment, room) {
                     let len = d.len();
                     self.runs.commit(dst, len, max_segments);
                 }

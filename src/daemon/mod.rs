@@ -38,6 +38,9 @@ use worker::{Common, SharedNode, Worker, WorkerStats, Workers};
 
 /// How often idle firewall flows are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// How often the main thread looks for finished pings while a client waits: the reply may reach
+/// another worker, which does not wake this one.
+const PING_CHECK_EVERY: Duration = Duration::from_millis(20);
 /// How often the host's addresses are checked (a move re-registers and re-probes peers).
 const ADDR_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Warn about our own certificate expiring this long ahead, once a day.
@@ -203,6 +206,9 @@ impl Daemon {
             if let Some(w) = self.next_watchdog {
                 deadline = deadline.min(w);
             }
+            if self.pings.waiting() {
+                deadline = deadline.min(now + PING_CHECK_EVERY);
+            }
             let timeout = deadline.saturating_duration_since(now);
             let ready = match self.worker.wait(&[self.signals.as_fd(), self.control.listener().as_fd()], timeout) {
                 Ok(r) => r,
@@ -211,7 +217,7 @@ impl Daemon {
             };
             let now = Instant::now();
             let wall = UnixTime::now();
-            self.worker.work(&ready, now, wall);
+            self.worker.work(&ready, wall);
             self.log_events();
             self.housekeeping(now, wall)?;
             if ready.extra[0] {
@@ -227,20 +233,18 @@ impl Daemon {
             if ready.extra[1] {
                 self.serve_control(now);
             }
-            self.pings.answer_finished(&mut lock(&self.node));
+            self.pings.answer_finished(&self.node);
         }
     }
 
-    /// Moves the core's queued output to the socket and the TUN, and logs its events.
-    fn flush(&mut self) {
-        self.worker.flush();
-        self.log_events();
-    }
-
+    /// Logs the core's events (taken under its lock, written without it).
     fn log_events(&self) {
-        let mut node = lock(&self.node);
-        while let Some(e) = node.poll_event() {
-            events::log_event(&e);
+        let happened: Vec<_> = {
+            let mut node = lock(&self.node);
+            std::iter::from_fn(|| node.poll_event()).collect()
+        };
+        for e in &happened {
+            events::log_event(e);
         }
     }
 
@@ -271,9 +275,10 @@ impl Daemon {
                 anyhow::bail!("data-path worker {i} stopped (see the log above); stopping the daemon");
             }
             // Conntrack expiry is a scan of every flow: once a second, not per wakeup.
-            lock(&self.node).policy_mut().fw.expire(now);
+            lock(&self.node).policy_mut().fw.expire(Instant::now());
             if let Some(dns) = &self.dns {
-                dns.set(&lock(&self.node).members());
+                let members = lock(&self.node).members();
+                dns.set(&members);
             }
             self.update_metrics(now, wall);
             self.worker.sync_peer_sockets();
@@ -281,7 +286,8 @@ impl Daemon {
         if now >= self.next_addr_check {
             self.next_addr_check = now + ADDR_CHECK_EVERY;
             let addrs = local_addrs(self.listen, &self.overlay_nets, &self.tun_name, &self.local_allow);
-            lock(&self.node).set_local_addrs(now, addrs);
+            let mut node = lock(&self.node);
+            node.set_local_addrs(Instant::now(), addrs);
         }
         if now >= self.next_expiry_check {
             self.next_expiry_check = now + Duration::from_secs(86_400);
@@ -372,8 +378,9 @@ impl Daemon {
                     Err(e) => json!({ "error": format!("reload failed, the running configuration is kept: {e}") }),
                 },
                 Some(Request::Ping(p)) => {
-                    self.pings.start(&mut lock(&self.node), now, stream, p);
-                    self.flush();
+                    self.pings.start(&self.node, stream, p);
+                    self.worker.flush();
+                    self.log_events();
                     continue;
                 }
                 None => json!({ "error": "unknown request; expected status, members, reload or ping" }),

@@ -4,12 +4,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::mesh::{Node, Path, PingFailure, PingId, PingOutcome, Policy, Probe, ProbeVerdict};
 use crate::unixtime::UnixTime;
+
+use super::datapath::lock;
 
 /// Version of the JSON shape of [`PingReport`].
 pub const SCHEMA_VERSION: u32 = 1;
@@ -165,8 +168,12 @@ pub struct Pings {
 impl Pings {
     /// Starts `request` in the core; its client is answered by [`Pings::answer_finished`]
     /// (or at once, when the ping cannot start).
-    pub fn start<P: Policy>(&mut self, node: &mut Node<P>, now: Instant, client: UnixStream, request: PingRequest) {
-        match node.start_ping(now, request.target, request.probe, request.timeout) {
+    pub fn start<P: Policy>(&mut self, node: &Mutex<Node<P>>, client: UnixStream, request: PingRequest) {
+        let started = {
+            let mut node = lock(node);
+            node.start_ping(Instant::now(), request.target, request.probe, request.timeout)
+        };
+        match started {
             Ok(id) => {
                 // The answer may take the whole timeout; the write must not block the loop.
                 let _ = client.set_write_timeout(Some(Duration::from_secs(1)));
@@ -176,18 +183,30 @@ impl Pings {
         }
     }
 
-    /// Answers the clients whose pings ended.
-    pub fn answer_finished<P: Policy>(&mut self, node: &mut Node<P>) {
-        let mut i = 0;
-        while i < self.waiting.len() {
-            match node.take_ping(self.waiting[i].id) {
-                Some(outcome) => {
-                    let w = self.waiting.swap_remove(i);
-                    let report = PingReport::new(w.request.target, w.request.probe, &outcome);
-                    super::control::reply(w.client, &serde_json::to_value(report).unwrap_or_default());
+    /// Whether a client waits.
+    pub fn waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Answers the clients whose pings ended (the replies are written without the core's lock).
+    pub fn answer_finished<P: Policy>(&mut self, node: &Mutex<Node<P>>) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut ended = Vec::new();
+        {
+            let mut node = lock(node);
+            let mut i = 0;
+            while i < self.waiting.len() {
+                match node.take_ping(self.waiting[i].id) {
+                    Some(outcome) => ended.push((self.waiting.swap_remove(i), outcome)),
+                    None => i += 1,
                 }
-                None => i += 1,
             }
+        }
+        for (w, outcome) in ended {
+            let report = PingReport::new(w.request.target, w.request.probe, &outcome);
+            super::control::reply(w.client, &serde_json::to_value(report).unwrap_or_default());
         }
     }
 }

@@ -3,13 +3,16 @@
 //! has its own TUN queue (the kernel keeps a flow on one queue), its own listening socket in the
 //! port's `SO_REUSEPORT` group (one sender's datagrams reach one socket), the receive sockets of
 //! the established peers it owns ([`PeerOwners`]) and its own buffers. They share the one core (see
-//! [`super::datapath`] for how little they hold its lock); whichever worker wakes first runs the
-//! core's due timers.
+//! [`super::datapath`] for what runs under its lock). Every worker wakes for the core's next
+//! deadline; the first to take the lock runs what is due, the others find nothing left.
 //!
-//! A peer's traffic stays with its owner in both directions: its datagrams arrive on the
-//! owner's socket, the owner writes them to its TUN queue, and the kernel sends a flow's
-//! packets to the queue that wrote the flow's last packet in. So workers spread peers, not
-//! the packets of one peer, and the order of every peer's packets is kept.
+//! Workers spread peers, not the packets of one peer. Once a peer has its own receive socket
+//! (about a second into its session) its datagrams arrive at its owner, which writes them to its
+//! TUN queue, and the kernel's multi-queue TUN sends a flow's outgoing packets to the queue that
+//! last wrote one of its incoming packets (it remembers a few thousand flows for a few seconds).
+//! So a peer's traffic stays with one worker both ways and keeps its order, except when it moves:
+//! at that hand-over, or when the kernel has forgotten a flow, a few packets may arrive out of
+//! order, which TCP and WireGuard's replay window absorb.
 
 use std::collections::HashMap;
 use std::io;
@@ -113,14 +116,6 @@ impl Worker {
         Ok(Worker { index, workers, node, owners, tun, udp, peer_socks, datapath })
     }
 
-    pub fn udp(&self) -> &Udp {
-        &self.udp
-    }
-
-    pub fn tun(&self) -> Option<&Tun> {
-        self.tun.as_deref()
-    }
-
     /// Peers that have a receive socket of their own with this worker.
     pub fn peer_sockets(&self) -> usize {
         self.peer_socks.len()
@@ -151,8 +146,8 @@ impl Worker {
 
     /// What a wakeup does: read what is ready through the core, run the core's due timers, and
     /// send and write what they queued.
-    pub fn work(&mut self, ready: &Ready, now: Instant, wall: UnixTime) {
-        let mut w = Wakeup { node: &self.node, udp: &self.udp, tun: self.tun.as_deref(), now, wall };
+    pub fn work(&mut self, ready: &Ready, wall: UnixTime) {
+        let mut w = Wakeup { node: &self.node, udp: &self.udp, tun: self.tun.as_deref(), wall };
         if ready.udp || ready.peers {
             self.datapath.read_udp(&mut w, &mut self.peer_socks);
         }
@@ -161,6 +156,7 @@ impl Worker {
         }
         {
             let mut node = lock(&self.node);
+            let now = Instant::now();
             if node.poll_timeout() <= now {
                 node.handle_timeout(now, wall);
             }
@@ -176,7 +172,7 @@ impl Worker {
     /// Gives the established peers this worker owns sockets of their own, and closes those of
     /// peers that are gone or moved. Worker 0 first assigns the owners.
     pub fn sync_peer_sockets(&mut self) {
-        let mut owners = self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut owners = lock(&self.owners);
         if self.index == 0 {
             owners.update(lock(&self.node).established_direct_paths(), self.workers);
         }
@@ -207,8 +203,8 @@ impl Worker {
             if ready.extra[0] {
                 break;
             }
+            self.work(&ready, UnixTime::now());
             let now = Instant::now();
-            self.work(&ready, now, UnixTime::now());
             if now >= next_sync {
                 next_sync = now + SYNC_EVERY;
                 self.sync_peer_sockets();
@@ -255,7 +251,7 @@ impl Workers {
 
     /// What each worker last published (at most a second old), workers 1..N in order.
     pub fn stats(&self) -> Vec<WorkerStats> {
-        self.threads.iter().map(|(_, s)| read(s)).collect()
+        self.threads.iter().map(|(_, s)| *lock(s)).collect()
     }
 
     /// The first worker that has stopped on its own (a poll error or a panic), if any.
@@ -270,18 +266,14 @@ impl Workers {
             .drain(..)
             .map(|(thread, stats)| {
                 let _ = thread.join();
-                read(&stats)
+                *lock(&stats)
             })
             .collect()
     }
 }
 
-fn read(stats: &Mutex<WorkerStats>) -> WorkerStats {
-    *stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn publish(to: &Mutex<WorkerStats>, stats: WorkerStats) {
-    *to.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stats;
+    *lock(to) = stats;
 }
 
 #[cfg(test)]
@@ -298,13 +290,21 @@ mod tests {
         let mut o = PeerOwners::default();
         o.update([addr(1), addr(2), addr(3)], 2);
         assert_eq!((o.of(0).len(), o.of(1).len()), (2, 1));
-        let first_of_1 = o.of(1)[0];
-        // A peer leaves: the others keep their workers; a newcomer fills the emptier one.
-        let leaving = o.of(0)[0];
-        let staying: Vec<SocketAddr> = [addr(1), addr(2), addr(3)].into_iter().filter(|a| *a != leaving).collect();
-        o.update(staying.iter().copied().chain([addr(4)]), 2);
-        assert!(!o.of(0).contains(&leaving) && o.of(1).contains(&first_of_1));
-        assert_eq!((o.of(0).len(), o.of(1).len()), (2, 1), "{o:?}");
+        // Worker 1's only peer leaves: worker 0 keeps both of its peers (nothing moves to even
+        // the load), and newcomers go to the emptier worker, the lower-numbered one on a tie.
+        let leaving = o.of(1)[0];
+        let kept = o.of(0);
+        o.update(kept.iter().copied().chain([addr(4)]), 2);
+        assert_eq!(o.of(1), [addr(4)], "{o:?}");
+        let mut zero = o.of(0);
+        zero.sort();
+        assert_eq!(zero.len(), 2);
+        assert!(kept.iter().all(|p| zero.contains(p)) && !zero.contains(&leaving));
+        o.update(kept.iter().copied().chain([addr(4), addr(5), addr(6)]), 2);
+        let mut one = o.of(1);
+        one.sort();
+        assert_eq!(one, [addr(4), addr(5)], "{o:?}");
+        assert!(o.of(0).contains(&addr(6)), "{o:?}");
         o.update([], 2);
         assert!(o.of(0).is_empty() && o.of(1).is_empty());
     }

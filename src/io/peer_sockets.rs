@@ -123,8 +123,8 @@ impl PeerSockets {
     }
 }
 
-/// The peer sockets each of `workers` workers may open: their share of [`MAX_PEER_SOCKETS`] and
-/// of the open-file budget.
+/// The peer sockets each of `workers` workers may open: a share of the cap and of the
+/// open-file budget, so that together they stay within both.
 pub fn per_worker(workers: usize) -> usize {
     MAX_PEER_SOCKETS.min(fd_budget()) / workers.max(1)
 }

@@ -166,7 +166,7 @@ impl Tun {
         self.queues[0].udp_gso()
     }
 
-    /// Every queue (one per worker: the kernel keeps a flow on one queue).
+    /// Every queue (one per worker).
     pub fn queues(&self) -> &[SyncDevice] {
         &self.queues
     }

@@ -137,8 +137,9 @@ impl Udp {
     }
 
     /// Another listening socket on `local` (the address of a listening [`Udp`]), in its
-    /// `SO_REUSEPORT` group, for another worker: Linux spreads datagrams over the group by their
-    /// source and destination, so one sender's datagrams always reach the same socket.
+    /// `SO_REUSEPORT` group, for another worker: Linux spreads datagrams over the group by a hash
+    /// of their source and destination (while the group's membership stays the same, one sender's
+    /// datagrams reach one socket).
     pub fn sibling(local: SocketAddr, opts: UdpOptions) -> io::Result<Udp> {
         let socket = bind_dual_stack(local, true)?;
         Udp::configure(socket, local.is_ipv4(), opts)

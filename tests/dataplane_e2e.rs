@@ -110,17 +110,26 @@ impl Totals {
 
 /// A daemon's anonymous resident memory (heap, stacks, relocated data), from smaps_rollup.
 fn anonymous_kb(pid: u32) -> u64 {
+    rollup_kb(pid, "Anonymous:")
+}
+
+/// A `key` (e.g. `Rss:`) of /proc/PID/smaps_rollup, in kB.
+fn rollup_kb(pid: u32, key: &str) -> u64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
-    let line = rollup.lines().find(|l| l.starts_with("Anonymous:")).unwrap();
+    let line = rollup.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Bounds on a daemon's anonymous memory, idle and after the streams below (both daemons,
-/// offloads on or off). This debug build measured 2.8–2.9 MB idle and at most 4.1 MB after the
-/// streams (2026-12-02, offloads on; off: 2.9 MB); release figures in bench/results/2026-12-02-rss2/.
-/// What they catch: a buffer becoming resident whole — the 32 TUN write slots reserve 64 KB each
-/// for coalescing (2 MB), the GRO receive buffers 512 KB — where only what traffic touches may be.
-const IDLE_ANON_KB: u64 = 3584;
+/// offloads on or off). This debug build measured 1.8–1.9 MB idle and at most 4.2 MB after the
+/// streams (2026-12-03); release figures in bench/results/. What they catch: a buffer becoming
+/// resident whole — the 32 TUN write slots reserve 64 KB each for coalescing (2 MB), the GRO
+/// receive buffers 512 KB — where only what traffic touches may be, and tun-rs' coalescing tables
+/// (1.7 MB, half of it resident once made) made before a write needs them.
+const IDLE_ANON_KB: u64 = 2560;
+/// The idle daemon's code and read-only data: this debug build measured 9.4 MB once the daemon
+/// has given back its start-up code's mappings (`io::memory`), 20.3 MB without.
+const IDLE_FILE_KB: u64 = 14_336;
 const LOADED_ANON_KB: u64 = 5120;
 /// What each further worker may add (its buffers and its thread); measured 1.5 MB idle.
 const WORKER_ANON_KB: u64 = 2048;
@@ -137,6 +146,9 @@ fn stream_ping_fragments_and_a_full_size_datagram(mode: Mode) {
         (IDLE_ANON_KB + workers * WORKER_ANON_KB, LOADED_ANON_KB + workers * WORKER_ANON_KB);
     let idle = [anonymous_kb(p.a.pid()), anonymous_kb(p.b.pid())];
     eprintln!("anonymous kB idle (a, b): {idle:?}");
+    let file = [p.a.pid(), p.b.pid()].map(|pid| rollup_kb(pid, "Rss:") - anonymous_kb(pid));
+    eprintln!("file-backed kB idle (a, b): {file:?}");
+    assert!(file.iter().all(|&kb| kb < IDLE_FILE_KB), "idle file-backed kB {file:?}, bound {IDLE_FILE_KB}");
     assert!(idle.iter().all(|&kb| kb < idle_bound), "idle anonymous kB {idle:?}, bound {idle_bound}");
     // ICMP, and IP fragments: a 3,000-byte ping is fragmented at the overlay MTU (1420) by the
     // sender and reassembled by the receiver; every fragment crosses the tunnel on its own.

@@ -21,13 +21,14 @@
 //!   → TUN send, segments of one flow coalesced back into super-packets (GRO)
 //! ```
 //!
-//! More throughput later means more workers (`Tun` queues with `IFF_MULTI_QUEUE`), each running
-//! this same loop on its own thread. Plain `SO_REUSEPORT` spreading will not do for their UDP
-//! side: the kernel stops spreading a reuseport group across its members once a connected peer
-//! socket is in it, so workers need a reuseport BPF program or peers partitioned by worker.
+//! With `routines` > 1 each worker runs this same loop on its own thread, with its own TUN queue
+//! (`IFF_MULTI_QUEUE`) and its own socket in the port's `SO_REUSEPORT` group; peers are
+//! partitioned among the workers (`daemon::worker`), because the kernel stops spreading a
+//! reuseport group once a connected peer socket is in it.
 #![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 pub mod ifaddrs;
+pub mod memory;
 pub mod netlink;
 pub mod notify;
 pub mod peer_sockets;

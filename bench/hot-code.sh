@@ -110,8 +110,8 @@ sleep 1
 workload "sampling A natively (pid $A)"
 kill -INT "$PERF"
 wait "$PERF" || true
-perf script -i "$WORK/perf.data" -F dso,sym --no-demangle 2>/dev/null |
-    awk -v f="$DAEMON" 'index($0, "(" f ")") {print $1}' >"$WORK/perf.syms"
+perf script -i "$WORK/perf.data" -F ip,sym,dso --no-demangle 2>/dev/null |
+    awk -v f="$DAEMON" 'index($0, "(" f ")") {print $2}' >"$WORK/perf.syms"
 python3 - "$WORK/callgrind.out" "$DAEMON" "$ORDER" "$WORK/perf.syms" <<'EOF'
 import bisect, re, subprocess, sys
 src, exe, out, sampled = sys.argv[1:5]

@@ -17,11 +17,15 @@
 # goes to stdout and $OUT/summary.md.
 #
 # WORKING_SET=1 (cos-mesh, needs gdb): after the idle figures, drop each daemon's mapping of its
-# own code with madvise(MADV_DONTNEED) (the pages stay in the page cache) and measure again idle
+# own code once more with madvise(MADV_DONTNEED) (the daemon does so itself once after start; the
+# pages stay in the page cache) and measure again idle
 # and after load: what the code refaults is the code the daemon really runs. Those rounds'
 # after-load figures are then not comparable with the other systems'.
 #
-# Settings: SYSTEMS="cos-mesh nebula boringtun" RUNS=5 DURATION=5 MTU=1420 WORKING_SET=0
+# SETTLE seconds after the load, both daemons are measured once more (`settled_`, "idle again"):
+# cos-mesh gives its data-path buffers back 10 s after bulk traffic stops.
+#
+# Settings: SYSTEMS="cos-mesh nebula boringtun" RUNS=5 DURATION=5 SETTLE=12 MTU=1420 WORKING_SET=0
 #   COS_MESH=target/release/cos-mesh OUT=bench/results/<UTC time>-rss
 # Safety: as bench/overlay.sh (everything in namespaces this script creates, all removed on exit).
 set -euo pipefail
@@ -30,6 +34,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 SYSTEMS=${SYSTEMS:-"cos-mesh nebula boringtun"}
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-5}
+SETTLE=${SETTLE:-12}
 MTU=${MTU:-1420}
 WORKING_SET=${WORKING_SET:-0}
 COS_MESH=${COS_MESH:-$REPO/target/release/cos-mesh}
@@ -80,7 +85,9 @@ measure() { # system run
         dropped="code_dropped=1 $(figures dropped_)"
     fi
     read -r tcp1 retr1 < <(iperf 1)
-    local line="run=$run system=$sys status=ok $idle $(figures load_) tcp1_mbps=$tcp1 $dropped"
+    local load; load=$(figures load_)
+    sleep "$SETTLE"
+    local line="run=$run system=$sys status=ok $idle $load $(figures settled_) tcp1_mbps=$tcp1 $dropped"
     echo "$line" >>"$OUT/results.txt"
     say "$line"
     stop_daemons
@@ -113,13 +120,15 @@ for line in open(sys.argv[1]):
 ok = [r for r in rows if r.get("status") == "ok"]
 systems = list(dict.fromkeys(r["system"] for r in ok))
 cols = [("idle_rss_kb", "RSS idle"), ("idle_anon_kb", "anonymous idle"), ("idle_file_kb", "file-backed idle"),
-        ("idle_pss_kb", "PSS idle"), ("load_rss_kb", "RSS after load"), ("load_anon_kb", "anonymous after load")]
+        ("idle_pss_kb", "PSS idle"), ("load_rss_kb", "RSS after load"), ("load_anon_kb", "anonymous after load"),
+        ("settled_rss_kb", "RSS idle again")]
+cols = [(k, h) for k, h in cols if all(k in r for r in ok)]
 mb = lambda kb: f"{kb / 1024:.1f}"
 print("\n".join(notes))
 print()
 print("Both daemons of each system, MB (medians of the rounds):")
 print()
-print("| system | " + " | ".join(h for _, h in cols) + " | cos-mesh's RSS idle / after load, paired | iperf3 1 stream (Mbit/s) |")
+print("| system | " + " | ".join(h for _, h in cols) + " | cos-mesh's RSS idle / after load / idle again, paired | iperf3 1 stream (Mbit/s) |")
 print("|---" * (len(cols) + 3) + "|")
 for s in systems:
     mine = [r for r in ok if r["system"] == s]
@@ -128,9 +137,9 @@ for s in systems:
     if s != "cos-mesh":
         pairs = [(c, r) for r in mine for c in ok if c["system"] == "cos-mesh" and c["run"] == r["run"]]
         if pairs:
-            idle = statistics.median(float(c["idle_rss_kb"]) / float(r["idle_rss_kb"]) for c, r in pairs)
-            load = statistics.median(float(c["load_rss_kb"]) / float(r["load_rss_kb"]) for c, r in pairs)
-            ratio = f"{idle:.2f}× / {load:.2f}×"
+            ratio = " / ".join(
+                f'{statistics.median(float(c[k]) / float(r[k]) for c, r in pairs):.2f}×'
+                for k in ("idle_rss_kb", "load_rss_kb", "settled_rss_kb") if all(k in x for p in pairs for x in p))
     tcp = [float(r["tcp1_mbps"]) for r in mine if r.get("tcp1_mbps", "FAIL") != "FAIL"]
     tcp = f"{statistics.median(tcp):,.0f}" if tcp else "FAIL"
     print(f"| {s} | " + " | ".join(mb(med[k]) for k, _ in cols) + f" | {ratio} | {tcp} |")

@@ -38,6 +38,14 @@ pub type SharedNode = Arc<Mutex<Node<FirewallPolicy>>>;
 /// How often a worker on its own thread matches its peer sockets to the established peers and
 /// publishes its counters (the main thread does both in its housekeeping).
 const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// A worker gives its buffers' pages back once bulk traffic has stopped: a burst leaves megabytes
+/// resident (coalesced super-packets, GRO receive buffers, tun-rs' coalescing tables) that an idle
+/// node does not need. Traffic counts as stopped after a window of this length in which fewer than
+/// [`QUIET_PACKETS`] moved (keepalives and path checks go on), so 5–10 s after the last burst.
+const RELEASE_WINDOW: Duration = Duration::from_secs(5);
+const QUIET_PACKETS: u64 = 64;
+/// ... and only once this many packets have moved since the last release.
+const RELEASE_AFTER_PACKETS: u64 = 1_000;
 
 /// Which worker reads each established peer's own socket: a new peer goes to the worker with
 /// the fewest, and stays there while its session and endpoint last.
@@ -94,6 +102,15 @@ pub struct Worker {
     udp: Udp,
     peer_socks: PeerSockets,
     pub datapath: DataPath,
+    batch: usize,
+    idle: Idle,
+}
+
+/// Packets moved at the start of the current window, and at the last release.
+struct Idle {
+    window_start: Instant,
+    window_moved: u64,
+    released_at: u64,
 }
 
 /// Which of a worker's descriptors a wait found ready, and which of the caller's.
@@ -113,7 +130,8 @@ impl Worker {
         let listen = udp.local_addr()?;
         let peer_socks = PeerSockets::new(listen, opts, peer_sockets::per_worker(workers))?;
         let datapath = DataPath::new(tun.as_deref(), index, &udp, batch);
-        Ok(Worker { index, workers, node, owners, tun, udp, peer_socks, datapath })
+        let idle = Idle { window_start: Instant::now(), window_moved: 0, released_at: 0 };
+        Ok(Worker { index, workers, node, owners, tun, udp, peer_socks, datapath, batch, idle })
     }
 
     /// Peers that have a receive socket of their own with this worker.
@@ -162,6 +180,33 @@ impl Worker {
             }
         }
         self.flush();
+        self.release_when_idle(Instant::now());
+    }
+
+    /// Fresh buffers once bulk traffic has stopped (a quiet [`RELEASE_WINDOW`]): the old ones are
+    /// freed and the heap's free pages go back to the kernel; the new ones stay untouched (not
+    /// resident) until traffic comes. The counters carry over.
+    fn release_when_idle(&mut self, now: Instant) {
+        if now.duration_since(self.idle.window_start) < RELEASE_WINDOW {
+            return;
+        }
+        let c = &self.datapath.counters;
+        let moved = c.tun_segments + c.udp_datagrams_received;
+        let quiet = moved - self.idle.window_moved < QUIET_PACKETS;
+        self.idle.window_start = now;
+        self.idle.window_moved = moved;
+        if !quiet || moved - self.idle.released_at < RELEASE_AFTER_PACKETS || self.datapath.wants_write() {
+            return;
+        }
+        let counters = self.datapath.counters;
+        drop(std::mem::replace(
+            &mut self.datapath,
+            DataPath::new(self.tun.as_deref(), self.index, &self.udp, self.batch),
+        ));
+        self.datapath.counters = counters;
+        crate::io::memory::release_free_heap();
+        self.idle.released_at = moved;
+        debug!("worker {}: traffic stopped; data-path buffers given back", self.index);
     }
 
     /// Sends and writes what the core has queued.

@@ -8,6 +8,7 @@
 //! read-only file mappings that holds nothing but the file's contents: the pages stay in the page
 //! cache (shared, reclaimable) and whatever the daemon runs next simply faults back in.
 //! `/proc/self/smaps` is read with the `procfs` crate; `madvise` comes from `nix`.
+//! [`release_free_heap`] does the same for the heap: data-path buffers freed after a burst.
 
 use std::ffi::c_void;
 use std::io;
@@ -53,6 +54,16 @@ pub fn release_clean_file_pages() -> io::Result<Released> {
         released.bytes += rss;
     }
     Ok(released)
+}
+
+/// Gives the pages of the heap's free memory back to the kernel (glibc's `malloc_trim`, every
+/// arena): freed buffers otherwise stay resident for the allocator to reuse.
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only takes the allocator's own locks and unmaps pages of free chunks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Private, not writable, backed by a file, and every resident page still the file's own.

@@ -33,10 +33,9 @@ COS_MESH=${COS_MESH:-$REPO/target/release/cos-mesh}
 COS_MESH_OFFLOADS=true
 ORDER=${ORDER:-$REPO/src/bin/cos-mesh-daemon.order}
 DAEMON=$(dirname "$COS_MESH")/cos-mesh-daemon
-OUT=/nonexistent
 
 . "$REPO/bench/lab.sh"
-OUT=${KEEP:-$WORK/out}
+OUT=${KEEP:-$WORK/out}   # lab_up makes it; nothing is written there unless KEEP is set
 for t in valgrind callgrind_control perf; do command -v "$t" >/dev/null || die "$t is not installed"; done
 [ -x "$DAEMON" ] || die "$DAEMON is missing: cargo build --release"
 lab_up

@@ -196,7 +196,7 @@ fn stream_ping_fragments_and_a_full_size_datagram(mode: Mode) {
     // 5–10 s after bulk traffic stops a worker gives its buffers back; its counters stay (those
     // below count the traffic before).
     if mode.offloads && mode.routines == 1 {
-        std::thread::sleep(std::time::Duration::from_secs(12));
+        std::thread::sleep(Duration::from_secs(12));
         let settled = [anonymous_kb(p.a.pid()), anonymous_kb(p.b.pid())];
         eprintln!("anonymous kB 12 s after the streams (a, b): {settled:?}");
         // Measured 1.9 MB, as idle before the streams (without the release: 3.7–4.2 MB).

@@ -457,7 +457,6 @@ struct Reloaded {
     needs_restart: Vec<restart::RestartPending>,
 }
 
-/// Says once at start which data path is on, so an operator reading the log knows.
 /// After the loop's first round and after each reload: the code and read-only data that ran only
 /// to load the config and set up (the YAML parser alone is 2.5 MB of code) need not stay mapped;
 /// what the loop runs faults back in. With the link order (build.rs) an idle daemon keeps 0.8 MB of
@@ -469,6 +468,7 @@ fn release_startup_pages() {
     }
 }
 
+/// Says once at start which data path is on, so an operator reading the log knows.
 fn log_offloads(tun: Option<&Tun>, udp: &Udp, routines: usize) {
     let on = |b: bool| if b { "on" } else { "off" };
     let tun_part = match tun {

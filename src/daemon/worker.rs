@@ -172,15 +172,16 @@ impl Worker {
         if ready.tun {
             self.datapath.read_tun(&mut w);
         }
-        {
+        let now = {
             let mut node = lock(&self.node);
             let now = Instant::now();
             if node.poll_timeout() <= now {
                 node.handle_timeout(now, wall);
             }
-        }
+            now
+        };
         self.flush();
-        self.release_when_idle(Instant::now());
+        self.release_when_idle(now);
     }
 
     /// Fresh buffers once bulk traffic has stopped (a quiet [`RELEASE_WINDOW`]): the old ones are

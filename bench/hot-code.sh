@@ -64,11 +64,7 @@ workload() { # what
 }
 
 reach() { # within 60 s (A may run under valgrind)
-    local t0=$SECONDS
-    until ina ping -c 1 -W 1 "$OB" >/dev/null 2>&1; do
-        sleep 0.2
-        [ $((SECONDS - t0)) -lt 60 ] || die "no path from A to B"
-    done
+    wait_path 60 || die "no path from A to B"
 }
 
 config a "$OB" "$UB" >"$WORK/cm-a.yml"

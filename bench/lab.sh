@@ -70,16 +70,21 @@ start_and_reach() { # system [result prefix, e.g. "run=3 "]
         stop_daemons
         return 1
     fi
-    # A ping fails at once while the TUN or its route is not there yet: count time, not pings.
+    if ! wait_path 20; then
+        say "$sys: no path to $TARGET after 20 s, skipped"
+        echo "${prefix}system=$sys status=fail" >>"$OUT/results.txt"
+        stop_daemons
+        return 1
+    fi
+}
+
+# Waits up to $1 seconds for a ping from A to $TARGET through the overlay. A ping fails at once
+# while the TUN or its route is not there yet: this counts time, not pings.
+wait_path() { # seconds
     local t0=$SECONDS
     until ina ping -c 1 -W 1 "$TARGET" >/dev/null 2>&1; do
         sleep 0.2
-        if [ $((SECONDS - t0)) -ge 20 ]; then
-            say "$sys: no path to $TARGET after 20 s, skipped"
-            echo "${prefix}system=$sys status=fail" >>"$OUT/results.txt"
-            stop_daemons
-            return 1
-        fi
+        [ $((SECONDS - t0)) -lt "$1" ] || return 1
     done
 }
 

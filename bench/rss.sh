@@ -18,12 +18,12 @@
 #
 # WORKING_SET=1 (cos-mesh, needs gdb): after the idle figures, drop each daemon's mapping of its
 # own code once more with madvise(MADV_DONTNEED) (the daemon does so itself once after start; the
-# pages stay in the page cache) and measure again idle
-# and after load: what the code refaults is the code the daemon really runs. Those rounds'
+# pages stay in the page cache) and measure again idle and after load: what the code refaults is
+# the code the daemon really runs. Those rounds'
 # after-load figures are then not comparable with the other systems'.
 #
 # SETTLE seconds after the load, both daemons are measured once more (`settled_`, "idle again"):
-# cos-mesh gives its data-path buffers back 10 s after bulk traffic stops.
+# cos-mesh gives its data-path buffers back 5–10 s after bulk traffic stops.
 #
 # Settings: SYSTEMS="cos-mesh nebula boringtun" RUNS=5 DURATION=5 SETTLE=12 MTU=1420 WORKING_SET=0
 #   COS_MESH=target/release/cos-mesh OUT=bench/results/<UTC time>-rss
